@@ -1,0 +1,78 @@
+//! Subcommands of the `meit` binary. Each command's body lives in its own file; this one only
+//! declares the command line and dispatches.
+
+mod check_config;
+mod doctor;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use meit::telemetry::LogFormat;
+
+/// ECG reports generated at the bedside (not a certified medical device).
+#[derive(Debug, Parser)]
+#[command(name = "meit", version, about)]
+pub struct Cli {
+    /// Log line format on stderr (filter with MEIT_LOG or RUST_LOG, e.g. `meit=debug`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: acquire, filter, infer and publish for every configured bed.
+    Run {
+        /// Configuration file.
+        #[arg(long, short, default_value = "configs/meit.toml")]
+        config: PathBuf,
+    },
+    /// Act as an ECG device on a serial port (a pty pair by default), streaming synthetic ECG.
+    Simulate,
+    /// Replay a recorded WFDB or CSV file through the pipeline as if it were live.
+    Replay {
+        /// The record (`.hea` or `.csv`).
+        file: PathBuf,
+    },
+    /// Synthesize ECG records and data sets.
+    Synth,
+    /// Measure throughput and latency of the pipeline stages.
+    Bench,
+    /// Check a configuration file and report the first problem with its line and field.
+    CheckConfig {
+        /// Configuration file.
+        file: PathBuf,
+    },
+    /// Show what this machine offers: ONNX Runtime, providers, ports, bundles, broker.
+    Doctor {
+        /// Configuration file (defaults are used when omitted).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Runs one subcommand.
+pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::CheckConfig { file } => check_config::run(&file),
+        Command::Doctor { config } => doctor::run(config.as_deref()),
+        Command::Run { .. } => not_yet(
+            "run",
+            "the daemon end to end (acquire -> dsp -> infer -> publish)",
+        ),
+        Command::Simulate => not_yet("simulate", "the device simulator (acquisition issue)"),
+        Command::Replay { .. } => not_yet("replay", "file replay (acquisition issue)"),
+        Command::Synth => not_yet("synth", "the ECG synthesizer (synth issue)"),
+        Command::Bench => not_yet("bench", "the stage benchmarks"),
+    }
+}
+
+/// A command whose capability has not landed: says so and fails, never pretends.
+fn not_yet(command: &str, what: &str) -> anyhow::Result<ExitCode> {
+    eprintln!("meit {command}: not implemented yet: {what} has not landed in this build");
+    Ok(ExitCode::from(2))
+}

@@ -1,0 +1,608 @@
+//! The daemon's TOML configuration: what it reads, how it is validated, and how secrets are
+//! taken from the environment.
+//!
+//! Every table rejects unknown fields, and every error names the file, the line and column,
+//! the field and what is allowed there, so a typo on a ward gateway is found before the
+//! daemon starts (`meit check-config FILE`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ecg::Lead;
+
+/// Environment variable that overrides `mqtt.username`.
+pub const ENV_MQTT_USERNAME: &str = "MEIT_MQTT_USERNAME";
+/// Environment variable that overrides `mqtt.password` (keep passwords out of config files).
+pub const ENV_MQTT_PASSWORD: &str = "MEIT_MQTT_PASSWORD";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where this gateway stands: used in MQTT topics and report metadata.
+    #[serde(default)]
+    pub site: SiteConfig,
+    /// ONNX Runtime library and execution providers.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// Acquisition sources, one per bed or device (`[[source]]` tables).
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+    /// Signal processing and windowing.
+    #[serde(default)]
+    pub dsp: DspConfig,
+    /// The model bundle to serve.
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// The MQTT broker reports are published to.
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+}
+
+/// Site identity, used to build topic names `<prefix>/v1/<site>/<unit>/<bed>/<kind>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Hospital or vehicle identifier.
+    pub name: String,
+    /// Ward, unit or vehicle section.
+    pub unit: String,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        SiteConfig {
+            name: "demo-site".into(),
+            unit: "demo-unit".into(),
+        }
+    }
+}
+
+/// An ONNX Runtime execution provider the engine may use, in order of preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProviderKind {
+    /// The CPU provider (always available).
+    Cpu,
+    /// NVIDIA CUDA.
+    Cuda,
+    /// NVIDIA TensorRT (Jetson).
+    Tensorrt,
+}
+
+/// ONNX Runtime settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Path to `libonnxruntime.so*`; when absent, `ORT_DYLIB_PATH` and then the project-local
+    /// folder `.onnxruntime/<arch>/` are tried.
+    pub onnxruntime: Option<PathBuf>,
+    /// Execution providers in order of preference; a provider that cannot start is an error,
+    /// never a silent fallback.
+    #[serde(default = "default_providers")]
+    pub execution_providers: Vec<ExecutionProviderKind>,
+    /// Threads per inference session.
+    #[serde(default = "default_threads")]
+    pub intra_threads: usize,
+}
+
+fn default_providers() -> Vec<ExecutionProviderKind> {
+    vec![ExecutionProviderKind::Cpu]
+}
+fn default_threads() -> usize {
+    2
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            onnxruntime: None,
+            execution_providers: default_providers(),
+            intra_threads: default_threads(),
+        }
+    }
+}
+
+/// Wire protocol spoken by a serial device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SerialProtocol {
+    /// The project's own `firmware-bridge` framing.
+    FirmwareBridge,
+    /// OpenBCI Cyton 33-byte packets.
+    OpenbciCyton,
+    /// ProtoCentral OpenView packets.
+    ProtocentralOpenview,
+}
+
+/// One acquisition source (`[[source]]`), tagged by `kind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// The built-in device simulator on a pty pair.
+    Simulated {
+        /// Bed or device identifier, used in topics.
+        bed: String,
+        /// Condition to synthesize (e.g. "normal", "af").
+        #[serde(default = "default_condition")]
+        condition: String,
+        /// Device sample rate in Hz.
+        #[serde(default = "default_rate")]
+        sample_rate_hz: f64,
+    },
+    /// A serial device.
+    Serial {
+        /// Bed or device identifier, used in topics.
+        bed: String,
+        /// Port path such as `/dev/ttyACM0`.
+        path: PathBuf,
+        /// Wire protocol.
+        #[serde(default = "default_protocol")]
+        protocol: SerialProtocol,
+        /// Baud rate (ignored by USB CDC and ptys).
+        #[serde(default = "default_baud")]
+        baud: u32,
+    },
+    /// A recorded file (WFDB `.hea` or CSV) replayed as if live.
+    Replay {
+        /// Bed or device identifier, used in topics.
+        bed: String,
+        /// The record to replay.
+        file: PathBuf,
+        /// Replay at real-time pace (true) or as fast as possible.
+        #[serde(default = "default_true")]
+        realtime: bool,
+    },
+    /// A Polar H10 chest strap over BLE.
+    Ble {
+        /// Bed or device identifier, used in topics.
+        bed: String,
+        /// Advertised name or address of the strap.
+        device: String,
+    },
+}
+
+fn default_condition() -> String {
+    "normal".into()
+}
+fn default_rate() -> f64 {
+    500.0
+}
+fn default_protocol() -> SerialProtocol {
+    SerialProtocol::FirmwareBridge
+}
+fn default_baud() -> u32 {
+    921_600
+}
+fn default_true() -> bool {
+    true
+}
+
+impl SourceConfig {
+    /// The bed or device identifier of this source.
+    pub fn bed(&self) -> &str {
+        match self {
+            SourceConfig::Simulated { bed, .. }
+            | SourceConfig::Serial { bed, .. }
+            | SourceConfig::Replay { bed, .. }
+            | SourceConfig::Ble { bed, .. } => bed,
+        }
+    }
+}
+
+/// Signal processing and windowing settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DspConfig {
+    /// High-pass corner in Hz: 0.05 (diagnostic) or 0.5 (monitoring).
+    #[serde(default = "default_highpass")]
+    pub highpass_hz: f64,
+    /// Mains frequency to notch out: 50, 60, or 0 for none.
+    #[serde(default = "default_notch")]
+    pub notch_hz: f64,
+    /// Also notch the mains harmonics below the low-pass corner.
+    #[serde(default)]
+    pub notch_harmonics: bool,
+    /// Low-pass corner in Hz (40, 100 or 150).
+    #[serde(default = "default_lowpass")]
+    pub lowpass_hz: f64,
+    /// Window length in seconds.
+    #[serde(default = "default_window")]
+    pub window_seconds: f64,
+    /// Hop between window starts in seconds.
+    #[serde(default = "default_window")]
+    pub hop_seconds: f64,
+}
+
+fn default_highpass() -> f64 {
+    0.5
+}
+fn default_notch() -> f64 {
+    50.0
+}
+fn default_lowpass() -> f64 {
+    40.0
+}
+fn default_window() -> f64 {
+    10.0
+}
+
+impl Default for DspConfig {
+    fn default() -> Self {
+        DspConfig {
+            highpass_hz: default_highpass(),
+            notch_hz: default_notch(),
+            notch_harmonics: false,
+            lowpass_hz: default_lowpass(),
+            window_seconds: default_window(),
+            hop_seconds: default_window(),
+        }
+    }
+}
+
+/// Which model bundle to serve.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Directory of the model bundle (manifest, encoder, decoder, tokenizer).
+    #[serde(default = "default_bundle")]
+    pub bundle: PathBuf,
+    /// Leads the daemon insists on before it reports (others are masked and flagged).
+    #[serde(default)]
+    pub required_leads: Vec<Lead>,
+}
+
+fn default_bundle() -> PathBuf {
+    PathBuf::from("models/bundles/tiny")
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            bundle: default_bundle(),
+            required_leads: Vec::new(),
+        }
+    }
+}
+
+/// A secret string: never printed, never logged.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+/// MQTT broker settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Broker port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Topic prefix (first topic level).
+    #[serde(default = "default_prefix")]
+    pub topic_prefix: String,
+    /// MQTT client identifier.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// User name (or `MEIT_MQTT_USERNAME`).
+    pub username: Option<String>,
+    /// Password (prefer `MEIT_MQTT_PASSWORD`).
+    pub password: Option<Secret>,
+    /// CA certificate file; when set, the connection uses TLS.
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    1883
+}
+fn default_prefix() -> String {
+    "meit".into()
+}
+fn default_client_id() -> String {
+    "meit-gateway".into()
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: default_host(),
+            port: default_port(),
+            topic_prefix: default_prefix(),
+            client_id: default_client_id(),
+            username: None,
+            password: None,
+            ca_file: None,
+        }
+    }
+}
+
+/// Everything that can be wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read configuration: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or names a field, type or value that is not allowed.
+    #[error("{path}:{line}:{column}: {message}{section}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending text.
+        line: usize,
+        /// 1-based column of the offending text.
+        column: usize,
+        /// What is wrong and what is allowed (from the TOML parser).
+        message: String,
+        /// " (in [table])" when the error sits inside a table.
+        section: String,
+    },
+    /// A field parsed but its value is not usable.
+    #[error("{path}: `{field}` {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Dotted field name, e.g. `dsp.hop_seconds`.
+        field: String,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses, applies environment overrides and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, path)?;
+        config.apply_env(|k| std::env::var(k).ok());
+        Ok(config)
+    }
+
+    /// Parses and validates configuration text; `path` is used in error messages only.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| parse_error(text, path, &e))?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Applies secret overrides from the environment (`lookup` is `std::env::var` in the daemon).
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
+        if let Some(user) = lookup(ENV_MQTT_USERNAME) {
+            self.mqtt.username = Some(user);
+        }
+        if let Some(pass) = lookup(ENV_MQTT_PASSWORD) {
+            self.mqtt.password = Some(Secret(pass));
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: &str, reason: String| {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: field.into(),
+                reason,
+            })
+        };
+        let d = &self.dsp;
+        if !(d.highpass_hz >= 0.0 && d.highpass_hz < 5.0) {
+            return invalid(
+                "dsp.highpass_hz",
+                format!(
+                    "is {}; allowed: 0 (off) up to 5 Hz, usually 0.05 or 0.5",
+                    d.highpass_hz
+                ),
+            );
+        }
+        if ![0.0, 50.0, 60.0].contains(&d.notch_hz) {
+            return invalid(
+                "dsp.notch_hz",
+                format!("is {}; allowed: 50, 60, or 0 for no notch", d.notch_hz),
+            );
+        }
+        if !(d.lowpass_hz > d.highpass_hz && d.lowpass_hz <= 250.0) {
+            return invalid(
+                "dsp.lowpass_hz",
+                format!(
+                    "is {}; allowed: above dsp.highpass_hz and at most 250 Hz",
+                    d.lowpass_hz
+                ),
+            );
+        }
+        if !(d.window_seconds >= 1.0 && d.window_seconds <= 60.0) {
+            return invalid(
+                "dsp.window_seconds",
+                format!("is {}; allowed: 1 to 60 s", d.window_seconds),
+            );
+        }
+        if !(d.hop_seconds > 0.0 && d.hop_seconds <= d.window_seconds) {
+            return invalid(
+                "dsp.hop_seconds",
+                format!(
+                    "is {}; allowed: above 0 and at most dsp.window_seconds ({})",
+                    d.hop_seconds, d.window_seconds
+                ),
+            );
+        }
+        if self.runtime.execution_providers.is_empty() {
+            return invalid(
+                "runtime.execution_providers",
+                "is empty; allowed: a list of \"cpu\", \"cuda\", \"tensorrt\"".into(),
+            );
+        }
+        if self.runtime.intra_threads == 0 {
+            return invalid("runtime.intra_threads", "is 0; allowed: 1 or more".into());
+        }
+        if self.mqtt.port == 0 {
+            return invalid("mqtt.port", "is 0; allowed: 1-65535".into());
+        }
+        let mut beds = std::collections::HashSet::new();
+        for (i, source) in self.sources.iter().enumerate() {
+            let bed = source.bed();
+            if bed.is_empty() || bed.contains(['/', '+', '#']) {
+                return invalid(
+                    &format!("source[{i}].bed"),
+                    format!(
+                        "is {bed:?}; allowed: a non-empty name without '/', '+' or '#' (it is an MQTT topic level)"
+                    ),
+                );
+            }
+            if !beds.insert(bed) {
+                return invalid(
+                    &format!("source[{i}].bed"),
+                    format!("{bed:?} is used by two sources; each bed needs its own name"),
+                );
+            }
+            if let SourceConfig::Simulated { sample_rate_hz, .. } = source
+                && !(50.0..=2000.0).contains(sample_rate_hz)
+            {
+                return invalid(
+                    &format!("source[{i}].sample_rate_hz"),
+                    format!("is {sample_rate_hz}; allowed: 50 to 2000 Hz"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Turns a TOML error into one with file, line, column and the enclosing table.
+fn parse_error(text: &str, path: &Path, err: &toml::de::Error) -> ConfigError {
+    let offset = err.span().map_or(0, |s| s.start).min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let section = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|header| format!(" (in {header})"))
+        .unwrap_or_default();
+    ConfigError::Parse {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message: err.message().trim().to_string(),
+        section,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.mqtt.port, 1883);
+        assert_eq!(
+            c.runtime.execution_providers,
+            vec![ExecutionProviderKind::Cpu]
+        );
+        assert!(c.sources.is_empty());
+    }
+
+    #[test]
+    fn typo_names_field_line_column_and_table() {
+        let text = "[site]\nname = \"a\"\nunit = \"b\"\n\n[mqtt]\nhost = \"x\"\nprot = 1883\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.starts_with("test.toml:7:1: "), "{err}");
+        assert!(err.contains("unknown field `prot`"), "{err}");
+        assert!(err.contains("`port`"), "expected the allowed names: {err}");
+        assert!(err.contains("(in [mqtt])"), "{err}");
+    }
+
+    #[test]
+    fn typo_inside_source_array_is_caught() {
+        let text = "[[source]]\nkind = \"serial\"\nbed = \"b1\"\npath = \"/dev/ttyACM0\"\nbaudrate = 9600\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("unknown field `baudrate`"), "{err}");
+        assert!(err.contains("(in [[source]])"), "{err}");
+    }
+
+    #[test]
+    fn wrong_enum_value_lists_allowed_values() {
+        let err = parse("[[source]]\nkind = \"usb\"\nbed = \"b1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("test.toml:2:"), "{err}");
+        assert!(err.contains("serial"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let err = parse("[dsp]\nnotch_hz = 55\n").unwrap_err().to_string();
+        assert!(
+            err.contains("`dsp.notch_hz`") && err.contains("50, 60"),
+            "{err}"
+        );
+        let err = parse("[dsp]\nwindow_seconds = 5\nhop_seconds = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`dsp.hop_seconds`"), "{err}");
+        let two = "[[source]]\nkind=\"simulated\"\nbed=\"b\"\n[[source]]\nkind=\"simulated\"\nbed=\"b\"\n";
+        assert!(
+            parse(two)
+                .unwrap_err()
+                .to_string()
+                .contains("used by two sources")
+        );
+    }
+
+    #[test]
+    fn password_comes_from_env_and_never_prints() {
+        let mut c = parse("[mqtt]\npassword = \"in-file\"\n").unwrap();
+        c.apply_env(|k| (k == ENV_MQTT_PASSWORD).then(|| "hunter2".to_string()));
+        assert_eq!(c.mqtt.password.as_ref().unwrap().expose(), "hunter2");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("in-file"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 1, "no configs found in {}", dir.display());
+    }
+}

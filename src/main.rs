@@ -1,0 +1,20 @@
+//! The `meit` binary: command-line parsing and the error edge (anyhow) of the library.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    meit::telemetry::init(args.log_format);
+    match cli::dispatch(args.command) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line per cause, most specific last; no backtrace noise for operators.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
