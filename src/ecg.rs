@@ -155,6 +155,39 @@ impl SampleBlock {
     }
 }
 
+/// A multi-lead ECG recording held in memory: `leads x samples` in microvolts at one rate.
+///
+/// This is what the synthesizer produces, what WFDB files load into, what a dsp window holds and
+/// (after normalisation) what the ECG encoder sees as `[1, leads, samples]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recording {
+    /// Sample rate in Hz.
+    pub sample_rate_hz: f64,
+    /// Lead of each row of `samples_uv`.
+    pub leads: LeadSet,
+    /// Samples in microvolts, shape `(leads.len(), samples)`.
+    pub samples_uv: ndarray::Array2<f32>,
+}
+
+impl Recording {
+    /// Number of samples per lead.
+    pub fn len(&self) -> usize {
+        self.samples_uv.ncols()
+    }
+    /// True when the recording holds no samples.
+    pub fn is_empty(&self) -> bool {
+        self.samples_uv.ncols() == 0
+    }
+    /// Duration in seconds.
+    pub fn duration_s(&self) -> f64 {
+        self.len() as f64 / self.sample_rate_hz
+    }
+    /// The samples of `lead`, if the recording has it.
+    pub fn lead(&self, lead: Lead) -> Option<ndarray::ArrayView1<'_, f32>> {
+        self.leads.position(lead).map(|i| self.samples_uv.row(i))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
