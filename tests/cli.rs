@@ -112,3 +112,22 @@ fn doctor_with_onnx_runtime_prints_version_and_providers() {
     );
     assert!(stdout.contains("CPUExecutionProvider"), "{stdout}");
 }
+
+#[test]
+fn json_log_format_writes_one_json_object_per_line() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/meit.toml");
+    let out = meit()
+        .args(["--log-format", "json", "check-config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let (_, err) = text(&out);
+    assert!(out.status.success(), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("configuration valid"))
+        .unwrap_or_else(|| panic!("{err}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["level"], "INFO");
+    assert_eq!(v["sources"], 1);
+}
