@@ -10,9 +10,9 @@ pub mod bridge;
 pub mod cyton;
 pub mod openview;
 pub mod pmd;
-// pub mod serial;
-// pub mod signal;
-// pub mod simulator;
+pub mod serial;
+pub mod signal;
+pub mod simulator;
 
 use crate::ecg::{LeadSet, SampleBlock};
 
