@@ -3,6 +3,7 @@
 
 mod check_config;
 mod doctor;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,7 +33,7 @@ pub enum Command {
         config: PathBuf,
     },
     /// Act as an ECG device on a serial port (a pty pair by default), streaming synthetic ECG.
-    Simulate,
+    Simulate(simulate::SimulateArgs),
     /// Replay a recorded WFDB or CSV file through the pipeline as if it were live.
     Replay {
         /// The record (`.hea` or `.csv`).
@@ -64,7 +65,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             "run",
             "the daemon end to end (acquire -> dsp -> infer -> publish)",
         ),
-        Command::Simulate => not_yet("simulate", "the device simulator (acquisition issue)"),
+        Command::Simulate(args) => simulate::run(args),
         Command::Replay { .. } => not_yet("replay", "file replay (acquisition issue)"),
         Command::Synth => not_yet("synth", "the ECG synthesizer (synth issue)"),
         Command::Bench => not_yet("bench", "the stage benchmarks"),

@@ -1,0 +1,253 @@
+//! End to end over real ptys: the device simulator on one side, the daemon's serial source on
+//! the other, exactly as with a USB device. Short runs for CI; the 60 s soak with latency
+//! figures is `cargo run --release --example acquire_soak` (see README).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use meit::acquire::serial::{PortSelector, SerialSettings, SerialSource};
+use meit::acquire::signal::{PeriodicPqrst, PqrstSettings, Rhythm, SignalGenerator};
+use meit::acquire::simulator::{Device, DeviceSettings, Faults, Recurring, run_on_pty};
+use meit::acquire::{LinkStats, SourceEvent};
+use meit::config::SerialProtocol;
+use meit::ecg::{LeadSet, SampleBlock};
+use tokio::sync::mpsc;
+
+const RATE: f64 = 500.0;
+const FRAMES_PER_BLOCK: usize = 5;
+
+fn generator() -> PeriodicPqrst {
+    PeriodicPqrst::new(PqrstSettings {
+        sample_rate_hz: RATE,
+        leads: LeadSet::standard_12(),
+        heart_rate_bpm: 72.0,
+        rhythm: Rhythm::Sinus,
+        noise_uv: 10.0,
+        seed: 11,
+    })
+}
+
+/// A simulator running on its own pty pair, published as a symlink in a temp dir.
+struct Simulator {
+    _dir: tempfile::TempDir,
+    link: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Device>,
+    came_back: mpsc::UnboundedReceiver<Instant>,
+}
+
+impl Simulator {
+    fn start(faults: Faults, stream_blocks: Option<u64>) -> Simulator {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("meit-sim");
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, came_back) = mpsc::unbounded_channel();
+        let mut device = Device::new(
+            Box::new(generator()),
+            DeviceSettings {
+                frames_per_block: FRAMES_PER_BLOCK,
+                faults,
+                seed: 5,
+                stream_blocks,
+                ..DeviceSettings::default()
+            },
+        );
+        let (l, s) = (link.clone(), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            run_on_pty(&mut device, &l, &s, |_| {
+                let _ = ready_tx.send(Instant::now());
+            })
+            .unwrap();
+            device
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !link.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Simulator {
+            _dir: dir,
+            link,
+            stop,
+            thread,
+            came_back,
+        }
+    }
+
+    fn finish(self) -> Device {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+fn source(link: &PathBuf) -> (SerialSource, mpsc::Receiver<SourceEvent>) {
+    let (tx, rx) = mpsc::channel(4096);
+    let settings = SerialSettings::new(
+        PortSelector::Path(link.clone()),
+        SerialProtocol::FirmwareBridge,
+    );
+    (SerialSource::spawn(settings, tx).unwrap(), rx)
+}
+
+/// Collects events until `done` says so or `limit` passes.
+async fn collect(
+    rx: &mut mpsc::Receiver<SourceEvent>,
+    limit: Duration,
+    mut done: impl FnMut(&[SourceEvent]) -> bool,
+) -> Vec<SourceEvent> {
+    let mut events = Vec::new();
+    let end = tokio::time::Instant::now() + limit;
+    while !done(&events) {
+        match tokio::time::timeout_at(end, rx.recv()).await {
+            Ok(Some(e)) => events.push(e),
+            _ => break,
+        }
+    }
+    events
+}
+
+fn blocks(events: &[SourceEvent]) -> Vec<&SampleBlock> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SourceEvent::Block(b) => Some(b),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The samples block `sequence` must hold, regenerated from the same seeded signal and
+/// quantised like the device does (0.5 uV per count).
+fn expected_blocks(n: u64) -> Vec<Vec<f32>> {
+    let mut g = generator();
+    let mut frame = vec![0.0f32; 12];
+    (0..n)
+        .map(|_| {
+            let mut block = Vec::new();
+            for _ in 0..FRAMES_PER_BLOCK {
+                g.next_frame(&mut frame);
+                block.extend(
+                    frame
+                        .iter()
+                        .map(|&uv| (f64::from(uv) / 0.5).round() as f32 * 0.5),
+                );
+            }
+            block
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_pty_link_delivers_every_block_in_order_with_exact_samples() {
+    const BLOCKS: u64 = 500; // 5 s at 500 Hz, 12 leads
+    let sim = Simulator::start(Faults::default(), Some(BLOCKS));
+    let (src, mut rx) = source(&sim.link);
+    let events = collect(&mut rx, Duration::from_secs(20), |e| {
+        blocks(e).len() as u64 >= BLOCKS
+    })
+    .await;
+    let stats: LinkStats = src.stop();
+    let device = sim.finish();
+    let got = blocks(&events);
+    assert!(matches!(events[0], SourceEvent::Connected(ref i) if i.leads.len() == 12));
+    assert_eq!(got.len() as u64, BLOCKS, "every block delivered");
+    assert_eq!(device.stats().blocks, BLOCKS);
+    assert_eq!((stats.gaps, stats.rejected), (0, 0), "{stats:?}");
+    let expected = expected_blocks(BLOCKS);
+    for (i, b) in got.iter().enumerate() {
+        assert_eq!(b.sequence, i as u64);
+        assert_eq!(b.samples_uv, expected[i], "block {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byte_corruption_rejects_exactly_the_corrupted_blocks_and_delivers_the_rest() {
+    const BLOCKS: u64 = 400;
+    let faults = Faults {
+        // 1e-3 per byte: about a fifth of the 200-byte blocks are hit, so a short run sees many.
+        bit_flip_per_byte: 1e-3,
+        ..Faults::default()
+    };
+    let sim = Simulator::start(faults, Some(BLOCKS));
+    let (src, mut rx) = source(&sim.link);
+    let events = collect(&mut rx, Duration::from_secs(8), |e| {
+        blocks(e).last().is_some_and(|b| b.sequence + 1 >= BLOCKS)
+    })
+    .await;
+    // The last blocks may be the corrupted ones: wait until the device has finished.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = src.stop();
+    let device = sim.finish().stats();
+    let got = blocks(&events);
+    assert!(device.blocks_corrupted > 20, "{device:?}");
+    assert_eq!(
+        got.len() as u64 + device.blocks_corrupted,
+        BLOCKS,
+        "{device:?} {stats:?}"
+    );
+    assert!(stats.rejected >= device.blocks_corrupted);
+    let expected = expected_blocks(BLOCKS);
+    for b in got {
+        assert_eq!(
+            b.samples_uv, expected[b.sequence as usize],
+            "no corrupted data delivered"
+        );
+    }
+    let missing: u64 = events
+        .iter()
+        .filter_map(|e| match e {
+            SourceEvent::Gap(g) => Some(g.missing),
+            _ => None,
+        })
+        .sum();
+    assert!(missing <= device.blocks_corrupted && missing + 3 >= device.blocks_corrupted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_reconnects_when_the_device_is_unplugged_and_comes_back() {
+    let faults = Faults {
+        disconnect: Some(Recurring {
+            every: Duration::from_millis(1500),
+            lasting: Duration::from_millis(400),
+        }),
+        ..Faults::default()
+    };
+    let mut sim = Simulator::start(faults, None);
+    let (src, mut rx) = source(&sim.link);
+    let events = collect(&mut rx, Duration::from_secs(15), |e| {
+        e.iter()
+            .filter(|e| matches!(e, SourceEvent::Connected(_)))
+            .count()
+            >= 3
+    })
+    .await;
+    let stats = src.stop();
+    let mut returns = Vec::new();
+    while let Ok(t) = sim.came_back.try_recv() {
+        returns.push(t);
+    }
+    sim.finish();
+    let connects = events
+        .iter()
+        .filter(|e| matches!(e, SourceEvent::Connected(_)))
+        .count();
+    let disconnects = events
+        .iter()
+        .filter(|e| matches!(e, SourceEvent::Disconnected { .. }))
+        .count();
+    assert_eq!(connects, 3, "{stats:?}");
+    assert!(disconnects >= 2);
+    assert!(returns.len() >= 3, "the simulator came back twice");
+    // Blocks flow in every session, between one connect and the next.
+    let connect_at: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, SourceEvent::Connected(_)))
+        .map(|(i, _)| i)
+        .collect();
+    for pair in connect_at.windows(2) {
+        assert!(blocks(&events[pair[0]..pair[1]]).len() > 10);
+    }
+}
