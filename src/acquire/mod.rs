@@ -10,6 +10,7 @@ pub mod bridge;
 pub mod cyton;
 pub mod openview;
 pub mod pmd;
+pub mod replay;
 pub mod serial;
 pub mod signal;
 pub mod simulator;

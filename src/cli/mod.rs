@@ -3,6 +3,7 @@
 
 mod check_config;
 mod doctor;
+mod replay;
 mod simulate;
 
 use std::path::PathBuf;
@@ -35,10 +36,7 @@ pub enum Command {
     /// Act as an ECG device on a serial port (a pty pair by default), streaming synthetic ECG.
     Simulate(simulate::SimulateArgs),
     /// Replay a recorded WFDB or CSV file through the pipeline as if it were live.
-    Replay {
-        /// The record (`.hea` or `.csv`).
-        file: PathBuf,
-    },
+    Replay(replay::ReplayArgs),
     /// Synthesize ECG records and data sets.
     Synth,
     /// Measure throughput and latency of the pipeline stages.
@@ -66,7 +64,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             "the daemon end to end (acquire -> dsp -> infer -> publish)",
         ),
         Command::Simulate(args) => simulate::run(args),
-        Command::Replay { .. } => not_yet("replay", "file replay (acquisition issue)"),
+        Command::Replay(args) => replay::run(args),
         Command::Synth => not_yet("synth", "the ECG synthesizer (synth issue)"),
         Command::Bench => not_yet("bench", "the stage benchmarks"),
     }
