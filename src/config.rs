@@ -136,8 +136,13 @@ pub enum SourceConfig {
     Serial {
         /// Bed or device identifier, used in topics.
         bed: String,
-        /// Port path such as `/dev/ttyACM0`.
-        path: PathBuf,
+        /// Port path such as `/dev/ttyACM0` (give this or `usb`).
+        #[serde(default)]
+        path: Option<PathBuf>,
+        /// USB device as hex `VID:PID` or `VID:PID:SERIAL`, e.g. `"0483:5740"` (give this or
+        /// `path`); found through sysfs whenever the source (re)connects.
+        #[serde(default)]
+        usb: Option<String>,
         /// Wire protocol.
         #[serde(default = "default_protocol")]
         protocol: SerialProtocol,
@@ -189,6 +194,40 @@ impl SourceConfig {
             | SourceConfig::Replay { bed, .. }
             | SourceConfig::Ble { bed, .. } => bed,
         }
+    }
+}
+
+/// A USB serial device named by vendor id, product id and optionally serial number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsbId {
+    /// Vendor id.
+    pub vid: u16,
+    /// Product id.
+    pub pid: u16,
+    /// Serial number string.
+    pub serial_number: Option<String>,
+}
+
+impl UsbId {
+    /// Parses hex `VID:PID` or `VID:PID:SERIAL`; the error says what is allowed.
+    pub fn parse(text: &str) -> Result<UsbId, String> {
+        let mut parts = text.splitn(3, ':');
+        let hex = |p: Option<&str>| {
+            p.and_then(|h| u16::from_str_radix(h.trim(), 16).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "is {text:?}; allowed: hex VID:PID or VID:PID:SERIAL, e.g. \"0483:5740\""
+                    )
+                })
+        };
+        let vid = hex(parts.next())?;
+        let pid = hex(parts.next())?;
+        let serial_number = parts.next().map(str::to_string).filter(|s| !s.is_empty());
+        Ok(UsbId {
+            vid,
+            pid,
+            serial_number,
+        })
     }
 }
 
@@ -479,6 +518,23 @@ impl Config {
                     format!("{bed:?} is used by two sources; each bed needs its own name"),
                 );
             }
+            if let SourceConfig::Serial { path: p, usb, .. } = source {
+                match (p, usb) {
+                    (Some(_), Some(_)) | (None, None) => {
+                        return invalid(
+                            &format!("source[{i}].path"),
+                            "and `usb`: give exactly one of them (a port path or a USB VID:PID)"
+                                .into(),
+                        );
+                    }
+                    (None, Some(id)) => {
+                        if let Err(reason) = UsbId::parse(id) {
+                            return invalid(&format!("source[{i}].usb"), reason);
+                        }
+                    }
+                    (Some(_), None) => {}
+                }
+            }
             if let SourceConfig::Simulated { sample_rate_hz, .. } = source
                 && !(50.0..=2000.0).contains(sample_rate_hz)
             {
@@ -578,6 +634,27 @@ mod tests {
         assert!(err.contains("unknown field `prot`"), "{err}");
         assert!(err.contains("`port`"), "expected the allowed names: {err}");
         assert!(err.contains("(in [mqtt])"), "{err}");
+    }
+
+    #[test]
+    fn serial_sources_need_exactly_one_of_path_and_usb() {
+        let both =
+            "[[source]]\nkind = \"serial\"\nbed = \"b1\"\npath = \"/dev/x\"\nusb = \"0483:5740\"\n";
+        let err = parse(both).unwrap_err().to_string();
+        assert!(err.contains("`source[0].path`"), "{err}");
+        let bad = "[[source]]\nkind = \"serial\"\nbed = \"b1\"\nusb = \"zz:1\"\n";
+        let err = parse(bad).unwrap_err().to_string();
+        assert!(err.contains("`source[0].usb`"), "{err}");
+        let ok = "[[source]]\nkind = \"serial\"\nbed = \"b1\"\nusb = \"0483:5740:AB12\"\n";
+        assert!(parse(ok).is_ok());
+        assert_eq!(
+            UsbId::parse("0483:5740:AB12"),
+            Ok(UsbId {
+                vid: 0x0483,
+                pid: 0x5740,
+                serial_number: Some("AB12".into())
+            })
+        );
     }
 
     #[test]

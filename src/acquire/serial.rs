@@ -20,7 +20,7 @@ use super::bridge::BridgeDecoder;
 use super::cyton::CytonDecoder;
 use super::openview::{OpenViewDecoder, OpenViewLayout};
 use super::{Decoded, LinkStats, SourceEvent, WireDecoder};
-use crate::config::SerialProtocol;
+use crate::config::{SerialProtocol, SourceConfig, UsbId};
 
 /// Which port to open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +70,37 @@ impl SerialSettings {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_millis(500),
         }
+    }
+
+    /// Settings for a `kind = "serial"` source table (`None` for other kinds; a table that
+    /// passed [`Config`](crate::config::Config) validation always yields settings).
+    pub fn from_config(source: &SourceConfig) -> Option<Self> {
+        let SourceConfig::Serial {
+            path,
+            usb,
+            protocol,
+            baud,
+            ..
+        } = source
+        else {
+            return None;
+        };
+        let port = match (path, usb) {
+            (Some(p), _) => PortSelector::Path(p.clone()),
+            (None, Some(id)) => {
+                let id = UsbId::parse(id).ok()?;
+                PortSelector::Usb {
+                    vid: id.vid,
+                    pid: id.pid,
+                    serial_number: id.serial_number,
+                }
+            }
+            (None, None) => return None,
+        };
+        Some(SerialSettings {
+            baud: *baud,
+            ..SerialSettings::new(port, *protocol)
+        })
     }
 }
 
@@ -439,6 +470,25 @@ mod tests {
         assert_eq!(l.allow(t + Duration::from_millis(10)), None);
         assert_eq!(l.allow(t + Duration::from_millis(20)), None);
         assert_eq!(l.allow(t + Duration::from_millis(1100)), Some(2));
+    }
+
+    #[test]
+    fn config_tables_become_settings_with_a_usb_selector() {
+        let text = "[[source]]\nkind = \"serial\"\nbed = \"b\"\nusb = \"0483:5740\"\nbaud = 115200\nprotocol = \"openbci-cyton\"\n";
+        let config = crate::config::Config::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let s = SerialSettings::from_config(&config.sources[0]).unwrap();
+        assert_eq!(
+            s.port,
+            PortSelector::Usb {
+                vid: 0x0483,
+                pid: 0x5740,
+                serial_number: None
+            }
+        );
+        assert_eq!(
+            (s.baud, s.protocol),
+            (115_200, SerialProtocol::OpenbciCyton)
+        );
     }
 
     #[test]
