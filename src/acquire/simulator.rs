@@ -57,6 +57,8 @@ pub struct DeviceSettings {
     pub epoch: Instant,
     /// Stop streaming after this many blocks per start (a finite recording); `None` streams on.
     pub stream_blocks: Option<u64>,
+    /// Record when each block was handed to the port (for latency measurements).
+    pub log_send_times: bool,
 }
 
 /// What the device has sent, for checking a receiver's accounting.
@@ -80,6 +82,7 @@ impl Default for DeviceSettings {
             seed: 0,
             epoch: Instant::now(),
             stream_blocks: None,
+            log_send_times: false,
         }
     }
 }
@@ -93,6 +96,10 @@ pub struct Device {
     stream: Option<StreamState>,
     frame: Vec<f32>,
     stats: DeviceStats,
+    /// Sequence numbers produced but not yet handed to the port.
+    unsent: Vec<u64>,
+    /// (sequence, time handed to the port), when `log_send_times` is on.
+    send_log: Vec<(u64, Instant)>,
 }
 
 /// Where a running stream stands.
@@ -118,7 +125,23 @@ impl Device {
             stream: None,
             frame: vec![0.0; leads],
             stats: DeviceStats::default(),
+            unsent: Vec::new(),
+            send_log: Vec::new(),
         }
+    }
+
+    /// Notes that everything produced so far was handed to the port at `at`.
+    pub fn mark_sent(&mut self, at: Instant) {
+        if self.settings.log_send_times {
+            self.send_log
+                .extend(self.unsent.drain(..).map(|seq| (seq, at)));
+        }
+        self.unsent.clear();
+    }
+
+    /// (sequence, time handed to the port) of every block sent, when `log_send_times` is on.
+    pub fn send_log(&self) -> &[(u64, Instant)] {
+        &self.send_log
     }
 
     /// What the device has sent so far.
@@ -229,8 +252,11 @@ impl Device {
                     self.stats.blocks += 1;
                     if !transmit {
                         self.stats.blocks_stalled += 1;
-                    } else if self.push_with_faults(&Frame::Samples(samples), out) {
-                        self.stats.blocks_corrupted += 1;
+                    } else {
+                        if self.push_with_faults(&Frame::Samples(samples), out) {
+                            self.stats.blocks_corrupted += 1;
+                        }
+                        self.unsent.push(s.blocks);
                     }
                 }
             }
@@ -358,7 +384,9 @@ pub fn run_on_port(
         device.produce(now, !within(faults.stall, origin, now), &mut tx);
         if !tx.is_empty() {
             port.set_timeout(Duration::from_millis(100))?;
+            let handed_over = Instant::now();
             let sent = port.write_all(&tx);
+            device.mark_sent(handed_over);
             tx.clear();
             if sent.is_err() {
                 device.stop();
