@@ -83,11 +83,19 @@ impl Simulator {
 }
 
 fn source(link: &PathBuf) -> (SerialSource, mpsc::Receiver<SourceEvent>) {
+    source_with(link, |_| {})
+}
+
+fn source_with(
+    link: &PathBuf,
+    adjust: impl FnOnce(&mut SerialSettings),
+) -> (SerialSource, mpsc::Receiver<SourceEvent>) {
     let (tx, rx) = mpsc::channel(4096);
-    let settings = SerialSettings::new(
+    let mut settings = SerialSettings::new(
         PortSelector::Path(link.clone()),
         SerialProtocol::FirmwareBridge,
     );
+    adjust(&mut settings);
     (SerialSource::spawn(settings, tx).unwrap(), rx)
 }
 
@@ -250,4 +258,76 @@ async fn the_source_reconnects_when_the_device_is_unplugged_and_comes_back() {
     for pair in connect_at.windows(2) {
         assert!(blocks(&events[pair[0]..pair[1]]).len() > 10);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_stops_talking_is_dropped_and_picked_up_again() {
+    let faults = Faults {
+        stall: Some(Recurring {
+            every: Duration::from_millis(1200),
+            lasting: Duration::from_millis(900),
+        }),
+        ..Faults::default()
+    };
+    let sim = Simulator::start(faults, None);
+    let (src, mut rx) = source_with(&sim.link, |s| s.stall_timeout = Duration::from_millis(400));
+    let events = collect(&mut rx, Duration::from_secs(10), |e| {
+        e.iter()
+            .filter(|e| matches!(e, SourceEvent::Connected(_)))
+            .count()
+            >= 2
+    })
+    .await;
+    src.stop();
+    sim.finish();
+    let stalled = events.iter().any(
+        |e| matches!(e, SourceEvent::Disconnected { reason } if reason.contains("stopped talking")),
+    );
+    assert!(stalled, "{events:?}");
+    let connects = events
+        .iter()
+        .filter(|e| matches!(e, SourceEvent::Connected(_)))
+        .count();
+    assert_eq!(connects, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_that_is_not_a_device_is_counted_and_never_reported_connected() {
+    use serialport::SerialPort;
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("not-a-device");
+    let (mut master, slave) = serialport::TTYPort::pair().unwrap();
+    std::os::unix::fs::symlink(slave.name().unwrap(), &link).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    // A "device" that babbles: text lines and random bytes, never a valid frame.
+    let babbler = std::thread::spawn(move || {
+        let mut x = 0x2545_F491_u32;
+        while !s.load(Ordering::Relaxed) {
+            let mut chunk = b"AT+OK\r\n".to_vec();
+            for _ in 0..64 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                chunk.push(x as u8);
+            }
+            let _ = master.write_all(&chunk);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let (src, mut rx) = source_with(&link, |s| s.handshake_timeout = Duration::from_millis(300));
+    let events = collect(&mut rx, Duration::from_millis(1500), |_| false).await;
+    let stats = src.stop();
+    stop.store(true, Ordering::Relaxed);
+    babbler.join().unwrap();
+    drop(slave);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, SourceEvent::Connected(_) | SourceEvent::Block(_))),
+        "{events:?}"
+    );
+    assert_eq!((stats.connects, stats.blocks), (0, 0));
+    assert!(stats.rejected > 0 && stats.bytes > 0, "{stats:?}");
 }
