@@ -6,6 +6,8 @@
 //! any input; they resynchronise and count what they reject. Sources ([`serial`], replay, BLE)
 //! drive a decoder and deliver [`SourceEvent`]s, so everything downstream is source-agnostic.
 
+#[cfg(feature = "ble")]
+pub mod ble;
 pub mod bridge;
 pub mod cyton;
 pub mod openview;
