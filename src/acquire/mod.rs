@@ -16,6 +16,7 @@ pub mod replay;
 pub mod serial;
 pub mod signal;
 pub mod simulator;
+pub mod source;
 
 use crate::ecg::{LeadSet, SampleBlock};
 

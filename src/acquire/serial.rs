@@ -349,8 +349,22 @@ impl Link {
         Ok((path, port))
     }
 
-    fn send(&self, event: SourceEvent) -> Result<(), ()> {
-        self.events.blocking_send(event).map_err(|_| ())
+    /// Hands `event` to the async side, waiting while the channel is full (backpressure) but
+    /// never past a stop request, so stopping cannot deadlock on a full channel.
+    fn send(&self, mut event: SourceEvent) -> Result<(), ()> {
+        loop {
+            match self.events.try_send(event) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
+                Err(mpsc::error::TrySendError::Full(e)) => {
+                    if self.stop.load(Ordering::Relaxed) {
+                        return Err(());
+                    }
+                    event = e;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
     }
 
     /// Asks the device to start streaming (protocols with a start command).
