@@ -127,7 +127,9 @@ async fn main() -> anyhow::Result<()> {
                 missing += g.missing;
             }
             SourceEvent::Connected(_) => connects.push(now),
-            SourceEvent::Status(_) | SourceEvent::Disconnected { .. } => {}
+            SourceEvent::Status(_)
+            | SourceEvent::Disconnected { .. }
+            | SourceEvent::Waiting { .. } => {}
         }
     }
     let stats = source.stop();

@@ -331,3 +331,52 @@ async fn a_port_that_is_not_a_device_is_counted_and_never_reported_connected() {
     assert_eq!((stats.connects, stats.blocks), (0, 0));
     assert!(stats.rejected > 0 && stats.bytes > 0, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_speaking_another_protocol_version_is_reported_by_name() {
+    use firmware_bridge::{cobs::CobsWriter, crc::Crc32};
+    use serialport::SerialPort;
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("v2-device");
+    let (mut master, slave) = serialport::TTYPort::pair().unwrap();
+    std::os::unix::fs::symlink(slave.name().unwrap(), &link).unwrap();
+    // A well-framed, CRC-valid frame whose version byte says 2.
+    let mut raw = vec![2u8, 0x03, 0, 0, 100, 0, 0];
+    raw.extend(Crc32::checksum(&raw).to_le_bytes());
+    let mut wire = [0u8; 64];
+    wire[0] = 0;
+    let mut w = CobsWriter::new(&mut wire[1..]).unwrap();
+    w.extend(&raw).unwrap();
+    let n = w.finish().unwrap() + 1;
+    let frame = wire[..n].to_vec();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    let device = std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            let _ = master.write_all(&frame);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let (src, mut rx) = source_with(&link, |s| s.handshake_timeout = Duration::from_millis(300));
+    let events = collect(&mut rx, Duration::from_secs(5), |e| {
+        e.iter().any(|e| matches!(e, SourceEvent::Waiting { .. }))
+    })
+    .await;
+    let stats = src.stop();
+    stop.store(true, Ordering::Relaxed);
+    device.join().unwrap();
+    drop(slave);
+    let reason = events
+        .iter()
+        .find_map(|e| match e {
+            SourceEvent::Waiting { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("a waiting status");
+    assert!(
+        reason.contains("protocol version 2 is not supported"),
+        "{reason}"
+    );
+    assert!(stats.rejected > 0 && stats.connects == 0, "{stats:?}");
+}

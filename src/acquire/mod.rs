@@ -198,6 +198,12 @@ pub enum SourceEvent {
         /// Why.
         reason: String,
     },
+    /// No device is connected yet and the source keeps trying (sent when the reason changes),
+    /// e.g. the port is missing or what answers is not a device speaking the protocol.
+    Waiting {
+        /// Why the last attempt failed.
+        reason: String,
+    },
 }
 
 /// Counters a source keeps for its link; cheap to copy into telemetry.

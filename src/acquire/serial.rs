@@ -130,12 +130,18 @@ pub enum SerialError {
         source: serialport::Error,
     },
     /// The port opened but nothing on it identified itself in time.
-    #[error("{path}: no device answered within {timeout:?} (is this the right port and protocol?)")]
+    #[error(
+        "{path}: no device answered within {timeout:?} (is this the right port and protocol?){}",
+        last_rejected.as_ref().map(|r| format!("; last rejected: {r}")).unwrap_or_default()
+    )]
     NotADevice {
         /// The port path.
         path: PathBuf,
         /// The handshake timeout.
         timeout: Duration,
+        /// Why the last bytes received were rejected (e.g. a protocol version this host does
+        /// not speak), if anything arrived.
+        last_rejected: Option<String>,
     },
     /// The I/O thread could not be started.
     #[error("cannot start the serial thread: {0}")]
@@ -293,6 +299,7 @@ struct Link {
 impl Link {
     fn run(mut self) {
         let mut backoff = self.settings.backoff_min;
+        let mut last_waiting: Option<String> = None;
         while !self.stop.load(Ordering::Relaxed) {
             let ended = match self.open() {
                 Ok((path, port)) => self.session(&path, port),
@@ -309,12 +316,21 @@ impl Link {
                 } => {
                     if was_connected {
                         backoff = self.settings.backoff_min;
+                        last_waiting = None;
                         tracing::warn!(%reason, "serial device lost; reconnecting");
                         if self.send(SourceEvent::Disconnected { reason }).is_err() {
                             return;
                         }
-                    } else if let Some(held) = self.log.allow(Instant::now()) {
-                        tracing::warn!(%reason, suppressed = held, "serial device not available; retrying");
+                    } else {
+                        if let Some(held) = self.log.allow(Instant::now()) {
+                            tracing::warn!(%reason, suppressed = held, "serial device not available; retrying");
+                        }
+                        if last_waiting.as_deref() != Some(reason.as_str()) {
+                            last_waiting = Some(reason.clone());
+                            if self.send(SourceEvent::Waiting { reason }).is_err() {
+                                return;
+                            }
+                        }
                     }
                 }
             }
@@ -396,6 +412,7 @@ impl Link {
         let mut last_rx = Instant::now();
         let mut last_start = Instant::now();
         let mut token = 0u8;
+        let mut last_rejected = None;
         self.start_command(port.as_mut(), token);
         let mut buf = [0u8; 4096];
         let mut decoded = Vec::new();
@@ -413,6 +430,7 @@ impl Link {
                     let e = SerialError::NotADevice {
                         path: path.to_path_buf(),
                         timeout: self.settings.handshake_timeout,
+                        last_rejected,
                     };
                     return lost(e.to_string(), false);
                 }
@@ -458,6 +476,9 @@ impl Link {
                     }
                     Decoded::Ack(_) => continue,
                     Decoded::Rejected(reason) => {
+                        if !connected {
+                            last_rejected = Some(reason.to_string());
+                        }
                         if let Some(held) = self.log.allow(last_rx) {
                             tracing::warn!(%reason, suppressed = held, "rejected bytes from serial device");
                         }
