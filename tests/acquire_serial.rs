@@ -380,3 +380,82 @@ async fn a_device_speaking_another_protocol_version_is_reported_by_name() {
     );
     assert!(stats.rejected > 0 && stats.connects == 0, "{stats:?}");
 }
+
+/// Streams `packet(n)` on a fresh pty every 4 ms with a garbage byte run every tenth packet;
+/// returns the source's events once `want` blocks arrived.
+async fn third_party_stream(
+    protocol: SerialProtocol,
+    packet: impl Fn(u8) -> Vec<u8> + Send + 'static,
+    want: usize,
+) -> (Vec<SourceEvent>, LinkStats) {
+    use serialport::SerialPort;
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("third-party");
+    let (mut master, slave) = serialport::TTYPort::pair().unwrap();
+    std::os::unix::fs::symlink(slave.name().unwrap(), &link).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    let device = std::thread::spawn(move || {
+        let mut n = 0u8;
+        while !s.load(Ordering::Relaxed) {
+            let mut bytes = packet(n);
+            if n % 10 == 9 {
+                bytes.splice(0..0, [0xA0, 0x0A, 0xFA, 0x13]);
+            }
+            let _ = master.write_all(&bytes);
+            n = n.wrapping_add(1);
+            std::thread::sleep(Duration::from_millis(4));
+        }
+    });
+    let (src, mut rx) = source_with(&link, |s| s.protocol = protocol);
+    let events = collect(&mut rx, Duration::from_secs(10), |e| {
+        blocks(e).len() >= want
+    })
+    .await;
+    let stats = src.stop();
+    stop.store(true, Ordering::Relaxed);
+    device.join().unwrap();
+    drop(slave);
+    (events, stats)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cyton_and_openview_devices_stream_scaled_blocks_over_a_pty_despite_garbage() {
+    use meit::acquire::{cyton, openview};
+    let (events, stats) = third_party_stream(
+        SerialProtocol::OpenbciCyton,
+        |n| cyton::encode_packet(n, &[1000; 8], 0).to_vec(),
+        60,
+    )
+    .await;
+    let got = blocks(&events);
+    assert!(got.len() >= 60, "{stats:?}");
+    let uv = (1000.0 * cyton::uv_per_count(cyton::DEFAULT_GAIN)) as f32;
+    assert!(
+        got.iter()
+            .all(|b| b.leads.len() == 8 && b.samples_uv == vec![uv; 8])
+    );
+    assert!(
+        stats.rejected > 0,
+        "the garbage runs were counted: {stats:?}"
+    );
+
+    let payload: Vec<u8> = [250i32, -250, 500]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let (events, stats) = third_party_stream(
+        SerialProtocol::ProtocentralOpenview,
+        move |_| openview::encode_packet(&payload),
+        60,
+    )
+    .await;
+    let got = blocks(&events);
+    assert!(got.len() >= 60, "{stats:?}");
+    assert!(
+        got.iter()
+            .all(|b| b.samples_uv == vec![250.0, -250.0, 500.0])
+    );
+    assert!(stats.rejected > 0, "{stats:?}");
+}
