@@ -117,6 +117,17 @@ pub enum SerialProtocol {
     ProtocentralOpenview,
 }
 
+impl SerialProtocol {
+    /// The name used in configuration files.
+    pub fn name(self) -> &'static str {
+        match self {
+            SerialProtocol::FirmwareBridge => "firmware-bridge",
+            SerialProtocol::OpenbciCyton => "openbci-cyton",
+            SerialProtocol::ProtocentralOpenview => "protocentral-openview",
+        }
+    }
+}
+
 /// One acquisition source (`[[source]]`), tagged by `kind`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -149,6 +160,22 @@ pub enum SourceConfig {
         /// Baud rate (ignored by USB CDC and ptys).
         #[serde(default = "default_baud")]
         baud: u32,
+        /// Cyton and OpenView: lead of each channel in arrival order (a firmware-bridge device
+        /// announces its own). Defaults: Cyton I, II, V1..V6; OpenView I, II, V1.
+        #[serde(default)]
+        leads: Option<Vec<Lead>>,
+        /// Cyton: programmable gain of the ADS1299 channels (1, 2, 4, 6, 8, 12 or 24; default 24).
+        #[serde(default)]
+        gain: Option<f64>,
+        /// OpenView: bytes per channel value, 2 to 4 (default 4).
+        #[serde(default)]
+        sample_bytes: Option<usize>,
+        /// OpenView: microvolts per count (default 1).
+        #[serde(default)]
+        uv_per_count: Option<f64>,
+        /// OpenView: packet rate of the board's sketch in Hz (default 200).
+        #[serde(default)]
+        sample_rate_hz: Option<f64>,
     },
     /// A recorded file (WFDB `.hea` or CSV) replayed as if live.
     Replay {
@@ -518,6 +545,85 @@ impl Config {
                     format!("{bed:?} is used by two sources; each bed needs its own name"),
                 );
             }
+            if let SourceConfig::Serial {
+                protocol,
+                leads,
+                gain,
+                sample_bytes,
+                uv_per_count,
+                sample_rate_hz,
+                ..
+            } = source
+            {
+                let field = |name: &str| format!("source[{i}].{name}");
+                let only = |name: &str, allowed: SerialProtocol| {
+                    invalid(
+                        &field(name),
+                        format!("applies only to protocol = \"{}\"", allowed.name()),
+                    )
+                };
+                use SerialProtocol::{OpenbciCyton, ProtocentralOpenview};
+                if gain.is_some() && *protocol != OpenbciCyton {
+                    return only("gain", OpenbciCyton);
+                }
+                for (name, set) in [
+                    ("sample_bytes", sample_bytes.is_some()),
+                    ("uv_per_count", uv_per_count.is_some()),
+                    ("sample_rate_hz", sample_rate_hz.is_some()),
+                ] {
+                    if set && *protocol != ProtocentralOpenview {
+                        return only(name, ProtocentralOpenview);
+                    }
+                }
+                if let Some(leads) = leads {
+                    let max = if *protocol == OpenbciCyton { 8 } else { 12 };
+                    let unique: std::collections::HashSet<_> = leads.iter().collect();
+                    if *protocol == SerialProtocol::FirmwareBridge {
+                        return invalid(
+                            &field("leads"),
+                            "a firmware-bridge device announces its leads; remove this".into(),
+                        );
+                    }
+                    if leads.is_empty() || leads.len() > max || unique.len() != leads.len() {
+                        return invalid(
+                            &field("leads"),
+                            format!(
+                                "has {} entries; allowed: 1 to {max} distinct leads",
+                                leads.len()
+                            ),
+                        );
+                    }
+                }
+                if let Some(g) = gain
+                    && ![1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 24.0].contains(g)
+                {
+                    return invalid(
+                        &field("gain"),
+                        format!("is {g}; allowed: 1, 2, 4, 6, 8, 12, 24"),
+                    );
+                }
+                if let Some(b) = sample_bytes
+                    && !(2..=4).contains(b)
+                {
+                    return invalid(
+                        &field("sample_bytes"),
+                        format!("is {b}; allowed: 2, 3 or 4"),
+                    );
+                }
+                if let Some(u) = uv_per_count
+                    && !(u.is_finite() && *u > 0.0)
+                {
+                    return invalid(&field("uv_per_count"), format!("is {u}; allowed: above 0"));
+                }
+                if let Some(r) = sample_rate_hz
+                    && !(1.0..=32_000.0).contains(r)
+                {
+                    return invalid(
+                        &field("sample_rate_hz"),
+                        format!("is {r}; allowed: 1 to 32000 Hz"),
+                    );
+                }
+            }
             if let SourceConfig::Serial { path: p, usb, .. } = source {
                 match (p, usb) {
                     (Some(_), Some(_)) | (None, None) => {
@@ -655,6 +761,25 @@ mod tests {
                 serial_number: Some("AB12".into())
             })
         );
+    }
+
+    #[test]
+    fn third_party_channel_settings_are_checked_against_the_protocol() {
+        let base = "[[source]]\nkind = \"serial\"\nbed = \"b1\"\npath = \"/dev/x\"\n";
+        let err = |extra: &str| parse(&format!("{base}{extra}")).unwrap_err().to_string();
+        assert!(
+            err("gain = 24\n")
+                .contains("`source[0].gain` applies only to protocol = \"openbci-cyton\"")
+        );
+        assert!(err("protocol = \"openbci-cyton\"\ngain = 5\n").contains("allowed: 1, 2, 4"));
+        let nine = "protocol = \"openbci-cyton\"\nleads = [\"I\",\"II\",\"III\",\"aVR\",\"aVL\",\"aVF\",\"V1\",\"V2\",\"V3\"]\n";
+        assert!(err(nine).contains("1 to 8 distinct leads"));
+        assert!(
+            err("protocol = \"protocentral-openview\"\nsample_bytes = 5\n")
+                .contains("`source[0].sample_bytes`")
+        );
+        let ok = "protocol = \"protocentral-openview\"\nleads = [\"II\"]\nsample_bytes = 3\nuv_per_count = 0.5\nsample_rate_hz = 125\n";
+        assert!(parse(&format!("{base}{ok}")).is_ok());
     }
 
     #[test]

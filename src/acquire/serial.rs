@@ -17,10 +17,11 @@ use serialport::{SerialPort, SerialPortType};
 use tokio::sync::mpsc;
 
 use super::bridge::BridgeDecoder;
-use super::cyton::CytonDecoder;
+use super::cyton::{self, CytonDecoder};
 use super::openview::{OpenViewDecoder, OpenViewLayout};
 use super::{Decoded, LinkStats, SourceEvent, WireDecoder};
 use crate::config::{SerialProtocol, SourceConfig, UsbId};
+use crate::ecg::LeadSet;
 
 /// Which port to open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,10 @@ pub struct SerialSettings {
     pub port: PortSelector,
     /// Wire protocol.
     pub protocol: SerialProtocol,
+    /// Cyton channel leads (at most 8) and programmable gain.
+    pub cyton: (LeadSet, f64),
+    /// OpenView payload layout.
+    pub openview: OpenViewLayout,
     /// Baud rate (ignored by USB CDC and ptys).
     pub baud: u32,
     /// How long a freshly opened port may take to identify itself before it is declared
@@ -64,6 +69,8 @@ impl SerialSettings {
         SerialSettings {
             port,
             protocol,
+            cyton: (cyton::default_leads(), cyton::DEFAULT_GAIN),
+            openview: OpenViewLayout::default(),
             baud: 921_600,
             handshake_timeout: Duration::from_secs(2),
             stall_timeout: Duration::from_secs(2),
@@ -80,6 +87,11 @@ impl SerialSettings {
             usb,
             protocol,
             baud,
+            leads,
+            gain,
+            sample_bytes,
+            uv_per_count,
+            sample_rate_hz,
             ..
         } = source
         else {
@@ -97,10 +109,20 @@ impl SerialSettings {
             }
             (None, None) => return None,
         };
-        Some(SerialSettings {
+        let mut settings = SerialSettings {
             baud: *baud,
             ..SerialSettings::new(port, *protocol)
-        })
+        };
+        if let Some(leads) = leads {
+            settings.cyton.0 = LeadSet(leads.clone());
+            settings.openview.leads = LeadSet(leads.clone());
+        }
+        settings.cyton.1 = gain.unwrap_or(settings.cyton.1);
+        let o = &mut settings.openview;
+        o.sample_bytes = sample_bytes.unwrap_or(o.sample_bytes);
+        o.uv_per_count = uv_per_count.unwrap_or(o.uv_per_count);
+        o.sample_rate_hz = sample_rate_hz.unwrap_or(o.sample_rate_hz);
+        Some(settings)
     }
 }
 
@@ -181,13 +203,16 @@ pub fn find_usb_port(
         })
 }
 
-/// The decoder for `protocol`.
-pub fn decoder_for(protocol: SerialProtocol) -> Box<dyn WireDecoder> {
-    match protocol {
+/// The decoder for the settings' protocol and channel layout.
+pub fn decoder_for(settings: &SerialSettings) -> Box<dyn WireDecoder> {
+    match settings.protocol {
         SerialProtocol::FirmwareBridge => Box::new(BridgeDecoder::new()),
-        SerialProtocol::OpenbciCyton => Box::new(CytonDecoder::default()),
+        SerialProtocol::OpenbciCyton => {
+            let (leads, gain) = settings.cyton.clone();
+            Box::new(CytonDecoder::new(leads, gain))
+        }
         SerialProtocol::ProtocentralOpenview => {
-            Box::new(OpenViewDecoder::new(OpenViewLayout::default()))
+            Box::new(OpenViewDecoder::new(settings.openview.clone()))
         }
     }
 }
@@ -209,7 +234,7 @@ impl SerialSource {
         let stats = Arc::new(Mutex::new(LinkStats::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let link = Link {
-            decoder: decoder_for(settings.protocol),
+            decoder: decoder_for(&settings),
             settings,
             events,
             stats: Arc::clone(&stats),
@@ -524,6 +549,11 @@ mod tests {
             (s.baud, s.protocol),
             (115_200, SerialProtocol::OpenbciCyton)
         );
+        let text = "[[source]]\nkind = \"serial\"\nbed = \"b\"\npath = \"/dev/x\"\nprotocol = \"protocentral-openview\"\nleads = [\"II\"]\nsample_bytes = 3\nuv_per_count = 0.5\n";
+        let config = crate::config::Config::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let s = SerialSettings::from_config(&config.sources[0]).unwrap();
+        assert_eq!(s.openview.leads, LeadSet(vec![crate::ecg::Lead::II]));
+        assert_eq!((s.openview.sample_bytes, s.openview.uv_per_count), (3, 0.5));
     }
 
     #[test]
