@@ -1,0 +1,543 @@
+//! The filter chain: Butterworth high-pass, mains notch (optionally its harmonics) and
+//! Butterworth low-pass, built as a cascade of `biquad` second-order sections run in `f64`.
+//!
+//! One piece of code, [`Cascade`], filters every sample. [`FilterChain`] keeps one cascade per
+//! lead across blocks for the daemon (causal, no allocation per sample); [`filter_recording`]
+//! runs fresh cascades over whole recordings for training. Both call the same per-sample
+//! function in the same order, so they agree bit for bit.
+//!
+//! Each cascade settles on its first sample: its state starts as if that value had been present
+//! forever, so a DC electrode offset does not ring through the high-pass (scipy's `sosfilt_zi`
+//! scaled by the first sample does the same).
+//!
+//! Zero-phase filtering ([`FilterSpec::zero_phase`]) runs the cascade forward and then backward
+//! over a complete window. It doubles the attenuation in dB (corners become -6 dB points) and
+//! removes phase distortion for ST analysis, at the cost of a whole window of latency: nothing
+//! can be emitted until the window is complete, and the daemon filters each window on its own.
+
+use biquad::{Biquad, Coefficients, DirectForm2Transposed, ToHertz, Type};
+use serde::{Deserialize, Serialize};
+
+use crate::config::DspConfig;
+use crate::ecg::Recording;
+
+/// Stages whose corner lies above this fraction of the sample rate are left out: the device's
+/// own anti-aliasing already band-limits its signal there.
+const MAX_CORNER_FRACTION_OF_RATE: f64 = 0.45;
+/// Notches are designed up to just below the Nyquist frequency (60 Hz mains at 130 Hz is real).
+const MAX_NOTCH_FRACTION_OF_RATE: f64 = 0.49;
+
+/// The filters a deployment (and a model bundle) asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSpec {
+    /// High-pass corner (-3 dB) in Hz; 0 for none.
+    pub highpass_hz: f64,
+    /// Mains frequency to notch in Hz (50 or 60); 0 for none.
+    pub notch_hz: f64,
+    /// Also notch the mains harmonics below the low-pass corner.
+    pub notch_harmonics: bool,
+    /// Quality factor of each notch (centre frequency / -3 dB bandwidth).
+    pub notch_q: f64,
+    /// Low-pass corner (-3 dB) in Hz; 0 for none.
+    pub lowpass_hz: f64,
+    /// Butterworth order of the high-pass and low-pass (even: each 2 is one section).
+    pub order: usize,
+    /// Filter forward and backward over complete windows instead of causally.
+    pub zero_phase: bool,
+}
+
+impl FilterSpec {
+    /// The notch quality factor used unless a bundle says otherwise (1.7 Hz wide at 50 Hz).
+    pub const DEFAULT_NOTCH_Q: f64 = 30.0;
+
+    /// The filter settings of a daemon configuration.
+    pub fn from_config(config: &DspConfig) -> Self {
+        FilterSpec {
+            highpass_hz: config.highpass_hz,
+            notch_hz: config.notch_hz,
+            notch_harmonics: config.notch_harmonics,
+            notch_q: Self::DEFAULT_NOTCH_Q,
+            lowpass_hz: config.lowpass_hz,
+            order: config.filter_order,
+            zero_phase: config.zero_phase,
+        }
+    }
+
+    /// Designs the second-order sections for `sample_rate_hz`, in the order they run:
+    /// high-pass, notches, low-pass.
+    pub fn design(&self, sample_rate_hz: f64) -> Result<FilterDesign, FilterError> {
+        if !(sample_rate_hz.is_finite() && sample_rate_hz > 0.0) {
+            return Err(FilterError::SampleRate(sample_rate_hz));
+        }
+        if self.order == 0 || self.order % 2 != 0 || self.order > 16 {
+            return Err(FilterError::Order(self.order));
+        }
+        let usable = |hz: f64| hz > 0.0 && hz < MAX_CORNER_FRACTION_OF_RATE * sample_rate_hz;
+        let mut sections = Vec::new();
+        if usable(self.highpass_hz) {
+            for q in butterworth_qs(self.order) {
+                sections.push(section(
+                    Type::HighPass,
+                    sample_rate_hz,
+                    self.highpass_hz,
+                    q,
+                )?);
+            }
+        }
+        if self.notch_hz > 0.0 {
+            if !(self.notch_q.is_finite() && self.notch_q > 0.0) {
+                return Err(FilterError::NotchQ(self.notch_q));
+            }
+            let top = if self.notch_harmonics && self.lowpass_hz > 0.0 {
+                self.lowpass_hz
+            } else {
+                self.notch_hz
+            };
+            let mut hz = self.notch_hz;
+            while hz <= top && hz < MAX_NOTCH_FRACTION_OF_RATE * sample_rate_hz {
+                sections.push(section(Type::Notch, sample_rate_hz, hz, self.notch_q)?);
+                hz += self.notch_hz;
+            }
+        }
+        if usable(self.lowpass_hz) {
+            for q in butterworth_qs(self.order) {
+                sections.push(section(Type::LowPass, sample_rate_hz, self.lowpass_hz, q)?);
+            }
+        }
+        Ok(FilterDesign {
+            sample_rate_hz,
+            sections,
+        })
+    }
+}
+
+impl Default for FilterSpec {
+    fn default() -> Self {
+        FilterSpec::from_config(&DspConfig::default())
+    }
+}
+
+/// Q factors of the second-order sections of an even-order Butterworth filter.
+fn butterworth_qs(order: usize) -> impl Iterator<Item = f64> {
+    let n = order as f64;
+    (1..=order / 2).map(move |k| {
+        let theta = (2.0 * k as f64 - 1.0) * std::f64::consts::PI / (2.0 * n);
+        1.0 / (2.0 * theta.cos())
+    })
+}
+
+fn section(kind: Type<f64>, fs: f64, f0: f64, q: f64) -> Result<Coefficients<f64>, FilterError> {
+    Coefficients::<f64>::from_params(kind, fs.hz(), f0.hz(), q).map_err(|e| FilterError::Design {
+        frequency_hz: f0,
+        sample_rate_hz: fs,
+        reason: format!("{e:?}"),
+    })
+}
+
+/// Why a filter could not be built or run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FilterError {
+    /// The sample rate is not a positive number.
+    #[error("sample rate {0} Hz is not a positive number")]
+    SampleRate(f64),
+    /// The Butterworth order is not even or out of range.
+    #[error("filter order {0} is not allowed (even, 2 to 16)")]
+    Order(usize),
+    /// The notch quality factor is not a positive number.
+    #[error("notch Q {0} is not a positive number")]
+    NotchQ(f64),
+    /// `biquad` rejected a section.
+    #[error("cannot design a section at {frequency_hz} Hz for {sample_rate_hz} Hz: {reason}")]
+    Design {
+        /// Corner or centre frequency.
+        frequency_hz: f64,
+        /// Sample rate.
+        sample_rate_hz: f64,
+        /// The `biquad` error.
+        reason: String,
+    },
+    /// An interleaved block does not hold whole frames.
+    #[error("block of {samples} samples is not a whole number of {leads}-lead frames")]
+    PartialFrame {
+        /// Samples in the block.
+        samples: usize,
+        /// Leads the chain was built for.
+        leads: usize,
+    },
+    /// A recording does not match the rate the chain was designed for.
+    #[error("recording at {got} Hz given to a filter designed for {expected} Hz")]
+    RateMismatch {
+        /// The design rate.
+        expected: f64,
+        /// The recording's rate.
+        got: f64,
+    },
+}
+
+/// The designed sections for one sample rate.
+#[derive(Debug, Clone)]
+pub struct FilterDesign {
+    /// The rate the sections were designed for.
+    pub sample_rate_hz: f64,
+    sections: Vec<Coefficients<f64>>,
+}
+
+impl FilterDesign {
+    /// Number of second-order sections.
+    pub fn len(&self) -> usize {
+        self.sections.len()
+    }
+
+    /// True when no stage applies (every corner off or above the usable band).
+    pub fn is_empty(&self) -> bool {
+        self.sections.is_empty()
+    }
+
+    /// The sections in scipy's `sos` layout: `[b0, b1, b2, 1, a1, a2]` per row.
+    pub fn sos(&self) -> Vec<[f64; 6]> {
+        self.sections
+            .iter()
+            .map(|c| [c.b0, c.b1, c.b2, 1.0, c.a1, c.a2])
+            .collect()
+    }
+
+    /// A fresh cascade (zero state, settles on its first sample).
+    pub fn cascade(&self) -> Cascade {
+        Cascade {
+            sections: self
+                .sections
+                .iter()
+                .map(|&c| (c, DirectForm2Transposed::<f64>::new(c)))
+                .collect(),
+            settled: false,
+        }
+    }
+}
+
+/// One lead's filter state: the sections of a [`FilterDesign`] in series.
+#[derive(Debug, Clone)]
+pub struct Cascade {
+    sections: Vec<(Coefficients<f64>, DirectForm2Transposed<f64>)>,
+    settled: bool,
+}
+
+impl Cascade {
+    /// Filters one sample. The first sample after creation or [`Cascade::reset`] settles the
+    /// state to that value's steady state.
+    #[inline]
+    pub fn process(&mut self, x: f32) -> f32 {
+        let mut y = f64::from(x);
+        if !self.settled {
+            self.settle(y);
+        }
+        for (_, df) in &mut self.sections {
+            y = df.run(y);
+        }
+        y as f32
+    }
+
+    /// Filters a lead's samples in place.
+    pub fn process_slice<'a>(&mut self, samples: impl IntoIterator<Item = &'a mut f32>) {
+        for x in samples {
+            *x = self.process(*x);
+        }
+    }
+
+    /// Forgets the state: the next sample settles the cascade again (after a long gap).
+    pub fn reset(&mut self) {
+        self.settled = false;
+    }
+
+    /// Sets every section's state to its steady state for a constant input `x`.
+    fn settle(&mut self, mut x: f64) {
+        for (c, df) in &mut self.sections {
+            let denominator = 1.0 + c.a1 + c.a2;
+            let y = if denominator.abs() > f64::EPSILON {
+                (c.b0 + c.b1 + c.b2) / denominator * x
+            } else {
+                0.0
+            };
+            df.s2 = c.b2 * x - c.a2 * y;
+            df.s1 = c.b1 * x - c.a1 * y + df.s2;
+            x = y;
+        }
+        self.settled = true;
+    }
+}
+
+/// The streaming (causal) filter for one device: per-lead state that survives across blocks.
+#[derive(Debug, Clone)]
+pub struct FilterChain {
+    design: FilterDesign,
+    leads: Vec<Cascade>,
+}
+
+impl FilterChain {
+    /// A chain for `leads` channels at `sample_rate_hz`.
+    pub fn new(spec: &FilterSpec, sample_rate_hz: f64, leads: usize) -> Result<Self, FilterError> {
+        let design = spec.design(sample_rate_hz)?;
+        let leads = (0..leads).map(|_| design.cascade()).collect();
+        Ok(FilterChain { design, leads })
+    }
+
+    /// The designed sections.
+    pub fn design(&self) -> &FilterDesign {
+        &self.design
+    }
+
+    /// Filters an interleaved block in place (frame `t` holds one sample per lead).
+    pub fn process_block(&mut self, interleaved: &mut [f32]) -> Result<(), FilterError> {
+        let n = self.leads.len();
+        if n == 0 || interleaved.len() % n != 0 {
+            return Err(FilterError::PartialFrame {
+                samples: interleaved.len(),
+                leads: n,
+            });
+        }
+        for frame in interleaved.chunks_exact_mut(n) {
+            for (x, cascade) in frame.iter_mut().zip(&mut self.leads) {
+                *x = cascade.process(*x);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every lead's state (after a gap too long to bridge).
+    pub fn reset(&mut self) {
+        self.leads.iter_mut().for_each(Cascade::reset);
+    }
+}
+
+/// Filters a whole recording (the batch path): causal like [`FilterChain`], or forward and
+/// backward when `spec.zero_phase` is set.
+pub fn filter_recording(
+    spec: &FilterSpec,
+    recording: &Recording,
+) -> Result<Recording, FilterError> {
+    let design = spec.design(recording.sample_rate_hz)?;
+    let mut out = recording.clone();
+    for mut row in out.samples_uv.rows_mut() {
+        design.cascade().process_slice(row.iter_mut());
+        if spec.zero_phase {
+            design.cascade().process_slice(row.iter_mut().rev());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ecg::{Lead, LeadSet};
+    use std::f64::consts::PI;
+
+    /// Seconds left unmeasured at the end (where a backward pass starts).
+    const TAIL_S: f64 = 10.0;
+
+    /// Amplitude of the `hz` component of `y` over `seconds` ending [`TAIL_S`] before its end
+    /// (lock-in detection).
+    fn amplitude_at(y: &[f32], fs: f64, hz: f64, seconds: f64) -> f64 {
+        let end = y.len() - (TAIL_S * fs) as usize;
+        let n = ((seconds * fs) as usize).min(end);
+        let start = end - n;
+        let (mut s, mut c) = (0.0, 0.0);
+        for (i, &v) in y[start..end].iter().enumerate() {
+            let phase = 2.0 * PI * hz * (start + i) as f64 / fs;
+            s += f64::from(v) * phase.sin();
+            c += f64::from(v) * phase.cos();
+        }
+        2.0 * (s * s + c * c).sqrt() / n as f64
+    }
+
+    /// Gain in dB the batch filter applies to a unit sine at `hz`, measured after it settles.
+    fn gain_db(spec: &FilterSpec, fs: f64, hz: f64) -> f64 {
+        let periods_to_settle = 40.0_f64.max(hz * 60.0);
+        let seconds = (periods_to_settle / hz).min(200.0) + 20.0 + TAIL_S;
+        let n = (seconds * fs) as usize;
+        let x: Vec<f32> = (0..n)
+            .map(|i| (1000.0 * (2.0 * PI * hz * i as f64 / fs).sin()) as f32)
+            .collect();
+        let rec = Recording {
+            sample_rate_hz: fs,
+            leads: LeadSet(vec![Lead::II]),
+            samples_uv: ndarray::Array2::from_shape_vec((1, n), x).unwrap(),
+        };
+        let y = filter_recording(spec, &rec).unwrap();
+        let y = y.samples_uv.row(0).to_vec();
+        let measure_s = (20.0_f64).min((20.0 / hz).max(1.0));
+        20.0 * (amplitude_at(&y, fs, hz, measure_s) / 1000.0).log10()
+    }
+
+    fn spec(highpass: f64, notch: f64, lowpass: f64, order: usize) -> FilterSpec {
+        FilterSpec {
+            highpass_hz: highpass,
+            notch_hz: notch,
+            notch_harmonics: false,
+            notch_q: FilterSpec::DEFAULT_NOTCH_Q,
+            lowpass_hz: lowpass,
+            order,
+            zero_phase: false,
+        }
+    }
+
+    #[test]
+    fn mains_notch_attenuates_at_least_40_db() {
+        for (mains, fs) in [(50.0, 500.0), (60.0, 500.0), (50.0, 250.0), (60.0, 1000.0)] {
+            let g = gain_db(&spec(0.5, mains, 150.0, 2), fs, mains);
+            assert!(g <= -40.0, "{mains} Hz at {fs} Hz: {g:.1} dB");
+        }
+    }
+
+    #[test]
+    fn notch_harmonics_attenuate_each_harmonic_below_lowpass() {
+        let mut s = spec(0.5, 50.0, 150.0, 2);
+        s.notch_harmonics = true;
+        for h in [50.0, 100.0, 150.0] {
+            let g = gain_db(&s, 500.0, h);
+            assert!(g <= -40.0, "{h} Hz: {g:.1} dB");
+        }
+        s.notch_harmonics = false;
+        assert!(gain_db(&s, 500.0, 100.0) > -6.0);
+    }
+
+    #[test]
+    fn corners_are_minus_3_db_for_each_order() {
+        for order in [2, 4, 6] {
+            let s = spec(0.5, 0.0, 40.0, order);
+            for corner in [0.5, 40.0] {
+                let g = gain_db(&s, 500.0, corner);
+                assert!(
+                    (g + 3.01).abs() < 0.25,
+                    "order {order} at {corner} Hz: {g:.2} dB"
+                );
+            }
+        }
+        let diagnostic = spec(0.05, 0.0, 150.0, 2);
+        for corner in [0.05, 150.0] {
+            let g = gain_db(&diagnostic, 500.0, corner);
+            assert!(
+                (g + 3.01).abs() < 0.25,
+                "diagnostic at {corner} Hz: {g:.2} dB"
+            );
+        }
+    }
+
+    #[test]
+    fn passband_ripple_stays_within_half_a_db() {
+        for order in [2, 4] {
+            let s = spec(0.5, 50.0, 150.0, order);
+            // Passband: 4x the high-pass corner to half the low-pass corner.
+            for hz in [2.0, 5.0, 10.0, 20.0, 30.0, 40.0, 60.0, 75.0] {
+                let g = gain_db(&s, 500.0, hz);
+                assert!(g.abs() < 0.5, "order {order} at {hz} Hz: {g:.2} dB");
+            }
+        }
+    }
+
+    #[test]
+    fn higher_order_attenuates_stopband_more() {
+        let g2 = gain_db(&spec(0.0, 0.0, 40.0, 2), 500.0, 120.0);
+        let g4 = gain_db(&spec(0.0, 0.0, 40.0, 4), 500.0, 120.0);
+        assert!(
+            g2 < -15.0 && g4 < g2 - 15.0,
+            "order 2 {g2:.1} dB, order 4 {g4:.1} dB"
+        );
+    }
+
+    #[test]
+    fn zero_phase_squares_the_response_and_keeps_peaks_in_place() {
+        let mut s = spec(0.5, 0.0, 40.0, 2);
+        s.zero_phase = true;
+        let g = gain_db(&s, 500.0, 40.0);
+        assert!((g + 6.02).abs() < 0.4, "{g:.2} dB at the corner");
+        // A symmetric pulse stays centred: no group delay.
+        let n = 2000;
+        let mut x = vec![0.0f32; n];
+        for (i, v) in x.iter_mut().enumerate() {
+            let t = (i as f64 - 1000.0) / 10.0;
+            *v = (1000.0 * (-t * t).exp()) as f32;
+        }
+        let rec = Recording {
+            sample_rate_hz: 500.0,
+            leads: LeadSet(vec![Lead::I]),
+            samples_uv: ndarray::Array2::from_shape_vec((1, n), x).unwrap(),
+        };
+        let y = filter_recording(&s, &rec).unwrap();
+        let peak = y
+            .samples_uv
+            .row(0)
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+            .unwrap();
+        assert_eq!(peak, 1000);
+    }
+
+    #[test]
+    fn streaming_equals_batch_bit_for_bit_across_block_sizes() {
+        let leads = 3;
+        let n = 3001;
+        let s = spec(0.05, 50.0, 100.0, 4);
+        let mut data = ndarray::Array2::<f32>::zeros((leads, n));
+        for ((l, i), v) in data.indexed_iter_mut() {
+            let t = i as f64 / 500.0;
+            *v = (300_000.0 * (l as f64 + 1.0)
+                + 800.0 * (2.0 * PI * 1.3 * t).sin()
+                + 200.0 * (2.0 * PI * 50.0 * t).sin()
+                + 50.0 * ((i * 7919 + l * 104_729) % 97) as f64 / 97.0) as f32;
+        }
+        let rec = Recording {
+            sample_rate_hz: 500.0,
+            leads: LeadSet(vec![Lead::I, Lead::II, Lead::V1]),
+            samples_uv: data.clone(),
+        };
+        let batch = filter_recording(&s, &rec).unwrap();
+        for block_frames in [1, 7, 250, 1000] {
+            let mut chain = FilterChain::new(&s, 500.0, leads).unwrap();
+            let mut interleaved: Vec<f32> = data.t().iter().copied().collect();
+            for block in interleaved.chunks_mut(block_frames * leads) {
+                chain.process_block(block).unwrap();
+            }
+            let streamed = ndarray::Array2::from_shape_vec((n, leads), interleaved)
+                .unwrap()
+                .reversed_axes();
+            assert_eq!(streamed, batch.samples_uv, "block of {block_frames} frames");
+        }
+    }
+
+    #[test]
+    fn dc_offset_settles_instead_of_ringing() {
+        let s = spec(0.05, 50.0, 40.0, 2);
+        let mut chain = FilterChain::new(&s, 500.0, 1).unwrap();
+        let mut block = vec![250_000.0f32; 1000];
+        chain.process_block(&mut block).unwrap();
+        assert!(
+            block.iter().all(|v| v.abs() < 0.5),
+            "max {:?}",
+            block.iter().copied().map(f32::abs).reduce(f32::max)
+        );
+    }
+
+    #[test]
+    fn corners_above_the_usable_band_are_left_out() {
+        let design = spec(0.5, 60.0, 150.0, 2).design(130.0).unwrap();
+        // High-pass + 60 Hz notch survive at 130 Hz; the 150 Hz low-pass cannot exist there.
+        assert_eq!(design.len(), 2);
+        assert!(spec(0.5, 50.0, 40.0, 3).design(500.0).is_err());
+        assert!(spec(0.5, 50.0, 40.0, 2).design(0.0).is_err());
+    }
+
+    #[test]
+    fn partial_frames_are_rejected() {
+        let mut chain = FilterChain::new(&FilterSpec::default(), 500.0, 3).unwrap();
+        assert!(matches!(
+            chain.process_block(&mut [0.0; 4]),
+            Err(FilterError::PartialFrame {
+                samples: 4,
+                leads: 3
+            })
+        ));
+    }
+}
