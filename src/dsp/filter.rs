@@ -70,7 +70,7 @@ impl FilterSpec {
         if !(sample_rate_hz.is_finite() && sample_rate_hz > 0.0) {
             return Err(FilterError::SampleRate(sample_rate_hz));
         }
-        if self.order == 0 || self.order % 2 != 0 || self.order > 16 {
+        if self.order == 0 || !self.order.is_multiple_of(2) || self.order > 16 {
             return Err(FilterError::Order(self.order));
         }
         let usable = |hz: f64| hz > 0.0 && hz < MAX_CORNER_FRACTION_OF_RATE * sample_rate_hz;
@@ -289,7 +289,7 @@ impl FilterChain {
     /// Filters an interleaved block in place (frame `t` holds one sample per lead).
     pub fn process_block(&mut self, interleaved: &mut [f32]) -> Result<(), FilterError> {
         let n = self.leads.len();
-        if n == 0 || interleaved.len() % n != 0 {
+        if n == 0 || !interleaved.len().is_multiple_of(n) {
             return Err(FilterError::PartialFrame {
                 samples: interleaved.len(),
                 leads: n,
