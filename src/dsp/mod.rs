@@ -5,3 +5,6 @@
 //! which settings a model was trained with.
 
 pub mod filter;
+pub mod leads;
+pub mod normalize;
+pub mod resample;
