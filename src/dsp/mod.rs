@@ -7,4 +7,5 @@
 pub mod filter;
 pub mod leads;
 pub mod normalize;
+pub mod quality;
 pub mod resample;
