@@ -9,3 +9,4 @@ pub mod leads;
 pub mod normalize;
 pub mod quality;
 pub mod resample;
+pub mod window;
