@@ -481,7 +481,7 @@ mod tests {
                 frames: 20
             }]
         );
-        assert!((win.interpolated_fraction() - 0.02).abs() < 1e-12);
+        assert!((win.interpolated_fraction() - 0.04).abs() < 1e-12);
         // Linear between frame 99 and frame 120.
         let (a, b) = (frame(99)[0], frame(120)[0]);
         let mid = win.raw.samples_uv[[0, 110]];
