@@ -35,7 +35,7 @@ pub struct FilterSpec {
     pub highpass_hz: f64,
     /// Mains frequency to notch in Hz (50 or 60); 0 for none.
     pub notch_hz: f64,
-    /// Also notch the mains harmonics below the low-pass corner.
+    /// Also notch the mains harmonics below the low-pass corner (below Nyquist without one).
     pub notch_harmonics: bool,
     /// Quality factor of each notch (centre frequency / -3 dB bandwidth).
     pub notch_q: f64,
@@ -64,6 +64,17 @@ impl FilterSpec {
         }
     }
 
+    /// Only the notches of this spec (with every harmonic below Nyquist when harmonics are
+    /// on): what signal quality removes before it measures noise.
+    pub fn notch_only(&self) -> FilterSpec {
+        FilterSpec {
+            highpass_hz: 0.0,
+            lowpass_hz: 0.0,
+            zero_phase: false,
+            ..self.clone()
+        }
+    }
+
     /// Designs the second-order sections for `sample_rate_hz`, in the order they run:
     /// high-pass, notches, low-pass.
     pub fn design(&self, sample_rate_hz: f64) -> Result<FilterDesign, FilterError> {
@@ -89,10 +100,10 @@ impl FilterSpec {
             if !(self.notch_q.is_finite() && self.notch_q > 0.0) {
                 return Err(FilterError::NotchQ(self.notch_q));
             }
-            let top = if self.notch_harmonics && self.lowpass_hz > 0.0 {
-                self.lowpass_hz
-            } else {
-                self.notch_hz
+            let top = match (self.notch_harmonics, self.lowpass_hz > 0.0) {
+                (false, _) => self.notch_hz,
+                (true, true) => self.lowpass_hz,
+                (true, false) => f64::INFINITY,
             };
             let mut hz = self.notch_hz;
             while hz <= top && hz < MAX_NOTCH_FRACTION_OF_RATE * sample_rate_hz {

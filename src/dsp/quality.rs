@@ -4,12 +4,16 @@
 //! looks harmless after the high-pass), per device channel, and then carried to the model's
 //! lead order: a derived lead is only as good as the worst lead it is computed from.
 //!
+//! High-frequency noise is measured after the mains notch of the deployment's filter: hum that
+//! the notch removes does not spoil a lead.
+//!
 //! A lead is *usable* when it shows none of the issues below; a window is reportable only when
 //! every required lead is usable, too little of it was interpolated, and its index reaches the
 //! threshold. Anything else must produce a "signal quality too poor" result, never a report.
 
 use serde::{Deserialize, Serialize};
 
+use crate::dsp::filter::FilterSpec;
 use crate::dsp::leads::{LeadMapper, LeadStatus};
 use crate::ecg::{Lead, Recording};
 
@@ -174,6 +178,8 @@ pub struct QualityContext<'a> {
     pub mapper: &'a LeadMapper,
     /// Leads the model needs; empty means every lead of the model's order.
     pub required: &'a [Lead],
+    /// The deployment's filter: its notches are applied before noise is measured.
+    pub filter: &'a FilterSpec,
     /// The limits.
     pub thresholds: &'a QualityThresholds,
 }
@@ -181,6 +187,7 @@ pub struct QualityContext<'a> {
 /// Judges a window of raw device samples (`raw` in device channel order, microvolts).
 pub fn assess(raw: &Recording, context: QualityContext<'_>) -> QualityReport {
     let th = context.thresholds;
+    let notch = context.filter.notch_only().design(raw.sample_rate_hz).ok();
     let device: Vec<LeadQuality> = raw
         .samples_uv
         .rows()
@@ -189,12 +196,22 @@ pub fn assess(raw: &Recording, context: QualityContext<'_>) -> QualityReport {
         .enumerate()
         .map(|(channel, (row, &lead))| {
             let samples: Vec<f64> = row.iter().map(|&x| f64::from(x)).collect();
-            let lead_off = context
-                .lead_off_fraction
-                .get(channel)
-                .copied()
-                .unwrap_or(0.0);
-            judge_lead(lead, &samples, raw.sample_rate_hz, lead_off, th)
+            let mut dehummed = row.to_vec();
+            if let Some(design) = &notch {
+                design.cascade().process_slice(dehummed.iter_mut());
+            }
+            let dehummed: Vec<f64> = dehummed.into_iter().map(f64::from).collect();
+            let signal = LeadSignal {
+                raw: &samples,
+                dehummed: &dehummed,
+                sample_rate_hz: raw.sample_rate_hz,
+                lead_off_fraction: context
+                    .lead_off_fraction
+                    .get(channel)
+                    .copied()
+                    .unwrap_or(0.0),
+            };
+            judge_lead(lead, &signal, th)
         })
         .collect();
 
@@ -277,15 +294,21 @@ pub fn assess(raw: &Recording, context: QualityContext<'_>) -> QualityReport {
     }
 }
 
-/// Measures one device channel and names its issues.
-fn judge_lead(
-    lead: Lead,
-    x: &[f64],
+/// One device channel as quality sees it.
+struct LeadSignal<'a> {
+    /// Unfiltered samples.
+    raw: &'a [f64],
+    /// The same after the mains notch (noise is measured here).
+    dehummed: &'a [f64],
     sample_rate_hz: f64,
     lead_off_fraction: f64,
-    th: &QualityThresholds,
-) -> LeadQuality {
-    let metrics = measure(x, sample_rate_hz, lead_off_fraction, th);
+}
+
+/// Measures one device channel and names its issues.
+fn judge_lead(lead: Lead, signal: &LeadSignal<'_>, th: &QualityThresholds) -> LeadQuality {
+    let x = signal.raw;
+    let lead_off_fraction = signal.lead_off_fraction;
+    let metrics = measure(signal, th);
     let finite = x.iter().all(|v| v.is_finite());
     let mut issues = Vec::new();
     if x.is_empty() {
@@ -333,7 +356,8 @@ fn falling(value: f64, good: f64, bad: f64) -> f64 {
     }
 }
 
-fn measure(x: &[f64], fs: f64, lead_off_fraction: f64, th: &QualityThresholds) -> LeadMetrics {
+fn measure(signal: &LeadSignal<'_>, th: &QualityThresholds) -> LeadMetrics {
+    let (x, fs, lead_off_fraction) = (signal.raw, signal.sample_rate_hz, signal.lead_off_fraction);
     if x.len() < 3 {
         return LeadMetrics {
             lead_off_fraction,
@@ -342,7 +366,8 @@ fn measure(x: &[f64], fs: f64, lead_off_fraction: f64, th: &QualityThresholds) -
     }
     let baseline = moving_average(x, (fs.max(1.0)) as usize);
     let detrended: Vec<f64> = x.iter().zip(&baseline).map(|(a, b)| a - b).collect();
-    let second_diff: Vec<f64> = x
+    let second_diff: Vec<f64> = signal
+        .dehummed
         .windows(3)
         .map(|w| (w[2] - 2.0 * w[1] + w[0]).abs())
         .collect();
@@ -396,7 +421,8 @@ fn railed_fraction(x: &[f64], run: usize) -> f64 {
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
             (lo.min(v), hi.max(v))
         });
-    if !(hi > lo) {
+    // NaN-safe: a lead without two distinct finite extremes cannot be railed.
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return 0.0;
     }
     let mut stuck = 0usize;
@@ -454,6 +480,7 @@ mod tests {
                 interpolated_fraction: 0.0,
                 mapper: &mapper,
                 required: &[],
+                filter: &FilterSpec::default(),
                 thresholds: &QualityThresholds::default(),
             },
         )
@@ -581,6 +608,7 @@ mod tests {
                     interpolated_fraction: 0.0,
                     mapper: &mapper,
                     required,
+                    filter: &FilterSpec::default(),
                     thresholds: &QualityThresholds::default(),
                 },
             )

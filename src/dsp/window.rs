@@ -161,10 +161,13 @@ impl Windower {
             frames(timing.hop_seconds),
             frames(timing.max_gap_seconds),
         );
-        if !(sample_rate_hz.is_finite() && sample_rate_hz > 0.0)
-            || !(window >= 1.0 && hop >= 1.0 && hop <= window && gap >= 0.0)
-            || window > 1e8
-        {
+        let usable = sample_rate_hz.is_finite()
+            && sample_rate_hz > 0.0
+            && (1.0..=1e8).contains(&window)
+            && hop >= 1.0
+            && hop <= window
+            && gap >= 0.0;
+        if !usable {
             return Err(WindowError::Timing(timing));
         }
         let chain = if filter.zero_phase {
