@@ -263,14 +263,8 @@ impl Cascade {
     /// Sets every section's state to its steady state for a constant input `x`.
     fn settle(&mut self, mut x: f64) {
         for (c, df) in &mut self.sections {
-            let denominator = 1.0 + c.a1 + c.a2;
-            let y = if denominator.abs() > f64::EPSILON {
-                (c.b0 + c.b1 + c.b2) / denominator * x
-            } else {
-                0.0
-            };
-            df.s2 = c.b2 * x - c.a2 * y;
-            df.s1 = c.b1 * x - c.a1 * y + df.s2;
+            let (s1, s2, y) = steady_state(c, x);
+            (df.s1, df.s2) = (s1, s2);
             x = y;
         }
         self.settled = true;
@@ -278,18 +272,36 @@ impl Cascade {
 }
 
 /// The streaming (causal) filter for one device: per-lead state that survives across blocks.
+///
+/// The state is laid out section-major and lead-minor, so each section updates every lead of a
+/// frame in one loop the compiler vectorises. Per lead it performs exactly the arithmetic of
+/// `biquad`'s `DirectForm2Transposed::run`, in the same order, so its output equals the batch
+/// path's bit for bit. No allocation happens after construction.
 #[derive(Debug, Clone)]
 pub struct FilterChain {
     design: FilterDesign,
-    leads: Vec<Cascade>,
+    leads: usize,
+    /// `[section * leads + lead]` first and second state of each section.
+    s1: Vec<f64>,
+    s2: Vec<f64>,
+    /// One frame in f64 (scratch).
+    frame: Vec<f64>,
+    settled: bool,
 }
 
 impl FilterChain {
     /// A chain for `leads` channels at `sample_rate_hz`.
     pub fn new(spec: &FilterSpec, sample_rate_hz: f64, leads: usize) -> Result<Self, FilterError> {
         let design = spec.design(sample_rate_hz)?;
-        let leads = (0..leads).map(|_| design.cascade()).collect();
-        Ok(FilterChain { design, leads })
+        let states = design.len() * leads;
+        Ok(FilterChain {
+            design,
+            leads,
+            s1: vec![0.0; states],
+            s2: vec![0.0; states],
+            frame: vec![0.0; leads],
+            settled: false,
+        })
     }
 
     /// The designed sections.
@@ -299,7 +311,7 @@ impl FilterChain {
 
     /// Filters an interleaved block in place (frame `t` holds one sample per lead).
     pub fn process_block(&mut self, interleaved: &mut [f32]) -> Result<(), FilterError> {
-        let n = self.leads.len();
+        let n = self.leads;
         if n == 0 || !interleaved.len().is_multiple_of(n) {
             return Err(FilterError::PartialFrame {
                 samples: interleaved.len(),
@@ -307,8 +319,24 @@ impl FilterChain {
             });
         }
         for frame in interleaved.chunks_exact_mut(n) {
-            for (x, cascade) in frame.iter_mut().zip(&mut self.leads) {
-                *x = cascade.process(*x);
+            for (x, &v) in self.frame.iter_mut().zip(frame.iter()) {
+                *x = f64::from(v);
+            }
+            if !self.settled {
+                self.settle();
+            }
+            let states = self.s1.chunks_exact_mut(n).zip(self.s2.chunks_exact_mut(n));
+            for (c, (s1, s2)) in self.design.sections.iter().zip(states) {
+                for ((x, a), b) in self.frame.iter_mut().zip(s1).zip(s2) {
+                    // biquad's DirectForm2Transposed::run, term for term.
+                    let y = *a + c.b0 * *x;
+                    *a = *b + c.b1 * *x - c.a1 * y;
+                    *b = c.b2 * *x - c.a2 * y;
+                    *x = y;
+                }
+            }
+            for (v, &x) in frame.iter_mut().zip(&self.frame) {
+                *v = x as f32;
             }
         }
         Ok(())
@@ -316,8 +344,36 @@ impl FilterChain {
 
     /// Forgets every lead's state (after a gap too long to bridge).
     pub fn reset(&mut self) {
-        self.leads.iter_mut().for_each(Cascade::reset);
+        self.settled = false;
     }
+
+    /// Sets every lead's state to the steady state of its current sample in `self.frame`.
+    fn settle(&mut self) {
+        let n = self.leads;
+        for (lead, &x) in self.frame.iter().enumerate() {
+            let mut x = x;
+            for (k, c) in self.design.sections.iter().enumerate() {
+                let (s1, s2, y) = steady_state(c, x);
+                self.s1[k * n + lead] = s1;
+                self.s2[k * n + lead] = s2;
+                x = y;
+            }
+        }
+        self.settled = true;
+    }
+}
+
+/// State `(s1, s2)` and output of a DF2T section fed the constant `x` forever.
+fn steady_state(c: &Coefficients<f64>, x: f64) -> (f64, f64, f64) {
+    let denominator = 1.0 + c.a1 + c.a2;
+    let y = if denominator.abs() > f64::EPSILON {
+        (c.b0 + c.b1 + c.b2) / denominator * x
+    } else {
+        0.0
+    };
+    let s2 = c.b2 * x - c.a2 * y;
+    let s1 = c.b1 * x - c.a1 * y + s2;
+    (s1, s2, y)
 }
 
 /// Filters a whole recording (the batch path): causal like [`FilterChain`], or forward and
