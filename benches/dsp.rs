@@ -97,5 +97,17 @@ fn preprocessing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, filters, resampling, preprocessing);
+/// Short runs: the machine is shared, and the figures are compared, not tracked to 1%.
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(20)
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = filters, resampling, preprocessing
+}
 criterion_main!(benches);

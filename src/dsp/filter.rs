@@ -318,27 +318,22 @@ impl FilterChain {
                 leads: n,
             });
         }
-        for frame in interleaved.chunks_exact_mut(n) {
-            for (x, &v) in self.frame.iter_mut().zip(frame.iter()) {
+        if !self.settled {
+            let Some(first) = interleaved.get(..n) else {
+                return Ok(());
+            };
+            for (x, &v) in self.frame.iter_mut().zip(first) {
                 *x = f64::from(v);
             }
-            if !self.settled {
-                self.settle();
-            }
-            let states = self.s1.chunks_exact_mut(n).zip(self.s2.chunks_exact_mut(n));
-            for (c, (s1, s2)) in self.design.sections.iter().zip(states) {
-                for ((x, a), b) in self.frame.iter_mut().zip(s1).zip(s2) {
-                    // biquad's DirectForm2Transposed::run, term for term.
-                    let y = *a + c.b0 * *x;
-                    *a = *b + c.b1 * *x - c.a1 * y;
-                    *b = c.b2 * *x - c.a2 * y;
-                    *x = y;
-                }
-            }
-            for (v, &x) in frame.iter_mut().zip(&self.frame) {
-                *v = x as f32;
-            }
+            self.settle();
         }
+        run_frames(
+            &self.design.sections,
+            &mut self.s1,
+            &mut self.s2,
+            &mut self.frame,
+            interleaved,
+        );
         Ok(())
     }
 
@@ -361,6 +356,54 @@ impl FilterChain {
         }
         self.settled = true;
     }
+}
+
+/// The streaming kernel: every frame of `interleaved` through every section, all leads of a
+/// section at once. Compiled for several instruction sets and chosen at run time; the
+/// arithmetic (no fused multiply-add) is the same on each, so results do not depend on the CPU.
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2", "aarch64+neon"))]
+fn run_frames(
+    sections: &[Coefficients<f64>],
+    s1: &mut [f64],
+    s2: &mut [f64],
+    frame: &mut [f64],
+    interleaved: &mut [f32],
+) {
+    let n = frame.len();
+    for samples in interleaved.chunks_exact_mut(n) {
+        for (x, &v) in frame.iter_mut().zip(samples.iter()) {
+            *x = f64::from(v);
+        }
+        let (x4, x_rest) = frame.as_chunks_mut::<LANES>();
+        let states = s1.chunks_exact_mut(n).zip(s2.chunks_exact_mut(n));
+        for (c, (s1, s2)) in sections.iter().zip(states) {
+            let (a4, a_rest) = s1.as_chunks_mut::<LANES>();
+            let (b4, b_rest) = s2.as_chunks_mut::<LANES>();
+            for ((x, a), b) in x4.iter_mut().zip(a4).zip(b4) {
+                for l in 0..LANES {
+                    df2t(c, &mut x[l], &mut a[l], &mut b[l]);
+                }
+            }
+            for ((x, a), b) in x_rest.iter_mut().zip(a_rest).zip(b_rest) {
+                df2t(c, x, a, b);
+            }
+        }
+        for (v, &x) in samples.iter_mut().zip(frame.iter()) {
+            *v = x as f32;
+        }
+    }
+}
+
+/// Leads processed side by side in the kernel's inner loop.
+const LANES: usize = 4;
+
+/// One sample through one section: `biquad`'s `DirectForm2Transposed::run`, term for term.
+#[inline(always)]
+fn df2t(c: &Coefficients<f64>, x: &mut f64, s1: &mut f64, s2: &mut f64) {
+    let y = *s1 + c.b0 * *x;
+    *s1 = *s2 + c.b1 * *x - c.a1 * y;
+    *s2 = c.b2 * *x - c.a2 * y;
+    *x = y;
 }
 
 /// State `(s1, s2)` and output of a DF2T section fed the constant `x` forever.
