@@ -1,12 +1,13 @@
 //! The filter chain: Butterworth high-pass, mains notch (optionally its harmonics) and
 //! Butterworth low-pass, built as a cascade of `biquad` second-order sections run in `f64`.
 //!
-//! One piece of code, [`Cascade`], filters every sample. [`FilterChain`] keeps one cascade per
-//! lead across blocks for the daemon (causal, no allocation per sample); [`filter_recording`]
-//! runs fresh cascades over whole recordings for training. Both call the same per-sample
-//! function in the same order, so they agree bit for bit.
+//! `biquad` designs the sections; one kernel runs them. [`FilterChain`] keeps per-lead state
+//! across blocks for the daemon (causal, no allocation per sample); [`filter_recording`] runs a
+//! fresh chain over whole recordings for training. Both go through the same kernel, so they
+//! agree bit for bit, and the kernel performs `biquad`'s Direct Form II Transposed arithmetic
+//! term for term (a test holds it to `biquad::DirectForm2Transposed::run`).
 //!
-//! Each cascade settles on its first sample: its state starts as if that value had been present
+//! A chain settles on its first sample: its state starts as if that value had been present
 //! forever, so a DC electrode offset does not ring through the high-pass (scipy's `sosfilt_zi`
 //! scaled by the first sample does the same).
 //!
@@ -15,7 +16,8 @@
 //! removes phase distortion for ST analysis, at the cost of a whole window of latency: nothing
 //! can be emitted until the window is complete, and the daemon filters each window on its own.
 
-use biquad::{Biquad, Coefficients, DirectForm2Transposed, ToHertz, Type};
+use biquad::{Coefficients, ToHertz, Type};
+use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 use crate::config::DspConfig;
@@ -212,63 +214,6 @@ impl FilterDesign {
             .map(|c| [c.b0, c.b1, c.b2, 1.0, c.a1, c.a2])
             .collect()
     }
-
-    /// A fresh cascade (zero state, settles on its first sample).
-    pub fn cascade(&self) -> Cascade {
-        Cascade {
-            sections: self
-                .sections
-                .iter()
-                .map(|&c| (c, DirectForm2Transposed::<f64>::new(c)))
-                .collect(),
-            settled: false,
-        }
-    }
-}
-
-/// One lead's filter state: the sections of a [`FilterDesign`] in series.
-#[derive(Debug, Clone)]
-pub struct Cascade {
-    sections: Vec<(Coefficients<f64>, DirectForm2Transposed<f64>)>,
-    settled: bool,
-}
-
-impl Cascade {
-    /// Filters one sample. The first sample after creation or [`Cascade::reset`] settles the
-    /// state to that value's steady state.
-    #[inline]
-    pub fn process(&mut self, x: f32) -> f32 {
-        let mut y = f64::from(x);
-        if !self.settled {
-            self.settle(y);
-        }
-        for (_, df) in &mut self.sections {
-            y = df.run(y);
-        }
-        y as f32
-    }
-
-    /// Filters a lead's samples in place.
-    pub fn process_slice<'a>(&mut self, samples: impl IntoIterator<Item = &'a mut f32>) {
-        for x in samples {
-            *x = self.process(*x);
-        }
-    }
-
-    /// Forgets the state: the next sample settles the cascade again (after a long gap).
-    pub fn reset(&mut self) {
-        self.settled = false;
-    }
-
-    /// Sets every section's state to its steady state for a constant input `x`.
-    fn settle(&mut self, mut x: f64) {
-        for (c, df) in &mut self.sections {
-            let (s1, s2, y) = steady_state(c, x);
-            (df.s1, df.s2) = (s1, s2);
-            x = y;
-        }
-        self.settled = true;
-    }
 }
 
 /// The streaming (causal) filter for one device: per-lead state that survives across blocks.
@@ -292,16 +237,23 @@ pub struct FilterChain {
 impl FilterChain {
     /// A chain for `leads` channels at `sample_rate_hz`.
     pub fn new(spec: &FilterSpec, sample_rate_hz: f64, leads: usize) -> Result<Self, FilterError> {
-        let design = spec.design(sample_rate_hz)?;
+        Ok(FilterChain::from_design(
+            spec.design(sample_rate_hz)?,
+            leads,
+        ))
+    }
+
+    /// A chain for `leads` channels running an existing design.
+    pub fn from_design(design: FilterDesign, leads: usize) -> Self {
         let states = design.len() * leads;
-        Ok(FilterChain {
+        FilterChain {
             design,
             leads,
             s1: vec![0.0; states],
             s2: vec![0.0; states],
             frame: vec![0.0; leads],
             settled: false,
-        })
+        }
     }
 
     /// The designed sections.
@@ -426,14 +378,39 @@ pub fn filter_recording(
     recording: &Recording,
 ) -> Result<Recording, FilterError> {
     let design = spec.design(recording.sample_rate_hz)?;
-    let mut out = recording.clone();
-    for mut row in out.samples_uv.rows_mut() {
-        design.cascade().process_slice(row.iter_mut());
-        if spec.zero_phase {
-            design.cascade().process_slice(row.iter_mut().rev());
-        }
+    let (leads, frames) = recording.samples_uv.dim();
+    if leads == 0 || frames == 0 {
+        return Ok(recording.clone());
     }
-    Ok(out)
+    // Frames x leads, interleaved like a device block.
+    let mut interleaved: Vec<f32> = recording.samples_uv.t().iter().copied().collect();
+    FilterChain::from_design(design.clone(), leads).process_block(&mut interleaved)?;
+    if spec.zero_phase {
+        reverse_frames(&mut interleaved, leads);
+        FilterChain::from_design(design, leads).process_block(&mut interleaved)?;
+        reverse_frames(&mut interleaved, leads);
+    }
+    let samples_uv = Array2::from_shape_vec((frames, leads), interleaved)
+        .map_err(|_| FilterError::PartialFrame {
+            samples: frames * leads,
+            leads,
+        })?
+        .reversed_axes()
+        .as_standard_layout()
+        .into_owned();
+    Ok(Recording {
+        sample_rate_hz: recording.sample_rate_hz,
+        leads: recording.leads.clone(),
+        samples_uv,
+    })
+}
+
+/// Reverses the order of the frames of an interleaved buffer.
+fn reverse_frames(interleaved: &mut [f32], leads: usize) {
+    interleaved.reverse();
+    for frame in interleaved.chunks_exact_mut(leads) {
+        frame.reverse();
+    }
 }
 
 #[cfg(test)]
@@ -615,6 +592,33 @@ mod tests {
                 .reversed_axes();
             assert_eq!(streamed, batch.samples_uv, "block of {block_frames} frames");
         }
+    }
+
+    #[test]
+    fn kernel_matches_biquad_direct_form_2_transposed_bit_for_bit() {
+        use biquad::{Biquad, DirectForm2Transposed};
+        let design = spec(0.05, 60.0, 150.0, 4).design(1000.0).unwrap();
+        let x: Vec<f32> = (0..4000)
+            .map(|i| (5000.0 + 900.0 * (i as f64 * 0.37).sin() + ((i * 7919) % 113) as f64) as f32)
+            .collect();
+        let mut ours = x.clone();
+        FilterChain::from_design(design.clone(), 1)
+            .process_block(&mut ours)
+            .unwrap();
+        let mut sections: Vec<DirectForm2Transposed<f64>> = Vec::new();
+        let mut settle_input = f64::from(x[0]);
+        for c in &design.sections {
+            let mut df = DirectForm2Transposed::<f64>::new(*c);
+            let (s1, s2, y) = steady_state(c, settle_input);
+            (df.s1, df.s2) = (s1, s2);
+            settle_input = y;
+            sections.push(df);
+        }
+        let reference: Vec<f32> = x
+            .iter()
+            .map(|&v| sections.iter_mut().fold(f64::from(v), |y, df| df.run(y)) as f32)
+            .collect();
+        assert_eq!(ours, reference);
     }
 
     #[test]

@@ -6,10 +6,10 @@
 //! [`Preprocessor`] built from it:
 //!
 //! ```text
-//! daemon:   SampleBlock ─▶ Windower (causal filter, gaps) ─▶ Window ─▶ process_window ─┐
-//! training: Recording ────────────────────────────────────────────▶ process_recording ─┤
-//!                        filter (batch, same cascade) ◀──────────────────────────────────┘
-//!           ─▶ resample to the model rate ─▶ lead order + mask ─▶ quality ─▶ normalise ─▶ ModelInput
+//! daemon:   SampleBlock -> Windower (causal FilterChain, gaps) -> Window -> process_window
+//! training: Recording -> process_recording (filter_recording: the same kernel, batch)
+//! both:     -> resample to the model rate -> lead order + mask -> quality -> normalise
+//!           -> ModelInput
 //! ```
 //!
 //! With a causal filter the daemon's windows carry the streaming filter's output (state kept
@@ -212,7 +212,7 @@ impl Preprocessor {
     }
 
     /// Training path: a whole record (device order and rate, microvolts), filtered from its
-    /// first sample with the same cascade the daemon streams through.
+    /// first sample with the same kernel the daemon streams through.
     pub fn process_recording(&self, recording: &Recording) -> Result<ModelInput, DspError> {
         let filtered = filter_recording(&self.spec.filter, recording)?;
         let no_lead_off = vec![0.0; recording.leads.len()];

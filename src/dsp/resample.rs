@@ -49,6 +49,8 @@ pub struct Resampler {
     down: usize,
     /// Prototype low-pass at `up * from_hz`, odd length, centred; each branch sums to 1.
     taps: Vec<f64>,
+    /// Polyphase branches: `branches[r]` holds taps `r, r + up, r + 2 up, ...`.
+    branches: Vec<Vec<f64>>,
 }
 
 impl Resampler {
@@ -82,12 +84,16 @@ impl Resampler {
                     .for_each(|t| *t /= sum);
             }
         }
+        let branches = (0..up)
+            .map(|r| taps.iter().skip(r).step_by(up).copied().collect())
+            .collect();
         Ok(Resampler {
             from_hz,
             to_hz,
             up,
             down,
             taps,
+            branches,
         })
     }
 
@@ -113,24 +119,38 @@ impl Resampler {
 
     /// Resamples one lead.
     pub fn process(&self, input: &[f32]) -> Vec<f32> {
-        let mut out = vec![0.0; self.output_len(input.len())];
-        let Some(last) = input.len().checked_sub(1) else {
-            return out;
+        let n_out = self.output_len(input.len());
+        let (Some(&first), Some(&last)) = (input.first(), input.last()) else {
+            return Vec::new();
         };
+        // Output m is the upsampled signal at m * down, filtered by `taps` centred on it. Only
+        // every `up`-th tap meets a real (not zero-stuffed) sample: branch `phase` of the
+        // polyphase filter, read backwards from input sample `base`. The input is extended
+        // with its edge values so every branch reads whole samples.
         let half = self.taps.len() / 2;
-        for (m, y) in out.iter_mut().enumerate() {
-            // Output m is the upsampled signal at m * down; tap `half` is the filter's centre.
-            // Only taps j with (centre - j) a multiple of `up` meet a nonzero upsampled sample.
-            let centre = m * self.down + half;
-            let mut acc = 0.0;
-            for j in (centre % self.up..self.taps.len()).step_by(self.up) {
-                let sample = (centre as isize - j as isize) / self.up as isize;
-                let idx = sample.clamp(0, last as isize) as usize;
-                acc += self.taps[j] * input.get(idx).copied().map_or(0.0, f64::from);
-            }
-            *y = acc as f32;
-        }
-        out
+        let pad = half / self.up + 2;
+        let extended: Vec<f64> = std::iter::repeat_n(f64::from(first), pad)
+            .chain(input.iter().map(|&x| f64::from(x)))
+            .chain(std::iter::repeat_n(f64::from(last), pad))
+            .collect();
+        (0..n_out)
+            .map(|m| {
+                let centre = m * self.down + half;
+                let phase = centre % self.up;
+                let branch = &self.branches[phase];
+                let base = (centre - phase) / self.up + pad;
+                let window = (base + 1)
+                    .checked_sub(branch.len())
+                    .and_then(|lo| extended.get(lo..=base));
+                window.map_or(0.0, |w| {
+                    branch
+                        .iter()
+                        .zip(w.iter().rev())
+                        .map(|(h, x)| h * x)
+                        .sum::<f64>()
+                }) as f32
+            })
+            .collect()
     }
 
     /// Resamples every lead of a recording.
