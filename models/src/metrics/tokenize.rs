@@ -231,6 +231,11 @@ impl ChunkLexer {
                 break;
             }
         }
+        if self.text(start, end).eq_ignore_ascii_case("cannot") {
+            out.push(self.text(start, end - 3));
+            out.push(self.text(end - 3, end));
+            return end;
+        }
         if let Some(next) = self.contraction(start, end, out) {
             return next;
         }
@@ -262,7 +267,8 @@ impl ChunkLexer {
         (signed || separated).then_some(end)
     }
 
-    /// English contractions split off a word: "don't" -> "do" "n't", "it's" -> "it" "'s".
+    /// English contractions split off a word: "don't" -> "do" "n't", "it's" -> "it" "'s";
+    /// "o'clock" stays whole.
     fn contraction(&self, start: usize, end: usize, out: &mut Vec<String>) -> Option<usize> {
         if self.at(end) != Some('\'') {
             return None;
@@ -273,6 +279,10 @@ impl ChunkLexer {
         }
         let tail = self.text(end + 1, tail_end).to_lowercase();
         let word = self.text(start, end);
+        if word.eq_ignore_ascii_case("o") && !tail.is_empty() {
+            out.push(self.text(start, tail_end));
+            return Some(tail_end);
+        }
         let last = word.chars().last().map(|c| c.to_ascii_lowercase());
         if tail == "t" && last == Some('n') && end - start > 1 {
             out.push(self.text(start, end - 1));
@@ -363,6 +373,7 @@ mod tests {
             ptb("patient's isn't >1 \"quoted\" a+b 50% ..."),
             "patient 's is n't > 1 quoted a + b 50 %"
         );
+        assert_eq!(ptb("cannot at 5 o'clock"), "can not at 5 o'clock");
     }
 
     #[test]
