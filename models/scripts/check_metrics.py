@@ -59,6 +59,20 @@ STATEMENTS = [
     "artifact in lead(s) i, ii", "qtc 480 ms", "rate 72 bpm", "** ** acute mi ** **",
     "poss. inferior infarct", "borderline ecg", "abnormal ecg", "normal ecg", "otherwise normal ecg",
 ]
+# Harder text for the tokeniser check only (capitals, abbreviations, quotes, symbols, numbers).
+TRICKY = [
+    "Sinus rhythm. Left axis deviation (LAD), possible anterior infarct - age undetermined.",
+    "ST-T changes; T-wave inversion and/or ischemia. Patient's QTc 450ms, HR 72 bpm.",
+    "1st degree A-V block... P-R 0.24s e.g. 50% 2:1 >= <3 x*y \"quoted\" a+b V1-V3 Dr. Smith",
+    "st depression >1 mm in v4-v6, poss. inferior infarct. qtc 480 ms. rate 72 bpm",
+    "artifact in lead(s) i, ii. baseline wander in lead(s) v1,v2. complex(es) [sic] {x}",
+    "it's don't they're we'll i've he'd i'm 90's 1980s o'clock cannot 5' 10\"",
+    "v-rate 50- 99. 1st-degree. ~100 #3 $5 100% 3/4 +1 -1 1,000 1.000 .5 5.",
+    "a.... b---c x---- y. e.g. Text i.e. this. U.S. Army. ok... Next. 3.5. a:b 12:30 v1/v2",
+    "jr. Smith. prof. dr. Gen. Jan. feb. Corp. Ltd. Fig. vol. approx. etc vs fri. Mt. no. 5 no.5",
+    "probable lvh with secondary repol abnrm. st elev. 0.2mv... 12-lead ecg; hr=60",
+    "1.5-2.0 mm rock'n'roll @home",
+]
 # Inflections that only a stemmer matches.
 INFLECT = {"changes": "changed", "rhythm": "rhythms", "infarct": "infarcts",
            "deviation": "deviations", "contractions": "contraction", "leads": "lead",
@@ -157,6 +171,17 @@ def rust_score(binary, hyps, refs, tokenization, workdir):
     return result["corpus"], result["per_batch"]["mean"]
 
 
+def compare_tokens(title, binary, lines, java, workdir):
+    raw = workdir / "raw.txt"
+    raw.write_text("".join(line + "\n" for line in lines))
+    ours = subprocess.run([binary, "tokenize", "--tokenize", "ptb", raw], check=True,
+                          capture_output=True, text=True).stdout.splitlines()
+    differ = [(line, o, j) for line, o, j in zip(lines, ours, java) if o != j]
+    print(f"\n{title}: {len(lines) - len(differ)} of {len(lines)} lines identical to Java's")
+    for line, o, j in differ[:10]:
+        print(f"  text: {line}\n    meit: {o}\n    java: {j}")
+
+
 def compare(title, ours, theirs):
     print(f"\n{title}\n  {'metric':<8} {'meit-models':>14} {'reference':>14} {'abs diff':>10}")
     worst = 0.0
@@ -206,17 +231,11 @@ def main():
             corpus, batched = rust_score(args.bin, hyps, refs, "ptb", work)
             compare("[2] raw text, meit-models' own PTB tokeniser, corpus level", corpus,
                     reference_scores(tok_hyps, tok_refs))
-            # Token agreement, line by line.
-            raw = work / "raw.txt"
-            lines = hyps + [r for rs in refs for r in rs]
-            raw.write_text("".join(line + "\n" for line in lines))
-            ours = subprocess.run([args.bin, "tokenize", "--tokenize", "ptb", raw], check=True,
-                                  capture_output=True, text=True).stdout.splitlines()
-            java = tok_hyps + [r for rs in tok_refs for r in rs]
-            differ = [(l, o, j) for l, o, j in zip(lines, ours, java) if o != j]
-            print(f"\n[3] PTB tokens: {len(lines) - len(differ)} of {len(lines)} lines identical to Java's")
-            for line, o, j in differ[:10]:
-                print(f"  text: {line}\n    meit: {o}\n    java: {j}")
+            # Token agreement, line by line, on the scored text and on harder text.
+            compare_tokens("[3] PTB tokens of the scored text", args.bin, hyps + [r for rs in refs for r in rs],
+                           tok_hyps + [r for rs in tok_refs for r in rs], work)
+            tricky_java, _ = ptb_tokenize(TRICKY, [[t] for t in TRICKY])
+            compare_tokens("[3] PTB tokens of harder text", args.bin, TRICKY, tricky_java, work)
 
     print("\nmax abs difference on identical tokens:")
     for key, worst in worst_same_tokens.items():

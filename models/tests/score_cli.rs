@@ -37,7 +37,7 @@ fn score_prints_json_with_corpus_and_batch_scores() {
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["pairs"], 2);
-    assert_eq!(json["tokenization"], "paper");
+    assert_eq!(json["tokenization"], "ptb");
     for metric in [
         "bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider_d",
     ] {
@@ -72,14 +72,14 @@ fn score_writes_to_out_file() {
         "--ref",
         &refs,
         "--tokenize",
-        "ptb",
+        "paper",
         "--out",
         &out_arg,
     ]);
     assert!(out.status.success());
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
-    assert_eq!(json["tokenization"], "ptb");
+    assert_eq!(json["tokenization"], "paper");
     assert!(json["per_batch"].is_null());
 }
 

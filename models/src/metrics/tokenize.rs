@@ -23,9 +23,9 @@ use std::str::FromStr;
 #[serde(rename_all = "lowercase")]
 pub enum Tokenization {
     /// pycocoevalcap's PTBTokenizer with punctuation removal (lower-cased).
+    #[default]
     Ptb,
     /// The MEIT paper's `"." -> " ."` then white space.
-    #[default]
     Paper,
     /// White space only (text already tokenised).
     Whitespace,
