@@ -307,6 +307,32 @@ mod tests {
         assert!((corpus.rouge_l - 2.0 / 3.0).abs() < 1e-12);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any text in, no panic out; ratios stay in [0, 1] and CIDEr-D is finite and >= 0.
+        #[test]
+        fn any_text_scores_within_bounds(
+            pairs in proptest::collection::vec(("[a-c .,'()-]{0,24}", "[a-c .,'()|-]{0,24}"), 1..6),
+        ) {
+            for tokenization in Tokenization::ALL {
+                let hyps: String = pairs.iter().map(|(h, _)| format!("{h}\n")).collect();
+                let refs: String = pairs.iter().map(|(_, r)| format!("{r}\n")).collect();
+                let samples = samples_from_text(&hyps, &refs, tokenization).unwrap();
+                let scores = score(&samples).unwrap();
+                for (name, value) in scores.named() {
+                    proptest::prop_assert!(value.is_finite() && value >= 0.0, "{name} = {value}");
+                    if name != "cider_d" {
+                        proptest::prop_assert!(value <= 1.0 + 1e-9, "{name} = {value}");
+                    }
+                }
+                for sample in &samples {
+                    proptest::prop_assert!(sample.hypothesis.iter().all(|t| !t.is_empty()));
+                }
+            }
+        }
+    }
+
     #[test]
     fn evaluation_serialises_to_json_with_every_metric() {
         let samples = [sample("a b c", &["a b c"]), sample("d e", &["d f"])];
