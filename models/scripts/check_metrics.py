@@ -73,6 +73,24 @@ TRICKY = [
     "probable lvh with secondary repol abnrm. st elev. 0.2mv... 12-lead ecg; hr=60",
     "1.5-2.0 mm rock'n'roll @home",
 ]
+# Words for the Porter stemmer golden file (--write-stems): report vocabulary plus words that
+# exercise every step of the algorithm and NLTK's extensions.
+STEM_WORDS = """
+abnormal abnormality abnormalities acute adjustable adjustment allowance analogousli
+anterior arrhythmia arrhythmias atrial axis baseline bigger block blocked blocking bradycardia
+bundle callousness caresses cats changes changed changing conditional conduction conflated
+consider considered contraction contractions controlling controll cries dependent depression
+deviation deviations died dies digitizer dying effective electrical electricity elevation
+enjoy enjoyment enlargement extensive fascicular feed fibrillation filing flutter formalize
+formative formaliti generalization geology goodness gyroscopic happy hopefulness hopping
+hypertrophy incomplete infarct infarcts infarction inferior interval intervals ischemia
+ischemic irritant junctional lateral leads lying marked motoring myocardial news nonspecific
+normal normally otherwise pacemaker plastered ponies possible possibly precordial predication
+premature probable probably progression prolonged radicalli rapid relational repolarization
+response rhythm rhythms rsr septal sensibility sensitivity sing sinus skies sky spied st-t
+tachycardia ties triplicate troubled undetermined variant ventricular voltage voltages wave
+waves yyyy 1st 12-lead a-v and/or
+"""
 # Inflections that only a stemmer matches.
 INFLECT = {"changes": "changed", "rhythm": "rhythms", "infarct": "infarcts",
            "deviation": "deviations", "contractions": "contraction", "leads": "lead",
@@ -201,7 +219,19 @@ def main():
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--tolerance", type=float, default=1e-6)
     parser.add_argument("--dump", type=Path, help="also write the generated pairs here (a folder)")
+    parser.add_argument("--write-stems", type=Path, metavar="TSV",
+                        help="write NLTK's Porter stems of a test vocabulary (word<TAB>stem) and exit; "
+                             "models/tests/data/porter_nltk.tsv is made this way")
     args = parser.parse_args()
+
+    if args.write_stems:
+        from nltk.stem.porter import PorterStemmer
+        stemmer = PorterStemmer()
+        words = sorted(set(STEM_WORDS.split()) | {w for s in STATEMENTS for w in s.split()}
+                       | set(INFLECT) | set(INFLECT.values()))
+        args.write_stems.write_text("".join(f"{w}\t{stemmer.stem(w)}\n" for w in words))
+        print(f"{len(words)} stems written to {args.write_stems}")
+        return 0
 
     if args.hyp and args.ref:
         hyps = args.hyp.read_text().splitlines()

@@ -393,6 +393,21 @@ mod tests {
         }
     }
 
+    /// Stems NLTK 3.10.4 gave for a test vocabulary (written by
+    /// `models/scripts/check_metrics.py --write-stems`).
+    const NLTK_STEMS: &str = include_str!("../../tests/data/porter_nltk.tsv");
+
+    #[test]
+    fn stems_match_nltk_on_the_test_vocabulary() {
+        let mut checked = 0;
+        for line in NLTK_STEMS.lines() {
+            let (word, expected) = line.split_once('\t').expect("word<TAB>stem");
+            assert_eq!(stem(word), expected, "stem({word})");
+            checked += 1;
+        }
+        assert!(checked > 100, "only {checked} words in the golden file");
+    }
+
     #[test]
     fn measure_counts_vowel_consonant_pairs() {
         // Porter's examples: m=0 TR, EE, TREE, Y, BY; m=1 TROUBLE, OATS, TREES, IVY;
