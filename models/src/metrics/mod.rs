@@ -34,6 +34,23 @@ pub struct Sample {
     pub references: Vec<Vec<String>>,
 }
 
+impl Sample {
+    /// Tokenises one generated report and its reference reports.
+    pub fn from_text<R: AsRef<str>>(
+        tokenization: Tokenization,
+        hypothesis: &str,
+        references: &[R],
+    ) -> Sample {
+        Sample {
+            hypothesis: tokenization.tokens(hypothesis),
+            references: references
+                .iter()
+                .map(|r| tokenization.tokens(r.as_ref()))
+                .collect(),
+        }
+    }
+}
+
 /// The text metrics of one scored set.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Scores {
@@ -154,12 +171,9 @@ pub fn samples_from_text(
     Ok(hyp_lines
         .iter()
         .zip(&ref_lines)
-        .map(|(hyp, refs)| Sample {
-            hypothesis: tokenization.tokens(hyp),
-            references: refs
-                .split(REFERENCE_SEPARATOR)
-                .map(|r| tokenization.tokens(r))
-                .collect(),
+        .map(|(hyp, refs)| {
+            let refs: Vec<&str> = refs.split(REFERENCE_SEPARATOR).collect();
+            Sample::from_text(tokenization, hyp, &refs)
         })
         .collect())
 }
@@ -247,10 +261,7 @@ pub(crate) fn tokens(text: &str) -> Vec<String> {
 /// Test helper: a sample from white-space-tokenised text.
 #[cfg(test)]
 pub(crate) fn sample(hypothesis: &str, references: &[&str]) -> Sample {
-    Sample {
-        hypothesis: tokens(hypothesis),
-        references: references.iter().map(|r| tokens(r)).collect(),
-    }
+    Sample::from_text(Tokenization::Whitespace, hypothesis, references)
 }
 
 #[cfg(test)]
