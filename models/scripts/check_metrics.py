@@ -71,7 +71,8 @@ TRICKY = [
     "a.... b---c x---- y. e.g. Text i.e. this. U.S. Army. ok... Next. 3.5. a:b 12:30 v1/v2",
     "jr. Smith. prof. dr. Gen. Jan. feb. Corp. Ltd. Fig. vol. approx. etc vs fri. Mt. no. 5 no.5",
     "probable lvh with secondary repol abnrm. st elev. 0.2mv... 12-lead ecg; hr=60",
-    "1.5-2.0 mm rock'n'roll @home",
+    "1.5-2.0 mm, 1-2.5 mm, 0.1-0.2mv, v1-2, 1.5/2.0 and/or",
+    "rock'n'roll @home",  # known to differ: see models/README.md
 ]
 # Words for the Porter stemmer golden file (--write-stems): report vocabulary plus words that
 # exercise every step of the algorithm and NLTK's extensions.

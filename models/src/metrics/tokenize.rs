@@ -160,9 +160,7 @@ impl ChunkLexer {
         while let Some(c) = self.at(i) {
             let signed_number =
                 i == 0 && (c == '+' || c == '-') && self.at(1).is_some_and(|d| d.is_ascii_digit());
-            let leading_decimal = c == '.'
-                && self.at(i + 1).is_some_and(|d| d.is_ascii_digit())
-                && (i == 0 || !self.is_alnum_at(i - 1));
+            let leading_decimal = c == '.' && self.at(i + 1).is_some_and(|d| d.is_ascii_digit());
             i = if c.is_alphanumeric() || signed_number || leading_decimal {
                 self.word(i, out)
             } else {
@@ -212,13 +210,9 @@ impl ChunkLexer {
         end
     }
 
-    /// A word or number starting at `i`; returns where the next token starts.
-    fn word(&self, start: usize, out: &mut Vec<String>) -> usize {
-        if let Some(end) = self.decimal_number(start) {
-            out.push(self.text(start, end));
-            return end;
-        }
-        // Letters and digits, joined by inner hyphens and slashes ("st-t", "and/or", "v1-v3").
+    /// Letters and digits from `start`, joined by inner hyphens and slashes ("st-t", "and/or",
+    /// "v1-v3"); returns the end.
+    fn joined_word_end(&self, start: usize) -> usize {
         let mut end = start;
         loop {
             while self.is_alnum_at(end) {
@@ -228,9 +222,25 @@ impl ChunkLexer {
             if joiner && self.is_alnum_at(end + 1) {
                 end += 1;
             } else {
-                break;
+                return end;
             }
         }
+    }
+
+    /// A word or number starting at `i`; returns where the next token starts.
+    fn word(&self, start: usize, out: &mut Vec<String>) -> usize {
+        if let Some(number_end) = self.decimal_number(start) {
+            // A hyphen joins what follows, up to the next period: "1.5-2.0" -> "1.5-2" ".0".
+            let hyphenated = self.at(number_end) == Some('-') && self.is_alnum_at(number_end + 1);
+            let end = if hyphenated {
+                self.joined_word_end(number_end + 1)
+            } else {
+                number_end
+            };
+            out.push(self.text(start, end));
+            return end;
+        }
+        let end = self.joined_word_end(start);
         if self.text(start, end).eq_ignore_ascii_case("cannot") {
             out.push(self.text(start, end - 3));
             out.push(self.text(end - 3, end));
@@ -374,6 +384,11 @@ mod tests {
             "patient 's is n't > 1 quoted a + b 50 %"
         );
         assert_eq!(ptb("cannot at 5 o'clock"), "can not at 5 o'clock");
+        // Ranges: CoreNLP joins a hyphen after a decimal up to the next period.
+        assert_eq!(
+            ptb("1.5-2.0 mm, 1-2.5 mm, 0.1-0.2mv"),
+            "1.5-2 .0 mm 1-2 .5 mm 0.1-0 .2 mv"
+        );
     }
 
     #[test]
