@@ -26,6 +26,9 @@ use crate::ecg::Recording;
 /// Stages whose corner lies above this fraction of the sample rate are left out: the device's
 /// own anti-aliasing already band-limits its signal there.
 const MAX_CORNER_FRACTION_OF_RATE: f64 = 0.45;
+/// Mains frequencies a notch may be centred on (harmonics go higher).
+const MIN_MAINS_HZ: f64 = 10.0;
+const MAX_MAINS_HZ: f64 = 100.0;
 /// Notches are designed up to just below the Nyquist frequency (60 Hz mains at 130 Hz is real).
 const MAX_NOTCH_FRACTION_OF_RATE: f64 = 0.49;
 
@@ -86,6 +89,11 @@ impl FilterSpec {
         if self.order == 0 || !self.order.is_multiple_of(2) || self.order > 16 {
             return Err(FilterError::Order(self.order));
         }
+        for corner in [self.highpass_hz, self.lowpass_hz] {
+            if !(corner.is_finite() && corner >= 0.0) {
+                return Err(FilterError::Corner(corner));
+            }
+        }
         let usable = |hz: f64| hz > 0.0 && hz < MAX_CORNER_FRACTION_OF_RATE * sample_rate_hz;
         let mut sections = Vec::new();
         if usable(self.highpass_hz) {
@@ -98,7 +106,10 @@ impl FilterSpec {
                 )?);
             }
         }
-        if self.notch_hz > 0.0 {
+        if self.notch_hz != 0.0 {
+            if !(MIN_MAINS_HZ..=MAX_MAINS_HZ).contains(&self.notch_hz) {
+                return Err(FilterError::NotchFrequency(self.notch_hz));
+            }
             if !(self.notch_q.is_finite() && self.notch_q > 0.0) {
                 return Err(FilterError::NotchQ(self.notch_q));
             }
@@ -157,6 +168,12 @@ pub enum FilterError {
     /// The Butterworth order is not even or out of range.
     #[error("filter order {0} is not allowed (even, 2 to 16)")]
     Order(usize),
+    /// A high-pass or low-pass corner is negative or not a number.
+    #[error("corner frequency {0} Hz is not allowed (0 for none, or a positive frequency)")]
+    Corner(f64),
+    /// The mains frequency is neither 0 (off) nor a plausible mains frequency.
+    #[error("notch at {0} Hz is not allowed (0 for none, or 10 to 100 Hz)")]
+    NotchFrequency(f64),
     /// The notch quality factor is not a positive number.
     #[error("notch Q {0} is not a positive number")]
     NotchQ(f64),
@@ -641,6 +658,9 @@ mod tests {
         assert_eq!(design.len(), 2);
         assert!(spec(0.5, 50.0, 40.0, 3).design(500.0).is_err());
         assert!(spec(0.5, 50.0, 40.0, 2).design(0.0).is_err());
+        assert!(spec(0.5, 1e-300, 0.0, 2).design(500.0).is_err());
+        assert!(spec(0.5, f64::NAN, 40.0, 2).design(500.0).is_err());
+        assert!(spec(-1.0, 50.0, 40.0, 2).design(500.0).is_err());
     }
 
     #[test]
