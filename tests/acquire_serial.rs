@@ -2,7 +2,7 @@
 //! the other, exactly as with a USB device. Short runs for CI; the 60 s soak with latency
 //! figures is `cargo run --release --example acquire_soak` (see README).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -82,17 +82,17 @@ impl Simulator {
     }
 }
 
-fn source(link: &PathBuf) -> (SerialSource, mpsc::Receiver<SourceEvent>) {
+fn source(link: &Path) -> (SerialSource, mpsc::Receiver<SourceEvent>) {
     source_with(link, |_| {})
 }
 
 fn source_with(
-    link: &PathBuf,
+    link: &Path,
     adjust: impl FnOnce(&mut SerialSettings),
 ) -> (SerialSource, mpsc::Receiver<SourceEvent>) {
     let (tx, rx) = mpsc::channel(4096);
     let mut settings = SerialSettings::new(
-        PortSelector::Path(link.clone()),
+        PortSelector::Path(link.to_path_buf()),
         SerialProtocol::FirmwareBridge,
     );
     adjust(&mut settings);
