@@ -1,12 +1,19 @@
-//! `meit replay FILE`: stream a recorded file through the acquisition path as if it were live
-//! and print a line per window. Until the dsp stage lands, each line holds what the source
-//! delivered (frames, gaps, per-lead range), not rate or quality.
+//! `meit replay FILE`: stream a recorded file through the acquisition path as if it were live,
+//! run the dsp stage on it (windowing, filtering, quality) and print one line per window.
+//! Heart rate and RR irregularity are printed once beat measurements land in the dsp stage.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use meit::acquire::SourceEvent;
 use meit::acquire::replay::{self, ReplaySettings};
+use meit::config::{Config, DspConfig};
+use meit::dsp::normalize::Normalization;
+use meit::dsp::quality::QualityReason;
+use meit::dsp::window::Window;
+use meit::dsp::{PreprocessSpec, Preprocessor};
+use meit::ecg::LeadSet;
 use tokio::sync::mpsc;
 
 /// Options of `meit replay`.
@@ -20,47 +27,37 @@ pub struct ReplayArgs {
     /// Sample rate in Hz, when the file has no time column.
     #[arg(long)]
     pub sample_rate: Option<f64>,
-    /// Window length in seconds for the per-window lines.
-    #[arg(long, default_value_t = 10.0)]
-    pub window_seconds: f64,
+    /// Configuration whose `[dsp]` table sets filters and windows (defaults when omitted).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
 }
 
-/// What one window received.
-struct WindowTally {
-    frames: usize,
-    gaps: u64,
-    min: Vec<f32>,
-    max: Vec<f32>,
-}
-
-impl WindowTally {
-    fn new(leads: usize) -> Self {
-        WindowTally {
-            frames: 0,
-            gaps: 0,
-            min: vec![f32::INFINITY; leads],
-            max: vec![f32::NEG_INFINITY; leads],
-        }
-    }
-}
-
-/// Replays the file and prints per-window lines.
+/// Replays the file through the dsp stage and prints per-window lines.
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let dsp_config = match &args.config {
+        Some(path) => Config::load(path)?.dsp,
+        None => DspConfig::default(),
+    };
     let recording = replay::load(&args.file, args.sample_rate)?;
-    if args.window_seconds.is_nan() || args.window_seconds <= 0.0 {
-        anyhow::bail!("--window-seconds must be positive");
-    }
-    let window_frames = (args.window_seconds * recording.sample_rate_hz)
-        .round()
-        .max(1.0) as usize;
-    let names: Vec<&str> = recording.leads.0.iter().map(|l| l.name()).collect();
+    // The model's view: 12 standard leads at 500 Hz; leads the file lacks show up as reasons.
+    let spec = PreprocessSpec::from_config(
+        &dsp_config,
+        500.0,
+        LeadSet::standard_12(),
+        Normalization::MinMaxRecord,
+    );
+    let preprocessor = Preprocessor::new(spec).context("dsp settings")?;
+    let mut windower = preprocessor
+        .windower(&recording.leads, recording.sample_rate_hz)
+        .context("windowing this record")?;
     println!(
-        "{}: {} leads at {} Hz, {:.1} s ({}); dsp results appear here once the dsp stage lands",
+        "{}: {} leads at {} Hz, {:.1} s ({}); windows of {} s",
         args.file.display(),
         recording.leads.len(),
         recording.sample_rate_hz,
         recording.duration_s(),
-        if args.fast { "fast" } else { "real time" }
+        if args.fast { "fast" } else { "real time" },
+        dsp_config.window_seconds,
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -76,48 +73,67 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             drop(tx);
         };
         let consumer = async {
-            let leads = recording.leads.len();
-            let (mut tally, mut index) = (WindowTally::new(leads), 0usize);
-            let print = |index: usize, t: &WindowTally| {
-                let ranges: Vec<String> = names
-                    .iter()
-                    .zip(t.min.iter().zip(&t.max))
-                    .map(|(n, (lo, hi))| format!("{n} {lo:.0}..{hi:.0}"))
-                    .collect();
-                println!(
-                    "window {index} [{:.1}-{:.1} s]: {} frames, gaps {}, uV {}",
-                    index as f64 * args.window_seconds,
-                    (index + 1) as f64 * args.window_seconds,
-                    t.frames,
-                    t.gaps,
-                    ranges.join(", ")
-                );
-            };
+            let mut index = 0usize;
             while let Some(event) = rx.recv().await {
-                match event {
-                    SourceEvent::Block(b) => {
-                        for frame in b.samples_uv.chunks_exact(leads.max(1)) {
-                            for (i, &v) in frame.iter().enumerate() {
-                                tally.min[i] = tally.min[i].min(v);
-                                tally.max[i] = tally.max[i].max(v);
-                            }
-                            tally.frames += 1;
-                            if tally.frames == window_frames {
-                                print(index, &tally);
-                                tally = WindowTally::new(leads);
-                                index += 1;
-                            }
-                        }
-                    }
-                    SourceEvent::Gap(g) => tally.gaps += g.missing,
-                    _ => {}
+                let SourceEvent::Block(block) = event else {
+                    continue;
+                };
+                for window in windower.push(&block)? {
+                    print_window(index, &window, &preprocessor);
+                    index += 1;
                 }
             }
-            if tally.frames > 0 {
-                print(index, &tally);
+            if index == 0 {
+                println!("no complete window: the record is shorter than one window");
             }
+            anyhow::Ok(())
         };
-        tokio::join!(producer, consumer);
-    });
+        let ((), result) = tokio::join!(producer, consumer);
+        result
+    })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line: time span, gaps, quality index, verdict and reasons (shared with `meit run`
+/// until the inference engine prints reports).
+pub(super) fn print_window(index: usize, window: &Window, preprocessor: &Preprocessor) {
+    let t0 = window.start_device_time_ns as f64 / 1e9;
+    let t1 = window.end_device_time_ns as f64 / 1e9;
+    let interpolated = window.interpolated_fraction() * 100.0;
+    let head = format!("window {index} [{t0:.1}-{t1:.1} s]: interpolated {interpolated:.1}%");
+    match preprocessor.process_window(window) {
+        Ok(input) => {
+            let q = &input.quality;
+            let reasons: Vec<String> = q.reasons.iter().map(describe).collect();
+            println!(
+                "{head}, quality {:.2}, {}{}{}; rate and RR irregularity: beat measurements not in this build",
+                q.index,
+                if q.is_reportable() {
+                    "reportable"
+                } else {
+                    "no report"
+                },
+                if reasons.is_empty() { "" } else { ": " },
+                reasons.join(", ")
+            );
+        }
+        Err(e) => println!("{head}, no report: dsp failed: {e}"),
+    }
+}
+
+fn describe(reason: &QualityReason) -> String {
+    match reason {
+        QualityReason::Lead {
+            lead,
+            issue,
+            required,
+        } => format!(
+            "{lead} {issue:?}{}",
+            if *required { " (required)" } else { "" }
+        ),
+        QualityReason::InterpolatedGaps { fraction } => {
+            format!("{:.0}% interpolated", fraction * 100.0)
+        }
+        QualityReason::LowIndex { index } => format!("quality index {index:.2} too low"),
+    }
 }
