@@ -34,12 +34,18 @@ fn replay_fast_runs_the_dsp_stage_and_prints_a_verdict_per_window() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("2 leads at 250 Hz"), "{stdout}");
-    let windows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("window")).collect();
+    let windows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("rec window"))
+        .collect();
     assert_eq!(windows.len(), 2, "{stdout}");
     // Only I and II were recorded: the chest leads are missing, so no report, with reasons.
-    assert!(windows[0].starts_with("window 0 [0.0-10.0 s]"), "{stdout}");
     assert!(
-        windows[0].contains("no report: ") && windows[0].contains("V1 Missing"),
+        windows[0].starts_with("rec window 0 [0.0-10.0 s]"),
+        "{stdout}"
+    );
+    assert!(
+        windows[0].contains("NO REPORT (") && windows[0].contains("V1 missing (required)"),
         "{stdout}"
     );
 }

@@ -4,6 +4,7 @@
 mod check_config;
 mod doctor;
 mod replay;
+mod run;
 mod simulate;
 
 use std::path::PathBuf;
@@ -28,11 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: acquire, filter, infer and publish for every configured bed.
-    Run {
-        /// Configuration file.
-        #[arg(long, short, default_value = "configs/meit.toml")]
-        config: PathBuf,
-    },
+    Run(run::RunArgs),
     /// Act as an ECG device on a serial port (a pty pair by default), streaming synthetic ECG.
     Simulate(simulate::SimulateArgs),
     /// Replay a recorded WFDB or CSV file through the pipeline as if it were live.
@@ -59,10 +56,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::CheckConfig { file } => check_config::run(&file),
         Command::Doctor { config } => doctor::run(config.as_deref()),
-        Command::Run { .. } => not_yet(
-            "run",
-            "the daemon end to end (acquire -> dsp -> infer -> publish)",
-        ),
+        Command::Run(args) => run::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Synth => not_yet("synth", "the ECG synthesizer (synth issue)"),

@@ -1,19 +1,15 @@
 //! `meit replay FILE`: stream a recorded file through the acquisition path as if it were live,
-//! run the dsp stage on it (windowing, filtering, quality) and print one line per window.
-//! Heart rate and RR irregularity are printed once beat measurements land in the dsp stage.
+//! through the same bed pipeline as `meit run`, printing one line per window.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use meit::acquire::SourceEvent;
 use meit::acquire::replay::{self, ReplaySettings};
-use meit::config::{Config, DspConfig};
-use meit::dsp::normalize::Normalization;
-use meit::dsp::quality::QualityReason;
-use meit::dsp::window::Window;
-use meit::dsp::{PreprocessSpec, Preprocessor};
-use meit::ecg::LeadSet;
+use meit::config::Config;
+use meit::dsp::Preprocessor;
+use meit::pipeline::{self, BedPipeline};
+use meit::publish::stdout::{LineFormat, LineSink};
 use tokio::sync::mpsc;
 
 /// Options of `meit replay`.
@@ -30,26 +26,20 @@ pub struct ReplayArgs {
     /// Configuration whose `[dsp]` table sets filters and windows (defaults when omitted).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
+    /// How window reports are printed.
+    #[arg(long, value_enum, default_value_t = LineFormat::Text)]
+    pub output: LineFormat,
 }
 
-/// Replays the file through the dsp stage and prints per-window lines.
+/// Replays the file through the dsp stage and prints one line per window.
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let dsp_config = match &args.config {
-        Some(path) => Config::load(path)?.dsp,
-        None => DspConfig::default(),
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
     };
     let recording = replay::load(&args.file, args.sample_rate)?;
-    // The model's view: 12 standard leads at 500 Hz; leads the file lacks show up as reasons.
-    let spec = PreprocessSpec::from_config(
-        &dsp_config,
-        500.0,
-        LeadSet::standard_12(),
-        Normalization::MinMaxRecord,
-    );
-    let preprocessor = Preprocessor::new(spec).context("dsp settings")?;
-    let mut windower = preprocessor
-        .windower(&recording.leads, recording.sample_rate_hz)
-        .context("windowing this record")?;
+    let preprocessor =
+        Preprocessor::new(pipeline::preprocess_spec(&config)).context("dsp settings")?;
     println!(
         "{}: {} leads at {} Hz, {:.1} s ({}); windows of {} s",
         args.file.display(),
@@ -57,13 +47,18 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         recording.sample_rate_hz,
         recording.duration_s(),
         if args.fast { "fast" } else { "real time" },
-        dsp_config.window_seconds,
+        config.dsp.window_seconds,
     );
+    let bed = args
+        .file
+        .file_stem()
+        .map_or_else(|| "replay".into(), |s| s.to_string_lossy().into_owned());
+    let pipeline = BedPipeline::new(bed, preprocessor, pipeline::model_status(&config));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
-        let (tx, mut rx) = mpsc::channel(256);
+    let published = rt.block_on(async {
+        let (tx, rx) = mpsc::channel(256);
         let settings = ReplaySettings {
             block_frames: (recording.sample_rate_hz / 10.0).round().max(1.0) as usize,
             realtime: !args.fast,
@@ -72,68 +67,13 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             replay::stream(&recording, settings, &tx).await;
             drop(tx);
         };
-        let consumer = async {
-            let mut index = 0usize;
-            while let Some(event) = rx.recv().await {
-                let SourceEvent::Block(block) = event else {
-                    continue;
-                };
-                for window in windower.push(&block)? {
-                    print_window(index, &window, &preprocessor);
-                    index += 1;
-                }
-            }
-            if index == 0 {
-                println!("no complete window: the record is shorter than one window");
-            }
-            anyhow::Ok(())
-        };
-        let ((), result) = tokio::join!(producer, consumer);
-        result
+        let mut sink = LineSink::stdout(args.output);
+        let consumer = pipeline::run(pipeline, rx, &mut sink, None);
+        let ((), published) = tokio::join!(producer, consumer);
+        published
     })?;
+    if published == 0 {
+        println!("no complete window: the record is shorter than one window");
+    }
     Ok(ExitCode::SUCCESS)
-}
-
-/// One line: time span, gaps, quality index, verdict and reasons (shared with `meit run`
-/// until the inference engine prints reports).
-pub(super) fn print_window(index: usize, window: &Window, preprocessor: &Preprocessor) {
-    let t0 = window.start_device_time_ns as f64 / 1e9;
-    let t1 = window.end_device_time_ns as f64 / 1e9;
-    let interpolated = window.interpolated_fraction() * 100.0;
-    let head = format!("window {index} [{t0:.1}-{t1:.1} s]: interpolated {interpolated:.1}%");
-    match preprocessor.process_window(window) {
-        Ok(input) => {
-            let q = &input.quality;
-            let reasons: Vec<String> = q.reasons.iter().map(describe).collect();
-            println!(
-                "{head}, quality {:.2}, {}{}{}; rate and RR irregularity: beat measurements not in this build",
-                q.index,
-                if q.is_reportable() {
-                    "reportable"
-                } else {
-                    "no report"
-                },
-                if reasons.is_empty() { "" } else { ": " },
-                reasons.join(", ")
-            );
-        }
-        Err(e) => println!("{head}, no report: dsp failed: {e}"),
-    }
-}
-
-fn describe(reason: &QualityReason) -> String {
-    match reason {
-        QualityReason::Lead {
-            lead,
-            issue,
-            required,
-        } => format!(
-            "{lead} {issue:?}{}",
-            if *required { " (required)" } else { "" }
-        ),
-        QualityReason::InterpolatedGaps { fraction } => {
-            format!("{:.0}% interpolated", fraction * 100.0)
-        }
-        QualityReason::LowIndex { index } => format!("quality index {index:.2} too low"),
-    }
 }

@@ -114,6 +114,42 @@ impl QualityReason {
     }
 }
 
+impl std::fmt::Display for LeadIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LeadIssue::Missing => "missing",
+            LeadIssue::LeadOff => "lead off",
+            LeadIssue::Flat => "flat",
+            LeadIssue::Railed => "railed",
+            LeadIssue::HighFrequencyNoise => "noisy",
+            LeadIssue::BaselineWander => "baseline wander",
+            LeadIssue::ImplausibleAmplitude => "implausible amplitude",
+        })
+    }
+}
+
+impl std::fmt::Display for QualityReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QualityReason::Lead {
+                lead,
+                issue,
+                required,
+            } => {
+                write!(
+                    f,
+                    "{lead} {issue}{}",
+                    if *required { " (required)" } else { "" }
+                )
+            }
+            QualityReason::InterpolatedGaps { fraction } => {
+                write!(f, "{:.0}% interpolated across gaps", fraction * 100.0)
+            }
+            QualityReason::LowIndex { index } => write!(f, "quality index {index:.2} too low"),
+        }
+    }
+}
+
 /// Measurements behind one lead's verdict (all in microvolts unless named otherwise).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LeadMetrics {
