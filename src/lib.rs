@@ -28,3 +28,4 @@ pub mod pipeline;
 pub mod publish;
 pub mod synth;
 pub mod telemetry;
+pub mod wfdb;
