@@ -3,6 +3,7 @@
 
 mod check_config;
 mod doctor;
+mod synth;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,7 +40,7 @@ pub enum Command {
         file: PathBuf,
     },
     /// Synthesize ECG records and data sets.
-    Synth,
+    Synth(synth::SynthArgs),
     /// Measure throughput and latency of the pipeline stages.
     Bench,
     /// Check a configuration file and report the first problem with its line and field.
@@ -66,7 +67,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         ),
         Command::Simulate => not_yet("simulate", "the device simulator (acquisition issue)"),
         Command::Replay { .. } => not_yet("replay", "file replay (acquisition issue)"),
-        Command::Synth => not_yet("synth", "the ECG synthesizer (synth issue)"),
+        Command::Synth(args) => synth::run(args),
         Command::Bench => not_yet("bench", "the stage benchmarks"),
     }
 }

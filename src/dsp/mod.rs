@@ -3,3 +3,5 @@
 //!
 //! There is exactly one implementation of preprocessing; the model bundle's manifest records
 //! which settings a model was trained with.
+
+pub mod beats;

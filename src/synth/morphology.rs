@@ -294,12 +294,14 @@ impl BeatModel {
         };
         rotate_to_axis(&mut qrs, target_axis);
         let voltage = voltage_target(conditions, rng);
-        scale_to_voltage(&mut qrs, voltage);
+        let k = scale_to_voltage(&mut qrs, voltage);
+        // Low voltage (effusion, obesity, emphysema) attenuates every wave, not just the QRS.
+        let attenuation = if has(LowQrsVoltage) { k.max(0.4) } else { 1.0 };
         let qrs_dir = area(&qrs).unit();
         let qrs_axis = area(&qrs).frontal_deg();
 
         // ST segment and T wave.
-        let t_amp = u(rng, 220.0, 380.0);
+        let t_amp = u(rng, 220.0, 380.0) * attenuation;
         let t_sigma = u(rng, 0.04, 0.052);
         let mut t_dir = Vec3::from_frontal(qrs_axis.clamp(-10.0, 80.0) + u(rng, -10.0, 20.0), 0.4);
         let mut st_vec = Vec3::ZERO;
@@ -366,7 +368,7 @@ impl BeatModel {
         let t_axis = area(&st_t).frontal_deg();
 
         // P waves.
-        let p_amp = u(rng, 90.0, 170.0);
+        let p_amp = u(rng, 90.0, 170.0) * attenuation;
         let mut p_wave = p_template(pr_s, p_duration_s, p_amp);
         rotate_to_axis(&mut p_wave, u(rng, 35.0, 70.0));
         let mut ectopic_p = p_template(pr_s, p_duration_s, p_amp);
@@ -457,7 +459,8 @@ impl BeatModel {
         };
         waves
             .iter()
-            .filter(|w| w.anchor == Anchor::QrsOnset && w.offset_s >= 0.0)
+            // The dominant depolarisation wave (not a pacing spike).
+            .filter(|w| w.anchor == Anchor::QrsOnset && w.offset_s >= 0.0 && w.sigma_s > 0.003)
             .max_by(|a, b| a.vector.norm().total_cmp(&b.vector.norm()))
             .map_or(0.0, |w| w.offset_s)
     }
@@ -701,10 +704,11 @@ fn qrs_voltages(waves: &[WaveTemplate]) -> (f32, f32, f32) {
     (limb, chest, s_v1 + r_v5)
 }
 
-fn scale_to_voltage(waves: &mut [WaveTemplate], target: VoltageTarget) {
+/// Scales the QRS to meet `target`; returns the factor applied.
+fn scale_to_voltage(waves: &mut [WaveTemplate], target: VoltageTarget) -> f32 {
     let (limb, chest, sokolow) = qrs_voltages(waves);
     if limb <= 0.0 || chest <= 0.0 || sokolow <= 0.0 {
-        return;
+        return 1.0;
     }
     let k = match target {
         VoltageTarget::Low { limb: l, chest: c } => (l / limb).min(c / chest),
@@ -723,6 +727,7 @@ fn scale_to_voltage(waves: &mut [WaveTemplate], target: VoltageTarget) {
     for w in waves.iter_mut() {
         w.vector = w.vector.scale(k);
     }
+    k
 }
 
 #[cfg(test)]
