@@ -28,7 +28,17 @@ fn analysed(list: &str, seed: u64, noise: f32) -> (SynthRecord, BeatAnalysis) {
 
 #[test]
 fn detected_rate_matches_the_label_within_3_bpm_for_sinus_rhythms() {
-    for list in ["normal", "brady", "tachy", "sinus-arrhythmia", "avb1", "lbbb", "rbbb", "lvh", "low-voltage"] {
+    for list in [
+        "normal",
+        "brady",
+        "tachy",
+        "sinus-arrhythmia",
+        "avb1",
+        "lbbb",
+        "rbbb",
+        "lvh",
+        "low-voltage",
+    ] {
         for seed in 0..4 {
             let (rec, a) = analysed(list, seed, if seed % 2 == 0 { 0.0 } else { 0.3 });
             let label = rec.truth.measurements.ventricular_rate_bpm;
@@ -52,7 +62,9 @@ fn atrial_fibrillation_is_far_more_irregular_than_sinus_rhythm() {
     let arrhythmia_max = (0..4)
         .map(|s| irregularity("sinus-arrhythmia", s))
         .fold(0.0f32, f32::max);
-    let af_min = (0..8).map(|s| irregularity("af", s)).fold(f32::MAX, f32::min);
+    let af_min = (0..8)
+        .map(|s| irregularity("af", s))
+        .fold(f32::MAX, f32::min);
     assert!(
         af_min > 3.0 * sinus_max,
         "AF min {af_min:.3} vs sinus max {sinus_max:.3}"
@@ -90,7 +102,10 @@ fn measured_axis_falls_in_the_labelled_range() {
             let (rec, a) = analysed(list, seed, 0.2);
             let label = rec.truth.measurements.qrs_axis_deg;
             let measured = a.axis_deg.unwrap();
-            assert!((lo..=hi).contains(&label), "{list}: label {label:.0} outside range");
+            assert!(
+                (lo..=hi).contains(&label),
+                "{list}: label {label:.0} outside range"
+            );
             assert!(
                 (lo..=hi).contains(&measured) && (measured - label).abs() < 12.0,
                 "{list} seed {seed}: measured {measured:.0}, labelled {label:.0}"
@@ -116,7 +131,11 @@ fn lead_identities_hold_to_float_precision_with_electrode_artefacts() {
         let (avr, avl, avf) = (s[[3, t]], s[[4, t]], s[[5, t]]);
         // Rounding of f32 electrode potentials of a few mV: well under 0.01 uV.
         let tol = 0.01;
-        assert!((ii - (i + iii)).abs() <= tol, "Einthoven at {t}: {ii} vs {}", i + iii);
+        assert!(
+            (ii - (i + iii)).abs() <= tol,
+            "Einthoven at {t}: {ii} vs {}",
+            i + iii
+        );
         assert!((avr + avl + avf).abs() <= tol, "Goldberger at {t}");
     }
 }
@@ -133,12 +152,21 @@ fn detection_scores(lists: &[&str], seeds: u64, noise: f32) -> (usize, usize, us
             let tol = (0.1 * fs) as i64;
             let edge = (0.3 * fs) as usize;
             let inside = |p: &usize| *p >= edge && *p + edge < n;
-            let truth: Vec<usize> = rec.truth.r_peak_samples(fs).into_iter().filter(inside).collect();
+            let truth: Vec<usize> = rec
+                .truth
+                .r_peak_samples(fs)
+                .into_iter()
+                .filter(inside)
+                .collect();
             let found: Vec<usize> = a.r_peaks.iter().copied().filter(inside).collect();
-            let hit = |p: usize, set: &[usize]| set.iter().any(|&q| (q as i64 - p as i64).abs() <= tol);
+            let hit =
+                |p: usize, set: &[usize]| set.iter().any(|&q| (q as i64 - p as i64).abs() <= tol);
             let (t, f) = (
                 truth.iter().filter(|&&p| hit(p, &a.r_peaks)).count(),
-                found.iter().filter(|&&p| !hit(p, &rec.truth.r_peak_samples(fs))).count(),
+                found
+                    .iter()
+                    .filter(|&&p| !hit(p, &rec.truth.r_peak_samples(fs)))
+                    .count(),
             );
             if t < truth.len() || f > 0 {
                 eprintln!("{list} seed {seed}: missed {}, false {f}", truth.len() - t);
@@ -154,14 +182,32 @@ fn detection_scores(lists: &[&str], seeds: u64, noise: f32) -> (usize, usize, us
 #[test]
 fn qrs_detection_has_99_percent_sensitivity_and_positive_predictivity_across_rhythms() {
     let lists = [
-        "normal", "brady", "tachy", "sinus-arrhythmia", "af", "af,pvc", "flutter", "pvc", "pac",
-        "paced", "lbbb", "rbbb", "lvh", "low-voltage", "ste-anterior", "old-mi-inferior",
-        "long-qt", "t-inversion",
+        "normal",
+        "brady",
+        "tachy",
+        "sinus-arrhythmia",
+        "af",
+        "af,pvc",
+        "flutter",
+        "pvc",
+        "pac",
+        "paced",
+        "lbbb",
+        "rbbb",
+        "lvh",
+        "low-voltage",
+        "ste-anterior",
+        "old-mi-inferior",
+        "long-qt",
+        "t-inversion",
     ];
     for noise in [0.0, 0.4] {
         let (tp, fn_, fp) = detection_scores(&lists, 3, noise);
         let sensitivity = tp as f64 / (tp + fn_) as f64;
         let ppv = tp as f64 / (tp + fp) as f64;
+        eprintln!(
+            "noise {noise}: sensitivity {sensitivity:.4}, +P {ppv:.4} ({tp} TP, {fn_} FN, {fp} FP)"
+        );
         assert!(
             sensitivity >= 0.99 && ppv >= 0.99,
             "noise {noise}: sensitivity {sensitivity:.4}, +P {ppv:.4} ({tp} TP, {fn_} FN, {fp} FP)"

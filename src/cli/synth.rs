@@ -175,7 +175,10 @@ fn one_record(a: &RecordArgs) -> anyhow::Result<ExitCode> {
         render_paper(&rec.recording, &plot_title(&rec, &a.condition), path)?;
     }
     if let Some(base) = &a.wfdb {
-        let dir = base.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = base
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let name = base
             .file_name()
             .and_then(|n| n.to_str())

@@ -139,10 +139,19 @@ fn usable_leads(recording: &Recording) -> Result<Vec<LeadSignal>, BeatError> {
             let mean = finite.iter().sum::<f64>() / finite.len() as f64;
             let samples: Vec<f64> = data
                 .iter()
-                .map(|&v| if v.is_finite() { f64::from(v) - mean } else { 0.0 })
+                .map(|&v| {
+                    if v.is_finite() {
+                        f64::from(v) - mean
+                    } else {
+                        0.0
+                    }
+                })
                 .collect();
             // Flat or railed leads have (almost) no sample-to-sample change.
-            let moving = samples.windows(2).filter(|w| (w[1] - w[0]).abs() > 0.5).count();
+            let moving = samples
+                .windows(2)
+                .filter(|w| (w[1] - w[0]).abs() > 0.5)
+                .count();
             (moving > n / 20).then_some(LeadSignal { row, lead, samples })
         })
         .collect();
@@ -167,7 +176,8 @@ fn filtfilt(x: &[f64], fs: f64, high_pass_hz: f64, low_pass_hz: f64) -> Vec<f64>
         (Type::<f64>::LowPass, low_pass_hz),
     ] {
         if f0 > 0.0 && f0 < 0.45 * fs {
-            if let Ok(c) = Coefficients::<f64>::from_params(kind, fs.hz(), f0.hz(), Q_BUTTERWORTH_F64)
+            if let Ok(c) =
+                Coefficients::<f64>::from_params(kind, fs.hz(), f0.hz(), Q_BUTTERWORTH_F64)
             {
                 sections.push(c);
             }
@@ -175,7 +185,10 @@ fn filtfilt(x: &[f64], fs: f64, high_pass_hz: f64, low_pass_hz: f64) -> Vec<f64>
     }
     // Odd reflection at both ends (as scipy's filtfilt) keeps edge transients out of the data.
     let pad = ((0.5 * fs) as usize).min(x.len().saturating_sub(1));
-    let (first, last) = (x.first().copied().unwrap_or(0.0), x.last().copied().unwrap_or(0.0));
+    let (first, last) = (
+        x.first().copied().unwrap_or(0.0),
+        x.last().copied().unwrap_or(0.0),
+    );
     let mut y: Vec<f64> = Vec::with_capacity(x.len() + 2 * pad);
     y.extend((1..=pad).rev().map(|k| 2.0 * first - x[k]));
     y.extend_from_slice(x);
@@ -241,7 +254,7 @@ fn detect(leads: &[LeadSignal], fs: f64) -> Vec<usize> {
     kept.sort_unstable();
 
     // Local adaptive threshold: a fraction of the typical beat height within +-4 s. With at
-    // least one beat every 2 s, the k-th largest peak in the window is a beat.
+    // least one beat every 2 s, the k-th largest peak in a window of 2k seconds is a beat.
     let window = (LOCAL_WINDOW_S * fs) as usize;
     let heights: Vec<f32> = kept.iter().map(|&c| envelope[c]).collect();
     let mut beats: Vec<(usize, f32)> = Vec::new();
@@ -253,7 +266,9 @@ fn detect(leads: &[LeadSignal], fs: f64) -> Vec<usize> {
             .map(|(_, &h)| h)
             .collect();
         local.sort_by(|a, b| b.total_cmp(a));
-        let k = ((2.0 * LOCAL_WINDOW_S / 2.0) as usize).min(local.len()).max(1) - 1;
+        // The window is shorter at the ends of the recording.
+        let span_s = ((c + window).min(n) - c.saturating_sub(window)) as f64 / fs;
+        let k = ((span_s / 2.0) as usize).min(local.len()).max(1) - 1;
         let typical = local.get(k).copied().unwrap_or(0.0);
         if heights[i] < THRESHOLD_FRACTION * typical || heights[i] <= 0.0 {
             continue;
@@ -392,7 +407,10 @@ impl MedianBeat {
             })
             .collect();
         let near = (0.06 * fs) as usize;
-        let (a, b) = (self.before.saturating_sub(near), (self.before + near).min(len - 1));
+        let (a, b) = (
+            self.before.saturating_sub(near),
+            (self.before + near).min(len - 1),
+        );
         let peak = (a..=b).max_by(|&x, &y| velocity[x].total_cmp(&velocity[y]))?;
         let level = velocity[peak] * QRS_EDGE_FRACTION;
         if level <= 0.0 {
@@ -441,8 +459,14 @@ mod tests {
 
     #[test]
     fn short_or_badly_sampled_recordings_are_refused() {
-        assert!(matches!(analyze(&flat(1.0, 500.0)), Err(BeatError::TooShort(_))));
-        assert!(matches!(analyze(&flat(10.0, 50.0)), Err(BeatError::SampleRate(_))));
+        assert!(matches!(
+            analyze(&flat(1.0, 500.0)),
+            Err(BeatError::TooShort(_))
+        ));
+        assert!(matches!(
+            analyze(&flat(10.0, 50.0)),
+            Err(BeatError::SampleRate(_))
+        ));
     }
 
     #[test]

@@ -39,7 +39,11 @@ fn mm(v: f64) -> i32 {
 
 /// Renders the first 10 s of `recording` on ECG paper to a PNG at `path`, with `title` lines
 /// at the top. Leads the recording lacks are left blank.
-pub fn render_paper(recording: &Recording, title: &[String], path: &Path) -> Result<(), SynthError> {
+pub fn render_paper(
+    recording: &Recording,
+    title: &[String],
+    path: &Path,
+) -> Result<(), SynthError> {
     let err = |e: &dyn std::fmt::Display| SynthError::Plot {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -57,8 +61,11 @@ pub fn render_paper(recording: &Recording, title: &[String], path: &Path) -> Res
     for i in 0..=((width_mm - grid_x0) as i32) {
         let x = mm(grid_x0 + f64::from(i));
         let color = if i % 5 == 0 { major } else { minor };
-        root.draw(&PathElement::new(vec![(x, mm(grid_y0)), (x, h as i32)], color))
-            .map_err(|e| err(&e))?;
+        root.draw(&PathElement::new(
+            vec![(x, mm(grid_y0)), (x, h as i32)],
+            color,
+        ))
+        .map_err(|e| err(&e))?;
     }
     for i in 0..=((height_mm - grid_y0) as i32) {
         let y = mm(grid_y0 + f64::from(i));
@@ -72,7 +79,13 @@ pub fn render_paper(recording: &Recording, title: &[String], path: &Path) -> Res
     let draw_segment = |lead: Lead, row: usize, t0: f64, t1: f64| -> Result<(), SynthError> {
         let baseline_mm = TOP_MM + ROW_MM * (row as f64 + 0.5);
         let x0_mm = LEFT_MM + t0 * MM_PER_S;
-        draw_text(&root, lead.name(), mm(x0_mm) + 4, mm(baseline_mm - ROW_MM * 0.45), 2)?;
+        draw_text(
+            &root,
+            lead.name(),
+            mm(x0_mm) + 4,
+            mm(baseline_mm - ROW_MM * 0.45),
+            2,
+        )?;
         let Some(index) = recording.leads.position(lead) else {
             return Ok(());
         };
