@@ -94,17 +94,16 @@ impl Header {
     /// Parses header text.
     pub fn parse(text: &str) -> Result<Self, WfdbError> {
         let mut comments = Vec::new();
-        let mut lines = text.lines().enumerate().filter_map(|(i, l)| {
+        let mut content = Vec::new();
+        for (i, l) in text.lines().enumerate() {
             let l = l.trim();
             if let Some(c) = l.strip_prefix('#') {
                 comments.push(c.trim().to_string());
-                None
-            } else if l.is_empty() {
-                None
-            } else {
-                Some((i + 1, l))
+            } else if !l.is_empty() {
+                content.push((i + 1, l));
             }
-        });
+        }
+        let mut lines = content.into_iter();
         let (n, record_line) = lines.next().ok_or_else(|| bad(1, "no record line"))?;
         let mut f = record_line.split_whitespace();
         let name = f.next().ok_or_else(|| bad(n, "no record name"))?;
