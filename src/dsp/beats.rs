@@ -175,12 +175,12 @@ fn filtfilt(x: &[f64], fs: f64, high_pass_hz: f64, low_pass_hz: f64) -> Vec<f64>
         (Type::<f64>::HighPass, high_pass_hz),
         (Type::<f64>::LowPass, low_pass_hz),
     ] {
-        if f0 > 0.0 && f0 < 0.45 * fs {
-            if let Ok(c) =
+        if f0 > 0.0
+            && f0 < 0.45 * fs
+            && let Ok(c) =
                 Coefficients::<f64>::from_params(kind, fs.hz(), f0.hz(), Q_BUTTERWORTH_F64)
-            {
-                sections.push(c);
-            }
+        {
+            sections.push(c);
         }
     }
     // Odd reflection at both ends (as scipy's filtfilt) keeps edge transients out of the data.
@@ -274,10 +274,11 @@ fn detect(leads: &[LeadSignal], fs: f64) -> Vec<usize> {
             continue;
         }
         // Pan-Tompkins T-wave discrimination.
-        if let Some(&(prev, prev_height)) = beats.last() {
-            if ((c - prev) as f64) < T_WAVE_WINDOW_S * fs && heights[i] < 0.5 * prev_height {
-                continue;
-            }
+        if let Some(&(prev, prev_height)) = beats.last()
+            && ((c - prev) as f64) < T_WAVE_WINDOW_S * fs
+            && heights[i] < 0.5 * prev_height
+        {
+            continue;
         }
         beats.push((c, heights[i]));
     }

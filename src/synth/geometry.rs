@@ -41,11 +41,6 @@ impl Vec3 {
         Vec3::new(self.x * k, self.y * k, self.z * k)
     }
 
-    /// Component-wise sum.
-    pub fn add(self, o: Vec3) -> Self {
-        Vec3::new(self.x + o.x, self.y + o.y, self.z + o.z)
-    }
-
     /// Dot product.
     pub fn dot(self, o: Vec3) -> f32 {
         self.x * o.x + self.y * o.y + self.z * o.z
@@ -71,6 +66,13 @@ impl Vec3 {
     pub fn rotate_frontal(self, deg: f32) -> Self {
         let (s, c) = deg.to_radians().sin_cos();
         Vec3::new(c * self.x - s * self.y, s * self.x + c * self.y, self.z)
+    }
+}
+
+impl std::ops::Add for Vec3 {
+    type Output = Vec3;
+    fn add(self, o: Vec3) -> Vec3 {
+        Vec3::new(self.x + o.x, self.y + o.y, self.z + o.z)
     }
 }
 

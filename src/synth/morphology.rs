@@ -346,7 +346,7 @@ impl BeatModel {
         if let Some(dir) = ste_dir {
             st_vec = dir.scale(u(rng, 180.0, 350.0));
             // Hyperacute T waves lean towards the injury current.
-            t_vec = t_vec.add(dir.scale(0.6 * t_amp));
+            t_vec = t_vec + dir.scale(0.6 * t_amp);
         }
         let mut st_t = vec![
             WaveTemplate::before_t_end(-2.6 * t_sigma, t_sigma, t_vec),
@@ -641,7 +641,7 @@ fn paced_complex(sample_rate_hz: f64, rng: &mut impl Rng) -> Vec<WaveTemplate> {
 
 /// Sum of the waves' time integrals.
 fn area(waves: &[WaveTemplate]) -> Vec3 {
-    waves.iter().fold(Vec3::ZERO, |acc, w| acc.add(w.area()))
+    waves.iter().fold(Vec3::ZERO, |acc, w| acc + w.area())
 }
 
 /// Rotates the waves in the frontal plane so their integrated vector points at `target_deg`.

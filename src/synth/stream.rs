@@ -155,7 +155,7 @@ impl EcgStream {
         }
         let atrial = self.scheduler.atrial().value(t);
         if atrial != 0.0 {
-            dipole = dipole.add(self.model.atrial_vector.scale(atrial));
+            dipole = dipole + self.model.atrial_vector.scale(atrial);
         }
         let mut e = [0.0f32; ELECTRODES];
         for (p, f) in e.iter_mut().zip(&self.fields) {
