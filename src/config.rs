@@ -494,7 +494,12 @@ impl Config {
 
 /// Turns a TOML error into one with file, line, column and the enclosing table.
 fn parse_error(text: &str, path: &Path, err: &toml::de::Error) -> ConfigError {
-    let offset = err.span().map_or(0, |s| s.start).min(text.len());
+    let span = err.span().unwrap_or(0..0);
+    let offset = refine_offset(
+        text,
+        span.start.min(text.len())..span.end.min(text.len()),
+        err.message(),
+    );
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
@@ -512,6 +517,38 @@ fn parse_error(text: &str, path: &Path, err: &toml::de::Error) -> ConfigError {
         message: err.message().trim().to_string(),
         section,
     }
+}
+
+/// Points inside a table at the offending key or value.
+///
+/// Tagged enums (`[[source]]` with `kind`) are buffered by serde, so their errors carry the
+/// whole table's span; the message still names the field or value, which is found here.
+fn refine_offset(text: &str, span: std::ops::Range<usize>, message: &str) -> usize {
+    let named = message.split('`').nth(1).filter(|n| !n.is_empty());
+    let Some(name) = named else { return span.start };
+    // The span may cover only the table header: search on to the next header.
+    let body_end = text[span.end..]
+        .find("\n[")
+        .map_or(text.len(), |i| span.end + i);
+    let table = text.get(span.start..body_end).unwrap_or_default();
+    let mut line_start = span.start;
+    for line in table.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let (key, value) = trimmed.split_once('=').unwrap_or((trimmed, ""));
+        let hit = if message.starts_with("unknown field") {
+            key.trim() == name
+        } else if message.starts_with("unknown variant") {
+            value.trim().trim_matches(['"', '\'']) == name
+        } else {
+            false
+        };
+        if hit {
+            return line_start + indent;
+        }
+        line_start += line.len();
+    }
+    span.start
 }
 
 #[cfg(test)]
@@ -547,6 +584,7 @@ mod tests {
     fn typo_inside_source_array_is_caught() {
         let text = "[[source]]\nkind = \"serial\"\nbed = \"b1\"\npath = \"/dev/ttyACM0\"\nbaudrate = 9600\n";
         let err = parse(text).unwrap_err().to_string();
+        assert!(err.starts_with("test.toml:5:1: "), "{err}");
         assert!(err.contains("unknown field `baudrate`"), "{err}");
         assert!(err.contains("(in [[source]])"), "{err}");
     }

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::config::Config;
@@ -137,7 +137,7 @@ fn serial_ports() -> Finding {
     }
 }
 
-fn model_bundle(bundle: &PathBuf) -> Finding {
+fn model_bundle(bundle: &Path) -> Finding {
     let manifest = bundle.join("manifest.json");
     if manifest.is_file() {
         Finding {
@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn missing_bundle_is_a_warning_naming_the_path() {
-        let f = model_bundle(&PathBuf::from("/no/such/bundle"));
+        let f = model_bundle(Path::new("/no/such/bundle"));
         assert_eq!(f.status, Status::Warn);
         assert!(f.detail.contains("/no/such/bundle"));
     }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages meit's build, tests and demo use, and only those missing.
+# Runs unattended (CI=true, no stdin). Needs root or sudo for apt-get.
+#
+#   socat       pty pairs for serial tests and for wiring the simulator by hand
+#   mosquitto   the MQTT broker the tests and the demo start on loopback
+set -euo pipefail
+
+packages=(socat mosquitto mosquitto-clients)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "system packages present: ${packages[*]}"
+  exit 0
+fi
+
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "install-system-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Debian starts a system-wide mosquitto on :1883 when the package installs; the tests and the demo
+# start their own brokers on their own ports, so the service is left as the package set it up.
