@@ -104,10 +104,10 @@ proptest! {
         text in "[a-z0-9 ./()+:x#\n-]{0,200}",
         data in prop::collection::vec(any::<u8>(), 0..300),
     ) {
-        if let Ok(h) = Header::parse(&text) {
-            if let Ok(rec) = decode_record(h, |_| Ok(data.clone())) {
-                let _ = rec.to_recording();
-            }
+        if let Ok(h) = Header::parse(&text)
+            && let Ok(rec) = decode_record(h, |_| Ok(data.clone()))
+        {
+            let _ = rec.to_recording();
         }
     }
 }

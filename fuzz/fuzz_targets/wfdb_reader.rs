@@ -10,9 +10,9 @@ fuzz_target!(|input: &[u8]| {
     let split = input.first().map_or(0, |&b| usize::from(b)).min(input.len());
     let (head, data) = input.split_at(split);
     let text = String::from_utf8_lossy(head);
-    if let Ok(header) = Header::parse(&text) {
-        if let Ok(record) = decode_record(header, |_| Ok(data.to_vec())) {
-            let _ = record.to_recording();
-        }
+    if let Ok(header) = Header::parse(&text)
+        && let Ok(record) = decode_record(header, |_| Ok(data.to_vec()))
+    {
+        let _ = record.to_recording();
     }
 });

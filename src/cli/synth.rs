@@ -192,7 +192,7 @@ fn one_record(a: &RecordArgs) -> anyhow::Result<ExitCode> {
                 format: SignalFormat::Format16,
                 adc_gain_per_mv: 1000.0,
             },
-            &[rec.truth.report_mimic.clone()],
+            std::slice::from_ref(&rec.truth.report_mimic),
         )?;
     }
     if a.json {

@@ -481,9 +481,10 @@ mod tests {
         let x: Vec<f64> = (0..5000)
             .map(|t| 100.0 + (std::f64::consts::TAU * 10.0 * t as f64 / fs).sin())
             .collect();
-        let y = filtfilt(&x, fs, 5.0, 15.0);
+        let y = filtfilt(&x, fs, DETECTION_BAND_HZ.0, DETECTION_BAND_HZ.1);
         let mid = &y[1000..4000];
         let peak = mid.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-        assert!((0.8..1.2).contains(&peak), "10 Hz amplitude {peak}");
+        assert!((0.9..1.1).contains(&peak), "10 Hz amplitude {peak}");
+        assert!(y[..50].iter().all(|v| v.abs() < 1.5), "edge transient");
     }
 }

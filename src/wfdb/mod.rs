@@ -291,7 +291,7 @@ impl WfdbRecord {
                 *o = if d == invalid {
                     f32::NAN
                 } else {
-                    (f64::from(d - s.baseline) * scale) as f32
+                    ((i64::from(d) - i64::from(s.baseline)) as f64 * scale) as f32
                 };
             }
         }
