@@ -193,13 +193,21 @@ fn filtfilt(x: &[f64], fs: f64, high_pass_hz: f64, low_pass_hz: f64) -> Vec<f64>
     y.extend((1..=pad).rev().map(|k| 2.0 * first - x[k]));
     y.extend_from_slice(x);
     y.extend((1..=pad).map(|k| 2.0 * last - x[x.len() - 1 - k]));
+    // Start each pass from the signal's own level so the filters begin near steady state
+    // (the level comes back only when there is no high-pass section to remove it).
+    let dc_gain = if high_pass_hz > 0.0 && high_pass_hz < 0.45 * fs {
+        0.0
+    } else {
+        1.0
+    };
     for pass in 0..2 {
+        let level = y.first().copied().unwrap_or(0.0);
+        y.iter_mut().for_each(|v| *v -= level);
         for c in &sections {
             let mut f = DirectForm2Transposed::<f64>::new(*c);
-            for v in y.iter_mut() {
-                *v = f.run(*v);
-            }
+            y.iter_mut().for_each(|v| *v = f.run(*v));
         }
+        y.iter_mut().for_each(|v| *v += level * dc_gain);
         if pass == 0 {
             y.reverse();
         }
