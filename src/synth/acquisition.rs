@@ -170,17 +170,18 @@ impl AcquisitionState {
                 rng.random_range(-1.0..1.0),
             ];
         }
-        let lead_off =
-            (config.lead_off > 0.0 && rng.random::<f32>() < config.lead_off).then(|| {
-                let total = expected_frames.max(1);
-                let start = rng.random_range(0..total);
-                LeadOff {
-                    lead: rng.random_range(0..LEADS),
-                    start_frame: start,
-                    frames: rng.random_range(1..=total - start),
-                    railed: rng.random_bool(0.3),
-                }
-            });
+        // Every draw happens whatever the configuration, so the same seed gives the same heart
+        // signal with and without artefacts (clean/noisy pairs for robustness tests).
+        let total = expected_frames.max(1);
+        let off_roll: f32 = rng.random();
+        let start = rng.random_range(0..total);
+        let off = LeadOff {
+            lead: rng.random_range(0..LEADS),
+            start_frame: start,
+            frames: rng.random_range(1..=total - start),
+            railed: rng.random_bool(0.3),
+        };
+        let lead_off = (off_roll < config.lead_off).then_some(off);
         AcquisitionState {
             config,
             rng: SmallRng::seed_from_u64(rng.random()),
@@ -401,6 +402,31 @@ mod tests {
         s.finish_frame(&mut leads);
         assert_eq!(leads[0], 10.0);
         assert_eq!(leads[1], 5.0 * 2047.0);
+    }
+
+    #[test]
+    fn a_drawn_lead_off_flattens_or_rails_one_lead_for_its_frames() {
+        let config = Acquisition {
+            lead_off: 1.0,
+            adc: Some(Adc {
+                uv_per_count: 1.0,
+                bits: 16,
+            }),
+            ..Acquisition::clean()
+        };
+        let mut s = AcquisitionState::new(config, 500.0, 1000, &mut StdRng::seed_from_u64(4));
+        let off = s.lead_off().expect("lead_off = 1 always draws an episode");
+        for frame in 0..1000u64 {
+            let mut leads = [100.0f32; LEADS];
+            s.finish_frame(&mut leads);
+            let inside = frame >= off.start_frame && frame < off.start_frame + off.frames;
+            let want = match (inside, off.railed) {
+                (false, _) => 100.0,
+                (true, true) => 32_767.0,
+                (true, false) => 0.0,
+            };
+            assert_eq!(leads[off.lead], want, "frame {frame}");
+        }
     }
 
     #[test]
