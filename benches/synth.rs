@@ -34,6 +34,7 @@ fn stream(c: &mut Criterion) {
         acquisition: Acquisition::uniform(0.3),
         seed: 1,
         expected_frames: u64::MAX,
+        overrides: Default::default(),
     })
     .unwrap();
     c.bench_function("stream_frame", |b| b.iter(|| black_box(s.next_frame())));

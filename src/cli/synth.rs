@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use meit::synth::dataset::{DatasetSpec, DatasetStyle, write_dataset};
 use meit::synth::plot::render_paper;
-use meit::synth::{Acquisition, ConditionSet, RecordSpec, generate};
+use meit::synth::{Acquisition, ConditionSet, Overrides, RecordSpec, generate};
 use meit::wfdb::{SignalFormat, WriteOptions, write_record};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -53,6 +53,24 @@ pub struct RecordArgs {
     /// Write a WFDB record (format 16, 1000 adu/mV) to this path (`DIR/NAME`, no extension).
     #[arg(long)]
     pub wfdb: Option<PathBuf>,
+    /// Heart rate in bpm instead of a random one (the conditions still name the rhythm).
+    #[arg(long)]
+    pub hr: Option<f32>,
+    /// PR interval in ms.
+    #[arg(long)]
+    pub pr: Option<f32>,
+    /// QRS duration in ms.
+    #[arg(long)]
+    pub qrs: Option<f32>,
+    /// Bazett-corrected QT in ms.
+    #[arg(long)]
+    pub qtc: Option<f32>,
+    /// Frontal QRS axis in degrees.
+    #[arg(long, allow_hyphen_values = true)]
+    pub axis: Option<f32>,
+    /// Factor on the QRS amplitude.
+    #[arg(long)]
+    pub qrs_gain: Option<f32>,
     /// Print the full ground truth as JSON instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -169,6 +187,14 @@ fn one_record(a: &RecordArgs) -> anyhow::Result<ExitCode> {
             Acquisition::clean()
         },
         meit_max_fraction: a.meit,
+        overrides: Overrides {
+            heart_rate_bpm: a.hr,
+            pr_ms: a.pr,
+            qrs_ms: a.qrs,
+            qtc_ms: a.qtc,
+            qrs_axis_deg: a.axis,
+            qrs_gain: a.qrs_gain,
+        },
     };
     let rec = generate(&spec, a.seed)?;
     if let Some(path) = &a.plot {
@@ -222,8 +248,12 @@ fn plot_title(rec: &meit::synth::SynthRecord, conditions: &str) -> Vec<String> {
     let m = &rec.truth.measurements;
     vec![
         format!(
-            "MEIT SYNTH  {conditions}  SEED {}  25 mm/s  10 mm/mV  {:.0} BPM  QRS {:.0} ms  AXIS {:.0}",
-            rec.truth.seed, m.ventricular_rate_bpm, m.qrs_ms, m.qrs_axis_deg
+            "MEIT SYNTH  {}  SEED {}  25 mm/s  10 mm/mV  {:.0} BPM  QRS {:.0} ms  AXIS {:.0}",
+            conditions.to_uppercase(),
+            rec.truth.seed,
+            m.ventricular_rate_bpm,
+            m.qrs_ms,
+            m.qrs_axis_deg
         ),
         rec.truth.report_mimic.to_uppercase(),
     ]

@@ -20,6 +20,7 @@ pub mod stream;
 
 pub use acquisition::{Acquisition, Adc};
 pub use condition::{Condition, ConditionSet};
+pub use morphology::Overrides;
 pub use record::{GroundTruth, Measurements, RecordSpec, SynthRecord, generate};
 pub use stream::{EcgStream, StreamConfig};
 

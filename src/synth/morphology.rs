@@ -10,7 +10,7 @@
 use rand::Rng;
 
 use super::condition::{Condition, ConditionSet};
-use super::geometry::{ELECTRODES, LEADS, Vec3, electrode_fields, project_dipole};
+use super::geometry::{LEADS, Vec3, electrode_fields, project_dipole};
 
 /// Where a wave is placed within its beat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,13 +224,54 @@ fn u(rng: &mut impl Rng, lo: f32, hi: f32) -> f32 {
     }
 }
 
+/// Explicit values that replace the random draws; the conditions still choose the shapes and
+/// the statements, so an override that contradicts a condition makes a contradictory record.
+/// Every draw still happens, so an override changes nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Overrides {
+    /// Mean heart rate (ventricular rate in atrial fibrillation; flutter sets its own), bpm.
+    pub heart_rate_bpm: Option<f32>,
+    /// PR interval, ms.
+    pub pr_ms: Option<f32>,
+    /// QRS duration of the dominant beat, ms.
+    pub qrs_ms: Option<f32>,
+    /// Bazett-corrected QT, ms.
+    pub qtc_ms: Option<f32>,
+    /// Frontal QRS axis, degrees.
+    pub qrs_axis_deg: Option<f32>,
+    /// Factor on the QRS amplitude after the voltage criteria are met.
+    pub qrs_gain: Option<f32>,
+}
+
+/// `value` replaced by the override (converted by `scale`, clamped to `lo..=hi`), if any.
+fn pick(value: f32, over: Option<f32>, scale: f32, lo: f32, hi: f32) -> f32 {
+    over.map_or(value, |v| (v * scale).clamp(lo, hi))
+}
+
 impl BeatModel {
     /// Draws a model for `conditions`. `sample_rate_hz` sizes the pacing spike so it is seen at
     /// every rate.
     pub fn sample(conditions: &ConditionSet, sample_rate_hz: f64, rng: &mut impl Rng) -> Self {
+        Self::sample_with(conditions, &Overrides::default(), sample_rate_hz, rng)
+    }
+
+    /// Draws a model for `conditions` with some parameters fixed by `overrides`.
+    pub fn sample_with(
+        conditions: &ConditionSet,
+        overrides: &Overrides,
+        sample_rate_hz: f64,
+        rng: &mut impl Rng,
+    ) -> Self {
         use Condition::*;
         let has = |c| conditions.has(c);
-        let rhythm = sample_rhythm(conditions, rng);
+        let mut rhythm = sample_rhythm(conditions, rng);
+        rhythm.heart_rate_bpm = pick(
+            rhythm.heart_rate_bpm,
+            overrides.heart_rate_bpm,
+            1.0,
+            20.0,
+            250.0,
+        );
 
         // Intervals.
         let pr_s = if has(FirstDegreeAvBlock) {
@@ -238,6 +279,7 @@ impl BeatModel {
         } else {
             u(rng, 0.13, 0.19)
         };
+        let pr_s = pick(pr_s, overrides.pr_ms, 1e-3, 0.08, 0.5);
         let p_duration_s = u(rng, 0.085, 0.11);
         let qrs_s = if has(LeftBundleBranchBlock) {
             u(rng, 0.135, 0.17)
@@ -248,11 +290,13 @@ impl BeatModel {
         } else {
             u(rng, 0.078, 0.1)
         };
+        let qrs_s = pick(qrs_s, overrides.qrs_ms, 1e-3, 0.05, 0.25);
         let qtc_s = if has(ProlongedQt) {
             u(rng, 0.485, 0.56)
         } else {
             u(rng, 0.385, 0.44)
         };
+        let qtc_s = pick(qtc_s, overrides.qtc_ms, 1e-3, 0.3, 0.7);
 
         // QRS.
         let r_amp = u(rng, 1200.0, 1800.0);
@@ -292,9 +336,16 @@ impl BeatModel {
         } else {
             u(rng, -5.0, 75.0)
         };
-        rotate_to_axis(&mut qrs, target_axis);
+        rotate_to_axis(
+            &mut qrs,
+            pick(target_axis, overrides.qrs_axis_deg, 1.0, -180.0, 180.0),
+        );
         let voltage = voltage_target(conditions, rng);
         let k = scale_to_voltage(&mut qrs, voltage);
+        if let Some(gain) = overrides.qrs_gain {
+            let gain = gain.clamp(0.05, 5.0);
+            qrs.iter_mut().for_each(|w| w.vector = w.vector.scale(gain));
+        }
         // Low voltage (effusion, obesity, emphysema) attenuates every wave, not just the QRS.
         let attenuation = if has(LowQrsVoltage) { k.max(0.4) } else { 1.0 };
         let qrs_dir = area(&qrs).unit();
@@ -582,8 +633,7 @@ fn rbbb_qrs(d: f32, r: f32, rng: &mut impl Rng) -> Vec<WaveTemplate> {
 }
 
 /// The sinus P wave: right-atrial (inferior, anterior) then left-atrial (leftward,
-/// posterior) activation, ending at `pr_s - duration` before... starting `pr_s` before the
-/// QRS onset.
+/// posterior) activation, starting `pr_s` before the QRS onset.
 fn p_template(pr_s: f32, duration_s: f32, amp: f32) -> Vec<WaveTemplate> {
     let onset = -pr_s;
     vec![
@@ -700,7 +750,6 @@ fn qrs_voltages(waves: &[WaveTemplate]) -> (f32, f32, f32) {
     let chest = (6..12).map(p2p).fold(0.0, f32::max);
     let s_v1 = (-lo[6]).max(-lo[7]).max(0.0);
     let r_v5 = hi[10].max(hi[11]).max(0.0);
-    debug_assert_eq!(ELECTRODES, 9);
     (limb, chest, s_v1 + r_v5)
 }
 

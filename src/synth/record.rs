@@ -9,7 +9,7 @@ use super::SynthError;
 use super::acquisition::{Acquisition, LeadOff, Perturbation, meit_perturbation};
 use super::condition::{Condition, ConditionSet};
 use super::geometry::LEADS;
-use super::morphology::BeatKind;
+use super::morphology::{BeatKind, Overrides};
 use super::report::{self, RhythmDetail, Statement};
 use super::stream::{BeatEvent, EcgStream, StreamConfig};
 use crate::ecg::{LeadSet, Recording};
@@ -30,6 +30,8 @@ pub struct RecordSpec {
     pub acquisition: Acquisition,
     /// MEIT perturbation: maximum window fraction (0.05, 0.1, 0.15, 0.2), if applied.
     pub meit_max_fraction: Option<f32>,
+    /// Parameters fixed instead of drawn.
+    pub overrides: Overrides,
 }
 
 impl RecordSpec {
@@ -41,6 +43,7 @@ impl RecordSpec {
             seconds: 10.0,
             acquisition: Acquisition::clean(),
             meit_max_fraction: None,
+            overrides: Overrides::default(),
         }
     }
 }
@@ -135,6 +138,7 @@ pub fn generate(spec: &RecordSpec, seed: u64) -> Result<SynthRecord, SynthError>
         acquisition: spec.acquisition,
         seed,
         expected_frames: frames as u64,
+        overrides: spec.overrides,
     })?;
     stream.record_beats();
     let mut samples = Array2::<f32>::zeros((LEADS, frames));
@@ -251,6 +255,29 @@ mod tests {
             ..RecordSpec::ten_seconds(ConditionSet::parse_list("af,pvc").unwrap())
         };
         assert_eq!(generate(&spec, 4).unwrap(), generate(&spec, 4).unwrap());
+    }
+
+    #[test]
+    fn overrides_set_the_labelled_values_and_nothing_else() {
+        let base = RecordSpec::ten_seconds(ConditionSet::normal());
+        let spec = RecordSpec {
+            overrides: Overrides {
+                heart_rate_bpm: Some(72.0),
+                pr_ms: Some(180.0),
+                qrs_ms: Some(96.0),
+                qtc_ms: Some(420.0),
+                qrs_axis_deg: Some(-10.0),
+                qrs_gain: None,
+            },
+            ..base.clone()
+        };
+        let m = generate(&spec, 3).unwrap().truth.measurements;
+        assert!((m.ventricular_rate_bpm - 72.0).abs() < 3.0);
+        assert_eq!(m.pr_ms.map(f32::round), Some(180.0));
+        assert_eq!(m.qrs_ms.round(), 96.0);
+        assert!((m.qrs_axis_deg + 10.0).abs() < 1e-3);
+        let plain = generate(&base, 3).unwrap().truth.measurements;
+        assert_eq!(plain.p_axis_deg, m.p_axis_deg, "other draws unchanged");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::SynthError;
 use super::acquisition::{Acquisition, AcquisitionState, LeadOff};
 use super::condition::ConditionSet;
 use super::geometry::{ELECTRODES, LEADS, Vec3, electrode_fields, leads_from_electrodes};
-use super::morphology::{BeatKind, BeatModel, Wave};
+use super::morphology::{BeatKind, BeatModel, Overrides, Wave};
 use super::rhythm::{BeatScheduler, ScheduledBeat};
 
 /// Sample rates the synthesizer supports, Hz.
@@ -36,6 +36,8 @@ pub struct StreamConfig {
     pub seed: u64,
     /// Frames a lead-off episode may span (the record length; any value for endless streams).
     pub expected_frames: u64,
+    /// Parameters fixed instead of drawn (kept across condition changes).
+    pub overrides: Overrides,
 }
 
 /// One beat as generated, for ground truth.
@@ -58,6 +60,7 @@ pub struct BeatEvent {
 pub struct EcgStream {
     sample_rate_hz: f64,
     rng: StdRng,
+    overrides: Overrides,
     model: BeatModel,
     pending_model: Option<BeatModel>,
     scheduler: BeatScheduler,
@@ -77,7 +80,12 @@ impl EcgStream {
             return Err(SynthError::SampleRate(config.sample_rate_hz));
         }
         let mut rng = StdRng::seed_from_u64(config.seed);
-        let model = BeatModel::sample(&config.conditions, config.sample_rate_hz, &mut rng);
+        let model = BeatModel::sample_with(
+            &config.conditions,
+            &config.overrides,
+            config.sample_rate_hz,
+            &mut rng,
+        );
         let mut scheduler = BeatScheduler::new(&model.rhythm, -1.0, &mut rng);
         let next_beat = scheduler.next_beat(&mut rng);
         let acquisition = AcquisitionState::new(
@@ -89,6 +97,7 @@ impl EcgStream {
         Ok(EcgStream {
             sample_rate_hz: config.sample_rate_hz,
             rng,
+            overrides: config.overrides,
             model,
             pending_model: None,
             scheduler,
@@ -135,8 +144,9 @@ impl EcgStream {
     /// Switches to new conditions from the next beat on (a new morphology and rhythm are
     /// drawn; the beat sequence continues without a gap).
     pub fn set_conditions(&mut self, conditions: &ConditionSet) {
-        self.pending_model = Some(BeatModel::sample(
+        self.pending_model = Some(BeatModel::sample_with(
             conditions,
+            &self.overrides,
             self.sample_rate_hz,
             &mut self.rng,
         ));
@@ -225,6 +235,7 @@ mod tests {
             acquisition: Acquisition::clean(),
             seed,
             expected_frames: 5000,
+            overrides: Overrides::default(),
         })
         .unwrap()
     }
@@ -248,6 +259,7 @@ mod tests {
             acquisition: Acquisition::clean(),
             seed: 1,
             expected_frames: 1,
+            overrides: Overrides::default(),
         };
         assert!(matches!(
             EcgStream::new(&cfg),
