@@ -27,15 +27,19 @@ const REFRACTORY_S: f64 = 0.2;
 /// Moving-window integration length, seconds.
 const INTEGRATION_S: f64 = 0.15;
 /// A peak is a beat when its envelope exceeds this fraction of the local typical beat.
-const THRESHOLD_FRACTION: f32 = 0.35;
-/// A peak this soon after a beat is a T wave when it is under half that beat's height, seconds.
+const THRESHOLD_FRACTION: f32 = 0.25;
+/// A peak this soon after a beat is a T wave when it is under `T_WAVE_FRACTION` of that
+/// beat's height, seconds. (T waves reach about 0.1-0.2 of a QRS on this envelope, premature
+/// ventricular complexes 0.35 and more.)
 const T_WAVE_WINDOW_S: f64 = 0.36;
+/// See [`T_WAVE_WINDOW_S`].
+const T_WAVE_FRACTION: f32 = 0.3;
 /// Half-width of the window defining the local typical beat, seconds.
 const LOCAL_WINDOW_S: f64 = 4.0;
 /// Spatial-velocity fraction that delimits the QRS on the median beat.
-const QRS_EDGE_FRACTION: f32 = 0.06;
+const QRS_EDGE_FRACTION: f32 = 0.1;
 /// The velocity must stay below the edge level this long to end (or start) the QRS, seconds.
-const QRS_QUIET_S: f64 = 0.012;
+const QRS_QUIET_S: f64 = 0.01;
 
 /// What the beat analysis found.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -89,7 +93,7 @@ pub fn analyze(recording: &Recording) -> Result<BeatAnalysis, BeatError> {
     let axis_deg = template
         .as_ref()
         .zip(qrs)
-        .and_then(|(t, (on, off))| t.axis(recording, on, off));
+        .and_then(|(t, (on, off))| t.axis(on, off, fs));
     Ok(BeatAnalysis {
         r_peaks,
         heart_rate_bpm: mean_rr.map(|rr| 60_000.0 / rr),
@@ -167,20 +171,54 @@ fn usable_leads(recording: &Recording) -> Result<Vec<LeadSignal>, BeatError> {
     }
 }
 
-/// Zero-phase Butterworth filtering (forward then backward) with one high-pass and one
-/// low-pass section; a cut-off at or above Nyquist is skipped.
-fn filtfilt(x: &[f64], fs: f64, high_pass_hz: f64, low_pass_hz: f64) -> Vec<f64> {
-    let mut sections = Vec::new();
-    for (kind, f0) in [
-        (Type::<f64>::HighPass, high_pass_hz),
-        (Type::<f64>::LowPass, low_pass_hz),
-    ] {
+/// One second-order section of the private filters.
+#[derive(Debug, Clone, Copy)]
+enum Section {
+    /// Butterworth high-pass at this frequency, Hz.
+    HighPass(f64),
+    /// Butterworth low-pass at this frequency, Hz.
+    LowPass(f64),
+    /// Mains notch at this frequency, Hz.
+    Notch(f64),
+}
+
+/// Detection band with 50 and 60 Hz notches (mains slope would otherwise rival the QRS of a
+/// low-voltage record).
+const DETECTION_FILTER: [Section; 4] = [
+    Section::HighPass(DETECTION_BAND_HZ.0),
+    Section::LowPass(DETECTION_BAND_HZ.1),
+    Section::Notch(50.0),
+    Section::Notch(60.0),
+];
+
+/// Measurement band: 0.5-40 Hz with 50 and 60 Hz notches (mains would otherwise widen the
+/// measured QRS).
+const MEASUREMENT_FILTER: [Section; 4] = [
+    Section::HighPass(0.5),
+    Section::LowPass(40.0),
+    Section::Notch(50.0),
+    Section::Notch(60.0),
+];
+
+/// Zero-phase filtering (forward then backward) through `sections`; a section at or above
+/// 0.45 of the sample rate is skipped.
+fn filtfilt(x: &[f64], fs: f64, sections: &[Section]) -> Vec<f64> {
+    let mut coefficients = Vec::new();
+    let mut dc_gain = 1.0;
+    for &section in sections {
+        let (kind, f0, q) = match section {
+            Section::HighPass(f) => (Type::<f64>::HighPass, f, Q_BUTTERWORTH_F64),
+            Section::LowPass(f) => (Type::<f64>::LowPass, f, Q_BUTTERWORTH_F64),
+            Section::Notch(f) => (Type::<f64>::Notch, f, 4.0),
+        };
         if f0 > 0.0
             && f0 < 0.45 * fs
-            && let Ok(c) =
-                Coefficients::<f64>::from_params(kind, fs.hz(), f0.hz(), Q_BUTTERWORTH_F64)
+            && let Ok(c) = Coefficients::<f64>::from_params(kind, fs.hz(), f0.hz(), q)
         {
-            sections.push(c);
+            coefficients.push(c);
+            if matches!(section, Section::HighPass(_)) {
+                dc_gain = 0.0;
+            }
         }
     }
     // Odd reflection at both ends (as scipy's filtfilt) keeps edge transients out of the data.
@@ -195,15 +233,10 @@ fn filtfilt(x: &[f64], fs: f64, high_pass_hz: f64, low_pass_hz: f64) -> Vec<f64>
     y.extend((1..=pad).map(|k| 2.0 * last - x[x.len() - 1 - k]));
     // Start each pass from the signal's own level so the filters begin near steady state
     // (the level comes back only when there is no high-pass section to remove it).
-    let dc_gain = if high_pass_hz > 0.0 && high_pass_hz < 0.45 * fs {
-        0.0
-    } else {
-        1.0
-    };
     for pass in 0..2 {
         let level = y.first().copied().unwrap_or(0.0);
         y.iter_mut().for_each(|v| *v -= level);
-        for c in &sections {
+        for c in &coefficients {
             let mut f = DirectForm2Transposed::<f64>::new(*c);
             y.iter_mut().for_each(|v| *v = f.run(*v));
         }
@@ -224,7 +257,7 @@ fn detect(leads: &[LeadSignal], fs: f64) -> Vec<usize> {
     // Band-pass, derivative, squaring, summed over leads.
     let mut energy = vec![0.0f64; n];
     for l in leads {
-        let bp = filtfilt(&l.samples, fs, DETECTION_BAND_HZ.0, DETECTION_BAND_HZ.1);
+        let bp = filtfilt(&l.samples, fs, &DETECTION_FILTER);
         for t in 1..n.saturating_sub(1) {
             let d = (bp[t + 1] - bp[t - 1]) * 0.5;
             energy[t] += d * d;
@@ -284,7 +317,7 @@ fn detect(leads: &[LeadSignal], fs: f64) -> Vec<usize> {
         // Pan-Tompkins T-wave discrimination.
         if let Some(&(prev, prev_height)) = beats.last()
             && ((c - prev) as f64) < T_WAVE_WINDOW_S * fs
-            && heights[i] < 0.5 * prev_height
+            && heights[i] < T_WAVE_FRACTION * prev_height
         {
             continue;
         }
@@ -333,7 +366,7 @@ impl MedianBeat {
         // Every lead of the recording that is usable, for the axis (III, aVR... included).
         let mut filtered: Vec<(Lead, Vec<f64>)> = Vec::new();
         for l in leads {
-            filtered.push((l.lead, filtfilt(&l.samples, fs, 0.5, 40.0)));
+            filtered.push((l.lead, filtfilt(&l.samples, fs, &MEASUREMENT_FILTER)));
         }
         for (row, &lead) in recording.leads.0.iter().enumerate() {
             if matches!(lead, Lead::AVF | Lead::II | Lead::I)
@@ -346,7 +379,7 @@ impl MedianBeat {
                     .iter()
                     .map(|&v| if v.is_finite() { f64::from(v) } else { 0.0 })
                     .collect();
-                filtered.push((lead, filtfilt(&data, fs, 0.5, 40.0)));
+                filtered.push((lead, filtfilt(&data, fs, &MEASUREMENT_FILTER)));
             }
         }
         let median_of = |signal: &[f64], peaks: &[usize]| -> Vec<f64> {
@@ -439,11 +472,15 @@ impl MedianBeat {
     }
 
     /// Frontal QRS axis from the net QRS areas of leads I and aVF (aVF from II when needed).
-    fn axis(&self, _recording: &Recording, onset: usize, offset: usize) -> Option<f32> {
+    /// The area spans 10 ms beyond each QRS edge so low-amplitude initial and terminal forces
+    /// count.
+    fn axis(&self, onset: usize, offset: usize, fs: f64) -> Option<f32> {
+        let margin = (0.01 * fs) as usize;
+        let (from, to) = (onset.saturating_sub(margin), offset + margin);
         let area = |lead: Lead| -> Option<f64> {
             let (_, s) = self.leads.iter().find(|(l, _)| *l == lead)?;
-            let base = s.get(onset)?;
-            Some(s.get(onset..offset)?.iter().map(|v| v - base).sum())
+            let base = s.get(from)?;
+            Some(s.get(from..to)?.iter().map(|v| v - base).sum())
         };
         let i = area(Lead::I)?;
         let avf = area(Lead::AVF).or_else(|| Some(area(Lead::II)? - 0.5 * i))?;
@@ -489,7 +526,7 @@ mod tests {
         let x: Vec<f64> = (0..5000)
             .map(|t| 100.0 + (std::f64::consts::TAU * 10.0 * t as f64 / fs).sin())
             .collect();
-        let y = filtfilt(&x, fs, DETECTION_BAND_HZ.0, DETECTION_BAND_HZ.1);
+        let y = filtfilt(&x, fs, &DETECTION_FILTER);
         let mid = &y[1000..4000];
         let peak = mid.iter().fold(0.0f64, |a, v| a.max(v.abs()));
         assert!((0.9..1.1).contains(&peak), "10 Hz amplitude {peak}");

@@ -23,7 +23,7 @@ pub struct Acquisition {
     pub mains: f32,
     /// Mains frequency, 50 or 60 Hz.
     pub mains_hz: f32,
-    /// Muscle (EMG) noise; 1 = about 40 uV rms per electrode.
+    /// Muscle (EMG) noise, mostly above 20 Hz; 1 = about 35 uV rms per electrode.
     pub emg: f32,
     /// Electrode-motion artefacts; 1 = about one 1-2 mV transient every 3 s.
     pub motion: f32,
@@ -244,11 +244,13 @@ impl AcquisitionState {
             }
         }
         if c.emg > 0.0 {
-            // Muscle noise: broadband, lightly low-passed so it is not pure white.
-            let amp = 35.0 * c.emg;
-            for (p, s) in e.iter_mut().zip(self.emg_state.iter_mut()) {
-                *s = 0.5 * *s + fast_normal(&mut self.rng) * amp;
-                *p += *s;
+            // Muscle noise: surface EMG has little power below 20 Hz, so white noise is
+            // differenced (a high-pass with its zero at DC).
+            let amp = 35.0 * std::f32::consts::FRAC_1_SQRT_2 * c.emg;
+            for (p, last) in e.iter_mut().zip(self.emg_state.iter_mut()) {
+                let white = fast_normal(&mut self.rng) * amp;
+                *p += white - *last;
+                *last = white;
             }
         }
         if c.motion > 0.0 {
