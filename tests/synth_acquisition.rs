@@ -12,6 +12,9 @@ fn signal(acquisition: Acquisition) -> Array2<f32> {
     generate(&spec, 77).unwrap().recording.samples_uv
 }
 
+/// Builds an acquisition with one artefact at a severity.
+type MakeAcquisition = fn(f32) -> Acquisition;
+
 fn rms(a: &Array2<f32>) -> f32 {
     (a.iter().map(|v| v * v).sum::<f32>() / a.len() as f32).sqrt()
 }
@@ -19,7 +22,7 @@ fn rms(a: &Array2<f32>) -> f32 {
 #[test]
 fn each_artefact_adds_power_that_grows_with_its_severity() {
     let clean = signal(Acquisition::clean());
-    let artefacts: [(&str, fn(f32) -> Acquisition); 4] = [
+    let artefacts: [(&str, MakeAcquisition); 4] = [
         ("baseline wander", |s| Acquisition {
             baseline_wander: s,
             ..Acquisition::clean()
