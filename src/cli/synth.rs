@@ -1,6 +1,7 @@
 //! `meit synth`: one record (report, plot, WFDB), a data set, a gallery of plots, or the
 //! throughput benchmark.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -155,13 +156,14 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
                     eprintln!("{done}/{n} records");
                 }
             })?;
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "wrote {} records ({} distinct condition mixes) to {} in {:.1} s",
                 summary.records,
                 summary.distinct_mixes,
                 out.display(),
                 started.elapsed().as_secs_f64()
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Some(SynthCommand::Gallery { out, seed }) => gallery(&out, seed),
@@ -172,7 +174,7 @@ pub fn run(args: SynthArgs) -> anyhow::Result<ExitCode> {
 fn one_record(a: &RecordArgs) -> anyhow::Result<ExitCode> {
     if a.list {
         for c in meit::synth::Condition::ALL {
-            println!("{c}");
+            writeln!(std::io::stdout(), "{c}")?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -222,13 +224,18 @@ fn one_record(a: &RecordArgs) -> anyhow::Result<ExitCode> {
         )?;
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rec.truth)?);
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&rec.truth)?
+        )?;
     } else {
         let m = &rec.truth.measurements;
-        println!("MIMIC : {}", rec.truth.report_mimic);
-        println!("PTB-XL: {}", rec.truth.report_ptbxl);
-        println!("codes : {}", rec.truth.codes.join(" "));
-        println!(
+        writeln!(std::io::stdout(), "MIMIC : {}", rec.truth.report_mimic)?;
+        writeln!(std::io::stdout(), "PTB-XL: {}", rec.truth.report_ptbxl)?;
+        writeln!(std::io::stdout(), "codes : {}", rec.truth.codes.join(" "))?;
+        writeln!(
+            std::io::stdout(),
             "rate {:.0} bpm, RR {:.0} ms, PR {}, QRS {:.0} ms, QT/QTc {:.0}/{:.0} ms, axes P/QRS/T {}/{:.0}/{:.0}",
             m.ventricular_rate_bpm,
             m.rr_ms,
@@ -239,7 +246,7 @@ fn one_record(a: &RecordArgs) -> anyhow::Result<ExitCode> {
             m.p_axis_deg.map_or("-".into(), |v| format!("{v:.0}")),
             m.qrs_axis_deg,
             m.t_axis_deg
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -282,7 +289,12 @@ fn gallery(out: &Path, seed: u64) -> anyhow::Result<ExitCode> {
         let rec = generate(&spec, seed)?;
         let path = out.join(format!("{}.png", list.replace(',', "+")));
         render_paper(&rec.recording, &plot_title(&rec, list), &path)?;
-        println!("{}: {}", path.display(), rec.truth.report_mimic);
+        writeln!(
+            std::io::stdout(),
+            "{}: {}",
+            path.display(),
+            rec.truth.report_mimic
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -307,11 +319,12 @@ fn bench(n: usize, noise: f32) -> anyhow::Result<ExitCode> {
         checksum += f64::from(rec.recording.samples_uv[[1, 100]]);
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    writeln!(
+        std::io::stdout(),
         "{n} records of 12 x 5000 samples (500 Hz, 10 s, noise {noise}) on one thread: {secs:.2} s \
          ({:.0} records/s, {:.1} ns per lead-sample) [checksum {checksum:.0}]",
         n as f64 / secs,
         secs * 1e9 / (n as f64 * 60_000.0)
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

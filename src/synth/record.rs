@@ -214,11 +214,11 @@ fn ground_truth(
             .flatten(),
         lvh_strain: model.lvh_strain,
     };
-    let statements = report::statements(&spec.conditions, detail);
+    let present = present_conditions(&spec.conditions, &beats);
+    let statements = report::statements(&present, detail);
     GroundTruth {
         seed,
-        conditions: spec
-            .conditions
+        conditions: present
             .iter()
             .map(|c: Condition| c.slug().to_string())
             .collect(),
@@ -231,6 +231,19 @@ fn ground_truth(
         lead_off: stream.lead_off(),
         perturbation,
     }
+}
+
+/// The conditions the record actually shows: ectopic beats are only labelled when at least
+/// one fell inside the record.
+fn present_conditions(conditions: &ConditionSet, beats: &[BeatEvent]) -> ConditionSet {
+    let shows = |kind: BeatKind| beats.iter().any(|b| b.kind == kind);
+    let kept = conditions.iter().filter(|&c| match c {
+        Condition::PrematureVentricular => shows(BeatKind::PrematureVentricular),
+        Condition::PrematureAtrial => shows(BeatKind::PrematureAtrial),
+        _ => true,
+    });
+    // Removing findings never makes a valid set invalid.
+    ConditionSet::new(kept).unwrap_or_else(|_| conditions.clone())
 }
 
 #[cfg(test)]
@@ -278,6 +291,19 @@ mod tests {
         assert!((m.qrs_axis_deg + 10.0).abs() < 1e-3);
         let plain = generate(&base, 3).unwrap().truth.measurements;
         assert_eq!(plain.p_axis_deg, m.p_axis_deg, "other draws unchanged");
+    }
+
+    #[test]
+    fn ectopy_is_labelled_only_when_an_ectopic_beat_is_in_the_record() {
+        for seed in 0..30 {
+            let spec = RecordSpec::ten_seconds(ConditionSet::parse_list("pvc").unwrap());
+            let truth = generate(&spec, seed).unwrap().truth;
+            let has_pvc = truth
+                .beats
+                .iter()
+                .any(|b| b.kind == BeatKind::PrematureVentricular);
+            assert_eq!(truth.codes.contains(&"PVC"), has_pvc, "seed {seed}");
+        }
     }
 
     #[test]

@@ -352,8 +352,9 @@ pub fn write_record(
         );
         let column = interleaved.iter().skip(k).step_by(n_sig.max(1));
         s.initial_value = interleaved.get(k).copied();
+        // WFDB's checksum: the 16-bit sum of the samples, written unsigned as PhysioNet does.
         s.checksum = Some(i32::from(
-            column.fold(0i32, |acc, &v| acc.wrapping_add(v)) as i16
+            column.fold(0i32, |acc, &v| acc.wrapping_add(v)) as u16
         ));
         signals.push(s);
     }
