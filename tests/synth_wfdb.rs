@@ -59,6 +59,7 @@ fn written_checksums_and_initial_values_match_the_data() {
     };
     write_record(dir.path(), "r", &rec.recording, options, &[]).unwrap();
     let back = read_record(&dir.path().join("r.hea")).unwrap();
+    assert!(back.checksum_mismatches().is_empty());
     for (s, row) in back.header.signals.iter().zip(back.digital.rows()) {
         let sum = row.iter().fold(0i32, |a, &v| a.wrapping_add(v)) as u16;
         assert_eq!(s.checksum, Some(i32::from(sum)));

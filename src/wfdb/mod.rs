@@ -262,6 +262,22 @@ pub fn read_record(hea_path: &Path) -> Result<WfdbRecord, WfdbError> {
 }
 
 impl WfdbRecord {
+    /// Indices of the signals whose samples do not add up to the header's checksum (a
+    /// corrupted file). Signals without a checksum are not checked.
+    pub fn checksum_mismatches(&self) -> Vec<usize> {
+        self.header
+            .signals
+            .iter()
+            .zip(self.digital.rows())
+            .enumerate()
+            .filter_map(|(i, (s, row))| {
+                let want = s.checksum?;
+                let sum = row.iter().fold(0i32, |acc, &v| acc.wrapping_add(v)) as u16;
+                (i32::from(sum) != want.rem_euclid(65_536)).then_some(i)
+            })
+            .collect()
+    }
+
     /// Converts to microvolts. Every signal must be a standard lead; WFDB's invalid-sample
     /// value becomes NaN.
     pub fn to_recording(&self) -> Result<Recording, WfdbError> {
@@ -407,6 +423,22 @@ mod tests {
     #[test]
     fn out_of_range_samples_are_refused() {
         assert!(encode_samples(SignalFormat::Format212, &[4000]).is_err());
+    }
+
+    #[test]
+    fn a_corrupted_sample_breaks_its_signal_checksum() {
+        let h = Header::parse(
+            "r 2 500 3\nr.dat 16 200/mV 16 0 1 6 0 I\nr.dat 16 200/mV 16 0 4 -1 0 II\n",
+        )
+        .unwrap();
+        let data = encode_samples(SignalFormat::Format16, &[1, 4, 2, 0, 3, -5]).unwrap();
+        let rec = decode_record(h, |_| Ok(data.clone())).unwrap();
+        assert_eq!(rec.checksum_mismatches(), Vec::<usize>::new());
+        let mut bad = data.clone();
+        bad[0] = 9;
+        let h = rec.header.clone();
+        let rec = decode_record(h, |_| Ok(bad.clone())).unwrap();
+        assert_eq!(rec.checksum_mismatches(), vec![0]);
     }
 
     #[test]
