@@ -214,6 +214,18 @@ pub struct DspConfig {
     /// Hop between window starts in seconds.
     #[serde(default = "default_window")]
     pub hop_seconds: f64,
+    /// Order of the Butterworth high-pass and low-pass filters (2, 4, 6 or 8; each pair of
+    /// orders is one second-order section).
+    #[serde(default = "default_filter_order")]
+    pub filter_order: usize,
+    /// Filter forward and backward (no phase distortion, for diagnostic ST analysis). Costs a
+    /// whole window of latency: a window is filtered only once it is complete.
+    #[serde(default)]
+    pub zero_phase: bool,
+    /// Longest gap in the device stream, in seconds, that is bridged by linear interpolation
+    /// (and flagged); a longer gap closes the window being filled.
+    #[serde(default = "default_max_gap")]
+    pub max_gap_seconds: f64,
 }
 
 fn default_highpass() -> f64 {
@@ -228,6 +240,12 @@ fn default_lowpass() -> f64 {
 fn default_window() -> f64 {
     10.0
 }
+fn default_filter_order() -> usize {
+    2
+}
+fn default_max_gap() -> f64 {
+    0.1
+}
 
 impl Default for DspConfig {
     fn default() -> Self {
@@ -238,6 +256,9 @@ impl Default for DspConfig {
             lowpass_hz: default_lowpass(),
             window_seconds: default_window(),
             hop_seconds: default_window(),
+            filter_order: default_filter_order(),
+            zero_phase: false,
+            max_gap_seconds: default_max_gap(),
         }
     }
 }
@@ -450,6 +471,21 @@ impl Config {
                 ),
             );
         }
+        if ![2, 4, 6, 8].contains(&d.filter_order) {
+            return invalid(
+                "dsp.filter_order",
+                format!("is {}; allowed: 2, 4, 6 or 8", d.filter_order),
+            );
+        }
+        if !(d.max_gap_seconds >= 0.0 && d.max_gap_seconds <= 1.0) {
+            return invalid(
+                "dsp.max_gap_seconds",
+                format!(
+                    "is {}; allowed: 0 (never interpolate) to 1 s",
+                    d.max_gap_seconds
+                ),
+            );
+        }
         if self.runtime.execution_providers.is_empty() {
             return invalid(
                 "runtime.execution_providers",
@@ -609,6 +645,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`dsp.hop_seconds`"), "{err}");
+        let err = parse("[dsp]\nfilter_order = 3\n").unwrap_err().to_string();
+        assert!(err.contains("`dsp.filter_order`"), "{err}");
+        let err = parse("[dsp]\nmax_gap_seconds = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`dsp.max_gap_seconds`"), "{err}");
         let two = "[[source]]\nkind=\"simulated\"\nbed=\"b\"\n[[source]]\nkind=\"simulated\"\nbed=\"b\"\n";
         assert!(
             parse(two)
