@@ -153,7 +153,8 @@ pub struct RhythmParams {
     pub flutter_hz: f32,
     /// Flutter-wave amplitude in uV.
     pub flutter_uv: f32,
-    /// Flutter conduction ratios to cycle through or draw from (e.g. [2] or [2, 3, 4]).
+    /// Flutter conduction ratios: the first is used when the block is fixed, one is drawn per
+    /// beat when it is variable (`[2]`, `[4]` or `[2, 3, 4]`).
     pub flutter_block: Vec<u8>,
     /// Whether the flutter block is variable (ratios drawn at random).
     pub flutter_variable: bool,
