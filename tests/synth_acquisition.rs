@@ -4,9 +4,11 @@
 use meit::synth::{Acquisition, ConditionSet, RecordSpec, generate};
 use ndarray::Array2;
 
+/// 40 s of normal rhythm (long enough for a few electrode-motion events at low severity).
 fn signal(acquisition: Acquisition) -> Array2<f32> {
     let spec = RecordSpec {
         acquisition,
+        seconds: 40.0,
         ..RecordSpec::ten_seconds(ConditionSet::parse_list("normal").unwrap())
     };
     generate(&spec, 77).unwrap().recording.samples_uv

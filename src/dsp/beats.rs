@@ -4,7 +4,9 @@
 //! Detection is Pan-Tompkins-style on all usable leads at once: a zero-phase 1-30 Hz
 //! band-pass, a derivative, squaring summed over leads, a 150 ms moving-window integration,
 //! then peaks of the square-root envelope that stand above a local adaptive threshold (a
-//! fraction of the typical beat height within +-4 s) and respect a 200 ms refractory period.
+//! fraction of the typical beat height within +-4 s), respect a 200 ms refractory period, are
+//! not T waves (Pan-Tompkins' rule) and spread over several leads (a transient on one
+//! electrode does not).
 //! Width and axis are measured on the median beat of the dominant morphology, so ectopic beats
 //! and noise do not move them. The filters here are small and private; the shared filter chain
 //! can replace them later.
@@ -34,6 +36,10 @@ const THRESHOLD_FRACTION: f32 = 0.25;
 const T_WAVE_WINDOW_S: f64 = 0.36;
 /// See [`T_WAVE_WINDOW_S`].
 const T_WAVE_FRACTION: f32 = 0.3;
+/// A peak whose energy comes this much from one lead is an electrode artefact...
+const SINGLE_LEAD_SHARE: f64 = 0.5;
+/// ...when at least this many leads are analysed.
+const MIN_LEADS_FOR_SPREAD: usize = 4;
 /// Half-width of the window defining the local typical beat, seconds.
 const LOCAL_WINDOW_S: f64 = 4.0;
 /// Spatial-velocity fraction that delimits the QRS on the median beat.
@@ -256,13 +262,29 @@ fn detect(leads: &[LeadSignal], fs: f64) -> Vec<usize> {
     let n = leads.first().map_or(0, |l| l.samples.len());
     // Band-pass, derivative, squaring, summed over leads.
     let mut energy = vec![0.0f64; n];
+    // Per-lead running sums of the same energy, to see how a peak spreads over the leads.
+    let mut lead_prefix: Vec<Vec<f64>> = Vec::with_capacity(leads.len());
     for l in leads {
         let bp = filtfilt(&l.samples, fs, &DETECTION_FILTER);
-        for t in 1..n.saturating_sub(1) {
-            let d = (bp[t + 1] - bp[t - 1]) * 0.5;
+        let mut prefix = vec![0.0f64; n + 1];
+        for t in 0..n {
+            let d = if t >= 1 && t + 1 < n {
+                (bp[t + 1] - bp[t - 1]) * 0.5
+            } else {
+                0.0
+            };
             energy[t] += d * d;
+            prefix[t + 1] = prefix[t] + d * d;
         }
+        lead_prefix.push(prefix);
     }
+    // Share of a window's energy carried by its strongest lead: a QRS shows on many leads, an
+    // electrode-motion transient on a precordial electrode on one.
+    let strongest_share = |a: usize, b: usize| -> f64 {
+        let per_lead = lead_prefix.iter().map(|p| p[b] - p[a]);
+        let (max, sum) = per_lead.fold((0.0f64, 0.0f64), |(m, s), e| (m.max(e), s + e));
+        if sum > 0.0 { max / sum } else { 1.0 }
+    };
     // Moving-window integration, centred.
     let half = ((INTEGRATION_S * fs) as usize / 2).max(1);
     let mut prefix = vec![0.0f64; n + 1];
@@ -312,6 +334,11 @@ fn detect(leads: &[LeadSignal], fs: f64) -> Vec<usize> {
         let k = ((span_s / 2.0) as usize).min(local.len()).max(1) - 1;
         let typical = local.get(k).copied().unwrap_or(0.0);
         if heights[i] < THRESHOLD_FRACTION * typical || heights[i] <= 0.0 {
+            continue;
+        }
+        if leads.len() >= MIN_LEADS_FOR_SPREAD
+            && strongest_share(c.saturating_sub(half), (c + half + 1).min(n)) > SINGLE_LEAD_SHARE
+        {
             continue;
         }
         // Pan-Tompkins T-wave discrimination.

@@ -67,6 +67,13 @@ impl Vec3 {
         let (s, c) = deg.to_radians().sin_cos();
         Vec3::new(c * self.x - s * self.y, s * self.x + c * self.y, self.z)
     }
+
+    /// This vector rotated in the horizontal plane by `deg` degrees (about the vertical axis,
+    /// positive from left towards anterior).
+    pub fn rotate_horizontal(self, deg: f32) -> Self {
+        let (s, c) = deg.to_radians().sin_cos();
+        Vec3::new(c * self.x - s * self.z, self.y, s * self.x + c * self.z)
+    }
 }
 
 impl std::ops::Add for Vec3 {

@@ -337,6 +337,10 @@ impl BeatModel {
         } else {
             u(rng, -5.0, 75.0)
         };
+        // Rotation of the heart about its long axis moves the precordial transition zone.
+        let turn = u(rng, -15.0, 15.0);
+        qrs.iter_mut()
+            .for_each(|w| w.vector = w.vector.rotate_horizontal(turn));
         rotate_to_axis(
             &mut qrs,
             pick(target_axis, overrides.qrs_axis_deg, 1.0, -180.0, 180.0),
@@ -355,7 +359,8 @@ impl BeatModel {
         // ST segment and T wave.
         let t_amp = u(rng, 220.0, 380.0) * attenuation;
         let t_sigma = u(rng, 0.04, 0.052);
-        let mut t_dir = Vec3::from_frontal(qrs_axis.clamp(-10.0, 80.0) + u(rng, -10.0, 20.0), 0.4);
+        let mut t_dir = Vec3::from_frontal(qrs_axis.clamp(-10.0, 80.0) + u(rng, -10.0, 20.0), 0.4)
+            .rotate_horizontal(turn);
         let mut st_vec = Vec3::ZERO;
         let mut lvh_strain = false;
         if has(LeftBundleBranchBlock) || has(RightBundleBranchBlock) {
