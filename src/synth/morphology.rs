@@ -337,8 +337,14 @@ impl BeatModel {
         } else {
             u(rng, -5.0, 75.0)
         };
-        // Rotation of the heart about its long axis moves the precordial transition zone.
-        let turn = u(rng, -15.0, 15.0);
+        // Rotation of the heart about its long axis moves the precordial transition zone; a
+        // hypertrophied left ventricle turns the forces posteriorly (deep S in V1-V2).
+        let turn = u(rng, -15.0, 15.0)
+            - if has(LeftVentricularHypertrophy) {
+                35.0
+            } else {
+                0.0
+            };
         qrs.iter_mut()
             .for_each(|w| w.vector = w.vector.rotate_horizontal(turn));
         rotate_to_axis(
@@ -708,6 +714,9 @@ fn rotate_to_axis(waves: &mut [WaveTemplate], target_deg: f32) {
     }
 }
 
+/// Largest limb-lead QRS peak-to-peak in hypertrophy, uV.
+const LVH_MAX_LIMB_UV: f32 = 2500.0;
+
 /// What the QRS voltage must satisfy.
 enum VoltageTarget {
     /// Limb leads peak-to-peak below `limb`, precordial below `chest` (uV).
@@ -731,9 +740,46 @@ fn voltage_target(conditions: &ConditionSet, rng: &mut impl Rng) -> VoltageTarge
     }
 }
 
-/// Peak-to-peak QRS voltages of a template: (max over limb leads, max over chest leads,
-/// Sokolow-Lyon index).
-fn qrs_voltages(waves: &[WaveTemplate]) -> (f32, f32, f32) {
+/// QRS voltages of a template, uV.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Voltages {
+    /// Largest peak-to-peak over the limb leads.
+    limb: f32,
+    /// Largest peak-to-peak over the chest leads.
+    chest: f32,
+    /// Sokolow-Lyon: S in V1 or V2 + R in V5 or V6.
+    sokolow: f32,
+    /// Cornell: R in aVL + S in V3.
+    cornell: f32,
+    /// R in aVL.
+    r_avl: f32,
+    /// R in I + S in III.
+    limb_index: f32,
+}
+
+impl Voltages {
+    /// Whether any common LVH voltage criterion is met (Sokolow-Lyon >= 3.5 mV, Cornell
+    /// > 2.8 mV, R aVL > 1.1 mV, R I + S III > 2.5 mV).
+    fn meets_lvh(&self) -> bool {
+        self.sokolow >= 3500.0
+            || self.cornell > 2800.0
+            || self.r_avl > 1100.0
+            || self.limb_index > 2500.0
+    }
+
+    fn scaled(&self, k: f32) -> Voltages {
+        Voltages {
+            limb: self.limb * k,
+            chest: self.chest * k,
+            sokolow: self.sokolow * k,
+            cornell: self.cornell * k,
+            r_avl: self.r_avl * k,
+            limb_index: self.limb_index * k,
+        }
+    }
+}
+
+fn qrs_voltages(waves: &[WaveTemplate]) -> Voltages {
     let fields = electrode_fields();
     let mut lo = [f32::MAX; LEADS];
     let mut hi = [f32::MIN; LEADS];
@@ -752,29 +798,44 @@ fn qrs_voltages(waves: &[WaveTemplate]) -> (f32, f32, f32) {
         t += 0.001;
     }
     let p2p = |i: usize| hi[i] - lo[i];
-    let limb = (0..6).map(p2p).fold(0.0, f32::max);
-    let chest = (6..12).map(p2p).fold(0.0, f32::max);
-    let s_v1 = (-lo[6]).max(-lo[7]).max(0.0);
-    let r_v5 = hi[10].max(hi[11]).max(0.0);
-    (limb, chest, s_v1 + r_v5)
+    let r = |i: usize| hi[i].max(0.0);
+    let s = |i: usize| (-lo[i]).max(0.0);
+    Voltages {
+        limb: (0..6).map(p2p).fold(0.0, f32::max),
+        chest: (6..12).map(p2p).fold(0.0, f32::max),
+        sokolow: s(6).max(s(7)) + r(10).max(r(11)),
+        cornell: r(4) + s(8),
+        r_avl: r(4),
+        limb_index: r(0) + s(2),
+    }
 }
 
 /// Scales the QRS to meet `target`; returns the factor applied.
 fn scale_to_voltage(waves: &mut [WaveTemplate], target: VoltageTarget) -> f32 {
-    let (limb, chest, sokolow) = qrs_voltages(waves);
-    if limb <= 0.0 || chest <= 0.0 || sokolow <= 0.0 {
+    let v = qrs_voltages(waves);
+    if v.limb <= 0.0 || v.chest <= 0.0 || v.sokolow <= 0.0 {
         return 1.0;
     }
     let k = match target {
-        VoltageTarget::Low { limb: l, chest: c } => (l / limb).min(c / chest),
-        VoltageTarget::Hypertrophy(s) => s / sokolow,
+        VoltageTarget::Low { limb: l, chest: c } => (l / v.limb).min(c / v.chest),
+        VoltageTarget::Hypertrophy(s) => {
+            // Precordial voltage without limb leads beyond what hypertrophy produces, unless
+            // that would leave no LVH criterion met.
+            let wanted = s / v.sokolow;
+            let capped = wanted.min(LVH_MAX_LIMB_UV / v.limb);
+            if v.scaled(capped).meets_lvh() {
+                capped
+            } else {
+                wanted
+            }
+        }
         VoltageTarget::Ordinary => {
             let mut k = 1.0f32;
-            if sokolow * k > 3300.0 {
-                k = 3200.0 / sokolow;
+            if v.sokolow * k > 3300.0 {
+                k = 3200.0 / v.sokolow;
             }
-            if limb * k < 650.0 {
-                k = 700.0 / limb;
+            if v.limb * k < 650.0 {
+                k = 700.0 / v.limb;
             }
             k
         }
@@ -810,14 +871,20 @@ mod tests {
 
     #[test]
     fn low_voltage_and_hypertrophy_meet_their_voltage_criteria() {
-        for seed in 0..10 {
-            let (limb, _, _) = qrs_voltages(&model("low-voltage", seed).qrs);
+        let mut lvh_within_cap = 0;
+        for seed in 0..40 {
+            let limb = qrs_voltages(&model("low-voltage", seed).qrs).limb;
             assert!(limb < 500.0, "low-voltage limb p2p {limb}");
-            let (_, _, sokolow) = qrs_voltages(&model("lvh", seed).qrs);
-            assert!(sokolow > 3500.0, "lvh sokolow {sokolow}");
-            let (limb, _, sokolow) = qrs_voltages(&model("normal", seed).qrs);
+            let lvh = qrs_voltages(&model("lvh", seed).qrs);
+            assert!(lvh.meets_lvh(), "lvh seed {seed}: {lvh:?}");
+            lvh_within_cap += usize::from(lvh.limb <= LVH_MAX_LIMB_UV + 1.0);
+            let Voltages { limb, sokolow, .. } = qrs_voltages(&model("normal", seed).qrs);
             assert!(limb >= 500.0 && sokolow < 3500.0, "normal {limb} {sokolow}");
         }
+        assert!(
+            lvh_within_cap >= 30,
+            "only {lvh_within_cap} of 40 LVH limb voltages within the cap"
+        );
     }
 
     #[test]
