@@ -110,7 +110,7 @@ pub enum SynthCommand {
         #[arg(long, default_value_t = 3)]
         seed: u64,
     },
-    /// Time the generation of N clean 10 s 12-lead records at 500 Hz on one thread.
+    /// Time the generation of N 10 s 12-lead 500 Hz records (random condition mix) on one thread.
     Bench {
         /// Number of records.
         #[arg(long, default_value_t = 10_000)]
