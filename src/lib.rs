@@ -29,3 +29,4 @@ pub mod publish;
 pub mod report;
 pub mod synth;
 pub mod telemetry;
+pub mod wfdb;

@@ -6,6 +6,7 @@ mod doctor;
 mod replay;
 mod run;
 mod simulate;
+mod synth;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,7 +36,7 @@ pub enum Command {
     /// Replay a recorded WFDB or CSV file through the pipeline as if it were live.
     Replay(replay::ReplayArgs),
     /// Synthesize ECG records and data sets.
-    Synth,
+    Synth(synth::SynthArgs),
     /// Measure throughput and latency of the pipeline stages.
     Bench,
     /// Check a configuration file and report the first problem with its line and field.
@@ -59,7 +60,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Replay(args) => replay::run(args),
-        Command::Synth => not_yet("synth", "the ECG synthesizer (synth issue)"),
+        Command::Synth(args) => synth::run(args),
         Command::Bench => not_yet("bench", "the stage benchmarks"),
     }
 }
