@@ -13,12 +13,14 @@ use tokio::sync::mpsc;
 
 use crate::acquire::SourceEvent;
 use crate::config::Config;
+use crate::dsp::beats;
 use crate::dsp::normalize::Normalization;
+use crate::dsp::quality::QualityReason;
 use crate::dsp::window::{Window, Windower};
 use crate::dsp::{DspError, PreprocessSpec, Preprocessor};
 use crate::ecg::{LeadSet, SampleBlock};
 use crate::publish::{PublishError, Sink};
-use crate::report::{Outcome, WindowReport};
+use crate::report::{Measurements, Outcome, WindowReport};
 
 /// Why a bed's pipeline stopped.
 #[derive(Debug, thiserror::Error)]
@@ -149,34 +151,40 @@ impl BedPipeline {
     fn judge(&mut self, window: &Window) -> WindowReport {
         let index = self.next_index;
         self.next_index += 1;
-        let processed = self.preprocessor.process_window(window);
-        let (quality_index, quality_reasons, outcome) = match processed {
-            Ok(input) => {
-                let q = input.quality;
-                let outcome = if q.is_reportable() {
-                    Outcome::NoModel {
-                        reason: self.model_status.clone(),
-                    }
-                } else {
+        let (quality_index, quality_reasons, measurements, outcome) =
+            match self.preprocessor.process_window(window) {
+                Ok(input) => {
+                    let q = input.quality;
+                    let outcome = if q.is_reportable() {
+                        Outcome::NoModel {
+                            reason: self.model_status.clone(),
+                        }
+                    } else {
+                        Outcome::NoReport {
+                            reasons: q
+                                .reasons
+                                .iter()
+                                .filter(|r| r.blocks_report())
+                                .map(ToString::to_string)
+                                .collect(),
+                        }
+                    };
+                    let measurements = if whole_window_unusable(&q.reasons) {
+                        None
+                    } else {
+                        measure(window)
+                    };
+                    (q.index, q.reasons, measurements, outcome)
+                }
+                Err(e) => (
+                    0.0,
+                    Vec::new(),
+                    None,
                     Outcome::NoReport {
-                        reasons: q
-                            .reasons
-                            .iter()
-                            .filter(|r| r.blocks_report())
-                            .map(ToString::to_string)
-                            .collect(),
-                    }
-                };
-                (q.index, q.reasons, outcome)
-            }
-            Err(e) => (
-                0.0,
-                Vec::new(),
-                Outcome::NoReport {
-                    reasons: vec![dsp_failure(&e)],
-                },
-            ),
-        };
+                        reasons: vec![dsp_failure(&e)],
+                    },
+                ),
+            };
         WindowReport {
             bed: self.bed.clone(),
             window_index: index,
@@ -185,7 +193,32 @@ impl BedPipeline {
             interpolated_fraction: window.interpolated_fraction(),
             quality_index,
             quality_reasons,
+            measurements,
             outcome,
+        }
+    }
+}
+
+/// True when the window as a whole is unusable for measurements. A missing or noisy chest lead
+/// blocks a report but not a heart rate from the limb leads.
+fn whole_window_unusable(reasons: &[QualityReason]) -> bool {
+    reasons.iter().any(|r| {
+        matches!(
+            r,
+            QualityReason::InterpolatedGaps { .. } | QualityReason::LowIndex { .. }
+        )
+    })
+}
+
+/// Beat analysis on the window's filtered signal (its raw signal under zero-phase filtering).
+fn measure(window: &Window) -> Option<Measurements> {
+    let signal = window.filtered.as_ref().unwrap_or(&window.raw);
+    match beats::analyze(signal) {
+        Ok(analysis) if !analysis.r_peaks.is_empty() => Some(Measurements::from(&analysis)),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "no beat measurements for this window");
+            None
         }
     }
 }
@@ -218,4 +251,145 @@ pub async fn run(
         }
     }
     Ok(published)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DspConfig;
+    use crate::dsp::quality::LeadIssue;
+    use crate::ecg::{Lead, Recording};
+    use crate::synth::{ConditionSet, RecordSpec, generate};
+
+    /// A pipeline with `window_s` windows and no model.
+    fn pipeline(window_s: f64) -> BedPipeline {
+        let config = Config {
+            dsp: DspConfig {
+                window_seconds: window_s,
+                hop_seconds: window_s,
+                ..DspConfig::default()
+            },
+            ..Config::default()
+        };
+        BedPipeline::new(
+            "bed-t",
+            Preprocessor::new(preprocess_spec(&config)).unwrap(),
+            "no model in test",
+        )
+    }
+
+    fn record(conditions: &str, seconds: f64, seed: u64) -> (Recording, f32) {
+        let mut spec = RecordSpec::ten_seconds(ConditionSet::parse_list(conditions).unwrap());
+        spec.seconds = seconds;
+        let r = generate(&spec, seed).unwrap();
+        (r.recording, r.truth.measurements.ventricular_rate_bpm)
+    }
+
+    /// Cuts a recording into 100 ms sample blocks, as a device would send them.
+    fn blocks(rec: &Recording, lead_off: impl Fn(usize) -> Vec<bool>) -> Vec<SampleBlock> {
+        let per_block = (rec.sample_rate_hz / 10.0) as usize;
+        (0..rec.len() / per_block)
+            .map(|b| {
+                let cols = b * per_block..(b + 1) * per_block;
+                let samples_uv = cols
+                    .clone()
+                    .flat_map(|t| rec.samples_uv.column(t).to_vec())
+                    .collect();
+                SampleBlock {
+                    sequence: b as u64,
+                    device_time_ns: (cols.start as f64 / rec.sample_rate_hz * 1e9) as u64,
+                    sample_rate_hz: rec.sample_rate_hz,
+                    leads: rec.leads.clone(),
+                    samples_uv,
+                    lead_off: lead_off(b),
+                }
+            })
+            .collect()
+    }
+
+    fn feed(p: &mut BedPipeline, blocks: &[SampleBlock]) -> Vec<WindowReport> {
+        blocks
+            .iter()
+            .flat_map(|b| p.on_event(&SourceEvent::Block(b.clone())))
+            .collect()
+    }
+
+    #[test]
+    fn clean_sinus_windows_are_reportable_with_the_labelled_rate() {
+        let (rec, rate) = record("normal", 20.0, 11);
+        let reports = feed(&mut pipeline(10.0), &blocks(&rec, |_| vec![false; 12]));
+        assert_eq!(reports.len(), 2);
+        for (i, r) in reports.iter().enumerate() {
+            assert_eq!(r.window_index, i as u64);
+            assert!(
+                matches!(r.outcome, Outcome::NoModel { .. }),
+                "{}",
+                r.to_line()
+            );
+            let hr = r
+                .measurements
+                .as_ref()
+                .and_then(|m| m.heart_rate_bpm)
+                .unwrap();
+            assert!((hr - rate).abs() <= 3.0, "measured {hr}, labelled {rate}");
+        }
+    }
+
+    #[test]
+    fn a_lead_off_electrode_gives_no_report_with_the_reason() {
+        let (rec, _) = record("normal", 10.0, 12);
+        let v2 = rec.leads.position(Lead::V2).unwrap();
+        let reports = feed(
+            &mut pipeline(10.0),
+            &blocks(&rec, |_| (0..12).map(|i| i == v2).collect()),
+        );
+        assert_eq!(reports.len(), 1);
+        let Outcome::NoReport { reasons } = &reports[0].outcome else {
+            panic!("{}", reports[0].to_line())
+        };
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("V2") && r.contains("lead off")),
+            "{reasons:?}"
+        );
+        assert!(reports[0].quality_reasons.iter().any(|r| matches!(
+            r,
+            QualityReason::Lead {
+                lead: Lead::V2,
+                issue: LeadIssue::LeadOff,
+                required: true
+            }
+        )));
+        // The limb leads still give a rate.
+        assert!(
+            reports[0]
+                .measurements
+                .as_ref()
+                .and_then(|m| m.heart_rate_bpm)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_disconnect_drops_the_partial_window_instead_of_stitching() {
+        let (rec, _) = record("normal", 10.0, 13);
+        let all = blocks(&rec, |_| vec![false; 12]);
+        let mut p = pipeline(4.0);
+        let mut reports = feed(&mut p, &all[..30]); // 3 s: no window yet
+        reports.extend(p.on_event(&SourceEvent::Disconnected {
+            reason: "unplugged".into(),
+        }));
+        reports.extend(feed(&mut p, &all[30..])); // 7 s after the reconnect: one 4 s window
+        assert_eq!(
+            reports.len(),
+            1,
+            "{:?}",
+            reports
+                .iter()
+                .map(WindowReport::to_line)
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(reports[0].device_start_ns, all[30].device_time_ns);
+    }
 }

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::dsp::beats::BeatAnalysis;
 use crate::dsp::quality::QualityReason;
 
 /// The published result for one window of one bed.
@@ -23,8 +24,38 @@ pub struct WindowReport {
     pub quality_index: f64,
     /// Every quality finding, including those that do not block a report.
     pub quality_reasons: Vec<QualityReason>,
+    /// Rate and rhythm measured from the signal; absent when the window as a whole is unusable
+    /// (too much interpolated, quality index too low) or no beats could be found.
+    pub measurements: Option<Measurements>,
     /// What came of the window.
     pub outcome: Outcome,
+}
+
+/// Rate, rhythm and conduction measured from the signal by the beat analysis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Measurements {
+    /// Detected QRS complexes in the window.
+    pub beats: usize,
+    /// Mean ventricular rate, beats per minute.
+    pub heart_rate_bpm: Option<f32>,
+    /// RR irregularity (RMSSD / mean RR): ~0.01-0.05 in sinus rhythm, above 0.1 in AF.
+    pub rr_irregularity: Option<f32>,
+    /// QRS duration of the dominant beat, ms.
+    pub qrs_ms: Option<f32>,
+    /// Frontal-plane QRS axis, degrees.
+    pub axis_deg: Option<f32>,
+}
+
+impl From<&BeatAnalysis> for Measurements {
+    fn from(a: &BeatAnalysis) -> Self {
+        Measurements {
+            beats: a.r_peaks.len(),
+            heart_rate_bpm: a.heart_rate_bpm,
+            rr_irregularity: a.rr_irregularity,
+            qrs_ms: a.qrs_ms,
+            axis_deg: a.axis_deg,
+        }
+    }
 }
 
 /// What came of a window.
@@ -57,6 +88,19 @@ impl WindowReport {
             "{} window {} [{t0:.1}-{t1:.1} s] quality {:.2}",
             self.bed, self.window_index, self.quality_index
         );
+        if let Some(m) = &self.measurements {
+            let show = |v: Option<f32>, unit: &str| {
+                v.map_or_else(|| "?".to_string(), |v| format!("{v:.0}{unit}"))
+            };
+            line.push_str(&format!(
+                ", HR {}, RR irregularity {}, QRS {}, axis {}",
+                show(m.heart_rate_bpm, " bpm"),
+                m.rr_irregularity
+                    .map_or_else(|| "?".to_string(), |v| format!("{v:.2}")),
+                show(m.qrs_ms, " ms"),
+                show(m.axis_deg, " deg"),
+            ));
+        }
         if self.interpolated_fraction > 0.0 {
             line.push_str(&format!(
                 ", {:.1}% interpolated",
