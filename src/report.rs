@@ -66,6 +66,9 @@ pub enum Outcome {
     Report {
         /// The report text.
         text: String,
+        /// Where the text's stated rhythm or rate disagrees with the measured signal (see
+        /// [`contradictions`]); a non-empty list marks the report for a clinician's attention.
+        contradictions: Vec<String>,
     },
     /// The signal cannot be judged: no sentence is generated.
     NoReport {
@@ -77,6 +80,20 @@ pub enum Outcome {
         /// Why no model ran.
         reason: String,
     },
+}
+
+impl Outcome {
+    /// A generated report, checked against what was measured from the same window.
+    pub fn report(text: impl Into<String>, measured: Option<&Measurements>) -> Outcome {
+        let text = text.into();
+        let contradictions = measured
+            .map(|m| contradictions(&text, m))
+            .unwrap_or_default();
+        Outcome::Report {
+            text,
+            contradictions,
+        }
+    }
 }
 
 impl WindowReport {
@@ -108,12 +125,214 @@ impl WindowReport {
             ));
         }
         match &self.outcome {
-            Outcome::Report { text } => line.push_str(&format!(": {text}")),
+            Outcome::Report {
+                text,
+                contradictions,
+            } if contradictions.is_empty() => line.push_str(&format!(": {text}")),
+            Outcome::Report {
+                text,
+                contradictions,
+            } => line.push_str(&format!(": {text} [CHECK: {}]", contradictions.join("; "))),
             Outcome::NoReport { reasons } => {
                 line.push_str(&format!(": NO REPORT ({})", reasons.join("; ")))
             }
             Outcome::NoModel { reason } => line.push_str(&format!(": signal reportable, {reason}")),
         }
         line
+    }
+}
+
+/// Statements a report's rhythm and rate claims must agree with, and the measured ranges that
+/// contradict them. Tolerances are wide: only clear disagreements are flagged.
+const SINUS_STATEMENTS: [&str; 3] = ["sinus bradycardia", "sinus tachycardia", "sinus rhythm"];
+/// RR irregularity above which a regular (sinus) rhythm claim is contradicted.
+const IRREGULAR_ABOVE: f32 = 0.2;
+/// RR irregularity below which an atrial-fibrillation claim is contradicted.
+const REGULAR_BELOW: f32 = 0.04;
+/// Difference between a stated and a measured rate that is flagged, bpm.
+const RATE_TOLERANCE_BPM: f32 = 10.0;
+
+/// Where a report's text contradicts the rhythm and rate measured from the signal.
+///
+/// Checks sinus rhythm / bradycardia / tachycardia against the measured rate (with 3 bpm of
+/// slack at the 60 and 100 bpm borders) and regularity, atrial fibrillation against regularity,
+/// and any stated rate ("rate 75", "75 bpm") against the measured one. Ectopic beats excuse
+/// irregularity. Case-insensitive; unknown statements are not judged.
+pub fn contradictions(text: &str, measured: &Measurements) -> Vec<String> {
+    let text = text.to_lowercase();
+    let mut found = Vec::new();
+    let ectopy = text.contains("premature") || text.contains("ectopic");
+    if let Some(hr) = measured.heart_rate_bpm {
+        let sinus = SINUS_STATEMENTS.iter().find(|s| text.contains(*s));
+        let (low, high) = match sinus {
+            Some(&"sinus bradycardia") => (0.0, 63.0),
+            Some(&"sinus tachycardia") => (97.0, f32::INFINITY),
+            Some(_) => (47.0, 103.0),
+            None => (0.0, f32::INFINITY),
+        };
+        if let Some(s) = sinus
+            && !(low..=high).contains(&hr)
+        {
+            found.push(format!("states {s} but the measured rate is {hr:.0} bpm"));
+        }
+        for stated in stated_rates(&text) {
+            if (stated - hr).abs() > RATE_TOLERANCE_BPM {
+                found.push(format!(
+                    "states a rate of {stated:.0} bpm but the measured rate is {hr:.0} bpm"
+                ));
+            }
+        }
+    }
+    if let Some(irregularity) = measured.rr_irregularity {
+        if let Some(s) = SINUS_STATEMENTS.iter().find(|s| text.contains(*s))
+            && irregularity > IRREGULAR_ABOVE
+            && !ectopy
+        {
+            found.push(format!(
+                "states {s} but the RR intervals are irregular ({irregularity:.2})"
+            ));
+        }
+        if text.contains("atrial fibrillation") && irregularity < REGULAR_BELOW {
+            found.push(format!(
+                "states atrial fibrillation but the RR intervals are regular ({irregularity:.2})"
+            ));
+        }
+    }
+    found
+}
+
+/// Rates a text states as "rate 75", "rate of 75" or "75 bpm".
+fn stated_rates(text: &str) -> Vec<f32> {
+    let words: Vec<&str> = text
+        .split(|c: char| c.is_whitespace() || c == ',' || c == ':')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let number = |w: &str| {
+        w.trim_end_matches('.')
+            .parse::<f32>()
+            .ok()
+            .filter(|v| (10.0..=350.0).contains(v))
+    };
+    let mut rates = Vec::new();
+    for (i, w) in words.iter().enumerate() {
+        let next = words.get(i + 1).copied().unwrap_or_default();
+        if *w == "rate" {
+            let candidate = if next == "of" {
+                words.get(i + 2).copied().unwrap_or_default()
+            } else {
+                next
+            };
+            rates.extend(number(candidate));
+        } else if next.trim_end_matches('.') == "bpm"
+            && words.get(i.wrapping_sub(1)) != Some(&"rate")
+        {
+            rates.extend(number(w));
+        }
+    }
+    rates
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(hr: f32, irregularity: f32) -> Measurements {
+        Measurements {
+            beats: 10,
+            heart_rate_bpm: Some(hr),
+            rr_irregularity: Some(irregularity),
+            qrs_ms: Some(90.0),
+            axis_deg: Some(45.0),
+        }
+    }
+
+    #[test]
+    fn agreeing_reports_are_not_flagged() {
+        assert!(contradictions("Sinus rhythm. Normal ECG", &measured(72.0, 0.02)).is_empty());
+        assert!(contradictions("Sinus bradycardia. Normal ECG", &measured(52.0, 0.02)).is_empty());
+        assert!(contradictions("sinus tachycardia, rate 118.", &measured(115.0, 0.02)).is_empty());
+        assert!(
+            contradictions(
+                "Atrial fibrillation with rapid ventricular response",
+                &measured(130.0, 0.3)
+            )
+            .is_empty()
+        );
+        // Ectopic beats make a sinus rhythm irregular without contradicting it.
+        assert!(
+            contradictions(
+                "Sinus rhythm with premature ventricular complexes",
+                &measured(75.0, 0.3)
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_stated_rhythm_the_rate_rules_out_is_flagged() {
+        let flags = contradictions("Sinus bradycardia. Abnormal ECG", &measured(88.0, 0.02));
+        assert_eq!(
+            flags,
+            vec!["states sinus bradycardia but the measured rate is 88 bpm".to_string()]
+        );
+        let flags = contradictions("Sinus tachycardia", &measured(70.0, 0.02));
+        assert_eq!(flags.len(), 1, "{flags:?}");
+        // Borders have 3 bpm of slack: 62 bpm is not a contradiction of bradycardia.
+        assert!(contradictions("Sinus bradycardia", &measured(62.0, 0.02)).is_empty());
+    }
+
+    #[test]
+    fn regularity_contradictions_are_flagged() {
+        let flags = contradictions("Sinus rhythm. Normal ECG", &measured(80.0, 0.35));
+        assert_eq!(
+            flags,
+            vec!["states sinus rhythm but the RR intervals are irregular (0.35)".to_string()]
+        );
+        let flags = contradictions("atrial fibrillation. abnormal ecg.", &measured(80.0, 0.01));
+        assert_eq!(
+            flags,
+            vec!["states atrial fibrillation but the RR intervals are regular (0.01)".to_string()]
+        );
+    }
+
+    #[test]
+    fn stated_rates_are_compared_with_the_measured_rate() {
+        assert_eq!(
+            stated_rates("ventricular rate 75 bpm. pr 160 ms"),
+            vec![75.0]
+        );
+        assert_eq!(stated_rates("heart rate of 60, sinus rhythm"), vec![60.0]);
+        assert_eq!(stated_rates("af at 140 bpm."), vec![140.0]);
+        let flags = contradictions(
+            "Atrial flutter, ventricular rate 150 bpm",
+            &measured(75.0, 0.02),
+        );
+        assert_eq!(
+            flags,
+            vec!["states a rate of 150 bpm but the measured rate is 75 bpm".to_string()]
+        );
+    }
+
+    #[test]
+    fn contradicted_reports_print_a_check_marker() {
+        let report = WindowReport {
+            bed: "b".into(),
+            window_index: 0,
+            device_start_ns: 0,
+            device_end_ns: 10_000_000_000,
+            interpolated_fraction: 0.0,
+            quality_index: 0.9,
+            quality_reasons: vec![],
+            measurements: None,
+            outcome: Outcome::Report {
+                text: "Sinus bradycardia".into(),
+                contradictions: vec!["x".into()],
+            },
+        };
+        assert!(
+            report.to_line().ends_with(": Sinus bradycardia [CHECK: x]"),
+            "{}",
+            report.to_line()
+        );
     }
 }
