@@ -210,6 +210,7 @@ fn seed_of(bed: &str) -> u64 {
 mod tests {
     use super::*;
     use crate::acquire::signal::SignalGenerator;
+    use crate::ecg::Lead;
     use std::time::Duration;
 
     fn simulated(bed: String, condition: &str) -> SourceConfig {
@@ -258,6 +259,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_replay_source_streams_the_standard_leads_of_a_wfdb_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = Lead::STANDARD_12.map(Lead::name);
+        let written = super::super::replay::tests::write_wfdb(dir.path(), &names);
+        let config = SourceConfig::Replay {
+            bed: "b".into(),
+            file: dir.path().join("r.hea"),
+            realtime: false,
+        };
+        let (tx, mut rx) = mpsc::channel(1024);
+        let _handle = start(&config, tx).unwrap();
+        let Some(SourceEvent::Connected(info)) = rx.recv().await else {
+            panic!("no Connected event first")
+        };
+        assert_eq!(info.leads, LeadSet::standard_12());
+        assert_eq!(info.sample_rate_hz, written.sample_rate_hz);
+        let mut frames = 0;
+        while let Some(SourceEvent::Block(b)) = rx.recv().await {
+            frames += b.frames();
+        }
+        assert_eq!(frames, written.len());
     }
 
     #[test]
