@@ -1,7 +1,8 @@
 //! One entry point from a `[[source]]` table to a running source: [`start`] returns a
 //! [`SourceHandle`] whose events arrive on the given channel, whatever the kind. A
-//! `simulated` source runs the device simulator on a pty and reads it through the real serial
-//! path, so the demo exercises the same code as a bedside device.
+//! `simulated` source runs the device simulator, streaming the ECG synthesizer, on a pty and
+//! reads it through the real serial path, so the demo exercises the same code as a bedside
+//! device.
 
 use std::path::PathBuf;
 use std::sync::Arc;
