@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use meit::acquire::SourceEvent;
 use meit::acquire::serial::{PortSelector, SerialSettings, SerialSource};
-use meit::acquire::signal::{PeriodicPqrst, PqrstSettings, Rhythm};
+use meit::acquire::signal::{SynthSettings, SynthSignal};
 use meit::acquire::simulator::{Device, DeviceSettings, Faults, Recurring, run_on_pty};
 use meit::config::SerialProtocol;
 use meit::ecg::{Lead, LeadSet};
@@ -32,7 +32,7 @@ struct Args {
     /// How long to stream.
     #[arg(long, default_value_t = 60.0)]
     seconds: f64,
-    /// Sample rate in Hz.
+    /// Sample rate in Hz (100-1000).
     #[arg(long, default_value_t = 500)]
     rate: u32,
     /// Number of leads (1..=12, standard order).
@@ -62,14 +62,11 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let link = dir.path().join("meit-soak");
     let epoch = Instant::now();
-    let generator = PeriodicPqrst::new(PqrstSettings {
+    let generator = SynthSignal::new(&SynthSettings {
         sample_rate_hz: f64::from(args.rate),
         leads: LeadSet(Lead::STANDARD_12[..args.leads.clamp(1, 12)].to_vec()),
-        heart_rate_bpm: 72.0,
-        rhythm: Rhythm::Sinus,
-        noise_uv: 10.0,
-        seed: 1,
-    });
+        ..SynthSettings::default()
+    })?;
     let faults = Faults {
         bit_flip_per_byte: args.bit_flip_rate,
         disconnect: args.unplug_every.map(|s| Recurring {

@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::acquire::signal::NOISE_RANGE;
 use crate::ecg::Lead;
+use crate::synth::stream::SAMPLE_RATE_RANGE_HZ;
+use crate::synth::{ConditionSet, HEART_RATE_RANGE_BPM};
 
 /// Environment variable that overrides `mqtt.username`.
 pub const ENV_MQTT_USERNAME: &str = "MEIT_MQTT_USERNAME";
@@ -136,12 +139,23 @@ pub enum SourceConfig {
     Simulated {
         /// Bed or device identifier, used in topics.
         bed: String,
-        /// Condition to synthesize (e.g. "normal", "af").
+        /// Conditions to synthesize: names from `meit synth --list`, joined by `+` or `,`
+        /// (e.g. "normal", "af", "af+pvc").
         #[serde(default = "default_condition")]
         condition: String,
-        /// Device sample rate in Hz.
+        /// Device sample rate in Hz (100-1000).
         #[serde(default = "default_rate")]
         sample_rate_hz: f64,
+        /// Mean heart rate in bpm (20-250); by default one that fits the conditions is drawn.
+        #[serde(default)]
+        heart_rate_bpm: Option<f32>,
+        /// Severity (0-1) of baseline wander, mains, muscle noise and electrode motion
+        /// (default 0.1).
+        #[serde(default)]
+        noise: Option<f32>,
+        /// Seed of the signal (default: derived from the bed name).
+        #[serde(default)]
+        seed: Option<u64>,
     },
     /// A serial device.
     Serial {
@@ -677,13 +691,49 @@ impl Config {
                     (Some(_), None) => {}
                 }
             }
-            if let SourceConfig::Simulated { sample_rate_hz, .. } = source
-                && !(50.0..=2000.0).contains(sample_rate_hz)
+            if let SourceConfig::Simulated {
+                condition,
+                sample_rate_hz,
+                heart_rate_bpm,
+                noise,
+                ..
+            } = source
             {
-                return invalid(
-                    &format!("source[{i}].sample_rate_hz"),
-                    format!("is {sample_rate_hz}; allowed: 50 to 2000 Hz"),
-                );
+                let field = |name: &str| format!("source[{i}].{name}");
+                if let Err(e) = ConditionSet::parse_list(condition) {
+                    return invalid(&field("condition"), format!("is {condition:?}: {e}"));
+                }
+                let rates = SAMPLE_RATE_RANGE_HZ;
+                if !rates.contains(sample_rate_hz) {
+                    return invalid(
+                        &field("sample_rate_hz"),
+                        format!(
+                            "is {sample_rate_hz}; allowed: {} to {} Hz",
+                            rates.start(),
+                            rates.end()
+                        ),
+                    );
+                }
+                if let Some(hr) = heart_rate_bpm
+                    && !HEART_RATE_RANGE_BPM.contains(hr)
+                {
+                    return invalid(
+                        &field("heart_rate_bpm"),
+                        format!(
+                            "is {hr}; allowed: {} to {} bpm",
+                            HEART_RATE_RANGE_BPM.start(),
+                            HEART_RATE_RANGE_BPM.end()
+                        ),
+                    );
+                }
+                if let Some(n) = noise
+                    && !NOISE_RANGE.contains(n)
+                {
+                    return invalid(
+                        &field("noise"),
+                        format!("is {n}; allowed: 0 (clean) to 1 (severe artefacts)"),
+                    );
+                }
             }
         }
         Ok(())
@@ -860,6 +910,34 @@ mod tests {
                 .to_string()
                 .contains("used by two sources")
         );
+    }
+
+    #[test]
+    fn simulated_sources_check_conditions_rates_and_noise_naming_the_field() {
+        let base = "[[source]]\nkind = \"simulated\"\nbed = \"b1\"\n";
+        let err = |extra: &str| parse(&format!("{base}{extra}")).unwrap_err().to_string();
+        let e = err("condition = \"af+torsades\"\n");
+        assert!(
+            e.contains("`source[0].condition`") && e.contains("torsades"),
+            "{e}"
+        );
+        assert!(e.contains("normal, brady, tachy"), "the allowed names: {e}");
+        let e = err("condition = \"lbbb,rbbb\"\n");
+        assert!(e.contains("`source[0].condition`"), "{e}");
+        assert!(err("sample_rate_hz = 2000\n").contains("`source[0].sample_rate_hz`"));
+        assert!(err("heart_rate_bpm = 400\n").contains("`source[0].heart_rate_bpm`"));
+        assert!(err("noise = 1.5\n").contains("`source[0].noise`"));
+        assert!(err("nosie = 0.5\n").contains("unknown field `nosie`"));
+        let ok = "condition = \"af+pvc\"\nheart_rate_bpm = 90\nnoise = 0.3\nseed = 42\n";
+        let c = parse(&format!("{base}{ok}")).unwrap();
+        assert!(matches!(
+            c.sources[0],
+            SourceConfig::Simulated {
+                heart_rate_bpm: Some(90.0),
+                seed: Some(42),
+                ..
+            }
+        ));
     }
 
     #[test]

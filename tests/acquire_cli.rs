@@ -1,9 +1,60 @@
 //! The acquisition commands from the outside: `meit replay` and `meit simulate`.
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use meit::ecg::Lead;
+use meit::synth::{ConditionSet, RecordSpec, generate};
+use meit::wfdb::{SignalFormat, WriteOptions, write_record};
 
 fn meit() -> Command {
     Command::new(env!("CARGO_BIN_EXE_meit"))
+}
+
+/// Writes a synthesized record as WFDB `DIR/rec` (MIMIC-IV-ECG storage: format 16 at
+/// 200 adu/mV), its signals described by `names` in standard lead order.
+fn write_wfdb(dir: &Path, conditions: &str, rate_hz: f64, seconds: f64, names: [&str; 12]) {
+    let spec = RecordSpec {
+        sample_rate_hz: rate_hz,
+        seconds,
+        ..RecordSpec::ten_seconds(ConditionSet::parse_list(conditions).unwrap())
+    };
+    let recording = generate(&spec, 4).unwrap().recording;
+    let options = WriteOptions {
+        format: SignalFormat::Format16,
+        adc_gain_per_mv: 200.0,
+    };
+    let mut header = write_record(dir, "rec", &recording, options, &[]).unwrap();
+    for (s, name) in header.signals.iter_mut().zip(names) {
+        s.description = name.to_string();
+    }
+    std::fs::write(dir.join("rec.hea"), header.to_text()).unwrap();
+}
+
+/// `meit replay --fast FILE` with a configuration whose model bundle does not exist (so the
+/// outcome does not depend on what is built in this checkout); returns the bundle path too.
+fn replay_fast(dir: &Path, file: &Path) -> (Output, PathBuf) {
+    let bundle = dir.join("no-bundle");
+    let config = dir.join("meit.toml");
+    std::fs::write(
+        &config,
+        format!("[model]\nbundle = \"{}\"\n", bundle.display()),
+    )
+    .unwrap();
+    let out = meit()
+        .args(["replay", "--fast", "--config"])
+        .arg(&config)
+        .arg(file)
+        .output()
+        .unwrap();
+    (out, bundle)
+}
+
+fn window_lines(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("rec window"))
+        .collect()
 }
 
 #[test]
@@ -69,4 +120,95 @@ fn replay_and_simulate_reject_bad_input_with_named_errors() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("--bit-flip-rate 2"));
+    for (args, named) in [
+        (["--condition", "af+paced"], "--condition `af+paced`"),
+        (["--sample-rate", "50"], "--sample-rate: sample rate 50 Hz"),
+        (["--hr", "400"], "--hr: heart rate 400 bpm"),
+        (["--noise", "3"], "--noise: artefact severity 3"),
+        (["--leads", "I,I"], "--leads: 2 leads given"),
+    ] {
+        let out = meit().arg("simulate").args(args).output().unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn replay_of_a_synthesized_wfdb_record_prints_one_reportable_line_per_window() {
+    let dir = tempfile::tempdir().unwrap();
+    write_wfdb(
+        dir.path(),
+        "af+pvc",
+        500.0,
+        25.0,
+        Lead::STANDARD_12.map(Lead::name),
+    );
+    let (out, bundle) = replay_fast(dir.path(), &dir.path().join("rec.hea"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("12 leads at 500 Hz, 25.0 s"), "{stdout}");
+    let windows = window_lines(&stdout);
+    assert_eq!(windows.len(), 2, "{stdout}");
+    for (k, span) in ["[0.0-10.0 s]", "[10.0-20.0 s]"].iter().enumerate() {
+        let line = windows[k];
+        assert!(
+            line.starts_with(&format!("rec window {k} {span} quality ")),
+            "{line}"
+        );
+        // A clean 12-lead record is judged reportable; only the model is missing.
+        let verdict = format!(
+            ": signal reportable, no report generated: no model bundle at {}",
+            bundle.display()
+        );
+        assert!(line.contains(&verdict), "{line}");
+    }
+}
+
+#[test]
+fn replay_of_wfdb_leaves_out_signals_that_are_not_standard_leads_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 250 Hz record whose V1-V3 slots hold Frank leads; limb leads in other spellings.
+    let names = [
+        "i", "II", "iii", "AVR", "AVL", "AVF", "vx", "vy", "vz", "v4", "v5", "v6",
+    ];
+    write_wfdb(dir.path(), "normal", 250.0, 21.0, names);
+    let (out, _) = replay_fast(dir.path(), &dir.path().join("rec.hea"));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("9 leads at 250 Hz"), "{stdout}");
+    assert!(
+        stderr.contains("not one of the 12 standard leads") && stderr.contains("vx, vy, vz"),
+        "{stderr}"
+    );
+    let windows = window_lines(&stdout);
+    assert_eq!(windows.len(), 2, "{stdout}");
+    // Without V1 the model cannot judge the record: no report, with the reason.
+    assert!(
+        windows[0].starts_with("rec window 0 [0.0-10.0 s]")
+            && windows[0].contains("NO REPORT (")
+            && windows[0].contains("V1 missing (required)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn replay_of_a_wfdb_record_without_a_standard_lead_fails_naming_its_signals() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["vx", "vy", "vz", "Resp", "MLII", "", "", "", "", "", "", ""];
+    write_wfdb(dir.path(), "normal", 250.0, 2.0, names);
+    let (out, _) = replay_fast(dir.path(), &dir.path().join("rec.hea"));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no standard ECG lead among the signals (vx, vy, vz, Resp, MLII"),
+        "{stderr}"
+    );
 }

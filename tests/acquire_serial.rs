@@ -9,25 +9,26 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use meit::acquire::serial::{PortSelector, SerialSettings, SerialSource};
-use meit::acquire::signal::{PeriodicPqrst, PqrstSettings, Rhythm, SignalGenerator};
+use meit::acquire::signal::{SignalGenerator, SynthSettings, SynthSignal};
 use meit::acquire::simulator::{Device, DeviceSettings, Faults, Recurring, run_on_pty};
 use meit::acquire::{LinkStats, SourceEvent};
 use meit::config::SerialProtocol;
-use meit::ecg::{LeadSet, SampleBlock};
+use meit::ecg::SampleBlock;
+use meit::synth::ConditionSet;
 use tokio::sync::mpsc;
 
 const RATE: f64 = 500.0;
 const FRAMES_PER_BLOCK: usize = 5;
 
-fn generator() -> PeriodicPqrst {
-    PeriodicPqrst::new(PqrstSettings {
+fn generator() -> SynthSignal {
+    SynthSignal::new(&SynthSettings {
         sample_rate_hz: RATE,
-        leads: LeadSet::standard_12(),
-        heart_rate_bpm: 72.0,
-        rhythm: Rhythm::Sinus,
-        noise_uv: 10.0,
+        conditions: ConditionSet::parse_list("af+pvc").unwrap(),
+        noise: 0.2,
         seed: 11,
+        ..SynthSettings::default()
     })
+    .unwrap()
 }
 
 /// A simulator running on its own pty pair, published as a symlink in a temp dir.

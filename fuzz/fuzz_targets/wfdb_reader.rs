@@ -14,5 +14,6 @@ fuzz_target!(|input: &[u8]| {
         && let Ok(record) = decode_record(header, |_| Ok(data.to_vec()))
     {
         let _ = record.to_recording();
+        let _ = record.standard_leads();
     }
 });

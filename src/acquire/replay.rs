@@ -3,7 +3,10 @@
 //!
 //! CSV files have a header row of lead names (`I,II,...,V6`), optionally preceded by a time
 //! column (`time`, `time_s`, `t` or `seconds`, in seconds) from which the sample rate is taken;
-//! values are microvolts. WFDB records (`.hea`) are read once the WFDB reader lands.
+//! values are microvolts. WFDB records (`.hea`, or the `.dat` next to it) are read through
+//! [`crate::wfdb`] at their own sample rate; of their signals, the standard leads are replayed
+//! (in any spelling [`crate::wfdb::lead_of`] accepts) and the rest (Frank X/Y/Z, respiration,
+//! ...) are left out with a logged note.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::{DeviceInfo, SourceEvent};
 use crate::ecg::{Lead, LeadSet, Recording, SampleBlock};
+use crate::wfdb::{self, LeadSelection, WfdbError};
 
 /// Why a file could not be replayed.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,24 @@ pub enum ReplayError {
         /// The file.
         path: PathBuf,
     },
+    /// The WFDB record could not be read.
+    #[error("{path}: {source}")]
+    Wfdb {
+        /// The header file.
+        path: PathBuf,
+        /// Why.
+        source: WfdbError,
+    },
+    /// None of the record's signals is one of the twelve standard leads.
+    #[error(
+        "{path}: no standard ECG lead among the signals ({signals}); expected I, II, III, aVR, aVL, aVF or V1..V6"
+    )]
+    NoLeads {
+        /// The header file.
+        path: PathBuf,
+        /// The signal descriptions found, comma-separated.
+        signals: String,
+    },
     /// A format this build cannot read.
     #[error("{path}: {reason}")]
     Format {
@@ -71,18 +93,61 @@ pub fn load(path: &Path, sample_rate_hz: Option<f64>) -> Result<Recording, Repla
             parse_csv(&text, path, sample_rate_hz)
         }
         Some(e) if e.eq_ignore_ascii_case("hea") || e.eq_ignore_ascii_case("dat") => {
-            Err(ReplayError::Format {
-                path: path.to_path_buf(),
-                reason: "WFDB replay needs the WFDB reader, which has not landed in this build; \
-                         export the record as CSV"
-                    .into(),
-            })
+            load_wfdb(&path.with_extension("hea"), sample_rate_hz)
         }
         _ => Err(ReplayError::Format {
             path: path.to_path_buf(),
             reason: "unknown extension: expected .csv or .hea".into(),
         }),
     }
+}
+
+/// Loads the standard leads of the WFDB record whose header is `hea`.
+fn load_wfdb(hea: &Path, sample_rate_hz: Option<f64>) -> Result<Recording, ReplayError> {
+    let record = wfdb::read_record(hea).map_err(|source| ReplayError::Wfdb {
+        path: hea.to_path_buf(),
+        source,
+    })?;
+    let corrupted = record.checksum_mismatches();
+    if !corrupted.is_empty() {
+        tracing::warn!(
+            file = %hea.display(),
+            signals = ?corrupted,
+            "WFDB checksum mismatch: the data file may be corrupted"
+        );
+    }
+    let LeadSelection {
+        mut recording,
+        ignored,
+    } = record.standard_leads();
+    if recording.leads.is_empty() {
+        let signals: Vec<&str> = record
+            .header
+            .signals
+            .iter()
+            .map(|s| s.description.as_str())
+            .collect();
+        return Err(ReplayError::NoLeads {
+            path: hea.to_path_buf(),
+            signals: signals.join(", "),
+        });
+    }
+    if !ignored.is_empty() {
+        tracing::info!(
+            file = %hea.display(),
+            ignored = %ignored.join(", "),
+            "signals that are not one of the 12 standard leads are not replayed"
+        );
+    }
+    if let Some(rate) = sample_rate_hz {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(ReplayError::NoRate {
+                path: hea.to_path_buf(),
+            });
+        }
+        recording.sample_rate_hz = rate;
+    }
+    Ok(recording)
 }
 
 /// Parses CSV text (see the module comment); `path` is used in error messages only.
@@ -227,7 +292,7 @@ pub async fn stream(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     const CSV: &str = "time,I,II\n0.000,1,2\n0.002,3,4\n0.004,5,6\n";
@@ -248,6 +313,69 @@ mod tests {
         assert!(e.to_string().starts_with("a.csv:3:"), "{e}");
         let e = parse_csv("I,II\n1,2\n", Path::new("a.csv"), None).unwrap_err();
         assert!(matches!(e, ReplayError::NoRate { .. }));
+    }
+
+    /// Writes 2 s of a synthesized 12-lead record at 250 Hz as WFDB `r` into `dir`, with the
+    /// signal descriptions replaced by `names` (in standard lead order); returns the record.
+    pub(crate) fn write_wfdb(dir: &Path, names: &[&str; 12]) -> Recording {
+        use crate::synth::{ConditionSet, RecordSpec, generate};
+        use crate::wfdb::{SignalFormat, WriteOptions, write_record};
+        let spec = RecordSpec {
+            sample_rate_hz: 250.0,
+            seconds: 2.0,
+            ..RecordSpec::ten_seconds(ConditionSet::normal())
+        };
+        let recording = generate(&spec, 3).unwrap().recording;
+        let options = WriteOptions {
+            format: SignalFormat::Format16,
+            adc_gain_per_mv: 1000.0,
+        };
+        let mut header = write_record(dir, "r", &recording, options, &[]).unwrap();
+        for (s, name) in header.signals.iter_mut().zip(names) {
+            s.description = (*name).to_string();
+        }
+        std::fs::write(dir.join("r.hea"), header.to_text()).unwrap();
+        recording
+    }
+
+    #[test]
+    fn a_wfdb_record_replays_its_standard_leads_at_its_own_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = [
+            "i", "II", "III", "AVR", "aVL", "avf", "vx", "vy", "vz", "V4", "V5", "V6",
+        ];
+        let written = write_wfdb(dir.path(), &names);
+        let r = load(&dir.path().join("r.hea"), None).unwrap();
+        let mut want = Lead::STANDARD_12.to_vec();
+        want.retain(|l| ![Lead::V1, Lead::V2, Lead::V3].contains(l));
+        assert_eq!(r.leads, LeadSet(want.clone()));
+        assert_eq!((r.sample_rate_hz, r.len()), (250.0, 500));
+        for lead in want {
+            let (got, sent) = (r.lead(lead).unwrap(), written.lead(lead).unwrap());
+            // Stored at 1000 adu/mV: within half a microvolt.
+            assert!(
+                got.iter()
+                    .zip(sent)
+                    .all(|(g, s)| (g - s).abs() <= 0.5 + 1e-3),
+                "{lead}"
+            );
+        }
+        // Naming the data file loads the same record; a rate given overrides the header's.
+        let via_dat = load(&dir.path().join("r.dat"), Some(500.0)).unwrap();
+        assert_eq!(via_dat.samples_uv, r.samples_uv);
+        assert_eq!(via_dat.sample_rate_hz, 500.0);
+    }
+
+    #[test]
+    fn a_wfdb_record_without_a_standard_lead_is_an_error_naming_its_signals() {
+        let dir = tempfile::tempdir().unwrap();
+        write_wfdb(
+            dir.path(),
+            &["x", "y", "z", "Resp", "MLII", "", "", "", "", "", "", ""],
+        );
+        let e = load(&dir.path().join("r.hea"), None).unwrap_err();
+        assert!(matches!(e, ReplayError::NoLeads { .. }), "{e}");
+        assert!(e.to_string().contains("x, y, z, Resp, MLII"), "{e}");
     }
 
     #[tokio::test]

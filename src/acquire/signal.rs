@@ -1,11 +1,14 @@
-//! What the device simulator streams: any [`SignalGenerator`]. Until the physiological
-//! synthesizer (`crate::synth`) lands, [`PeriodicPqrst`] provides a simple PQRST-like signal
-//! with a seeded rhythm and noise; the synthesizer plugs in by implementing the trait.
+//! What the device simulator streams: any [`SignalGenerator`]. [`SynthSignal`] puts the
+//! physiological synthesizer ([`crate::synth::EcgStream`]) behind it, with the artefacts of a
+//! bedside recording and the channels a device exposes (any of the twelve leads, in any order).
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use std::ops::RangeInclusive;
 
-use crate::ecg::{Lead, LeadSet};
+use crate::ecg::LeadSet;
+use crate::synth::stream::SAMPLE_RATE_RANGE_HZ;
+use crate::synth::{
+    Acquisition, ConditionSet, EcgStream, HEART_RATE_RANGE_BPM, Overrides, StreamConfig, SynthError,
+};
 
 /// A source of multi-lead ECG, one time point at a time, in microvolts.
 pub trait SignalGenerator: Send {
@@ -17,149 +20,144 @@ pub trait SignalGenerator: Send {
     fn next_frame(&mut self, out: &mut [f32]);
 }
 
-/// Rhythm of the stand-in signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rhythm {
-    /// Regular sinus rhythm.
-    Sinus,
-    /// Irregularly irregular RR intervals without P waves (an atrial-fibrillation stand-in).
-    Irregular,
-}
+/// Artefact severities a simulated device accepts (0 is a clean signal).
+pub const NOISE_RANGE: RangeInclusive<f32> = 0.0..=1.0;
 
-impl Rhythm {
-    /// Parses a condition name: `normal`/`sinus`, or `af`/`afib`/`irregular`.
-    pub fn from_condition(name: &str) -> Option<Rhythm> {
-        match name.to_ascii_lowercase().as_str() {
-            "normal" | "sinus" | "nsr" => Some(Rhythm::Sinus),
-            "af" | "afib" | "irregular" => Some(Rhythm::Irregular),
-            _ => None,
-        }
-    }
-}
+/// Artefact severity of a simulated device unless told otherwise: a quiet patient on good
+/// electrodes (some baseline wander and mains, a little muscle noise, rare motion).
+pub const DEFAULT_NOISE: f32 = 0.1;
 
-/// Settings of [`PeriodicPqrst`].
+/// What a simulated device streams.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PqrstSettings {
-    /// Sample rate in Hz.
+pub struct SynthSettings {
+    /// Sample rate in Hz (the synthesizer's 100-1000 Hz).
     pub sample_rate_hz: f64,
-    /// Leads to produce.
+    /// Conditions to synthesize.
+    pub conditions: ConditionSet,
+    /// Mean heart rate in bpm; `None` draws one that fits the conditions.
+    pub heart_rate_bpm: Option<f32>,
+    /// Severity (0-1) of baseline wander, mains interference, muscle noise and electrode
+    /// motion.
+    pub noise: f32,
+    /// The channels the device exposes, in order (1 to 12 distinct leads).
     pub leads: LeadSet,
-    /// Mean heart rate in beats per minute.
-    pub heart_rate_bpm: f64,
-    /// Rhythm.
-    pub rhythm: Rhythm,
-    /// Standard deviation of added white noise, microvolts.
-    pub noise_uv: f64,
-    /// Seed for rhythm and noise.
+    /// Seed of the signal.
     pub seed: u64,
 }
 
-/// A sum-of-Gaussians PQRST beat on a cardiac axis, projected onto the requested leads.
+impl Default for SynthSettings {
+    /// Normal sinus rhythm on all twelve leads at 500 Hz, [`DEFAULT_NOISE`], seed 1.
+    fn default() -> Self {
+        SynthSettings {
+            sample_rate_hz: 500.0,
+            conditions: ConditionSet::normal(),
+            heart_rate_bpm: None,
+            noise: DEFAULT_NOISE,
+            leads: LeadSet::standard_12(),
+            seed: 1,
+        }
+    }
+}
+
+/// Why a simulated signal cannot be built; each variant names one setting.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    /// The sample rate is outside what the synthesizer produces.
+    #[error(
+        "sample rate {0} Hz is outside the supported {lo}-{hi} Hz",
+        lo = SAMPLE_RATE_RANGE_HZ.start(),
+        hi = SAMPLE_RATE_RANGE_HZ.end()
+    )]
+    SampleRate(f64),
+    /// The heart rate is outside what the synthesizer produces.
+    #[error(
+        "heart rate {0} bpm is outside the supported {lo}-{hi} bpm",
+        lo = HEART_RATE_RANGE_BPM.start(),
+        hi = HEART_RATE_RANGE_BPM.end()
+    )]
+    HeartRate(f32),
+    /// The artefact severity is not between 0 and 1.
+    #[error("artefact severity {0} is outside 0-1")]
+    Noise(f32),
+    /// The lead set is empty, too long or repeats a lead.
+    #[error("{0} leads given; a device exposes 1 to 12 distinct leads")]
+    Leads(usize),
+    /// The synthesizer refused the settings.
+    #[error(transparent)]
+    Synth(#[from] SynthError),
+}
+
+/// The synthesizer as a device's signal: a 12-lead frame per time point, of which the device's
+/// leads are passed on. The per-frame path allocates nothing.
 #[derive(Debug, Clone)]
-pub struct PeriodicPqrst {
-    settings: PqrstSettings,
-    rng: StdRng,
-    /// Seconds since the current beat started.
-    phase_s: f64,
-    /// Length of the current beat in seconds.
-    beat_s: f64,
+pub struct SynthSignal {
+    stream: EcgStream,
+    leads: LeadSet,
 }
 
-/// (centre as fraction of a 1 s beat, width s, amplitude uV) of P, Q, R, S, T in lead II.
-const WAVES: [(f64, f64, f64); 5] = [
-    (0.20, 0.025, 150.0),
-    (0.335, 0.010, -120.0),
-    (0.36, 0.012, 1200.0),
-    (0.385, 0.010, -250.0),
-    (0.62, 0.050, 300.0),
-];
-
-impl PeriodicPqrst {
-    /// A generator with `settings`.
-    pub fn new(settings: PqrstSettings) -> Self {
-        let mut g = PeriodicPqrst {
-            rng: StdRng::seed_from_u64(settings.seed),
-            settings,
-            phase_s: 0.0,
-            beat_s: 1.0,
-        };
-        g.beat_s = g.next_beat_s();
-        g
-    }
-
-    fn next_beat_s(&mut self) -> f64 {
-        let mean = 60.0 / self.settings.heart_rate_bpm.clamp(20.0, 300.0);
-        match self.settings.rhythm {
-            Rhythm::Sinus => mean,
-            Rhythm::Irregular => mean * self.rng.random_range(0.6..1.4),
+impl SynthSignal {
+    /// Starts the signal `settings` describe.
+    pub fn new(settings: &SynthSettings) -> Result<Self, SignalError> {
+        if !SAMPLE_RATE_RANGE_HZ.contains(&settings.sample_rate_hz) {
+            return Err(SignalError::SampleRate(settings.sample_rate_hz));
         }
-    }
-
-    /// Lead II value at `phase_s` into a beat of `beat_s` seconds.
-    fn lead_ii(&self) -> f64 {
-        // P and T scale with the beat; QRS keeps its width.
-        let t = self.phase_s;
-        let scale = self.beat_s.min(1.2);
-        WAVES
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !(*i == 0 && self.settings.rhythm == Rhythm::Irregular))
-            .map(|(_, &(centre, width, amp))| {
-                let c = centre * scale;
-                amp * (-((t - c) * (t - c)) / (2.0 * width * width)).exp()
-            })
-            .sum()
-    }
-
-    fn noise(&mut self) -> f64 {
-        if self.settings.noise_uv <= 0.0 {
-            return 0.0;
+        if let Some(hr) = settings.heart_rate_bpm
+            && !HEART_RATE_RANGE_BPM.contains(&hr)
+        {
+            return Err(SignalError::HeartRate(hr));
         }
-        // Box-Muller: one standard normal draw.
-        let u1: f64 = self.rng.random_range(f64::EPSILON..1.0);
-        let u2: f64 = self.rng.random_range(0.0..1.0);
-        self.settings.noise_uv * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        if !NOISE_RANGE.contains(&settings.noise) {
+            return Err(SignalError::Noise(settings.noise));
+        }
+        let leads = &settings.leads.0;
+        let distinct: std::collections::HashSet<_> = leads.iter().collect();
+        if leads.is_empty() || leads.len() > 12 || distinct.len() != leads.len() {
+            return Err(SignalError::Leads(leads.len()));
+        }
+        let stream = EcgStream::new(&StreamConfig {
+            sample_rate_hz: settings.sample_rate_hz,
+            conditions: settings.conditions.clone(),
+            acquisition: device_artefacts(settings.noise),
+            seed: settings.seed,
+            // Only bounds a lead-off episode, which a simulated device does not draw.
+            expected_frames: 0,
+            overrides: Overrides {
+                heart_rate_bpm: settings.heart_rate_bpm,
+                ..Overrides::default()
+            },
+        })?;
+        Ok(SynthSignal {
+            stream,
+            leads: settings.leads.clone(),
+        })
     }
 }
 
-/// Projection of a lead-II-shaped beat onto each lead (I and II from an axis of ~60 degrees,
-/// the rest by Einthoven/Goldberger relations and rough precordial amplitudes).
-fn lead_value(lead: Lead, ii: f64) -> f64 {
-    let i = 0.5 * ii;
-    match lead {
-        Lead::I => i,
-        Lead::II => ii,
-        Lead::III => ii - i,
-        Lead::AVR => -(i + ii) / 2.0,
-        Lead::AVL => i - ii / 2.0,
-        Lead::AVF => ii - i / 2.0,
-        Lead::V1 => -0.4 * ii,
-        Lead::V2 => 0.2 * ii,
-        Lead::V3 => 0.6 * ii,
-        Lead::V4 => 1.1 * ii,
-        Lead::V5 => 1.0 * ii,
-        Lead::V6 => 0.8 * ii,
+/// The artefacts of a simulated device at `severity`. Lead-off is left out (the device
+/// reports no lead-off state) and so is the synthesizer's ADC (the device quantises itself).
+fn device_artefacts(severity: f32) -> Acquisition {
+    Acquisition {
+        lead_off: 0.0,
+        adc: None,
+        ..Acquisition::uniform(severity)
     }
 }
 
-impl SignalGenerator for PeriodicPqrst {
+impl SignalGenerator for SynthSignal {
     fn sample_rate_hz(&self) -> f64 {
-        self.settings.sample_rate_hz
+        self.stream.sample_rate_hz()
     }
 
     fn leads(&self) -> &LeadSet {
-        &self.settings.leads
+        &self.leads
     }
 
+    #[inline]
     fn next_frame(&mut self, out: &mut [f32]) {
-        let ii = self.lead_ii();
-        for (slot, lead) in out.iter_mut().zip(self.settings.leads.0.clone()) {
-            *slot = (lead_value(lead, ii) + self.noise()) as f32;
-        }
-        self.phase_s += 1.0 / self.settings.sample_rate_hz;
-        if self.phase_s >= self.beat_s {
-            self.phase_s -= self.beat_s;
-            self.beat_s = self.next_beat_s();
+        let frame = self.stream.next_frame();
+        for (slot, lead) in out.iter_mut().zip(&self.leads.0) {
+            // The frame holds the twelve leads in the standard order `Lead::index` counts.
+            *slot = frame[lead.index()];
         }
     }
 }
@@ -167,58 +165,126 @@ impl SignalGenerator for PeriodicPqrst {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ecg::Lead;
 
-    fn settings(rhythm: Rhythm) -> PqrstSettings {
-        PqrstSettings {
-            sample_rate_hz: 500.0,
-            leads: LeadSet::standard_12(),
-            heart_rate_bpm: 60.0,
-            rhythm,
-            noise_uv: 0.0,
-            seed: 1,
+    fn frames(g: &mut impl SignalGenerator, n: usize) -> Vec<Vec<f32>> {
+        let mut frame = vec![0.0f32; g.leads().len()];
+        (0..n)
+            .map(|_| {
+                g.next_frame(&mut frame);
+                frame.clone()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lead_subset_passes_on_those_channels_of_the_twelve_lead_frame_in_device_order() {
+        let twelve = SynthSettings::default();
+        let subset = SynthSettings {
+            leads: LeadSet(vec![Lead::V1, Lead::II, Lead::AVR]),
+            ..twelve.clone()
+        };
+        let all = frames(&mut SynthSignal::new(&twelve).unwrap(), 1000);
+        let some = frames(&mut SynthSignal::new(&subset).unwrap(), 1000);
+        for (a, s) in all.iter().zip(&some) {
+            assert_eq!(s, &vec![a[6], a[1], a[3]]);
         }
     }
 
-    /// Sample indices where lead II crosses 600 uV upwards (one per R wave).
-    fn r_peaks(g: &mut PeriodicPqrst, seconds: usize) -> Vec<usize> {
-        let mut frame = vec![0.0; 12];
-        let mut prev = 0.0;
-        let mut peaks = Vec::new();
-        for n in 0..seconds * 500 {
-            g.next_frame(&mut frame);
-            if prev < 600.0 && frame[1] >= 600.0 {
-                peaks.push(n);
-            }
-            prev = frame[1];
+    /// Onsets of the beats generated in `seconds` by a stream built like the device's.
+    fn beat_onsets(settings: &SynthSettings, seconds: f64) -> Vec<f64> {
+        let mut signal = SynthSignal::new(settings).unwrap();
+        signal.stream.record_beats();
+        let frames = (seconds * settings.sample_rate_hz) as usize;
+        let mut frame = vec![0.0; signal.leads.len()];
+        for _ in 0..frames {
+            signal.next_frame(&mut frame);
         }
-        peaks
+        signal
+            .stream
+            .take_beats()
+            .iter()
+            .map(|b| b.onset_s)
+            .filter(|&t| (0.0..seconds).contains(&t))
+            .collect()
     }
 
     #[test]
-    fn sinus_rhythm_beats_at_the_requested_rate() {
-        let peaks = r_peaks(&mut PeriodicPqrst::new(settings(Rhythm::Sinus)), 10);
-        assert_eq!(peaks.len(), 10);
-        assert!(peaks.windows(2).all(|w| w[1] - w[0] == 500));
-    }
-
-    #[test]
-    fn irregular_rhythm_varies_rr_intervals() {
-        let peaks = r_peaks(&mut PeriodicPqrst::new(settings(Rhythm::Irregular)), 20);
-        let rr: Vec<usize> = peaks.windows(2).map(|w| w[1] - w[0]).collect();
-        let (min, max) = (rr.iter().min().unwrap(), rr.iter().max().unwrap());
-        assert!(max - min > 100, "RR intervals {rr:?}");
-    }
-
-    #[test]
-    fn limb_leads_obey_einthoven() {
-        let mut g = PeriodicPqrst::new(settings(Rhythm::Sinus));
-        let mut frame = vec![0.0f32; 12];
-        for _ in 0..400 {
-            g.next_frame(&mut frame);
-            assert!(
-                (frame[0] + frame[2] - frame[1]).abs() < 1e-3,
-                "I + III = II"
+    fn the_heart_rate_setting_sets_the_beat_rate() {
+        for hr in [45.0f32, 120.0] {
+            let onsets = beat_onsets(
+                &SynthSettings {
+                    heart_rate_bpm: Some(hr),
+                    ..SynthSettings::default()
+                },
+                30.0,
             );
+            let (first, last) = (onsets[0], onsets[onsets.len() - 1]);
+            let bpm = 60.0 * (onsets.len() - 1) as f64 / (last - first);
+            assert!((bpm - f64::from(hr)).abs() < 0.1 * f64::from(hr), "{bpm}");
+        }
+    }
+
+    #[test]
+    fn noise_adds_artefacts_to_the_same_heart_signal_and_keeps_einthoven() {
+        let clean = SynthSettings {
+            noise: 0.0,
+            ..SynthSettings::default()
+        };
+        let noisy = SynthSettings {
+            noise: 0.5,
+            ..clean.clone()
+        };
+        let a = frames(&mut SynthSignal::new(&clean).unwrap(), 5000);
+        let b = frames(&mut SynthSignal::new(&noisy).unwrap(), 5000);
+        let rms = |i: usize| {
+            let sum: f64 = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| f64::from(y[i] - x[i]).powi(2))
+                .sum();
+            (sum / a.len() as f64).sqrt()
+        };
+        for lead in 0..12 {
+            // Artefacts of tens of microvolts, not a different heart signal.
+            let r = rms(lead);
+            assert!((5.0..400.0).contains(&r), "lead {lead}: {r} uV rms");
+        }
+        for f in &b {
+            assert!((f[0] + f[2] - f[1]).abs() < 0.05, "I + III = II: {f:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_settings_are_refused_with_the_setting_named() {
+        let bad = |s: SynthSettings| SynthSignal::new(&s).unwrap_err();
+        let d = SynthSettings::default;
+        assert!(matches!(
+            bad(SynthSettings {
+                sample_rate_hz: 50.0,
+                ..d()
+            }),
+            SignalError::SampleRate(_)
+        ));
+        assert!(matches!(
+            bad(SynthSettings {
+                heart_rate_bpm: Some(400.0),
+                ..d()
+            }),
+            SignalError::HeartRate(_)
+        ));
+        assert!(matches!(
+            bad(SynthSettings { noise: 1.5, ..d() }),
+            SignalError::Noise(_)
+        ));
+        for leads in [vec![], vec![Lead::I, Lead::I]] {
+            assert!(matches!(
+                bad(SynthSettings {
+                    leads: LeadSet(leads),
+                    ..d()
+                }),
+                SignalError::Leads(_)
+            ));
         }
     }
 }

@@ -444,20 +444,25 @@ fn point_link(link: &Path, target: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::acquire::bridge::BridgeDecoder;
-    use crate::acquire::signal::{PeriodicPqrst, PqrstSettings, Rhythm};
+    use crate::acquire::signal::{SynthSettings, SynthSignal};
     use crate::acquire::{Decoded, WireDecoder};
-    use crate::ecg::LeadSet;
+    use crate::ecg::{Lead, LeadSet};
     use firmware_bridge::Command;
 
-    fn device(faults: Faults, blocks: u64) -> Device {
-        let generator = PeriodicPqrst::new(PqrstSettings {
-            sample_rate_hz: 500.0,
-            leads: LeadSet::standard_12(),
-            heart_rate_bpm: 70.0,
-            rhythm: Rhythm::Sinus,
-            noise_uv: 5.0,
+    fn signal(leads: LeadSet) -> SynthSignal {
+        SynthSignal::new(&SynthSettings {
+            leads,
             seed: 3,
-        });
+            ..SynthSettings::default()
+        })
+        .unwrap()
+    }
+
+    fn device(faults: Faults, blocks: u64) -> Device {
+        device_with(signal(LeadSet::standard_12()), faults, blocks)
+    }
+
+    fn device_with(generator: SynthSignal, faults: Faults, blocks: u64) -> Device {
         Device::new(
             Box::new(generator),
             DeviceSettings {
@@ -502,6 +507,32 @@ mod tests {
         assert_eq!(seqs, (0..20).collect::<Vec<_>>());
         assert!(!d.is_streaming(), "stops after stream_blocks");
         assert_eq!(d.stats().blocks, 20);
+    }
+
+    #[test]
+    fn a_device_with_fewer_leads_announces_and_streams_just_those_leads() {
+        let leads = LeadSet(vec![Lead::II, Lead::V1, Lead::AVR]);
+        let mut d = device_with(signal(leads.clone()), Faults::default(), 10);
+        let out = run(&mut d);
+        assert!(matches!(&out[1], Decoded::Device(i) if i.leads == leads));
+        // The same signal, quantised like the device does (0.5 uV per count).
+        let mut reference = signal(leads.clone());
+        let mut frame = [0.0f32; 3];
+        let mut blocks = 0;
+        for b in out.iter().filter_map(|d| match d {
+            Decoded::Block(b) => Some(b),
+            _ => None,
+        }) {
+            assert_eq!(b.leads, leads);
+            for got in b.samples_uv.chunks_exact(3) {
+                reference.next_frame(&mut frame);
+                for (g, want) in got.iter().zip(frame) {
+                    assert!((g - want).abs() <= 0.25 + 1e-3, "{got:?} vs {frame:?}");
+                }
+            }
+            blocks += 1;
+        }
+        assert_eq!(blocks, 10);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! One entry point from a `[[source]]` table to a running source: [`start`] returns a
 //! [`SourceHandle`] whose events arrive on the given channel, whatever the kind. A
-//! `simulated` source runs the device simulator on a pty and reads it through the real serial
-//! path, so the demo exercises the same code as a bedside device.
+//! `simulated` source runs the device simulator, streaming the ECG synthesizer, on a pty and
+//! reads it through the real serial path, so the demo exercises the same code as a bedside
+//! device.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,11 +13,12 @@ use tokio::sync::mpsc;
 
 use super::replay::{self, ReplayError, ReplaySettings};
 use super::serial::{PortSelector, SerialError, SerialSettings, SerialSource};
-use super::signal::{PeriodicPqrst, PqrstSettings, Rhythm};
+use super::signal::{DEFAULT_NOISE, SignalError, SynthSettings, SynthSignal};
 use super::simulator::{Device, DeviceSettings, run_on_pty};
 use super::{LinkStats, SourceEvent};
 use crate::config::{SerialProtocol, SourceConfig};
 use crate::ecg::LeadSet;
+use crate::synth::ConditionSet;
 
 /// Why a source could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,14 @@ pub enum SourceError {
         bed: String,
         /// Why.
         source: ReplayError,
+    },
+    /// The simulated signal cannot be built from the settings.
+    #[error("source {bed:?}: {source}")]
+    Signal {
+        /// The bed.
+        bed: String,
+        /// Why.
+        source: SignalError,
     },
     /// A setting is not usable.
     #[error("source {bed:?}: {reason}")]
@@ -111,20 +121,24 @@ pub fn start(
         SourceConfig::Simulated {
             condition,
             sample_rate_hz,
+            heart_rate_bpm,
+            noise,
+            seed,
             ..
         } => {
-            let rhythm = Rhythm::from_condition(condition).ok_or_else(|| SourceError::Invalid {
+            let invalid = |source: SignalError| SourceError::Signal {
                 bed: bed.clone(),
-                reason: format!("condition {condition:?}: allowed normal, af"),
-            })?;
-            let generator = PeriodicPqrst::new(PqrstSettings {
+                source,
+            };
+            let settings = SynthSettings {
                 sample_rate_hz: *sample_rate_hz,
+                conditions: ConditionSet::parse_list(condition).map_err(|e| invalid(e.into()))?,
+                heart_rate_bpm: *heart_rate_bpm,
+                noise: noise.unwrap_or(DEFAULT_NOISE),
                 leads: LeadSet::standard_12(),
-                heart_rate_bpm: 72.0,
-                rhythm,
-                noise_uv: 10.0,
-                seed: 1,
-            });
+                seed: seed.unwrap_or_else(|| seed_of(&bed)),
+            };
+            let generator = SynthSignal::new(&settings).map_err(invalid)?;
             let mut device = Device::new(Box::new(generator), DeviceSettings::default());
             let link = std::env::temp_dir().join(format!("meit-sim-{bed}"));
             let stop = Arc::new(AtomicBool::new(false));
@@ -185,47 +199,102 @@ pub fn start(
     Ok(handle)
 }
 
+/// The seed of a simulated bed without one: a hash of its name (FNV-1a), so that each bed
+/// streams its own patient and every run streams the same one.
+fn seed_of(bed: &str) -> u64 {
+    bed.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::acquire::signal::SignalGenerator;
+    use crate::ecg::Lead;
     use std::time::Duration;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_simulated_source_streams_through_the_serial_path() {
-        let config = SourceConfig::Simulated {
-            bed: format!("test-{}", std::process::id()),
-            condition: "normal".into(),
+    fn simulated(bed: String, condition: &str) -> SourceConfig {
+        SourceConfig::Simulated {
+            bed,
+            condition: condition.into(),
             sample_rate_hz: 500.0,
-        };
+            heart_rate_bpm: Some(66.0),
+            noise: Some(0.2),
+            seed: Some(7),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_simulated_source_streams_the_synthesizer_through_the_serial_path() {
+        let config = simulated(format!("test-{}", std::process::id()), "af+pvc");
         let (tx, mut rx) = mpsc::channel(1024);
         let handle = start(&config, tx).unwrap();
-        let mut blocks = 0;
+        let mut blocks = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while blocks < 20 {
+        while blocks.len() < 20 {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(SourceEvent::Block(b))) => {
-                    assert_eq!(b.leads.len(), 12);
-                    blocks += 1;
-                }
+                Ok(Some(SourceEvent::Block(b))) => blocks.push(b),
                 Ok(Some(_)) => {}
                 _ => break,
             }
         }
-        assert_eq!(blocks, 20);
+        assert_eq!(blocks.len(), 20);
         assert!(handle.stats().connects >= 1);
+        // The samples are the configured synthesizer's, quantised by the device (0.5 uV).
+        let mut reference = SynthSignal::new(&SynthSettings {
+            conditions: ConditionSet::parse_list("af+pvc").unwrap(),
+            heart_rate_bpm: Some(66.0),
+            noise: 0.2,
+            seed: 7,
+            ..SynthSettings::default()
+        })
+        .unwrap();
+        let mut frame = [0.0f32; 12];
+        for b in &blocks {
+            assert_eq!(b.leads, LeadSet::standard_12());
+            for got in b.samples_uv.chunks_exact(12) {
+                reference.next_frame(&mut frame);
+                for (g, want) in got.iter().zip(frame) {
+                    assert!((g - want).abs() <= 0.25 + 1e-3, "{got:?} vs {frame:?}");
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replay_source_streams_the_standard_leads_of_a_wfdb_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = Lead::STANDARD_12.map(Lead::name);
+        let written = super::super::replay::tests::write_wfdb(dir.path(), &names);
+        let config = SourceConfig::Replay {
+            bed: "b".into(),
+            file: dir.path().join("r.hea"),
+            realtime: false,
+        };
+        let (tx, mut rx) = mpsc::channel(1024);
+        let _handle = start(&config, tx).unwrap();
+        let Some(SourceEvent::Connected(info)) = rx.recv().await else {
+            panic!("no Connected event first")
+        };
+        assert_eq!(info.leads, LeadSet::standard_12());
+        assert_eq!(info.sample_rate_hz, written.sample_rate_hz);
+        let mut frames = 0;
+        while let Some(SourceEvent::Block(b)) = rx.recv().await {
+            frames += b.frames();
+        }
+        assert_eq!(frames, written.len());
     }
 
     #[test]
-    fn an_unknown_condition_is_a_named_error() {
-        let config = SourceConfig::Simulated {
-            bed: "b".into(),
-            condition: "torsades".into(),
-            sample_rate_hz: 500.0,
-        };
+    fn an_unknown_condition_is_a_named_error_listing_the_known_ones() {
         let (tx, _rx) = mpsc::channel(1);
-        let err = start(&config, tx).err().unwrap().to_string();
+        let err = start(&simulated("b".into(), "torsades"), tx)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
-            err.contains("torsades") && err.contains("normal, af"),
+            err.contains("torsades") && err.contains("normal, brady, tachy"),
             "{err}"
         );
     }

@@ -15,12 +15,12 @@ use tokio::sync::mpsc;
 /// Options of `meit replay`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayArgs {
-    /// The record (`.csv`; `.hea` once the WFDB reader lands).
+    /// The record: WFDB (`.hea`; its standard leads, any sample rate) or CSV (`.csv`).
     pub file: PathBuf,
     /// Replay as fast as possible instead of at real-time pace.
     #[arg(long)]
     pub fast: bool,
-    /// Sample rate in Hz, when the file has no time column.
+    /// Sample rate in Hz: for a CSV file without a time column; overrides the file's rate.
     #[arg(long)]
     pub sample_rate: Option<f64>,
     /// Configuration whose `[dsp]` table sets filters and windows (defaults when omitted).

@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use meit::acquire::signal::{PeriodicPqrst, PqrstSettings, Rhythm};
+use meit::acquire::signal::{DEFAULT_NOISE, SignalError, SynthSettings, SynthSignal};
 use meit::acquire::simulator::{
     Device, DeviceSettings, Faults, Recurring, run_on_port, run_on_pty,
 };
 use meit::ecg::{Lead, LeadSet};
+use meit::synth::ConditionSet;
 
 /// Options of `meit simulate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,19 +24,21 @@ pub struct SimulateArgs {
     /// Use this serial port (e.g. one end of a socat pair) instead of creating a pty.
     #[arg(long, conflicts_with = "link")]
     pub port: Option<PathBuf>,
-    /// Condition to synthesize: normal, af.
+    /// Conditions to synthesize, joined by `+` or `,`: e.g. `normal`, `af`, `af+pvc`,
+    /// `lbbb+long-qt` (`meit synth --list` lists the names).
     #[arg(long, default_value = "normal")]
     pub condition: String,
-    /// Mean heart rate in beats per minute.
-    #[arg(long, default_value_t = 72.0)]
-    pub heart_rate: f64,
-    /// White noise standard deviation in microvolts.
-    #[arg(long, default_value_t = 10.0)]
-    pub noise_uv: f64,
-    /// Sample rate in Hz.
+    /// Mean heart rate in bpm (20-250); by default one that fits the conditions is drawn.
+    #[arg(long, visible_alias = "heart-rate")]
+    pub hr: Option<f32>,
+    /// Severity (0-1) of the artefacts: baseline wander, mains, muscle noise, electrode motion.
+    #[arg(long, default_value_t = DEFAULT_NOISE)]
+    pub noise: f32,
+    /// Sample rate in Hz (100-1000).
     #[arg(long, default_value_t = 500)]
     pub sample_rate: u32,
-    /// Leads: `12` for the standard set, or a comma list such as `I,II,V1`.
+    /// Leads the device exposes, in channel order: `12` for the standard set, or a comma list
+    /// such as `I,II,V1`.
     #[arg(long, default_value = "12")]
     pub leads: String,
     /// Time points per sample block (1..=32).
@@ -77,10 +80,8 @@ fn parse_leads(spec: &str) -> anyhow::Result<LeadSet> {
     let leads = spec
         .split(',')
         .map(|s| s.parse::<Lead>())
-        .collect::<Result<Vec<_>, _>>()?;
-    if leads.is_empty() || leads.len() > 12 {
-        bail!("--leads: give 1 to 12 leads, got {}", leads.len());
-    }
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("--leads `{spec}`"))?;
     Ok(LeadSet(leads))
 }
 
@@ -100,15 +101,8 @@ fn recurring(every: Option<f64>, lasting: f64, flag: &str) -> anyhow::Result<Opt
 
 /// Runs the simulator until Ctrl-C or SIGTERM.
 pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    let rhythm = Rhythm::from_condition(&args.condition).with_context(|| {
-        format!(
-            "--condition `{}`: allowed until the synthesizer lands: normal, af",
-            args.condition
-        )
-    })?;
-    if !(1..=firmware_bridge::MAX_SAMPLE_RATE_HZ).contains(&args.sample_rate) {
-        bail!("--sample-rate {} Hz: allowed 1 to 32000", args.sample_rate);
-    }
+    let conditions = ConditionSet::parse_list(&args.condition)
+        .with_context(|| format!("--condition `{}`", args.condition))?;
     for (flag, p) in [
         ("bit-flip-rate", args.bit_flip_rate),
         ("drop-rate", args.drop_rate),
@@ -117,14 +111,24 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             bail!("--{flag} {p}: a probability between 0 and 1");
         }
     }
-    let generator = PeriodicPqrst::new(PqrstSettings {
+    let settings = SynthSettings {
         sample_rate_hz: f64::from(args.sample_rate),
+        conditions,
+        heart_rate_bpm: args.hr,
+        noise: args.noise,
         leads: parse_leads(&args.leads)?,
-        heart_rate_bpm: args.heart_rate,
-        rhythm,
-        noise_uv: args.noise_uv,
         seed: args.seed,
-    });
+    };
+    let generator = SynthSignal::new(&settings).map_err(|e| {
+        let flag = match e {
+            SignalError::SampleRate(_) => "--sample-rate",
+            SignalError::HeartRate(_) => "--hr",
+            SignalError::Noise(_) => "--noise",
+            SignalError::Leads(_) => "--leads",
+            SignalError::Synth(_) => "simulated signal",
+        };
+        anyhow::Error::from(e).context(flag)
+    })?;
     let faults = Faults {
         bit_flip_per_byte: args.bit_flip_rate,
         drop_per_byte: args.drop_rate,

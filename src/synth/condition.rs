@@ -252,10 +252,10 @@ impl ConditionSet {
         ConditionSet([Condition::NormalSinus].into_iter().collect())
     }
 
-    /// Parses a comma-separated list of condition names (`af,lbbb`).
+    /// Parses a list of condition names separated by `,` or `+` (`af,lbbb`, `af+pvc`).
     pub fn parse_list(s: &str) -> Result<Self, SynthError> {
         let list = s
-            .split(',')
+            .split([',', '+'])
             .filter(|p| !p.trim().is_empty())
             .map(str::parse)
             .collect::<Result<Vec<Condition>, _>>()?;
@@ -352,6 +352,17 @@ mod tests {
         for c in Condition::ALL {
             assert_eq!(c.slug().parse::<Condition>().ok(), Some(c));
         }
+    }
+
+    #[test]
+    fn lists_separate_names_with_commas_or_plus_signs() {
+        let want = ConditionSet::new([
+            Condition::AtrialFibrillation,
+            Condition::PrematureVentricular,
+        ])
+        .unwrap();
+        assert_eq!(ConditionSet::parse_list("af+pvc").unwrap(), want);
+        assert_eq!(ConditionSet::parse_list("pvc, af").unwrap(), want);
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod stream;
 
 pub use acquisition::{Acquisition, Adc};
 pub use condition::{Condition, ConditionSet};
-pub use morphology::Overrides;
+pub use morphology::{HEART_RATE_RANGE_BPM, Overrides};
 pub use record::{GroundTruth, Measurements, RecordSpec, SynthRecord, generate};
 pub use stream::{EcgStream, StreamConfig};
 

@@ -225,6 +225,9 @@ fn u(rng: &mut impl Rng, lo: f32, hi: f32) -> f32 {
     }
 }
 
+/// Heart rates an override may set, bpm (others are clamped into this range).
+pub const HEART_RATE_RANGE_BPM: std::ops::RangeInclusive<f32> = 20.0..=250.0;
+
 /// Explicit values that replace the random draws; the conditions still choose the shapes and
 /// the statements, so an override that contradicts a condition makes a contradictory record.
 /// Every draw still happens, so an override changes nothing else.
@@ -270,8 +273,8 @@ impl BeatModel {
             rhythm.heart_rate_bpm,
             overrides.heart_rate_bpm,
             1.0,
-            20.0,
-            250.0,
+            *HEART_RATE_RANGE_BPM.start(),
+            *HEART_RATE_RANGE_BPM.end(),
         );
 
         // Intervals.

@@ -278,24 +278,51 @@ impl WfdbRecord {
             .collect()
     }
 
-    /// Converts to microvolts. Every signal must be a standard lead; WFDB's invalid-sample
-    /// value becomes NaN.
+    /// Converts to microvolts. Every signal must be a standard lead (see [`lead_of`]); WFDB's
+    /// invalid-sample value becomes NaN.
     pub fn to_recording(&self) -> Result<Recording, WfdbError> {
-        let mut leads = Vec::with_capacity(self.header.signals.len());
+        let mut picked = Vec::with_capacity(self.header.signals.len());
         for (index, s) in self.header.signals.iter().enumerate() {
-            let lead: Lead = s.description.parse().map_err(|_| WfdbError::UnknownLead {
+            let lead = lead_of(&s.description).ok_or_else(|| WfdbError::UnknownLead {
                 index,
                 description: s.description.clone(),
             })?;
-            leads.push(lead);
+            picked.push((index, lead));
         }
-        let mut samples = Array2::<f32>::zeros(self.digital.dim());
-        for ((mut out, row), s) in samples
-            .rows_mut()
-            .into_iter()
-            .zip(self.digital.rows())
-            .zip(&self.header.signals)
-        {
+        Ok(self.leads_uv(&picked))
+    }
+
+    /// The standard leads among the signals, converted like [`WfdbRecord::to_recording`];
+    /// the other signals (Frank X/Y/Z, respiration, a repeated lead...) are left out and
+    /// listed. The recording has no leads when none of the signals is a standard lead.
+    pub fn standard_leads(&self) -> LeadSelection {
+        let mut picked: Vec<(usize, Lead)> = Vec::new();
+        let mut ignored = Vec::new();
+        for (index, s) in self.header.signals.iter().enumerate() {
+            match lead_of(&s.description) {
+                Some(lead) if picked.iter().all(|&(_, l)| l != lead) => {
+                    picked.push((index, lead));
+                }
+                _ => ignored.push(s.description.clone()),
+            }
+        }
+        LeadSelection {
+            recording: self.leads_uv(&picked),
+            ignored,
+        }
+    }
+
+    /// Signals `picked` (signal index, its lead) in microvolts.
+    fn leads_uv(&self, picked: &[(usize, Lead)]) -> Recording {
+        let frames = self.digital.ncols();
+        let mut samples = Array2::<f32>::zeros((picked.len(), frames));
+        for (mut out, &(index, _)) in samples.rows_mut().into_iter().zip(picked) {
+            let (Some(s), Some(row)) = (
+                self.header.signals.get(index),
+                self.digital.rows().into_iter().nth(index),
+            ) else {
+                continue;
+            };
             let per_unit_uv = match s.units.to_ascii_lowercase().as_str() {
                 "uv" | "µv" => 1.0,
                 "v" => 1e6,
@@ -311,12 +338,38 @@ impl WfdbRecord {
                 };
             }
         }
-        Ok(Recording {
+        Recording {
             sample_rate_hz: self.header.sample_rate_hz,
-            leads: LeadSet(leads),
+            leads: LeadSet(picked.iter().map(|&(_, lead)| lead).collect()),
             samples_uv: samples,
-        })
+        }
     }
+}
+
+/// The standard leads of a record and the signals left out ([`WfdbRecord::standard_leads`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeadSelection {
+    /// The standard leads in microvolts, in the record's order.
+    pub recording: Recording,
+    /// Descriptions of the signals left out, in the record's order.
+    pub ignored: Vec<String>,
+}
+
+/// The standard lead a signal description names, in the spellings found in PhysioNet
+/// records: any case (`I`, `ii`, `aVR`, `AVR`, `avr`, `V1`, `v1`), optionally after an `ECG`
+/// or `lead` prefix (`ECG I`, `Lead_II`). Anything else (`MLII`, `vx`, `Resp`) is `None`.
+pub fn lead_of(description: &str) -> Option<Lead> {
+    let d = description.trim();
+    let bare = ["ecg", "lead"]
+        .iter()
+        .find_map(|prefix| {
+            let head = d.get(..prefix.len())?;
+            let rest = d.get(prefix.len()..)?;
+            head.eq_ignore_ascii_case(prefix)
+                .then(|| rest.trim_start_matches([' ', '_', '-', ':']))
+        })
+        .unwrap_or(d);
+    bare.parse().ok()
 }
 
 /// How to store a recording.
@@ -439,6 +492,61 @@ mod tests {
         let h = rec.header.clone();
         let rec = decode_record(h, |_| Ok(bad.clone())).unwrap();
         assert_eq!(rec.checksum_mismatches(), vec![0]);
+    }
+
+    #[test]
+    fn lead_names_match_in_the_usual_spellings_and_nothing_else() {
+        for (d, lead) in [
+            ("I", Lead::I),
+            ("ii", Lead::II),
+            ("III", Lead::III),
+            ("aVR", Lead::AVR),
+            ("AVL", Lead::AVL),
+            ("avf", Lead::AVF),
+            ("v1", Lead::V1),
+            (" V6 ", Lead::V6),
+            ("ECG I", Lead::I),
+            ("Lead_II", Lead::II),
+            ("lead-aVF", Lead::AVF),
+        ] {
+            assert_eq!(lead_of(d), Some(lead), "{d}");
+        }
+        for d in ["MLII", "vx", "X", "Y", "Z", "Resp", "ECG", "", "V7", "lead"] {
+            assert_eq!(lead_of(d), None, "{d}");
+        }
+    }
+
+    #[test]
+    fn standard_leads_keep_the_twelve_leads_and_list_the_other_signals() {
+        let h = Header::parse(
+            "r 5 250 2\n\
+             r.dat 16 1000/mV 16 0 0 0 0 vx\n\
+             r.dat 16 1000/mV 16 0 0 0 0 AVR\n\
+             r.dat 16 1000/mV 16 0 0 0 0 i\n\
+             r.dat 16 1000/mV 16 0 0 0 0 Resp\n\
+             r.dat 16 1000/mV 16 0 0 0 0 aVR\n",
+        )
+        .unwrap();
+        let data =
+            encode_samples(SignalFormat::Format16, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).unwrap();
+        let rec = decode_record(h, |_| Ok(data.clone())).unwrap();
+        let sel = rec.standard_leads();
+        assert_eq!(sel.recording.leads, LeadSet(vec![Lead::AVR, Lead::I]));
+        assert_eq!(sel.recording.sample_rate_hz, 250.0);
+        // 1000 adu/mV: one count is one microvolt.
+        assert_eq!(
+            sel.recording.lead(Lead::AVR).unwrap().to_vec(),
+            vec![2.0, 7.0]
+        );
+        assert_eq!(
+            sel.recording.lead(Lead::I).unwrap().to_vec(),
+            vec![3.0, 8.0]
+        );
+        assert_eq!(sel.ignored, vec!["vx", "Resp", "aVR"]);
+        assert!(matches!(
+            rec.to_recording(),
+            Err(WfdbError::UnknownLead { index: 0, .. })
+        ));
     }
 
     #[test]
