@@ -12,7 +12,7 @@ fn run_simulated(bed: &str, windows: u64, limit: Duration) -> (bool, String, Str
     std::fs::write(
         &config,
         format!(
-            "[[source]]\nkind = \"simulated\"\nbed = \"{bed}\"\n\n[dsp]\nwindow_seconds = 2\nhop_seconds = 2\n\n[model]\nbundle = \"{}\"\n",
+            "[[source]]\nkind = \"simulated\"\nbed = \"{bed}\"\nheart_rate_bpm = 75\nnoise = 0.05\n\n[dsp]\nwindow_seconds = 2\nhop_seconds = 2\n\n[model]\nbundle = \"{}\"\n",
             dir.path().join("no-bundle").display()
         ),
     )
@@ -77,8 +77,11 @@ fn simulated_bed_streams_windows_through_the_serial_path_to_stdout() {
         assert_eq!(r["window_index"], i as u64);
         let q = r["quality_index"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&q), "{r}");
-        let kind = r["outcome"]["kind"].as_str().unwrap();
-        assert!(kind == "no_model" || kind == "no_report", "{r}");
+        // A clean simulated patient: the signal is reportable (no model is configured) and the
+        // rate measured from it is the simulator's.
+        assert_eq!(r["outcome"]["kind"], "no_model", "{r}");
+        let hr = r["measurements"]["heart_rate_bpm"].as_f64().unwrap();
+        assert!((hr - 75.0).abs() <= 3.0, "measured {hr} bpm: {r}");
         // Every window spans 2 s of device time and follows the previous one without a hole.
         let (start, end) = (
             r["device_start_ns"].as_u64().unwrap(),
