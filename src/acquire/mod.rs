@@ -100,6 +100,16 @@ pub enum Decoded {
     Rejected(FrameRejected),
 }
 
+impl Decoded {
+    /// The sample block, if this item is one.
+    pub fn block(&self) -> Option<&SampleBlock> {
+        match self {
+            Decoded::Block(b) => Some(b),
+            _ => None,
+        }
+    }
+}
+
 /// Blocks missing in a stream, detected from sequence numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gap {

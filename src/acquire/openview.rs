@@ -177,12 +177,7 @@ mod tests {
     }
 
     fn blocks(out: &[Decoded]) -> Vec<&SampleBlock> {
-        out.iter()
-            .filter_map(|d| match d {
-                Decoded::Block(b) => Some(b),
-                _ => None,
-            })
-            .collect()
+        out.iter().filter_map(Decoded::block).collect()
     }
 
     #[test]

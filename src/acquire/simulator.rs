@@ -519,10 +519,7 @@ mod tests {
         let mut reference = signal(leads.clone());
         let mut frame = [0.0f32; 3];
         let mut blocks = 0;
-        for b in out.iter().filter_map(|d| match d {
-            Decoded::Block(b) => Some(b),
-            _ => None,
-        }) {
+        for b in out.iter().filter_map(Decoded::block) {
             assert_eq!(b.leads, leads);
             for got in b.samples_uv.chunks_exact(3) {
                 reference.next_frame(&mut frame);
