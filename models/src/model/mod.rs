@@ -8,6 +8,7 @@
 //! - [`llama`]: the decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU) with the ECG slot.
 //! - [`instruction`]: the chat wrapper around report text and which tokens carry the loss.
 //! - [`meit`]: encoder + decoder together, the masked language-model loss.
+//! - [`train`]: AdamW steps with warm-up + linear decay and gradient clipping; run configs.
 //!
 //! Every public function returns [`ModelError`]; inside a layer, candle's own errors are used and
 //! wrapped once with the name of the step that failed.
@@ -18,6 +19,7 @@ pub mod llama;
 pub mod lora;
 pub mod meit;
 pub mod params;
+pub mod train;
 
 /// What went wrong while building or running a model.
 #[derive(Debug, thiserror::Error)]
