@@ -810,6 +810,33 @@ mod tests {
     }
 
     #[test]
+    fn query_heads_share_key_value_heads_in_consecutive_groups() -> candle_core::Result<()> {
+        // 2 KV heads, group 2: query heads 0, 1 read KV head 0; heads 2, 3 read KV head 1.
+        let kv = Tensor::new(&[10f32, 20.], &Device::Cpu)?.reshape((1, 2, 1, 1))?;
+        let repeated = repeat_kv(&kv, 2)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(repeated, vec![10., 10., 20., 20.]);
+        Ok(())
+    }
+
+    #[test]
+    fn slot_key_is_k_proj_of_the_tiled_vector_without_norm_or_rotation()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let (llama, params) = tiny_with_lora(5)?;
+        let (_, ecg) = inputs()?;
+        let cache = llama.start_cache(2, Some(&ecg), false)?;
+        let (key, _) = cache.layers()[1].key_value().ok_or("no slot cached")?;
+        // By hand: [e, e, e, e] (4 heads x 16) times layer 1's k_proj weight (the fresh
+        // adapter adds nothing), split into 2 KV heads of 16.
+        let tiled = Tensor::cat(&[&ecg, &ecg, &ecg, &ecg], 1)?;
+        let weight = params.vars_where(|n| n == "layers.1.self_attn.k_proj.weight");
+        let weight = weight.first().ok_or("k_proj weight missing")?.as_tensor();
+        let expected = tiled.matmul(&weight.t()?)?.reshape((2, 2, 1, 16))?;
+        assert_eq!(key.dims(), &[2, 2, 1, 16]);
+        assert!(max_abs_diff(key, &expected)? < 1e-6);
+        Ok(())
+    }
+
+    #[test]
     fn causal_mask_hides_later_tokens_but_never_the_slot() -> candle_core::Result<()> {
         let mask = causal_mask(2, 1, &Device::Cpu)?.to_vec2::<f32>()?;
         assert_eq!(mask[0], vec![0.0, 0.0, f32::NEG_INFINITY]);
