@@ -63,6 +63,7 @@ pub enum TokenizerError {
 pub struct ReportTokenizer {
     inner: Tokenizer,
     pad_id: u32,
+    begin_id: u32,
     end_id: u32,
 }
 
@@ -153,6 +154,7 @@ impl ReportTokenizer {
         };
         Ok(ReportTokenizer {
             pad_id: id(SPECIAL_TOKENS[0])?,
+            begin_id: id(SPECIAL_TOKENS[1])?,
             end_id: id(END_OF_TEXT)?,
             inner,
         })
@@ -181,6 +183,11 @@ impl ReportTokenizer {
     /// The padding id.
     pub fn pad_id(&self) -> u32 {
         self.pad_id
+    }
+
+    /// The begin-of-text id (`<s>`): every sample starts with it, as Llama's tokenizer adds it.
+    pub fn begin_id(&self) -> u32 {
+        self.begin_id
     }
 
     /// The end-of-text id (`</s>`): generation stops here.
@@ -213,6 +220,7 @@ mod tests {
             assert_eq!(tokenizer.encode(token)?, vec![id as u32], "{token}");
         }
         assert_eq!(tokenizer.pad_id(), 0);
+        assert_eq!(tokenizer.begin_id(), 1);
         assert_eq!(tokenizer.end_id(), 2);
         let chat = tokenizer.encode("<|user|>\nhi\n<|assistant|>\nnormal ecg</s>")?;
         assert_eq!(chat.first(), Some(&3));

@@ -337,12 +337,14 @@ impl Attention {
     }
 
     /// Attention of the T new tokens `x` `[batch, T, hidden]` over everything cached plus
-    /// themselves; the new keys/values are appended to `cache`.
+    /// themselves; the new keys/values are appended to `cache`. `mask` is the
+    /// [`causal_mask`] for T > 1 (one new token may see everything).
     fn forward(
         &self,
         x: &Tensor,
         rope: &Rope,
         cache: &mut LayerCache,
+        mask: Option<&Tensor>,
         train: bool,
     ) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
@@ -354,10 +356,9 @@ impl Attention {
         let group = self.num_heads / self.num_kv_heads;
         let (k, v) = (repeat_kv(&k, group)?, repeat_kv(&v, group)?);
         let scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
-        let scores = if t > 1 {
-            scores.broadcast_add(&causal_mask(t, start, x.device())?)?
-        } else {
-            scores
+        let scores = match mask {
+            Some(mask) => scores.broadcast_add(mask)?,
+            None => scores,
         };
         let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
         let out =
@@ -484,11 +485,11 @@ impl DecoderLayer {
         x: &Tensor,
         rope: &Rope,
         cache: &mut LayerCache,
+        mask: Option<&Tensor>,
         train: bool,
     ) -> candle_core::Result<Tensor> {
-        let h = (x + self
-            .attention
-            .forward(&self.input_norm.forward(x)?, rope, cache, train)?)?;
+        let normed = self.input_norm.forward(x)?;
+        let h = (x + self.attention.forward(&normed, rope, cache, mask, train)?)?;
         &h + self
             .mlp
             .forward(&self.post_attention_norm.forward(&h)?, train)?
@@ -543,12 +544,12 @@ impl Llama {
         )?;
         let mut layers = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
-            let (lp, lbase) = (p.pp(format!("layers.{i}")), base.pp(format!("layers.{i}")));
+            let layer = base.pp(format!("layers.{i}"));
             layers.push(DecoderLayer {
-                input_norm: norm(&lbase.pp("input_layernorm"))?,
-                attention: Attention::new(&lp.pp("self_attn"), c, lora)?,
-                post_attention_norm: norm(&lbase.pp("post_attention_layernorm"))?,
-                mlp: Mlp::new(&lp.pp("mlp"), c, lora)?,
+                input_norm: norm(&layer.pp("input_layernorm"))?,
+                attention: Attention::new(&layer.pp("self_attn"), c, lora)?,
+                post_attention_norm: norm(&layer.pp("post_attention_layernorm"))?,
+                mlp: Mlp::new(&layer.pp("mlp"), c, lora)?,
             });
         }
         let head = if c.tie_embeddings {
@@ -635,8 +636,12 @@ impl Llama {
                 .embed_tokens
                 .embedding(&tokens.flatten_all()?)?
                 .reshape((batch, t, self.config.hidden_size))?;
+            let mask = match t {
+                1 => None,
+                _ => Some(causal_mask(t, cache.len(), tokens.device())?),
+            };
             for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
-                x = layer.forward(&x, &self.rope, layer_cache, train)?;
+                x = layer.forward(&x, &self.rope, layer_cache, mask.as_ref(), train)?;
             }
             self.lm_head.forward(&self.norm.forward(&x)?)
         };
@@ -794,7 +799,7 @@ mod tests {
         let mut cache = LayerCache { kv: Some((k, v)) };
         let x = Tensor::new(&[[[1f32, 0.]]], &Device::Cpu)?;
         let out = attention
-            .forward(&x, &rope, &mut cache, false)?
+            .forward(&x, &rope, &mut cache, None, false)?
             .flatten_all()?
             .to_vec1::<f32>()?;
         let s_slot = 1f32.sin() / 2f32.sqrt();

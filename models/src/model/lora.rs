@@ -111,8 +111,9 @@ pub struct LoraLinear {
 }
 
 impl LoraLinear {
-    /// Builds `p.weight` `[c_out, c_in]` drawn with `init`. With `lora`, the weight is frozen
-    /// and `p.lora_a.weight` / `p.lora_b.weight` are added and trained.
+    /// Builds `p.weight` `[c_out, c_in]` drawn with `init`, frozen if `p` is
+    /// ([`Params::frozen`], the pretrained LLM under LoRA). With `lora`, trainable
+    /// `p.lora_a.weight` and `p.lora_b.weight` are added.
     pub fn new(
         p: &Params,
         c_in: usize,
@@ -120,13 +121,14 @@ impl LoraLinear {
         init: Init,
         lora: Option<&LoraConfig>,
     ) -> candle_core::Result<LoraLinear> {
+        let base = Linear::new(p.get((c_out, c_in), "weight", init)?, None);
         let Some(config) = lora else {
             return Ok(LoraLinear {
-                base: Linear::new(p.get((c_out, c_in), "weight", init)?, None),
+                base,
                 adapter: None,
             });
         };
-        let base = Linear::new(p.frozen().get((c_out, c_in), "weight", init)?, None);
+        let p = p.trainable();
         let bound = 1.0 / (c_in as f64).sqrt();
         let a = p
             .pp("lora_a")
@@ -259,7 +261,13 @@ mod tests {
             .pp("q.lora_b")
             .insert("weight", &b)
             .map_err(candle_core::Error::wrap)?;
-        let layer = LoraLinear::new(&params.pp("q"), 3, 4, Init::Normal(0.5), Some(&config()))?;
+        let layer = LoraLinear::new(
+            &params.pp("q").frozen(),
+            3,
+            4,
+            Init::Normal(0.5),
+            Some(&config()),
+        )?;
         let loss = layer.forward_t(&input()?, true)?.sqr()?.sum_all()?;
         let grads = loss.backward()?;
         let named = |name: &str| params.vars_where(|n| n == name);

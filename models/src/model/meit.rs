@@ -88,14 +88,15 @@ pub struct Example {
 }
 
 impl Example {
-    /// Tokenises prompt and target separately (so no BPE merge crosses the boundary) and keeps
-    /// at most `max_len` tokens, cutting the end of the target.
+    /// `<s>`, then prompt and target tokenised separately (so no BPE merge crosses the
+    /// boundary); at most `max_len` tokens, cutting the end of the target. `<s>` gives the first
+    /// report token a position to be predicted from even without a prompt (the ablation).
     pub fn encode(
         tokenizer: &ReportTokenizer,
         segments: &Segments,
         max_len: usize,
     ) -> Result<Example, TokenizerError> {
-        let prompt = tokenizer.encode(&segments.prompt)?;
+        let prompt = prompt_ids(tokenizer, &segments.prompt)?;
         let target = tokenizer.encode(&segments.target)?;
         let mut is_target = vec![false; prompt.len()];
         is_target.extend(std::iter::repeat_n(true, target.len()));
@@ -108,6 +109,13 @@ impl Example {
             is_target,
         })
     }
+}
+
+/// The ids generation starts from: `<s>` and the prompt.
+pub fn prompt_ids(tokenizer: &ReportTokenizer, prompt: &str) -> Result<Vec<u32>, TokenizerError> {
+    let mut ids = vec![tokenizer.begin_id()];
+    ids.extend(tokenizer.encode(prompt)?);
+    Ok(ids)
 }
 
 /// A training batch: ECGs, right-padded token ids and the loss weights.
@@ -278,6 +286,39 @@ impl Meit {
         })
     }
 
+    /// Greedy decoding for one record `ecg` `[1, leads, samples]` after `prompt` (ids from
+    /// [`prompt_ids`]): the KV-cache path, one token at a time, until `end_id` (included) or
+    /// `max_new_tokens` or the decoder's last position.
+    pub fn generate_greedy(
+        &self,
+        ecg: &Tensor,
+        prompt: &[u32],
+        max_new_tokens: usize,
+        end_id: u32,
+    ) -> Result<Vec<u32>, ModelError> {
+        if prompt.is_empty() || ecg.dim(0).ok() != Some(1) {
+            return Err(ModelError::Input(
+                "greedy decoding takes one record and a non-empty prompt".into(),
+            ));
+        }
+        let embedding = self.encoder.forward(ecg, false)?;
+        let mut cache = self.decoder.start_cache(1, Some(&embedding), false)?;
+        let device = ecg.device();
+        let to_tensor = |ids: &[u32]| Tensor::new(ids, device).and_then(|t| t.unsqueeze(0));
+        let mut input = to_tensor(prompt).map_err(ModelError::tensor("prompt tensor"))?;
+        let mut generated = Vec::new();
+        while generated.len() < max_new_tokens && cache.len() < self.config.decoder.max_positions {
+            let logits = self.decoder.forward(&input, &mut cache, false)?;
+            let next = last_argmax(&logits).map_err(ModelError::tensor("greedy choice"))?;
+            generated.push(next);
+            if next == end_id {
+                break;
+            }
+            input = to_tensor(&[next]).map_err(ModelError::tensor("token tensor"))?;
+        }
+        Ok(generated)
+    }
+
     /// The same model with the LoRA adapters merged into the decoder (for export).
     pub fn merge_lora(&self) -> Result<Meit, ModelError> {
         Ok(Meit {
@@ -285,6 +326,16 @@ impl Meit {
             ..self.clone()
         })
     }
+}
+
+/// The most likely next token after the last position of logits `[1, T, vocab]`.
+fn last_argmax(logits: &Tensor) -> candle_core::Result<u32> {
+    let t = logits.dim(1)?;
+    logits
+        .narrow(1, t - 1, 1)?
+        .flatten_all()?
+        .argmax(0)?
+        .to_scalar::<u32>()
 }
 
 /// An ECG batch of `batch` records of `samples` samples drawn from `seed` (tests and smoke runs).
@@ -385,7 +436,8 @@ mod tests {
             prompts: Prompts::Ptbxl,
         };
         let example = Example::encode(&tokenizer, &style.segments("normal ecg", 0), 128)?;
-        let prompt_len = tokenizer.encode(&style.prompt(0))?.len();
+        let prompt_len = prompt_ids(&tokenizer, &style.prompt(0))?.len();
+        assert_eq!(example.input_ids[0], tokenizer.begin_id());
         assert!(example.is_target[..prompt_len].iter().all(|&t| !t));
         assert!(example.is_target[prompt_len..].iter().all(|&t| t));
         let target: Vec<u32> = example.input_ids[prompt_len..].to_vec();
@@ -422,10 +474,11 @@ mod tests {
             rank: 2,
             alpha: 4.0,
             dropout: 0.0,
-            targets: LoraTarget::ALL.to_vec(),
+            targets: vec![LoraTarget::Q, LoraTarget::V],
         });
         let params = Params::new(4, &Device::Cpu);
         let model = Meit::new(&config, &params)?;
+        // Only q and v adapted: o, gate, up, down (and everything else) must stay frozen too.
         let grads = model.loss(&batch(&tokenizer, 0)?, true)?.backward()?;
         let trainable = model.trainable_vars();
         let names = |keep: &dyn Fn(&str) -> bool| params.vars_where(|n| keep(n));
@@ -447,6 +500,63 @@ mod tests {
                 .iter()
                 .any(|f| f.as_tensor().id() == v.as_tensor().id())
         }));
+        Ok(())
+    }
+
+    #[test]
+    fn greedy_generation_matches_the_full_sequence_argmax() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let tokenizer = tokenizer()?;
+        let model = Meit::new(
+            &MeitConfig::tiny(tokenizer.vocab_size()),
+            &Params::new(8, &Device::Cpu),
+        )?;
+        let ecg = random_ecg(1, 12, 64, 3, &Device::Cpu)?;
+        let style = InstructionStyle::Tulu {
+            prompts: Prompts::Mimic,
+        };
+        let prompt = prompt_ids(&tokenizer, &style.prompt(0))?;
+        // An end id no untrained model is likely to pick first, so all 6 tokens come out.
+        let generated = model.generate_greedy(&ecg, &prompt, 6, u32::MAX)?;
+        assert_eq!(generated.len(), 6);
+        // Teacher-forcing prompt + generated through the full-sequence path must pick the same
+        // token at every generated position.
+        let mut all = prompt.clone();
+        all.extend(&generated);
+        let ids = Tensor::new(all.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+        let embedding = model.encoder().forward(&ecg, false)?;
+        let logits = model
+            .decoder()
+            .forward_sequence(&ids, Some(&embedding), false)?;
+        let choices = logits.argmax(D::Minus1)?.flatten_all()?.to_vec1::<u32>()?;
+        assert_eq!(
+            &choices[prompt.len() - 1..all.len() - 1],
+            generated.as_slice()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_saved_model_loads_back_with_the_same_logits() -> Result<(), Box<dyn std::error::Error>> {
+        let tokenizer = tokenizer()?;
+        let config = MeitConfig::tiny(tokenizer.vocab_size());
+        let params = Params::new(12, &Device::Cpu);
+        let model = Meit::new(&config, &params)?;
+        let batch = batch(&tokenizer, 0)?;
+        // One training-mode pass moves the BatchNorm running statistics off their start values.
+        model.loss(&batch, true)?;
+        let before = model.logits(&batch, false)?;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("model.safetensors");
+        params.save(&path)?;
+        let loaded = Meit::new(&config, &Params::load(&path, 99, &Device::Cpu)?)?;
+        let after = loaded.logits(&batch, false)?;
+        let diff = (before - after)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()?;
+        assert_eq!(diff, 0.0);
         Ok(())
     }
 

@@ -86,6 +86,14 @@ impl Params {
         }
     }
 
+    /// The same store, handing out trainable weights (undoes [`Params::frozen`]).
+    pub fn trainable(&self) -> Params {
+        Params {
+            frozen: false,
+            ..self.clone()
+        }
+    }
+
     /// The device weights live on.
     pub fn device(&self) -> &Device {
         &self.store.device
@@ -103,6 +111,27 @@ impl Params {
         } else {
             format!("{}.{name}", self.prefix)
         }
+    }
+
+    /// Writes every weight (frozen ones and BatchNorm statistics included) to a safetensors
+    /// file, by full name.
+    pub fn save(&self, path: &std::path::Path) -> Result<(), ModelError> {
+        self.store
+            .varmap
+            .save(path)
+            .map_err(ModelError::tensor("saving safetensors"))
+    }
+
+    /// Loads a safetensors file written by [`Params::save`] into an empty store, so the model
+    /// built from it reuses those weights instead of drawing new ones.
+    pub fn load(path: &std::path::Path, seed: u64, device: &Device) -> Result<Params, ModelError> {
+        let tensors = candle_core::safetensors::load(path, device)
+            .map_err(ModelError::tensor("loading safetensors"))?;
+        let params = Params::new(seed, device);
+        for (name, tensor) in &tensors {
+            params.insert(name, tensor)?;
+        }
+        Ok(params)
     }
 
     /// Puts a known tensor (from a checkpoint) under `name` before the model is built.
