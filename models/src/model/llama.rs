@@ -102,6 +102,20 @@ impl LlamaConfig {
         }
     }
 
+    /// Weights of the decoder without adapters: embedding, per layer q/k/v/o, gate/up/down and
+    /// two norms, the final norm, and the head when untied (134,515,008 for SmolLM2-135M).
+    pub fn parameter_count(&self) -> usize {
+        let (h, d) = (self.hidden_size, self.head_dim);
+        let attention = 2 * h * self.num_heads * d + 2 * h * self.num_kv_heads * d;
+        let layer = attention + 3 * h * self.intermediate_size + 2 * h;
+        let head = if self.tie_embeddings {
+            0
+        } else {
+            self.vocab_size * h
+        };
+        self.vocab_size * h + self.num_layers * layer + h + head
+    }
+
     /// Refuses shapes that cannot build the decoder or carry the ECG slot.
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |what: String| Err(ModelError::Config(format!("decoder: {what}")));
@@ -964,6 +978,29 @@ mod tests {
             llama.forward_sequence(&too_long, None, false).is_ok(),
             "256 positions fit without the slot"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn parameter_count_matches_the_built_model_and_smollm2()
+    -> Result<(), Box<dyn std::error::Error>> {
+        for tie_embeddings in [true, false] {
+            let config = LlamaConfig {
+                tie_embeddings,
+                ..LlamaConfig::tiny(40)
+            };
+            let params = Params::new(1, &Device::Cpu);
+            Llama::new(&config, None, &params)?;
+            let built: usize = params
+                .vars_where(|_| true)
+                .iter()
+                .map(|v| v.elem_count())
+                .sum();
+            assert_eq!(config.parameter_count(), built, "tied: {tie_embeddings}");
+        }
+        // SmolLM2-135M's shape: 134,515,008, the "135M" of its name (its GGUF holds the same
+        // 30 x 7 matrices, 61 norm vectors and one embedding).
+        assert_eq!(LlamaConfig::smollm2_135m().parameter_count(), 134_515_008);
         Ok(())
     }
 
