@@ -8,12 +8,14 @@
 //! - [`llama`]: the decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU) with the ECG slot.
 //! - [`instruction`]: the chat wrapper around report text and which tokens carry the loss.
 //! - [`meit`]: encoder + decoder together, the masked language-model loss.
+//! - [`gguf`]: a pretrained Llama decoder (SmolLM2-135M) from llama.cpp's GGUF.
 //! - [`train`]: AdamW steps with warm-up + linear decay and gradient clipping; run configs.
 //!
 //! Every public function returns [`ModelError`]; inside a layer, candle's own errors are used and
 //! wrapped once with the name of the step that failed.
 
 pub mod ecg_encoder;
+pub mod gguf;
 pub mod instruction;
 pub mod llama;
 pub mod lora;
@@ -36,6 +38,14 @@ pub enum ModelError {
     /// A configuration that cannot describe a working model.
     #[error("invalid model config: {0}")]
     Config(String),
+    /// A checkpoint file that cannot be read or does not describe the model.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// Input data whose shape or content does not fit the model.
     #[error("invalid model input: {0}")]
     Input(String),
