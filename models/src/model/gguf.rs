@@ -419,7 +419,7 @@ mod tests {
                         .iter()
                         .position(|t| t == w)
                         .map(|i| i as u32)
-                        .ok_or(format!("{w}"))
+                        .ok_or(format!("{w} is not one token"))
                 })
                 .collect()
         };
