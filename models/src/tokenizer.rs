@@ -58,6 +58,71 @@ pub enum TokenizerError {
     Encode(String),
 }
 
+/// SmolLM2's pre-tokenisation: digits one by one, then GPT-2's byte-level split without a
+/// prefix space.
+fn pre_tokenizer() -> Sequence {
+    Sequence::new(vec![
+        PreTokenizerWrapper::Digits(Digits::new(true)),
+        PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+    ])
+}
+
+/// A byte-level BPE tokenizer rebuilt from a vocabulary (`tokens[id]`), its merges
+/// (`"Ġ t"`: two symbols separated by a space, in merge order) and the ids of its special
+/// tokens, with the same pre-tokenisation as [`ReportTokenizer`]: how SmolLM2's tokenizer is
+/// recovered from the metadata of its GGUF.
+pub fn byte_level_bpe(
+    tokens: &[String],
+    merges: &[String],
+    special_ids: &[u32],
+) -> Result<Tokenizer, TokenizerError> {
+    let build_error = |e: tokenizers::Error| TokenizerError::Load {
+        path: PathBuf::from("<vocabulary>"),
+        message: e.to_string(),
+    };
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(id, t)| (t.clone(), id as u32))
+        .collect();
+    let merges = merges
+        .iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| TokenizerError::Load {
+                    path: PathBuf::from("<vocabulary>"),
+                    message: format!("merge {m:?} is not two symbols"),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let model = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(build_error)?;
+    let mut tokenizer: tokenizers::TokenizerImpl<
+        BPE,
+        NormalizerWrapper,
+        Sequence,
+        ByteLevel,
+        ByteLevelDecoder,
+    > = TokenizerBuilder::new()
+        .with_model(model)
+        .with_normalizer(None)
+        .with_pre_tokenizer(Some(pre_tokenizer()))
+        .with_post_processor(Some(ByteLevel::new(false, true, true)))
+        .with_decoder(Some(ByteLevelDecoder::default()))
+        .build()
+        .map_err(build_error)?;
+    let special: Vec<AddedToken> = special_ids
+        .iter()
+        .filter_map(|&id| tokens.get(id as usize))
+        .map(|t| AddedToken::from(t.clone(), true))
+        .collect();
+    tokenizer.add_special_tokens(special).map_err(build_error)?;
+    Ok(Tokenizer::from(tokenizer))
+}
+
 /// A byte-level BPE tokenizer with MEIT's special tokens.
 #[derive(Debug, Clone)]
 pub struct ReportTokenizer {
@@ -95,10 +160,7 @@ impl ReportTokenizer {
             )
             .initial_alphabet(ByteLevel::alphabet().into_iter().collect::<HashSet<char>>())
             .build();
-        let pre_tokenizer = Sequence::new(vec![
-            PreTokenizerWrapper::Digits(Digits::new(true)),
-            PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
-        ]);
+        let pre_tokenizer = pre_tokenizer();
         let mut builder: tokenizers::TokenizerImpl<
             BPE,
             NormalizerWrapper,
@@ -269,6 +331,26 @@ mod tests {
             assert_eq!(loaded.encode(text)?, tokenizer.encode(text)?);
         }
         assert_eq!(loaded.vocab_size(), tokenizer.vocab_size());
+        Ok(())
+    }
+
+    #[test]
+    fn rebuilt_bpe_applies_the_given_merges_and_special_tokens()
+    -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let tokens: Vec<String> = ["<x>", "a", "b", "Ġ", "ab", "Ġab"]
+            .map(String::from)
+            .to_vec();
+        let merges = ["a b", "Ġ ab"].map(String::from);
+        let tokenizer = byte_level_bpe(&tokens, &merges, &[0])?;
+        let ids = tokenizer.encode("ab ab<x>", false)?.get_ids().to_vec();
+        assert_eq!(ids, vec![4, 5, 0]);
+        assert_eq!(tokenizer.decode(&ids, false)?, "ab ab<x>");
+        let unmerged = byte_level_bpe(&tokens, &merges[..1], &[0])?;
+        assert_eq!(unmerged.encode("ab ab", false)?.get_ids(), &[4, 3, 4]);
+        assert!(
+            byte_level_bpe(&tokens, &["ab".to_string()], &[]).is_err(),
+            "a merge needs two symbols"
+        );
         Ok(())
     }
 

