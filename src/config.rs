@@ -117,6 +117,17 @@ pub enum SerialProtocol {
     ProtocentralOpenview,
 }
 
+impl SerialProtocol {
+    /// The name used in configuration files.
+    pub fn name(self) -> &'static str {
+        match self {
+            SerialProtocol::FirmwareBridge => "firmware-bridge",
+            SerialProtocol::OpenbciCyton => "openbci-cyton",
+            SerialProtocol::ProtocentralOpenview => "protocentral-openview",
+        }
+    }
+}
+
 /// One acquisition source (`[[source]]`), tagged by `kind`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -136,14 +147,35 @@ pub enum SourceConfig {
     Serial {
         /// Bed or device identifier, used in topics.
         bed: String,
-        /// Port path such as `/dev/ttyACM0`.
-        path: PathBuf,
+        /// Port path such as `/dev/ttyACM0` (give this or `usb`).
+        #[serde(default)]
+        path: Option<PathBuf>,
+        /// USB device as hex `VID:PID` or `VID:PID:SERIAL`, e.g. `"0483:5740"` (give this or
+        /// `path`); found through sysfs whenever the source (re)connects.
+        #[serde(default)]
+        usb: Option<String>,
         /// Wire protocol.
         #[serde(default = "default_protocol")]
         protocol: SerialProtocol,
         /// Baud rate (ignored by USB CDC and ptys).
         #[serde(default = "default_baud")]
         baud: u32,
+        /// Cyton and OpenView: lead of each channel in arrival order (a firmware-bridge device
+        /// announces its own). Defaults: Cyton I, II, V1..V6; OpenView I, II, V1.
+        #[serde(default)]
+        leads: Option<Vec<Lead>>,
+        /// Cyton: programmable gain of the ADS1299 channels (1, 2, 4, 6, 8, 12 or 24; default 24).
+        #[serde(default)]
+        gain: Option<f64>,
+        /// OpenView: bytes per channel value, 2 to 4 (default 4).
+        #[serde(default)]
+        sample_bytes: Option<usize>,
+        /// OpenView: microvolts per count (default 1).
+        #[serde(default)]
+        uv_per_count: Option<f64>,
+        /// OpenView: packet rate of the board's sketch in Hz (default 200).
+        #[serde(default)]
+        sample_rate_hz: Option<f64>,
     },
     /// A recorded file (WFDB `.hea` or CSV) replayed as if live.
     Replay {
@@ -192,6 +224,40 @@ impl SourceConfig {
     }
 }
 
+/// A USB serial device named by vendor id, product id and optionally serial number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsbId {
+    /// Vendor id.
+    pub vid: u16,
+    /// Product id.
+    pub pid: u16,
+    /// Serial number string.
+    pub serial_number: Option<String>,
+}
+
+impl UsbId {
+    /// Parses hex `VID:PID` or `VID:PID:SERIAL`; the error says what is allowed.
+    pub fn parse(text: &str) -> Result<UsbId, String> {
+        let mut parts = text.splitn(3, ':');
+        let hex = |p: Option<&str>| {
+            p.and_then(|h| u16::from_str_radix(h.trim(), 16).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "is {text:?}; allowed: hex VID:PID or VID:PID:SERIAL, e.g. \"0483:5740\""
+                    )
+                })
+        };
+        let vid = hex(parts.next())?;
+        let pid = hex(parts.next())?;
+        let serial_number = parts.next().map(str::to_string).filter(|s| !s.is_empty());
+        Ok(UsbId {
+            vid,
+            pid,
+            serial_number,
+        })
+    }
+}
+
 /// Signal processing and windowing settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -214,6 +280,18 @@ pub struct DspConfig {
     /// Hop between window starts in seconds.
     #[serde(default = "default_window")]
     pub hop_seconds: f64,
+    /// Order of the Butterworth high-pass and low-pass filters (2, 4, 6 or 8; each pair of
+    /// orders is one second-order section).
+    #[serde(default = "default_filter_order")]
+    pub filter_order: usize,
+    /// Filter forward and backward (no phase distortion, for diagnostic ST analysis). Costs a
+    /// whole window of latency: a window is filtered only once it is complete.
+    #[serde(default)]
+    pub zero_phase: bool,
+    /// Longest gap in the device stream, in seconds, that is bridged by linear interpolation
+    /// (and flagged); a longer gap closes the window being filled.
+    #[serde(default = "default_max_gap")]
+    pub max_gap_seconds: f64,
 }
 
 fn default_highpass() -> f64 {
@@ -228,6 +306,12 @@ fn default_lowpass() -> f64 {
 fn default_window() -> f64 {
     10.0
 }
+fn default_filter_order() -> usize {
+    2
+}
+fn default_max_gap() -> f64 {
+    0.1
+}
 
 impl Default for DspConfig {
     fn default() -> Self {
@@ -238,6 +322,9 @@ impl Default for DspConfig {
             lowpass_hz: default_lowpass(),
             window_seconds: default_window(),
             hop_seconds: default_window(),
+            filter_order: default_filter_order(),
+            zero_phase: false,
+            max_gap_seconds: default_max_gap(),
         }
     }
 }
@@ -450,6 +537,21 @@ impl Config {
                 ),
             );
         }
+        if ![2, 4, 6, 8].contains(&d.filter_order) {
+            return invalid(
+                "dsp.filter_order",
+                format!("is {}; allowed: 2, 4, 6 or 8", d.filter_order),
+            );
+        }
+        if !(d.max_gap_seconds >= 0.0 && d.max_gap_seconds <= 1.0) {
+            return invalid(
+                "dsp.max_gap_seconds",
+                format!(
+                    "is {}; allowed: 0 (never interpolate) to 1 s",
+                    d.max_gap_seconds
+                ),
+            );
+        }
         if self.runtime.execution_providers.is_empty() {
             return invalid(
                 "runtime.execution_providers",
@@ -478,6 +580,102 @@ impl Config {
                     &format!("source[{i}].bed"),
                     format!("{bed:?} is used by two sources; each bed needs its own name"),
                 );
+            }
+            if let SourceConfig::Serial {
+                protocol,
+                leads,
+                gain,
+                sample_bytes,
+                uv_per_count,
+                sample_rate_hz,
+                ..
+            } = source
+            {
+                let field = |name: &str| format!("source[{i}].{name}");
+                let only = |name: &str, allowed: SerialProtocol| {
+                    invalid(
+                        &field(name),
+                        format!("applies only to protocol = \"{}\"", allowed.name()),
+                    )
+                };
+                use SerialProtocol::{OpenbciCyton, ProtocentralOpenview};
+                if gain.is_some() && *protocol != OpenbciCyton {
+                    return only("gain", OpenbciCyton);
+                }
+                for (name, set) in [
+                    ("sample_bytes", sample_bytes.is_some()),
+                    ("uv_per_count", uv_per_count.is_some()),
+                    ("sample_rate_hz", sample_rate_hz.is_some()),
+                ] {
+                    if set && *protocol != ProtocentralOpenview {
+                        return only(name, ProtocentralOpenview);
+                    }
+                }
+                if let Some(leads) = leads {
+                    let max = if *protocol == OpenbciCyton { 8 } else { 12 };
+                    let unique: std::collections::HashSet<_> = leads.iter().collect();
+                    if *protocol == SerialProtocol::FirmwareBridge {
+                        return invalid(
+                            &field("leads"),
+                            "a firmware-bridge device announces its leads; remove this".into(),
+                        );
+                    }
+                    if leads.is_empty() || leads.len() > max || unique.len() != leads.len() {
+                        return invalid(
+                            &field("leads"),
+                            format!(
+                                "has {} entries; allowed: 1 to {max} distinct leads",
+                                leads.len()
+                            ),
+                        );
+                    }
+                }
+                if let Some(g) = gain
+                    && ![1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 24.0].contains(g)
+                {
+                    return invalid(
+                        &field("gain"),
+                        format!("is {g}; allowed: 1, 2, 4, 6, 8, 12, 24"),
+                    );
+                }
+                if let Some(b) = sample_bytes
+                    && !(2..=4).contains(b)
+                {
+                    return invalid(
+                        &field("sample_bytes"),
+                        format!("is {b}; allowed: 2, 3 or 4"),
+                    );
+                }
+                if let Some(u) = uv_per_count
+                    && !(u.is_finite() && *u > 0.0)
+                {
+                    return invalid(&field("uv_per_count"), format!("is {u}; allowed: above 0"));
+                }
+                if let Some(r) = sample_rate_hz
+                    && !(1.0..=32_000.0).contains(r)
+                {
+                    return invalid(
+                        &field("sample_rate_hz"),
+                        format!("is {r}; allowed: 1 to 32000 Hz"),
+                    );
+                }
+            }
+            if let SourceConfig::Serial { path: p, usb, .. } = source {
+                match (p, usb) {
+                    (Some(_), Some(_)) | (None, None) => {
+                        return invalid(
+                            &format!("source[{i}].path"),
+                            "and `usb`: give exactly one of them (a port path or a USB VID:PID)"
+                                .into(),
+                        );
+                    }
+                    (None, Some(id)) => {
+                        if let Err(reason) = UsbId::parse(id) {
+                            return invalid(&format!("source[{i}].usb"), reason);
+                        }
+                    }
+                    (Some(_), None) => {}
+                }
             }
             if let SourceConfig::Simulated { sample_rate_hz, .. } = source
                 && !(50.0..=2000.0).contains(sample_rate_hz)
@@ -581,6 +779,46 @@ mod tests {
     }
 
     #[test]
+    fn serial_sources_need_exactly_one_of_path_and_usb() {
+        let both =
+            "[[source]]\nkind = \"serial\"\nbed = \"b1\"\npath = \"/dev/x\"\nusb = \"0483:5740\"\n";
+        let err = parse(both).unwrap_err().to_string();
+        assert!(err.contains("`source[0].path`"), "{err}");
+        let bad = "[[source]]\nkind = \"serial\"\nbed = \"b1\"\nusb = \"zz:1\"\n";
+        let err = parse(bad).unwrap_err().to_string();
+        assert!(err.contains("`source[0].usb`"), "{err}");
+        let ok = "[[source]]\nkind = \"serial\"\nbed = \"b1\"\nusb = \"0483:5740:AB12\"\n";
+        assert!(parse(ok).is_ok());
+        assert_eq!(
+            UsbId::parse("0483:5740:AB12"),
+            Ok(UsbId {
+                vid: 0x0483,
+                pid: 0x5740,
+                serial_number: Some("AB12".into())
+            })
+        );
+    }
+
+    #[test]
+    fn third_party_channel_settings_are_checked_against_the_protocol() {
+        let base = "[[source]]\nkind = \"serial\"\nbed = \"b1\"\npath = \"/dev/x\"\n";
+        let err = |extra: &str| parse(&format!("{base}{extra}")).unwrap_err().to_string();
+        assert!(
+            err("gain = 24\n")
+                .contains("`source[0].gain` applies only to protocol = \"openbci-cyton\"")
+        );
+        assert!(err("protocol = \"openbci-cyton\"\ngain = 5\n").contains("allowed: 1, 2, 4"));
+        let nine = "protocol = \"openbci-cyton\"\nleads = [\"I\",\"II\",\"III\",\"aVR\",\"aVL\",\"aVF\",\"V1\",\"V2\",\"V3\"]\n";
+        assert!(err(nine).contains("1 to 8 distinct leads"));
+        assert!(
+            err("protocol = \"protocentral-openview\"\nsample_bytes = 5\n")
+                .contains("`source[0].sample_bytes`")
+        );
+        let ok = "protocol = \"protocentral-openview\"\nleads = [\"II\"]\nsample_bytes = 3\nuv_per_count = 0.5\nsample_rate_hz = 125\n";
+        assert!(parse(&format!("{base}{ok}")).is_ok());
+    }
+
+    #[test]
     fn typo_inside_source_array_is_caught() {
         let text = "[[source]]\nkind = \"serial\"\nbed = \"b1\"\npath = \"/dev/ttyACM0\"\nbaudrate = 9600\n";
         let err = parse(text).unwrap_err().to_string();
@@ -609,6 +847,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`dsp.hop_seconds`"), "{err}");
+        let err = parse("[dsp]\nfilter_order = 3\n").unwrap_err().to_string();
+        assert!(err.contains("`dsp.filter_order`"), "{err}");
+        let err = parse("[dsp]\nmax_gap_seconds = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`dsp.max_gap_seconds`"), "{err}");
         let two = "[[source]]\nkind=\"simulated\"\nbed=\"b\"\n[[source]]\nkind=\"simulated\"\nbed=\"b\"\n";
         assert!(
             parse(two)

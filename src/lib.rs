@@ -26,5 +26,7 @@ pub mod ecg;
 pub mod infer;
 pub mod pipeline;
 pub mod publish;
+pub mod report;
 pub mod synth;
 pub mod telemetry;
+pub mod wfdb;

@@ -3,6 +3,10 @@
 
 mod check_config;
 mod doctor;
+mod replay;
+mod run;
+mod simulate;
+mod synth;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,20 +30,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: acquire, filter, infer and publish for every configured bed.
-    Run {
-        /// Configuration file.
-        #[arg(long, short, default_value = "configs/meit.toml")]
-        config: PathBuf,
-    },
+    Run(run::RunArgs),
     /// Act as an ECG device on a serial port (a pty pair by default), streaming synthetic ECG.
-    Simulate,
+    Simulate(simulate::SimulateArgs),
     /// Replay a recorded WFDB or CSV file through the pipeline as if it were live.
-    Replay {
-        /// The record (`.hea` or `.csv`).
-        file: PathBuf,
-    },
+    Replay(replay::ReplayArgs),
     /// Synthesize ECG records and data sets.
-    Synth,
+    Synth(synth::SynthArgs),
     /// Measure throughput and latency of the pipeline stages.
     Bench,
     /// Check a configuration file and report the first problem with its line and field.
@@ -60,13 +57,10 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::CheckConfig { file } => check_config::run(&file),
         Command::Doctor { config } => doctor::run(config.as_deref()),
-        Command::Run { .. } => not_yet(
-            "run",
-            "the daemon end to end (acquire -> dsp -> infer -> publish)",
-        ),
-        Command::Simulate => not_yet("simulate", "the device simulator (acquisition issue)"),
-        Command::Replay { .. } => not_yet("replay", "file replay (acquisition issue)"),
-        Command::Synth => not_yet("synth", "the ECG synthesizer (synth issue)"),
+        Command::Run(args) => run::run(args),
+        Command::Simulate(args) => simulate::run(args),
+        Command::Replay(args) => replay::run(args),
+        Command::Synth(args) => synth::run(args),
         Command::Bench => not_yet("bench", "the stage benchmarks"),
     }
 }

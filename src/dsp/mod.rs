@@ -2,4 +2,290 @@
 //! lead mapping, windowing, normalisation, signal quality and beat measurements.
 //!
 //! There is exactly one implementation of preprocessing; the model bundle's manifest records
-//! which settings a model was trained with.
+//! which settings a model was trained with as a [`PreprocessSpec`], and both sides call a
+//! [`Preprocessor`] built from it:
+//!
+//! ```text
+//! daemon:   SampleBlock -> Windower (causal FilterChain, gaps) -> Window -> process_window
+//! training: Recording -> process_recording (filter_recording: the same kernel, batch)
+//! both:     -> resample to the model rate -> lead order + mask -> quality -> normalise
+//!           -> ModelInput
+//! ```
+//!
+//! With a causal filter the daemon's windows carry the streaming filter's output (state kept
+//! across windows); training filters each record from its start with the same code. With
+//! `zero_phase` both filter each window forward and backward, which costs one window of latency.
+
+pub mod beats;
+pub mod filter;
+pub mod leads;
+pub mod normalize;
+pub mod quality;
+pub mod resample;
+pub mod window;
+
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use crate::config::DspConfig;
+use crate::ecg::{Lead, LeadSet, Recording};
+use filter::{FilterError, FilterSpec, filter_recording};
+use leads::{LeadMapper, LeadMask, LeadSetMismatch};
+use normalize::Normalization;
+use quality::{QualityContext, QualityReport, QualityThresholds};
+use resample::{ResampleError, Resampler};
+use window::{Window, WindowError, WindowTiming, Windower};
+
+/// Everything preprocessing does, as a model bundle's manifest records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessSpec {
+    /// The filter chain.
+    pub filter: FilterSpec,
+    /// The rate the model sees, in Hz.
+    pub model_rate_hz: f64,
+    /// The lead order of the model's input rows.
+    pub lead_order: LeadSet,
+    /// Leads that must be usable for a report (the lead sets the model accepts); empty means
+    /// every lead of `lead_order`.
+    #[serde(default)]
+    pub required_leads: Vec<Lead>,
+    /// How samples are scaled.
+    pub normalization: Normalization,
+    /// Window length in seconds.
+    pub window_seconds: f64,
+    /// Hop between window starts in seconds.
+    pub hop_seconds: f64,
+    /// Longest gap bridged by interpolation, in seconds.
+    pub max_gap_seconds: f64,
+    /// Signal quality limits.
+    #[serde(default)]
+    pub quality: QualityThresholds,
+}
+
+impl PreprocessSpec {
+    /// The spec a daemon configuration describes, for a model at `model_rate_hz` with
+    /// `lead_order` and `normalization`.
+    pub fn from_config(
+        config: &DspConfig,
+        model_rate_hz: f64,
+        lead_order: LeadSet,
+        normalization: Normalization,
+    ) -> Self {
+        PreprocessSpec {
+            filter: FilterSpec::from_config(config),
+            model_rate_hz,
+            lead_order,
+            required_leads: Vec::new(),
+            normalization,
+            window_seconds: config.window_seconds,
+            hop_seconds: config.hop_seconds,
+            max_gap_seconds: config.max_gap_seconds,
+            quality: QualityThresholds::default(),
+        }
+    }
+
+    /// Window timing for a [`Windower`].
+    pub fn timing(&self) -> WindowTiming {
+        WindowTiming {
+            window_seconds: self.window_seconds,
+            hop_seconds: self.hop_seconds,
+            max_gap_seconds: self.max_gap_seconds,
+        }
+    }
+}
+
+impl Default for PreprocessSpec {
+    /// MEIT's input: 12 leads in the standard order at 500 Hz, 10 s, min-max per record.
+    fn default() -> Self {
+        PreprocessSpec::from_config(
+            &DspConfig::default(),
+            500.0,
+            LeadSet::standard_12(),
+            Normalization::MinMaxRecord,
+        )
+    }
+}
+
+/// Anything that stops a window or record from being preprocessed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DspError {
+    /// The filter could not be built.
+    #[error("filter: {0}")]
+    Filter(#[from] FilterError),
+    /// No resampler between the device and model rates.
+    #[error("resampling: {0}")]
+    Resample(#[from] ResampleError),
+    /// A recording's leads do not match.
+    #[error("lead mapping: {0}")]
+    Leads(#[from] LeadSetMismatch),
+    /// Windowing failed.
+    #[error("windowing: {0}")]
+    Window(#[from] WindowError),
+    /// A causal spec got a window without the streaming filter's output.
+    #[error("window has no causal filter output but the spec filters causally")]
+    MissingFilteredWindow,
+    /// A spec field is unusable.
+    #[error("preprocess spec: `{field}` {reason}")]
+    Spec {
+        /// The field.
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+}
+
+/// What the encoder gets, and whether it may be reported on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInput {
+    /// Normalised samples, `lead_order x samples` at the model rate; masked leads are 0.
+    pub samples: Array2<f32>,
+    /// Which rows are measured, derived or missing.
+    pub lead_mask: LeadMask,
+    /// Signal quality; check [`QualityReport::is_reportable`] before reporting.
+    pub quality: QualityReport,
+}
+
+/// Runs a [`PreprocessSpec`]: the one preprocessing function of daemon and training.
+#[derive(Debug, Clone)]
+pub struct Preprocessor {
+    spec: PreprocessSpec,
+}
+
+impl Preprocessor {
+    /// Checks the spec and builds the preprocessor.
+    pub fn new(spec: PreprocessSpec) -> Result<Self, DspError> {
+        let bad = |field, reason: String| Err(DspError::Spec { field, reason });
+        if !(spec.model_rate_hz.is_finite() && spec.model_rate_hz > 0.0) {
+            return bad(
+                "model_rate_hz",
+                format!("is {}; must be positive", spec.model_rate_hz),
+            );
+        }
+        if spec.lead_order.is_empty() {
+            return bad("lead_order", "is empty; name at least one lead".into());
+        }
+        if let Some(lead) = spec
+            .required_leads
+            .iter()
+            .find(|l| spec.lead_order.position(**l).is_none())
+        {
+            return bad(
+                "required_leads",
+                format!("names {lead}, which is not in lead_order"),
+            );
+        }
+        spec.filter.design(spec.model_rate_hz)?;
+        Ok(Preprocessor { spec })
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &PreprocessSpec {
+        &self.spec
+    }
+
+    /// The daemon's windower for one device.
+    pub fn windower(&self, leads: &LeadSet, sample_rate_hz: f64) -> Result<Windower, DspError> {
+        Ok(Windower::new(
+            leads,
+            sample_rate_hz,
+            self.spec.timing(),
+            &self.spec.filter,
+        )?)
+    }
+
+    /// Daemon path: one window from a [`Windower`] built by [`Preprocessor::windower`].
+    pub fn process_window(&self, window: &Window) -> Result<ModelInput, DspError> {
+        let filtered = if self.spec.filter.zero_phase {
+            filter_recording(&self.spec.filter, &window.raw)?
+        } else {
+            window
+                .filtered
+                .clone()
+                .ok_or(DspError::MissingFilteredWindow)?
+        };
+        self.finish(
+            &window.raw,
+            filtered,
+            &window.lead_off_fraction,
+            window.interpolated_fraction(),
+        )
+    }
+
+    /// Training path: a whole record (device order and rate, microvolts), filtered from its
+    /// first sample with the same kernel the daemon streams through.
+    pub fn process_recording(&self, recording: &Recording) -> Result<ModelInput, DspError> {
+        let filtered = filter_recording(&self.spec.filter, recording)?;
+        let no_lead_off = vec![0.0; recording.leads.len()];
+        self.finish(recording, filtered, &no_lead_off, 0.0)
+    }
+
+    /// The shared tail: resample, map leads, judge quality, normalise.
+    fn finish(
+        &self,
+        raw: &Recording,
+        filtered: Recording,
+        lead_off_fraction: &[f64],
+        interpolated_fraction: f64,
+    ) -> Result<ModelInput, DspError> {
+        let resampled = Resampler::new(filtered.sample_rate_hz, self.spec.model_rate_hz)?
+            .process_recording(&filtered);
+        let mapper = LeadMapper::new(&raw.leads, &self.spec.lead_order);
+        let mapped = mapper.map(&resampled)?;
+        let quality = quality::assess(
+            raw,
+            QualityContext {
+                lead_off_fraction,
+                interpolated_fraction,
+                mapper: &mapper,
+                required: &self.spec.required_leads,
+                filter: &self.spec.filter,
+                thresholds: &self.spec.quality,
+            },
+        );
+        let lead_mask = mapper.mask().clone();
+        let mut samples = mapped.samples_uv;
+        self.spec
+            .normalization
+            .apply(&mut samples, &lead_mask.available());
+        Ok(ModelInput {
+            samples,
+            lead_mask,
+            quality,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trips_through_json() {
+        let spec = PreprocessSpec {
+            required_leads: vec![Lead::I, Lead::II],
+            ..PreprocessSpec::default()
+        };
+        let json = serde_json::to_string_pretty(&spec).unwrap();
+        let back: PreprocessSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, spec);
+        assert!(json.contains("\"min_max_record\""), "{json}");
+    }
+
+    #[test]
+    fn unusable_specs_name_the_field() {
+        let err = Preprocessor::new(PreprocessSpec {
+            required_leads: vec![Lead::V1],
+            lead_order: LeadSet(vec![Lead::I]),
+            ..PreprocessSpec::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("`required_leads`"), "{err}");
+        let err = Preprocessor::new(PreprocessSpec {
+            model_rate_hz: 0.0,
+            ..PreprocessSpec::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("`model_rate_hz`"), "{err}");
+    }
+}

@@ -1,0 +1,195 @@
+//! `meit simulate`: act as an ECG acquisition device speaking the firmware-bridge protocol,
+//! on a pty pair of its own (published as a symlink) or on a given serial port.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use meit::acquire::signal::{PeriodicPqrst, PqrstSettings, Rhythm};
+use meit::acquire::simulator::{
+    Device, DeviceSettings, Faults, Recurring, run_on_port, run_on_pty,
+};
+use meit::ecg::{Lead, LeadSet};
+
+/// Options of `meit simulate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimulateArgs {
+    /// Symlink to publish the pty's device path at (re-pointed after each simulated unplug).
+    #[arg(long, default_value = "/tmp/meit-sim")]
+    pub link: PathBuf,
+    /// Use this serial port (e.g. one end of a socat pair) instead of creating a pty.
+    #[arg(long, conflicts_with = "link")]
+    pub port: Option<PathBuf>,
+    /// Condition to synthesize: normal, af.
+    #[arg(long, default_value = "normal")]
+    pub condition: String,
+    /// Mean heart rate in beats per minute.
+    #[arg(long, default_value_t = 72.0)]
+    pub heart_rate: f64,
+    /// White noise standard deviation in microvolts.
+    #[arg(long, default_value_t = 10.0)]
+    pub noise_uv: f64,
+    /// Sample rate in Hz.
+    #[arg(long, default_value_t = 500)]
+    pub sample_rate: u32,
+    /// Leads: `12` for the standard set, or a comma list such as `I,II,V1`.
+    #[arg(long, default_value = "12")]
+    pub leads: String,
+    /// Time points per sample block (1..=32).
+    #[arg(long, default_value_t = 5)]
+    pub frames_per_block: usize,
+    /// Probability per transmitted byte of flipping a bit.
+    #[arg(long, default_value_t = 0.0)]
+    pub bit_flip_rate: f64,
+    /// Probability per transmitted byte of dropping it.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_rate: f64,
+    /// Stop sending every this many seconds (see --stall-for).
+    #[arg(long)]
+    pub stall_every: Option<f64>,
+    /// Length of each stall in seconds.
+    #[arg(long, default_value_t = 3.0)]
+    pub stall_for: f64,
+    /// Unplug (close the pty) every this many seconds (see --unplug-for; pty mode only).
+    #[arg(long)]
+    pub unplug_every: Option<f64>,
+    /// How long each unplug lasts in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    pub unplug_for: f64,
+    /// Seed for the signal and fault injection.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Device serial number in the hello.
+    #[arg(long, default_value = "MEIT-SIM-0001")]
+    pub serial: String,
+    /// Baud rate when --port is given.
+    #[arg(long, default_value_t = 921_600)]
+    pub baud: u32,
+}
+
+fn parse_leads(spec: &str) -> anyhow::Result<LeadSet> {
+    if spec.trim() == "12" {
+        return Ok(LeadSet::standard_12());
+    }
+    let leads = spec
+        .split(',')
+        .map(|s| s.parse::<Lead>())
+        .collect::<Result<Vec<_>, _>>()?;
+    if leads.is_empty() || leads.len() > 12 {
+        bail!("--leads: give 1 to 12 leads, got {}", leads.len());
+    }
+    Ok(LeadSet(leads))
+}
+
+fn recurring(every: Option<f64>, lasting: f64, flag: &str) -> anyhow::Result<Option<Recurring>> {
+    every
+        .map(|e| {
+            if !(e > 0.0 && lasting > 0.0 && lasting < e) {
+                bail!("--{flag}-every must be positive and longer than --{flag}-for");
+            }
+            Ok(Recurring {
+                every: Duration::from_secs_f64(e),
+                lasting: Duration::from_secs_f64(lasting),
+            })
+        })
+        .transpose()
+}
+
+/// Runs the simulator until Ctrl-C or SIGTERM.
+pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let rhythm = Rhythm::from_condition(&args.condition).with_context(|| {
+        format!(
+            "--condition `{}`: allowed until the synthesizer lands: normal, af",
+            args.condition
+        )
+    })?;
+    if !(1..=firmware_bridge::MAX_SAMPLE_RATE_HZ).contains(&args.sample_rate) {
+        bail!("--sample-rate {} Hz: allowed 1 to 32000", args.sample_rate);
+    }
+    for (flag, p) in [
+        ("bit-flip-rate", args.bit_flip_rate),
+        ("drop-rate", args.drop_rate),
+    ] {
+        if !(0.0..=1.0).contains(&p) {
+            bail!("--{flag} {p}: a probability between 0 and 1");
+        }
+    }
+    let generator = PeriodicPqrst::new(PqrstSettings {
+        sample_rate_hz: f64::from(args.sample_rate),
+        leads: parse_leads(&args.leads)?,
+        heart_rate_bpm: args.heart_rate,
+        rhythm,
+        noise_uv: args.noise_uv,
+        seed: args.seed,
+    });
+    let faults = Faults {
+        bit_flip_per_byte: args.bit_flip_rate,
+        drop_per_byte: args.drop_rate,
+        stall: recurring(args.stall_every, args.stall_for, "stall")?,
+        disconnect: recurring(args.unplug_every, args.unplug_for, "unplug")?,
+    };
+    let mut device = Device::new(
+        Box::new(generator),
+        DeviceSettings {
+            serial: args.serial.clone(),
+            frames_per_block: args.frames_per_block,
+            faults,
+            seed: args.seed,
+            ..DeviceSettings::default()
+        },
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopper = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(rt) = rt {
+            rt.block_on(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut term) => {
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => {}
+                            _ = term.recv() => {}
+                        }
+                    }
+                    Err(_) => {
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                }
+            });
+        }
+        stopper.store(true, Ordering::Relaxed);
+    });
+
+    match &args.port {
+        Some(path) => {
+            let mut port = serialport::new(path.to_string_lossy(), args.baud)
+                .open()
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            println!("simulating on {} (Ctrl-C to stop)", path.display());
+            run_on_port(&mut device, port.as_mut(), &stop, std::time::Instant::now())?;
+        }
+        None => {
+            let link = args.link.clone();
+            run_on_pty(&mut device, &link, &stop, |pty| {
+                println!(
+                    "device ready at {} -> {} (Ctrl-C to stop)",
+                    link.display(),
+                    pty.display()
+                );
+            })?;
+        }
+    }
+    let s = device.stats();
+    println!(
+        "sent {} blocks ({} corrupted, {} lost in stalls)",
+        s.blocks, s.blocks_corrupted, s.blocks_stalled
+    );
+    Ok(ExitCode::SUCCESS)
+}

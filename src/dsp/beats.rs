@@ -1,0 +1,562 @@
+//! Beat analysis from the signal: QRS detection, heart rate, RR intervals and their
+//! irregularity, QRS duration and the frontal-plane QRS axis.
+//!
+//! Detection is Pan-Tompkins-style on all usable leads at once: a zero-phase 1-30 Hz
+//! band-pass, a derivative, squaring summed over leads, a 150 ms moving-window integration,
+//! then peaks of the square-root envelope that stand above a local adaptive threshold (a
+//! fraction of the typical beat height within +-4 s), respect a 200 ms refractory period, are
+//! not T waves (Pan-Tompkins' rule) and spread over several leads (a transient on one
+//! electrode does not).
+//! Width and axis are measured on the median beat of the dominant morphology, so ectopic beats
+//! and noise do not move them. The filters here are small and private; the shared filter chain
+//! can replace them later.
+
+use biquad::{Biquad, Coefficients, DirectForm2Transposed, Q_BUTTERWORTH_F64, ToHertz, Type};
+
+use crate::ecg::{Lead, Recording};
+
+/// Sample rates the analysis accepts, Hz.
+pub const SAMPLE_RATE_RANGE_HZ: std::ops::RangeInclusive<f64> = 100.0..=2000.0;
+/// Shortest recording analysed, seconds.
+pub const MIN_SECONDS: f64 = 2.0;
+
+/// Band of the detection signal. Wider than Pan-Tompkins' 5-15 Hz: the summed squared slope
+/// of a 1-30 Hz signal separates QRS complexes (steep) from P and T waves (slow) by a factor of
+/// about 20 in slope, and keeps wide ventricular beats, which have little energy above 15 Hz.
+const DETECTION_BAND_HZ: (f64, f64) = (1.0, 30.0);
+/// No beat follows another closer than this (the ventricles are refractory), seconds.
+const REFRACTORY_S: f64 = 0.2;
+/// Moving-window integration length, seconds.
+const INTEGRATION_S: f64 = 0.15;
+/// A peak is a beat when its envelope exceeds this fraction of the local typical beat.
+const THRESHOLD_FRACTION: f32 = 0.25;
+/// A peak this soon after a beat is a T wave when it is under `T_WAVE_FRACTION` of that
+/// beat's height, seconds. (T waves reach about 0.1-0.2 of a QRS on this envelope, premature
+/// ventricular complexes 0.35 and more.)
+const T_WAVE_WINDOW_S: f64 = 0.36;
+/// See [`T_WAVE_WINDOW_S`].
+const T_WAVE_FRACTION: f32 = 0.3;
+/// A peak whose energy comes this much from one lead is an electrode artefact...
+const SINGLE_LEAD_SHARE: f64 = 0.5;
+/// ...when at least this many leads are analysed.
+const MIN_LEADS_FOR_SPREAD: usize = 4;
+/// Half-width of the window defining the local typical beat, seconds.
+const LOCAL_WINDOW_S: f64 = 4.0;
+/// Spatial-velocity fraction that delimits the QRS on the median beat.
+const QRS_EDGE_FRACTION: f32 = 0.1;
+/// The velocity must stay below the edge level this long to end (or start) the QRS, seconds.
+const QRS_QUIET_S: f64 = 0.01;
+
+/// What the beat analysis found.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BeatAnalysis {
+    /// Sample index of every detected QRS (point of steepest spatial slope).
+    pub r_peaks: Vec<usize>,
+    /// Mean heart rate, beats per minute (none with fewer than two beats).
+    pub heart_rate_bpm: Option<f32>,
+    /// Successive RR intervals, ms.
+    pub rr_ms: Vec<f32>,
+    /// RMSSD of the RR intervals divided by their mean: ~0.01-0.05 in sinus rhythm, well above
+    /// 0.1 in atrial fibrillation (none with fewer than three beats).
+    pub rr_irregularity: Option<f32>,
+    /// QRS duration of the dominant beat, ms (none when no stable beat was found).
+    pub qrs_ms: Option<f32>,
+    /// Frontal-plane QRS axis, degrees in (-180, 180] (none without leads I and aVF or II).
+    pub axis_deg: Option<f32>,
+}
+
+/// Why a recording could not be analysed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BeatError {
+    /// Sample rate outside the supported range.
+    #[error("sample rate {0} Hz is outside the supported 100-2000 Hz")]
+    SampleRate(f64),
+    /// Recording too short to find beats.
+    #[error("recording of {0:.2} s is shorter than the {MIN_SECONDS} s beat analysis needs")]
+    TooShort(f64),
+    /// No lead carries a usable signal (all flat, railed or missing).
+    #[error("no lead carries a usable signal")]
+    NoUsableLead,
+}
+
+/// Detects beats and measures rate, rhythm regularity, QRS width and axis.
+pub fn analyze(recording: &Recording) -> Result<BeatAnalysis, BeatError> {
+    let fs = recording.sample_rate_hz;
+    let leads = usable_leads(recording)?;
+    let r_peaks = detect(&leads, fs);
+    let rr_ms: Vec<f32> = r_peaks
+        .windows(2)
+        .map(|w| ((w[1] - w[0]) as f64 * 1000.0 / fs) as f32)
+        .collect();
+    let mean_rr = (!rr_ms.is_empty()).then(|| rr_ms.iter().sum::<f32>() / rr_ms.len() as f32);
+    let rr_irregularity = (rr_ms.len() >= 2).then(|| {
+        let sq: f32 = rr_ms.windows(2).map(|w| (w[1] - w[0]).powi(2)).sum();
+        (sq / (rr_ms.len() - 1) as f32).sqrt() / mean_rr.unwrap_or(1.0)
+    });
+    let template = MedianBeat::build(recording, &leads, &r_peaks, fs);
+    let qrs = template.as_ref().and_then(|t| t.qrs_bounds(fs));
+    let qrs_ms = qrs.map(|(on, off)| ((off - on) as f64 * 1000.0 / fs) as f32);
+    let axis_deg = template
+        .as_ref()
+        .zip(qrs)
+        .and_then(|(t, (on, off))| t.axis(on, off, fs));
+    Ok(BeatAnalysis {
+        r_peaks,
+        heart_rate_bpm: mean_rr.map(|rr| 60_000.0 / rr),
+        rr_ms,
+        rr_irregularity,
+        qrs_ms,
+        axis_deg,
+    })
+}
+
+/// One lead prepared for analysis.
+struct LeadSignal {
+    /// Lead identity (row in the recording).
+    row: usize,
+    lead: Lead,
+    /// Samples with NaN replaced by the lead's median, mean removed, in uV.
+    samples: Vec<f64>,
+}
+
+/// The leads that carry signal: finite, not flat, not railed. Independent leads are preferred
+/// (I, II, V1-V6) so the augmented leads do not count twice.
+fn usable_leads(recording: &Recording) -> Result<Vec<LeadSignal>, BeatError> {
+    let fs = recording.sample_rate_hz;
+    if !SAMPLE_RATE_RANGE_HZ.contains(&fs) {
+        return Err(BeatError::SampleRate(fs));
+    }
+    let n = recording.samples_uv.ncols();
+    if (n as f64) < MIN_SECONDS * fs {
+        return Err(BeatError::TooShort(n as f64 / fs));
+    }
+    let independent = |l: Lead| !matches!(l, Lead::III | Lead::AVR | Lead::AVL | Lead::AVF);
+    let all: Vec<LeadSignal> = recording
+        .leads
+        .0
+        .iter()
+        .enumerate()
+        .filter_map(|(row, &lead)| {
+            let data = recording.samples_uv.row(row);
+            let finite: Vec<f64> = data
+                .iter()
+                .filter(|v| v.is_finite())
+                .map(|&v| f64::from(v))
+                .collect();
+            if finite.len() < n / 2 {
+                return None;
+            }
+            let mean = finite.iter().sum::<f64>() / finite.len() as f64;
+            let samples: Vec<f64> = data
+                .iter()
+                .map(|&v| {
+                    if v.is_finite() {
+                        f64::from(v) - mean
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            // Flat or railed leads have (almost) no sample-to-sample change.
+            let moving = samples
+                .windows(2)
+                .filter(|w| (w[1] - w[0]).abs() > 0.5)
+                .count();
+            (moving > n / 20).then_some(LeadSignal { row, lead, samples })
+        })
+        .collect();
+    let has_independent = all.iter().any(|l| independent(l.lead));
+    let chosen: Vec<LeadSignal> = all
+        .into_iter()
+        .filter(|l| !has_independent || independent(l.lead))
+        .collect();
+    if chosen.is_empty() {
+        Err(BeatError::NoUsableLead)
+    } else {
+        Ok(chosen)
+    }
+}
+
+/// One second-order section of the private filters.
+#[derive(Debug, Clone, Copy)]
+enum Section {
+    /// Butterworth high-pass at this frequency, Hz.
+    HighPass(f64),
+    /// Butterworth low-pass at this frequency, Hz.
+    LowPass(f64),
+    /// Mains notch at this frequency, Hz.
+    Notch(f64),
+}
+
+/// Detection band with 50 and 60 Hz notches (mains slope would otherwise rival the QRS of a
+/// low-voltage record).
+const DETECTION_FILTER: [Section; 4] = [
+    Section::HighPass(DETECTION_BAND_HZ.0),
+    Section::LowPass(DETECTION_BAND_HZ.1),
+    Section::Notch(50.0),
+    Section::Notch(60.0),
+];
+
+/// Measurement band: 0.5-40 Hz with 50 and 60 Hz notches (mains would otherwise widen the
+/// measured QRS).
+const MEASUREMENT_FILTER: [Section; 4] = [
+    Section::HighPass(0.5),
+    Section::LowPass(40.0),
+    Section::Notch(50.0),
+    Section::Notch(60.0),
+];
+
+/// Zero-phase filtering (forward then backward) through `sections`; a section at or above
+/// 0.45 of the sample rate is skipped.
+fn filtfilt(x: &[f64], fs: f64, sections: &[Section]) -> Vec<f64> {
+    let mut coefficients = Vec::new();
+    let mut dc_gain = 1.0;
+    for &section in sections {
+        let (kind, f0, q) = match section {
+            Section::HighPass(f) => (Type::<f64>::HighPass, f, Q_BUTTERWORTH_F64),
+            Section::LowPass(f) => (Type::<f64>::LowPass, f, Q_BUTTERWORTH_F64),
+            Section::Notch(f) => (Type::<f64>::Notch, f, 4.0),
+        };
+        if f0 > 0.0
+            && f0 < 0.45 * fs
+            && let Ok(c) = Coefficients::<f64>::from_params(kind, fs.hz(), f0.hz(), q)
+        {
+            coefficients.push(c);
+            if matches!(section, Section::HighPass(_)) {
+                dc_gain = 0.0;
+            }
+        }
+    }
+    // Odd reflection at both ends (as scipy's filtfilt) keeps edge transients out of the data.
+    let pad = ((0.5 * fs) as usize).min(x.len().saturating_sub(1));
+    let (first, last) = (
+        x.first().copied().unwrap_or(0.0),
+        x.last().copied().unwrap_or(0.0),
+    );
+    let mut y: Vec<f64> = Vec::with_capacity(x.len() + 2 * pad);
+    y.extend((1..=pad).rev().map(|k| 2.0 * first - x[k]));
+    y.extend_from_slice(x);
+    y.extend((1..=pad).map(|k| 2.0 * last - x[x.len() - 1 - k]));
+    // Start each pass from the signal's own level so the filters begin near steady state
+    // (the level comes back only when there is no high-pass section to remove it).
+    for pass in 0..2 {
+        let level = y.first().copied().unwrap_or(0.0);
+        y.iter_mut().for_each(|v| *v -= level);
+        for c in &coefficients {
+            let mut f = DirectForm2Transposed::<f64>::new(*c);
+            y.iter_mut().for_each(|v| *v = f.run(*v));
+        }
+        y.iter_mut().for_each(|v| *v += level * dc_gain);
+        if pass == 0 {
+            y.reverse();
+        }
+    }
+    y.reverse();
+    y.drain(..pad);
+    y.truncate(x.len());
+    y
+}
+
+/// QRS detection on the prepared leads; returns sorted sample indices.
+fn detect(leads: &[LeadSignal], fs: f64) -> Vec<usize> {
+    let n = leads.first().map_or(0, |l| l.samples.len());
+    // Band-pass, derivative, squaring, summed over leads.
+    let mut energy = vec![0.0f64; n];
+    // Per-lead running sums of the same energy, to see how a peak spreads over the leads.
+    let mut lead_prefix: Vec<Vec<f64>> = Vec::with_capacity(leads.len());
+    for l in leads {
+        let bp = filtfilt(&l.samples, fs, &DETECTION_FILTER);
+        let mut prefix = vec![0.0f64; n + 1];
+        for t in 0..n {
+            let d = if t >= 1 && t + 1 < n {
+                (bp[t + 1] - bp[t - 1]) * 0.5
+            } else {
+                0.0
+            };
+            energy[t] += d * d;
+            prefix[t + 1] = prefix[t] + d * d;
+        }
+        lead_prefix.push(prefix);
+    }
+    // Share of a window's energy carried by its strongest lead: a QRS shows on many leads, an
+    // electrode-motion transient on a precordial electrode on one.
+    let strongest_share = |a: usize, b: usize| -> f64 {
+        let per_lead = lead_prefix.iter().map(|p| p[b] - p[a]);
+        let (max, sum) = per_lead.fold((0.0f64, 0.0f64), |(m, s), e| (m.max(e), s + e));
+        if sum > 0.0 { max / sum } else { 1.0 }
+    };
+    // Moving-window integration, centred.
+    let half = ((INTEGRATION_S * fs) as usize / 2).max(1);
+    let mut prefix = vec![0.0f64; n + 1];
+    for t in 0..n {
+        prefix[t + 1] = prefix[t] + energy[t];
+    }
+    let envelope: Vec<f32> = (0..n)
+        .map(|t| {
+            let (a, b) = (t.saturating_sub(half), (t + half + 1).min(n));
+            (((prefix[b] - prefix[a]) / (b - a) as f64).sqrt()) as f32
+        })
+        .collect();
+
+    // Candidate peaks: local maxima that are the largest within the refractory period.
+    let refractory = (REFRACTORY_S * fs) as usize;
+    // The integration is unreliable within half a window of either end.
+    let mut candidates: Vec<usize> = (half.max(1)..n.saturating_sub(half.max(1)))
+        .filter(|&t| envelope[t] > envelope[t - 1] && envelope[t] >= envelope[t + 1])
+        .collect();
+    candidates.sort_by(|&a, &b| envelope[b].total_cmp(&envelope[a]));
+    let mut kept: Vec<usize> = Vec::new();
+    let mut taken = vec![false; n];
+    for c in candidates {
+        let (a, b) = (c.saturating_sub(refractory), (c + refractory).min(n - 1));
+        if !taken[a..=b].iter().any(|&x| x) {
+            kept.push(c);
+            taken[c] = true;
+        }
+    }
+    kept.sort_unstable();
+
+    // Local adaptive threshold: a fraction of the typical beat height within +-4 s. With at
+    // least one beat every 2 s, the k-th largest peak in a window of 2k seconds is a beat.
+    let window = (LOCAL_WINDOW_S * fs) as usize;
+    let heights: Vec<f32> = kept.iter().map(|&c| envelope[c]).collect();
+    let mut beats: Vec<(usize, f32)> = Vec::new();
+    for (i, &c) in kept.iter().enumerate() {
+        let mut local: Vec<f32> = kept
+            .iter()
+            .zip(&heights)
+            .filter(|&(&o, _)| o + window >= c && o <= c + window)
+            .map(|(_, &h)| h)
+            .collect();
+        local.sort_by(|a, b| b.total_cmp(a));
+        // The window is shorter at the ends of the recording.
+        let span_s = ((c + window).min(n) - c.saturating_sub(window)) as f64 / fs;
+        let k = ((span_s / 2.0) as usize).min(local.len()).max(1) - 1;
+        let typical = local.get(k).copied().unwrap_or(0.0);
+        if heights[i] < THRESHOLD_FRACTION * typical || heights[i] <= 0.0 {
+            continue;
+        }
+        if leads.len() >= MIN_LEADS_FOR_SPREAD
+            && strongest_share(c.saturating_sub(half), (c + half + 1).min(n)) > SINGLE_LEAD_SHARE
+        {
+            continue;
+        }
+        // Pan-Tompkins T-wave discrimination.
+        if let Some(&(prev, prev_height)) = beats.last()
+            && ((c - prev) as f64) < T_WAVE_WINDOW_S * fs
+            && heights[i] < T_WAVE_FRACTION * prev_height
+        {
+            continue;
+        }
+        beats.push((c, heights[i]));
+    }
+
+    // Fiducial: the steepest point (largest summed energy) near each envelope peak.
+    let search = half;
+    beats
+        .into_iter()
+        .map(|(c, _)| {
+            let (a, b) = (c.saturating_sub(search), (c + search).min(n - 1));
+            (a..=b)
+                .max_by(|&x, &y| energy[x].total_cmp(&energy[y]))
+                .unwrap_or(c)
+        })
+        .collect()
+}
+
+/// The median beat of the dominant morphology, per lead, around the fiducial points.
+struct MedianBeat {
+    /// Samples before the fiducial in the window.
+    before: usize,
+    /// Per analysed lead: (lead, median beat in uV after 0.5-40 Hz filtering).
+    leads: Vec<(Lead, Vec<f64>)>,
+}
+
+impl MedianBeat {
+    fn build(
+        recording: &Recording,
+        leads: &[LeadSignal],
+        r_peaks: &[usize],
+        fs: f64,
+    ) -> Option<MedianBeat> {
+        let before = (0.25 * fs) as usize;
+        let after = (0.35 * fs) as usize;
+        let n = recording.samples_uv.ncols();
+        let peaks: Vec<usize> = r_peaks
+            .iter()
+            .copied()
+            .filter(|&p| p >= before && p + after < n)
+            .collect();
+        if peaks.is_empty() {
+            return None;
+        }
+        // Every lead of the recording that is usable, for the axis (III, aVR... included).
+        let mut filtered: Vec<(Lead, Vec<f64>)> = Vec::new();
+        for l in leads {
+            filtered.push((l.lead, filtfilt(&l.samples, fs, &MEASUREMENT_FILTER)));
+        }
+        for (row, &lead) in recording.leads.0.iter().enumerate() {
+            if matches!(lead, Lead::AVF | Lead::II | Lead::I)
+                && !filtered.iter().any(|(l, _)| *l == lead)
+                && leads.iter().all(|l| l.row != row)
+            {
+                let data: Vec<f64> = recording
+                    .samples_uv
+                    .row(row)
+                    .iter()
+                    .map(|&v| if v.is_finite() { f64::from(v) } else { 0.0 })
+                    .collect();
+                filtered.push((lead, filtfilt(&data, fs, &MEASUREMENT_FILTER)));
+            }
+        }
+        let median_of = |signal: &[f64], peaks: &[usize]| -> Vec<f64> {
+            (0..before + after)
+                .map(|k| {
+                    let mut v: Vec<f64> = peaks.iter().map(|&p| signal[p - before + k]).collect();
+                    v.sort_by(f64::total_cmp);
+                    v[v.len() / 2]
+                })
+                .collect()
+        };
+        // First pass over every beat, then keep the beats that resemble it (drops PVCs).
+        let first: Vec<Vec<f64>> = filtered.iter().map(|(_, s)| median_of(s, &peaks)).collect();
+        let similar: Vec<usize> = peaks
+            .iter()
+            .copied()
+            .filter(|&p| {
+                let (mut dot, mut a2, mut b2) = (0.0, 0.0, 0.0);
+                for ((_, s), m) in filtered.iter().zip(&first) {
+                    for (k, &mv) in m.iter().enumerate() {
+                        let v = s[p - before + k];
+                        dot += v * mv;
+                        a2 += v * v;
+                        b2 += mv * mv;
+                    }
+                }
+                dot / (a2.sqrt() * b2.sqrt()).max(1e-9) > 0.8
+            })
+            .collect();
+        let chosen = if similar.len() >= (peaks.len() + 1) / 3 {
+            similar
+        } else {
+            peaks
+        };
+        Some(MedianBeat {
+            before,
+            leads: filtered
+                .into_iter()
+                .map(|(l, s)| {
+                    let m = median_of(&s, &chosen);
+                    (l, m)
+                })
+                .collect(),
+        })
+    }
+
+    /// QRS onset and offset (indices into the beat window) from the spatial velocity of the
+    /// independent leads.
+    fn qrs_bounds(&self, fs: f64) -> Option<(usize, usize)> {
+        let len = self.leads.first()?.1.len();
+        let independent: Vec<&Vec<f64>> = self
+            .leads
+            .iter()
+            .filter(|(l, _)| !matches!(l, Lead::III | Lead::AVR | Lead::AVL | Lead::AVF))
+            .map(|(_, s)| s)
+            .collect();
+        let velocity: Vec<f32> = (0..len)
+            .map(|k| {
+                if k == 0 || k + 1 >= len {
+                    return 0.0;
+                }
+                independent
+                    .iter()
+                    .map(|s| ((s[k + 1] - s[k - 1]) * 0.5).powi(2))
+                    .sum::<f64>()
+                    .sqrt() as f32
+            })
+            .collect();
+        let near = (0.06 * fs) as usize;
+        let (a, b) = (
+            self.before.saturating_sub(near),
+            (self.before + near).min(len - 1),
+        );
+        let peak = (a..=b).max_by(|&x, &y| velocity[x].total_cmp(&velocity[y]))?;
+        let level = velocity[peak] * QRS_EDGE_FRACTION;
+        if level <= 0.0 {
+            return None;
+        }
+        let quiet = ((QRS_QUIET_S * fs) as usize).max(1);
+        let is_quiet_run = |from: usize, to: usize| velocity[from..to].iter().all(|&v| v < level);
+        let mut onset = peak;
+        while onset > quiet && !is_quiet_run(onset - quiet, onset) {
+            onset -= 1;
+        }
+        let mut offset = peak;
+        while offset + quiet < len && !is_quiet_run(offset, offset + quiet) {
+            offset += 1;
+        }
+        (offset > onset).then_some((onset, offset))
+    }
+
+    /// Frontal QRS axis from the net QRS areas of leads I and aVF (aVF from II when needed).
+    /// The area spans 10 ms beyond each QRS edge so low-amplitude initial and terminal forces
+    /// count.
+    fn axis(&self, onset: usize, offset: usize, fs: f64) -> Option<f32> {
+        let margin = (0.01 * fs) as usize;
+        let (from, to) = (onset.saturating_sub(margin), offset + margin);
+        let area = |lead: Lead| -> Option<f64> {
+            let (_, s) = self.leads.iter().find(|(l, _)| *l == lead)?;
+            let base = s.get(from)?;
+            Some(s.get(from..to)?.iter().map(|v| v - base).sum())
+        };
+        let i = area(Lead::I)?;
+        let avf = area(Lead::AVF).or_else(|| Some(area(Lead::II)? - 0.5 * i))?;
+        // aVF sees sqrt(3)/2 of the inferior component on Einthoven's triangle.
+        let y = avf * 2.0 / 3f64.sqrt();
+        Some(y.atan2(i).to_degrees() as f32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ecg::LeadSet;
+
+    fn flat(seconds: f64, fs: f64) -> Recording {
+        Recording {
+            sample_rate_hz: fs,
+            leads: LeadSet::standard_12(),
+            samples_uv: ndarray::Array2::zeros((12, (seconds * fs) as usize)),
+        }
+    }
+
+    #[test]
+    fn short_or_badly_sampled_recordings_are_refused() {
+        assert!(matches!(
+            analyze(&flat(1.0, 500.0)),
+            Err(BeatError::TooShort(_))
+        ));
+        assert!(matches!(
+            analyze(&flat(10.0, 50.0)),
+            Err(BeatError::SampleRate(_))
+        ));
+    }
+
+    #[test]
+    fn flat_leads_are_not_analysed() {
+        assert_eq!(analyze(&flat(10.0, 500.0)), Err(BeatError::NoUsableLead));
+    }
+
+    #[test]
+    fn filtfilt_removes_dc_and_keeps_the_band() {
+        let fs = 500.0;
+        let x: Vec<f64> = (0..5000)
+            .map(|t| 100.0 + (std::f64::consts::TAU * 10.0 * t as f64 / fs).sin())
+            .collect();
+        let y = filtfilt(&x, fs, &DETECTION_FILTER);
+        let mid = &y[1000..4000];
+        let peak = mid.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        assert!((0.9..1.1).contains(&peak), "10 Hz amplitude {peak}");
+        assert!(y[..50].iter().all(|v| v.abs() < 1.5), "edge transient");
+    }
+}
