@@ -20,7 +20,8 @@ use super::meit::{Batch, Meit, MeitConfig};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Seeds weights, dropout and data order.
+    /// The run's seed: the caller gives it to `Params::new` (weights, LoRA dropout) and uses it
+    /// for the data order.
     pub seed: u64,
     /// Peak learning rate (the paper: 2e-5 for LoRA on 7B models).
     pub learning_rate: f64,
