@@ -58,13 +58,23 @@ pub enum TokenizerError {
     Encode(String),
 }
 
-/// SmolLM2's pre-tokenisation: digits one by one, then GPT-2's byte-level split without a
-/// prefix space.
-fn pre_tokenizer() -> Sequence {
-    Sequence::new(vec![
+/// The tokenizer pipeline around a BPE `model`, as SmolLM2's: no normaliser; digits one by
+/// one, then GPT-2's byte-level split without a prefix space; byte-level decoding.
+type Pipeline =
+    tokenizers::TokenizerImpl<BPE, NormalizerWrapper, Sequence, ByteLevel, ByteLevelDecoder>;
+
+fn pipeline(model: BPE) -> tokenizers::Result<Pipeline> {
+    let pre_tokenizer = Sequence::new(vec![
         PreTokenizerWrapper::Digits(Digits::new(true)),
         PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
-    ])
+    ]);
+    TokenizerBuilder::new()
+        .with_model(model)
+        .with_normalizer(None)
+        .with_pre_tokenizer(Some(pre_tokenizer))
+        .with_post_processor(Some(ByteLevel::new(false, true, true)))
+        .with_decoder(Some(ByteLevelDecoder::default()))
+        .build()
 }
 
 /// A byte-level BPE tokenizer rebuilt from a vocabulary (`tokens[id]`), its merges
@@ -100,20 +110,7 @@ pub fn byte_level_bpe(
         .vocab_and_merges(vocab, merges)
         .build()
         .map_err(build_error)?;
-    let mut tokenizer: tokenizers::TokenizerImpl<
-        BPE,
-        NormalizerWrapper,
-        Sequence,
-        ByteLevel,
-        ByteLevelDecoder,
-    > = TokenizerBuilder::new()
-        .with_model(model)
-        .with_normalizer(None)
-        .with_pre_tokenizer(Some(pre_tokenizer()))
-        .with_post_processor(Some(ByteLevel::new(false, true, true)))
-        .with_decoder(Some(ByteLevelDecoder::default()))
-        .build()
-        .map_err(build_error)?;
+    let mut tokenizer = pipeline(model).map_err(build_error)?;
     let special: Vec<AddedToken> = special_ids
         .iter()
         .filter_map(|&id| tokens.get(id as usize))
@@ -160,21 +157,7 @@ impl ReportTokenizer {
             )
             .initial_alphabet(ByteLevel::alphabet().into_iter().collect::<HashSet<char>>())
             .build();
-        let pre_tokenizer = pre_tokenizer();
-        let mut builder: tokenizers::TokenizerImpl<
-            BPE,
-            NormalizerWrapper,
-            Sequence,
-            ByteLevel,
-            ByteLevelDecoder,
-        > = TokenizerBuilder::new()
-            .with_model(BPE::default())
-            .with_normalizer(None)
-            .with_pre_tokenizer(Some(pre_tokenizer))
-            .with_post_processor(Some(ByteLevel::new(false, true, true)))
-            .with_decoder(Some(ByteLevelDecoder::default()))
-            .build()
-            .map_err(train_error)?;
+        let mut builder = pipeline(BPE::default()).map_err(train_error)?;
         builder.train(&mut trainer, reports).map_err(train_error)?;
         builder
             .add_special_tokens(SPECIAL_TOKENS.map(|t| AddedToken::from(t, true)))

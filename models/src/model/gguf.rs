@@ -200,6 +200,7 @@ mod tests {
 
     use super::*;
     use crate::model::llama::Llama;
+    use crate::model::meit::last_argmax;
 
     #[test]
     fn unpermute_restores_hugging_face_row_order() -> candle_core::Result<()> {
@@ -231,6 +232,20 @@ mod tests {
         assert_eq!(hf_name("rope_freqs.weight", &config), None);
     }
 
+    /// The ids of `words`, each of which must be one vocabulary token.
+    fn token_ids(gguf: &GgufDecoder, words: &[&str]) -> Result<Vec<u32>, String> {
+        words
+            .iter()
+            .map(|w| {
+                gguf.tokens
+                    .iter()
+                    .position(|t| t == w)
+                    .map(|i| i as u32)
+                    .ok_or(format!("{w} is not one token"))
+            })
+            .collect()
+    }
+
     /// Greedy continuation of a plain sentence, decoded from the vocabulary strings.
     fn complete(
         llama: &Llama,
@@ -238,26 +253,12 @@ mod tests {
         words: &[&str],
         new_tokens: usize,
     ) -> Result<String, Box<dyn std::error::Error>> {
-        let mut ids = vec![];
-        for word in words {
-            let id = gguf
-                .tokens
-                .iter()
-                .position(|t| t == word)
-                .ok_or(format!("{word} not one token"))?;
-            ids.push(id as u32);
-        }
+        let ids = token_ids(gguf, words)?;
         let mut cache = llama.start_cache(1, None, false)?;
         let mut input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
         let mut text = String::new();
         for _ in 0..new_tokens {
-            let logits = llama.forward(&input, &mut cache, false)?;
-            let t = logits.dim(1)?;
-            let next = logits
-                .narrow(1, t - 1, 1)?
-                .flatten_all()?
-                .argmax(0)?
-                .to_scalar::<u32>()?;
+            let next = last_argmax(&llama.forward(&input, &mut cache, false)?)?;
             text.push_str(
                 &gguf.tokens[next as usize]
                     .replace('Ġ', " ")
@@ -274,16 +275,7 @@ mod tests {
         gguf: &GgufDecoder,
         words: &[&str],
     ) -> Result<f32, Box<dyn std::error::Error>> {
-        let ids = words
-            .iter()
-            .map(|w| {
-                gguf.tokens
-                    .iter()
-                    .position(|t| t == w)
-                    .map(|i| i as u32)
-                    .ok_or(format!("{w} not one token"))
-            })
-            .collect::<Result<Vec<u32>, _>>()?;
+        let ids = token_ids(gguf, words)?;
         let tokens = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
         let logits = llama.forward_sequence(&tokens, None, false)?;
         let mask = Tensor::ones((1, ids.len()), candle_core::DType::F32, &Device::Cpu)?;
@@ -349,23 +341,16 @@ mod tests {
         let path = smollm2_gguf_from_env().ok_or("set MEIT_SMOLLM2_GGUF")?;
         let gguf = load_llama(&path, &Params::new(0, &Device::Cpu))?;
         let tokenizer = gguf.tokenizer()?;
-        let id = |t: &str| gguf.tokens.iter().position(|v| v == t).map(|i| i as u32);
         let ids = tokenizer
             .encode("The capital of France is", false)?
             .get_ids()
             .to_vec();
-        let expected: Option<Vec<u32>> = ["The", "Ġcapital", "Ġof", "ĠFrance", "Ġis"]
-            .iter()
-            .map(|t| id(t))
-            .collect();
-        assert_eq!(Some(ids), expected);
+        let expected = token_ids(&gguf, &["The", "Ġcapital", "Ġof", "ĠFrance", "Ġis"])?;
+        assert_eq!(ids, expected);
         let chat = "<|im_start|>user\nWhat is 12 + 30?<|im_end|>\n<|im_start|>assistant\n";
         let ids = tokenizer.encode(chat, false)?.get_ids().to_vec();
-        assert_eq!(
-            ids.first().copied(),
-            id("<|im_start|>"),
-            "control tokens stay whole"
-        );
+        let im_start = token_ids(&gguf, &["<|im_start|>"])?;
+        assert_eq!(ids.first(), im_start.first(), "control tokens stay whole");
         assert_eq!(tokenizer.decode(&ids, false)?, chat);
         let digits = tokenizer.encode("2024", false)?.get_ids().len();
         assert_eq!(digits, 4, "digits are split one by one");
@@ -460,32 +445,15 @@ mod tests {
             ..MeitConfig::smollm2_edge()
         };
         let model = Meit::new(&config, &params)?;
-        let lora_weights: usize = model
-            .trainable_vars()
-            .iter()
-            .filter(|_| true)
-            .map(|v| v.elem_count())
-            .sum();
+        let lora_weights: usize = model.trainable_vars().iter().map(|v| v.elem_count()).sum();
         assert!(lora_weights > 0);
-        let ids = |words: &[&str]| -> Result<Vec<u32>, String> {
-            words
-                .iter()
-                .map(|w| {
-                    gguf.tokens
-                        .iter()
-                        .position(|t| t == w)
-                        .map(|i| i as u32)
-                        .ok_or(format!("{w} is not one token"))
-                })
-                .collect()
-        };
         let examples = [
             ["Ġnormal", "Ġheart", "Ġrhythm", "."],
             ["Ġabnormal", "Ġheart", "Ġrate", "."],
         ]
         .iter()
         .map(|words| {
-            let target = ids(words)?;
+            let target = token_ids(&gguf, words)?;
             let mut input_ids = vec![gguf.bos_id];
             input_ids.extend(&target);
             let mut is_target = vec![false];

@@ -329,7 +329,7 @@ impl Meit {
 }
 
 /// The most likely next token after the last position of logits `[1, T, vocab]`.
-fn last_argmax(logits: &Tensor) -> candle_core::Result<u32> {
+pub(crate) fn last_argmax(logits: &Tensor) -> candle_core::Result<u32> {
     let t = logits.dim(1)?;
     logits
         .narrow(1, t - 1, 1)?
