@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use meit_models::metrics::{self, Tokenization};
+use meit_models::model::train::RunConfig;
+use meit_models::tokenizer::ReportTokenizer;
 
 /// Trains, evaluates and exports meit's models (the MEIT method).
 #[derive(Debug, Parser)]
@@ -46,6 +48,26 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Train a byte-level BPE tokenizer on reports (one per line) and write tokenizer.json.
+    TrainTokenizer {
+        /// Report text, one report per line (empty lines are skipped).
+        #[arg(long)]
+        reports: PathBuf,
+        /// Vocabulary size, special tokens and the 256 byte symbols included.
+        #[arg(long, default_value_t = 2048)]
+        vocab_size: usize,
+        /// Merge only pairs seen at least this often.
+        #[arg(long, default_value_t = 2)]
+        min_frequency: u64,
+        /// Where to write tokenizer.json.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Parse and validate a run config (models/configs/*.toml) and print it as JSON.
+    CheckConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
     /// Print the tokens of each line of a file, space-separated (to compare tokenisers).
     Tokenize {
         /// The text file.
@@ -82,6 +104,29 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             tokenize,
             out,
         } => score(&hyp, &references, batch, tokenize, out.as_deref()),
+        Command::TrainTokenizer {
+            reports,
+            vocab_size,
+            min_frequency,
+            out,
+        } => {
+            let text = read(&reports)?;
+            let lines = text.lines().map(str::trim).filter(|line| !line.is_empty());
+            let tokenizer = ReportTokenizer::train(lines, vocab_size, min_frequency)?;
+            tokenizer.save(&out)?;
+            eprintln!(
+                "meit-models: wrote {} ({} tokens)",
+                out.display(),
+                tokenizer.vocab_size()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { file } => {
+            let config = RunConfig::from_toml(&read(&file)?)
+                .with_context(|| format!("checking {}", file.display()))?;
+            println!("{}", serde_json::to_string_pretty(&config)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Tokenize { file, tokenize } => {
             for line in read(&file)?.lines() {
                 println!("{}", tokenize.tokens(line).join(" "));

@@ -1,0 +1,492 @@
+//! The ECG encoder: a 1-D ResNet over the raw leads, then the projection MLP that maps its
+//! feature vector to one L2-normalised vector of the decoder's attention `head_dim`.
+//!
+//! Written beside the paper's `ecg_encoder.py` (class `ResNet`) and `ECG_model` in `ecg_llm.py`:
+//! - stem: `Conv1d(leads -> width, k=7, s=2, p=3, no bias) -> BatchNorm -> ReLU`. The released
+//!   code has **no** max-pool after the stem (torchvision's 2-D ResNet has one); it is an option
+//!   here (`stem_max_pool`, off for the paper's variant);
+//! - four stages of blocks with widths `width * [1, 2, 4, 8]`, stride 1 for the first stage and
+//!   2 for the others, the stride on the first block of a stage. Basic block: two 3-tap convs;
+//!   bottleneck: 1-tap -> 3-tap (carries the stride) -> 1-tap to 4x the width. A 1-tap conv +
+//!   BatchNorm shortcut wherever the shape changes;
+//! - `AdaptiveAvgPool1d(1)`: the mean over time -> feature vector (2048 for ResNet50-1D);
+//! - projection: `Linear(f, f) -> BatchNorm -> ReLU -> Linear(f, head_dim) -> BatchNorm`, then
+//!   L2 normalisation (`torch.nn.functional.normalize`, eps 1e-12).
+//!
+//! Weights start as PyTorch's defaults (uniform, bound `1/sqrt(fan_in)`; BatchNorm 1 and 0),
+//! drawn from the model's seed. BatchNorm uses batch statistics in training and running
+//! statistics (momentum 0.1) in evaluation; a training batch of one record is refused because
+//! its variance is undefined.
+
+use candle_core::{D, Module, ModuleT, Tensor};
+use candle_nn::{BatchNorm, Conv1d, Conv1dConfig, Linear};
+use serde::{Deserialize, Serialize};
+
+use super::ModelError;
+use super::params::{Init, Params};
+
+/// The residual block design.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockKind {
+    /// Two 3-tap convolutions (ResNet18/34); output width = stage width.
+    Basic,
+    /// 1-tap, 3-tap, 1-tap (ResNet50+); output width = 4 x stage width.
+    Bottleneck,
+}
+
+impl BlockKind {
+    /// Output channels per stage-width channel.
+    pub fn expansion(self) -> usize {
+        match self {
+            BlockKind::Basic => 1,
+            BlockKind::Bottleneck => 4,
+        }
+    }
+}
+
+/// The encoder's shape. Serialised in model configs (`[encoder]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EcgEncoderConfig {
+    /// Input leads (channels), 12 for a standard ECG.
+    pub leads: usize,
+    /// Basic or bottleneck blocks.
+    pub block: BlockKind,
+    /// Blocks per stage; the stage widths double from `base_width`.
+    pub stage_blocks: Vec<usize>,
+    /// Channels of the stem and of the first stage.
+    pub base_width: usize,
+    /// A `MaxPool1d(3, 2, 1)` after the stem (absent in the paper's code).
+    pub stem_max_pool: bool,
+    /// Output size: the decoder's attention head dimension.
+    pub head_dim: usize,
+}
+
+impl EcgEncoderConfig {
+    /// The paper's ResNet50-1D: bottleneck blocks [3, 4, 6, 3], width 64, 2048 features.
+    pub fn resnet50_1d(head_dim: usize) -> EcgEncoderConfig {
+        EcgEncoderConfig {
+            leads: 12,
+            block: BlockKind::Bottleneck,
+            stage_blocks: vec![3, 4, 6, 3],
+            base_width: 64,
+            stem_max_pool: false,
+            head_dim,
+        }
+    }
+
+    /// A small encoder for edge devices: basic blocks [1, 1, 1, 1], width 16, 128 features,
+    /// with the stem max-pool to halve the work of every later layer.
+    pub fn edge(head_dim: usize) -> EcgEncoderConfig {
+        EcgEncoderConfig {
+            leads: 12,
+            block: BlockKind::Basic,
+            stage_blocks: vec![1, 1, 1, 1],
+            base_width: 16,
+            stem_max_pool: true,
+            head_dim,
+        }
+    }
+
+    /// Length of the pooled feature vector: last stage width x block expansion.
+    pub fn feature_dim(&self) -> usize {
+        let stages = self.stage_blocks.len().max(1);
+        self.base_width * (1 << (stages - 1)) * self.block.expansion()
+    }
+
+    /// Refuses shapes that cannot build an encoder.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |what: &str| Err(ModelError::Config(format!("encoder: {what}")));
+        if self.leads == 0 || self.base_width == 0 || self.head_dim == 0 {
+            return bad("leads, base_width and head_dim must be positive");
+        }
+        if self.stage_blocks.is_empty() || self.stage_blocks.contains(&0) {
+            return bad("stage_blocks needs at least one stage and no empty stage");
+        }
+        if self.stage_blocks.len() > 8 {
+            return bad("at most 8 stages");
+        }
+        Ok(())
+    }
+}
+
+/// A convolution without bias followed by BatchNorm.
+#[derive(Debug, Clone)]
+struct ConvBn {
+    conv: Conv1d,
+    bn: BatchNorm,
+}
+
+impl ConvBn {
+    fn new(
+        p: &Params,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> candle_core::Result<ConvBn> {
+        let bound = 1.0 / ((c_in * kernel) as f64).sqrt();
+        let weight = p
+            .pp("conv")
+            .get((c_out, c_in, kernel), "weight", Init::Uniform(bound))?;
+        let config = Conv1dConfig {
+            padding: kernel / 2,
+            stride,
+            ..Default::default()
+        };
+        Ok(ConvBn {
+            conv: Conv1d::new(weight, None, config),
+            bn: batch_norm(&p.pp("bn"), c_out)?,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.bn.forward_t(&self.conv.forward(x)?, train)
+    }
+}
+
+/// BatchNorm with weight 1, bias 0, running mean 0 and running variance 1 to start.
+fn batch_norm(p: &Params, features: usize) -> candle_core::Result<BatchNorm> {
+    BatchNorm::new(
+        features,
+        p.get(features, "running_mean", Init::Const(0.0))?,
+        p.get(features, "running_var", Init::Const(1.0))?,
+        p.get(features, "weight", Init::Const(1.0))?,
+        p.get(features, "bias", Init::Const(0.0))?,
+        1e-5,
+    )
+}
+
+/// One residual block: a chain of ConvBn (ReLU between them) plus the shortcut, then ReLU.
+#[derive(Debug, Clone)]
+struct Block {
+    chain: Vec<ConvBn>,
+    shortcut: Option<ConvBn>,
+}
+
+impl Block {
+    fn new(
+        p: &Params,
+        kind: BlockKind,
+        c_in: usize,
+        width: usize,
+        stride: usize,
+    ) -> candle_core::Result<Block> {
+        let c_out = width * kind.expansion();
+        // (in, out, kernel, stride) of each convolution, as in the reference classes.
+        let convs = match kind {
+            BlockKind::Basic => vec![(c_in, width, 3, stride), (width, width, 3, 1)],
+            BlockKind::Bottleneck => vec![
+                (c_in, width, 1, 1),
+                (width, width, 3, stride),
+                (width, c_out, 1, 1),
+            ],
+        };
+        let chain = convs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (a, b, k, s))| ConvBn::new(&p.pp(format!("conv{}", i + 1)), a, b, k, s))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let shortcut = if stride != 1 || c_in != c_out {
+            Some(ConvBn::new(&p.pp("shortcut"), c_in, c_out, 1, stride)?)
+        } else {
+            None
+        };
+        Ok(Block { chain, shortcut })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let mut out = x.clone();
+        let last = self.chain.len().saturating_sub(1);
+        for (i, conv) in self.chain.iter().enumerate() {
+            out = conv.forward_t(&out, train)?;
+            if i < last {
+                out = out.relu()?;
+            }
+        }
+        let identity = match &self.shortcut {
+            Some(shortcut) => shortcut.forward_t(x, train)?,
+            None => x.clone(),
+        };
+        (out + identity)?.relu()
+    }
+}
+
+/// The projection MLP from the pooled features to the decoder's head dimension.
+#[derive(Debug, Clone)]
+struct Projection {
+    hidden: Linear,
+    hidden_bn: BatchNorm,
+    out: Linear,
+    out_bn: BatchNorm,
+}
+
+impl Projection {
+    fn new(p: &Params, features: usize, head_dim: usize) -> candle_core::Result<Projection> {
+        Ok(Projection {
+            hidden: linear_with_bias(&p.pp("hidden"), features, features)?,
+            hidden_bn: batch_norm(&p.pp("hidden_bn"), features)?,
+            out: linear_with_bias(&p.pp("out"), features, head_dim)?,
+            out_bn: batch_norm(&p.pp("out_bn"), head_dim)?,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let x = self
+            .hidden_bn
+            .forward_t(&self.hidden.forward(x)?, train)?
+            .relu()?;
+        self.out_bn.forward_t(&self.out.forward(&x)?, train)
+    }
+}
+
+/// `nn.Linear(c_in, c_out)` with PyTorch's default initialisation.
+fn linear_with_bias(p: &Params, c_in: usize, c_out: usize) -> candle_core::Result<Linear> {
+    let bound = 1.0 / (c_in as f64).sqrt();
+    Ok(Linear::new(
+        p.get((c_out, c_in), "weight", Init::Uniform(bound))?,
+        Some(p.get(c_out, "bias", Init::Uniform(bound))?),
+    ))
+}
+
+/// The ECG encoder: raw leads `[batch, leads, samples]` -> unit vectors `[batch, head_dim]`.
+#[derive(Debug, Clone)]
+pub struct EcgEncoder {
+    config: EcgEncoderConfig,
+    stem: ConvBn,
+    stages: Vec<Vec<Block>>,
+    projection: Projection,
+}
+
+impl EcgEncoder {
+    /// Builds the encoder, drawing or fetching its weights under `p` (`stem.*`, `stages.*`,
+    /// `projection.*`).
+    pub fn new(config: &EcgEncoderConfig, p: &Params) -> Result<EcgEncoder, ModelError> {
+        config.validate()?;
+        Self::build(config, p).map_err(ModelError::tensor("building the ECG encoder"))
+    }
+
+    fn build(config: &EcgEncoderConfig, p: &Params) -> candle_core::Result<EcgEncoder> {
+        let stem = ConvBn::new(&p.pp("stem"), config.leads, config.base_width, 7, 2)?;
+        let mut c_in = config.base_width;
+        let mut stages = Vec::with_capacity(config.stage_blocks.len());
+        for (s, &blocks) in config.stage_blocks.iter().enumerate() {
+            let width = config.base_width << s;
+            let stage_p = p.pp(format!("stages.{s}"));
+            let mut stage = Vec::with_capacity(blocks);
+            for b in 0..blocks {
+                let stride = if s > 0 && b == 0 { 2 } else { 1 };
+                stage.push(Block::new(
+                    &stage_p.pp(b),
+                    config.block,
+                    c_in,
+                    width,
+                    stride,
+                )?);
+                c_in = width * config.block.expansion();
+            }
+            stages.push(stage);
+        }
+        let projection = Projection::new(&p.pp("projection"), c_in, config.head_dim)?;
+        Ok(EcgEncoder {
+            config: config.clone(),
+            stem,
+            stages,
+            projection,
+        })
+    }
+
+    /// The encoder's configuration.
+    pub fn config(&self) -> &EcgEncoderConfig {
+        &self.config
+    }
+
+    /// Pooled ResNet features `[batch, feature_dim]` (before the projection).
+    pub fn features(&self, ecg: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+        self.check_input(ecg, train)?;
+        self.features_inner(ecg, train)
+            .map_err(ModelError::tensor("ECG encoder features"))
+    }
+
+    /// The ECG embedding: L2-normalised `[batch, head_dim]`.
+    pub fn forward(&self, ecg: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+        self.check_input(ecg, train)?;
+        let run = || -> candle_core::Result<Tensor> {
+            let features = self.features_inner(ecg, train)?;
+            l2_normalize(&self.projection.forward_t(&features, train)?)
+        };
+        run().map_err(ModelError::tensor("ECG encoder forward"))
+    }
+
+    fn features_inner(&self, ecg: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let mut x = self.stem.forward_t(ecg, train)?.relu()?;
+        if self.config.stem_max_pool {
+            x = max_pool_3_2_1(&x)?;
+        }
+        for block in self.stages.iter().flatten() {
+            x = block.forward_t(&x, train)?;
+        }
+        x.mean(D::Minus1)
+    }
+
+    fn check_input(&self, ecg: &Tensor, train: bool) -> Result<(), ModelError> {
+        match ecg.dims() {
+            &[batch, leads, samples] if leads == self.config.leads && samples >= 8 => {
+                if train && batch < 2 {
+                    Err(ModelError::Input(
+                        "training needs at least 2 records per batch (BatchNorm statistics)".into(),
+                    ))
+                } else if batch == 0 {
+                    Err(ModelError::Input("empty batch".into()))
+                } else {
+                    Ok(())
+                }
+            }
+            dims => Err(ModelError::Input(format!(
+                "ECG tensor must be [batch, {} leads, >= 8 samples], got {dims:?}",
+                self.config.leads
+            ))),
+        }
+    }
+}
+
+/// `MaxPool1d(kernel 3, stride 2, padding 1)` on `[batch, channels, time]`. Repeating the edge
+/// sample as padding gives the same maxima as PyTorch's -inf padding. Window k covers padded
+/// samples 2k, 2k+1, 2k+2 = even[k], odd[k], even[k+1], so the pool is an element-wise maximum
+/// of three views (candle's own max-pool has no gradient when stride != kernel).
+fn max_pool_3_2_1(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (b, c, t) = x.dims3()?;
+    // One more repeated sample on the right when needed so the length is even.
+    let padded = x.pad_with_same(D::Minus1, 1, 1 + t % 2)?;
+    let pairs = padded.dim(2)? / 2;
+    let windows = pairs - 1;
+    let split = padded.reshape((b, c, pairs, 2))?;
+    let even = split.narrow(3, 0, 1)?.squeeze(3)?;
+    let odd = split.narrow(3, 1, 1)?.squeeze(3)?;
+    even.narrow(2, 0, windows)?
+        .maximum(&odd.narrow(2, 0, windows)?)?
+        .maximum(&even.narrow(2, 1, windows)?)
+}
+
+/// Each row divided by its Euclidean norm (at least 1e-12), as `F.normalize(x, dim=-1)`.
+pub fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12f32, f32::MAX)?;
+    x.broadcast_div(&norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device};
+
+    use super::*;
+
+    fn tiny(block: BlockKind) -> EcgEncoderConfig {
+        EcgEncoderConfig {
+            leads: 12,
+            block,
+            stage_blocks: vec![1, 2],
+            base_width: 4,
+            stem_max_pool: true,
+            head_dim: 6,
+        }
+    }
+
+    fn ecg(batch: usize, samples: usize) -> candle_core::Result<Tensor> {
+        let values: Vec<f32> = (0..batch * 12 * samples)
+            .map(|i| ((i as f32) * 0.37).sin())
+            .collect();
+        Tensor::from_vec(values, (batch, 12, samples), &Device::Cpu)
+    }
+
+    #[test]
+    fn output_is_batch_by_head_dim_with_unit_rows() -> Result<(), Box<dyn std::error::Error>> {
+        for block in [BlockKind::Basic, BlockKind::Bottleneck] {
+            let encoder = EcgEncoder::new(&tiny(block), &Params::new(1, &Device::Cpu))?;
+            for train in [true, false] {
+                let out = encoder.forward(&ecg(3, 100)?, train)?;
+                assert_eq!(out.dims(), &[3, 6]);
+                for row in out.to_vec2::<f32>()? {
+                    let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                    assert!(
+                        (norm - 1.0).abs() < 1e-5,
+                        "{block:?} train={train}: norm {norm}"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn feature_dim_matches_the_pooled_features() -> Result<(), Box<dyn std::error::Error>> {
+        for block in [BlockKind::Basic, BlockKind::Bottleneck] {
+            let config = tiny(block);
+            let encoder = EcgEncoder::new(&config, &Params::new(1, &Device::Cpu))?;
+            let features = encoder.features(&ecg(2, 64)?, false)?;
+            assert_eq!(features.dims(), &[2, config.feature_dim()]);
+        }
+        assert_eq!(EcgEncoderConfig::resnet50_1d(64).feature_dim(), 2048);
+        assert_eq!(EcgEncoderConfig::edge(64).feature_dim(), 128);
+        Ok(())
+    }
+
+    #[test]
+    fn wrong_leads_and_single_record_training_are_refused() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let encoder = EcgEncoder::new(&tiny(BlockKind::Basic), &Params::new(1, &Device::Cpu))?;
+        let eight_leads = Tensor::zeros((2, 8, 100), DType::F32, &Device::Cpu)?;
+        assert!(matches!(
+            encoder.forward(&eight_leads, false),
+            Err(ModelError::Input(_))
+        ));
+        assert!(matches!(
+            encoder.forward(&ecg(1, 100)?, true),
+            Err(ModelError::Input(_))
+        ));
+        assert!(encoder.forward(&ecg(1, 100)?, false).is_ok());
+        Ok(())
+    }
+
+    #[test]
+    fn max_pool_matches_hand_computed_windows() -> candle_core::Result<()> {
+        // windows (padding repeats the edge): [1,1,3] [3,2,5] [5,4,4] -> 3, 5, 5
+        let x = Tensor::new(&[[[1f32, 3., 2., 5., 4.]]], &Device::Cpu)?;
+        assert_eq!(
+            max_pool_3_2_1(&x)?.to_vec3::<f32>()?,
+            vec![vec![vec![3., 5., 5.]]]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn max_pool_passes_gradients_to_the_window_maxima() -> candle_core::Result<()> {
+        let x = candle_core::Var::new(&[[[1f32, 3., 2., 5., 4., 0.]]], &Device::Cpu)?;
+        let grads = max_pool_3_2_1(x.as_tensor())?.sum_all()?.backward()?;
+        let grad = grads
+            .get(x.as_tensor())
+            .map(|g| g.flatten_all()?.to_vec1::<f32>());
+        // windows [1,1,3] [3,2,5] [5,4,0]: maxima at samples 1, 3, 3.
+        assert_eq!(grad.transpose()?, Some(vec![0., 1., 0., 2., 0., 0.]));
+        Ok(())
+    }
+
+    #[test]
+    fn stem_and_stage_strides_shrink_time_as_the_reference()
+    -> Result<(), Box<dyn std::error::Error>> {
+        // 100 samples: stem /2 -> 50, max-pool /2 -> 25, stage 2 /2 -> 13 (ceil, padding 1).
+        let encoder = EcgEncoder::new(&tiny(BlockKind::Basic), &Params::new(1, &Device::Cpu))?;
+        let x = encoder.stem.forward_t(&ecg(2, 100)?, false)?;
+        assert_eq!(x.dim(2)?, 50);
+        let x = max_pool_3_2_1(&x)?;
+        assert_eq!(x.dim(2)?, 25);
+        let x = encoder.stages[0][0].forward_t(&x, false)?;
+        let x = encoder.stages[1][0].forward_t(&x, false)?;
+        assert_eq!(x.dims(), &[2, 8, 13]);
+        Ok(())
+    }
+}
