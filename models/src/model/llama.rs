@@ -306,15 +306,7 @@ impl Attention {
     ) -> candle_core::Result<Attention> {
         let kv_width = c.num_kv_heads * c.head_dim;
         let q_width = c.num_heads * c.head_dim;
-        let proj = |name: &str, target, c_in, c_out| {
-            LoraLinear::new(
-                &p.pp(name),
-                c_in,
-                c_out,
-                Init::Normal(0.02),
-                adapter(lora, target),
-            )
-        };
+        let proj = |name: &str, target, c_in, c_out| projection(p, lora, name, target, c_in, c_out);
         Ok(Attention {
             q: proj("q_proj", LoraTarget::Q, c.hidden_size, q_width)?,
             k: proj("k_proj", LoraTarget::K, c.hidden_size, kv_width)?,
@@ -399,6 +391,25 @@ fn adapter(lora: Option<&LoraConfig>, target: LoraTarget) -> Option<&LoraConfig>
     lora.filter(|config| config.adapts(target))
 }
 
+/// One projection of a layer (`q_proj`, `gate_proj`, ...): N(0, 0.02) weights, with a LoRA
+/// adapter when `lora` targets it.
+fn projection(
+    p: &Params,
+    lora: Option<&LoraConfig>,
+    name: &str,
+    target: LoraTarget,
+    c_in: usize,
+    c_out: usize,
+) -> candle_core::Result<LoraLinear> {
+    LoraLinear::new(
+        &p.pp(name),
+        c_in,
+        c_out,
+        Init::Normal(0.02),
+        adapter(lora, target),
+    )
+}
+
 /// `[b, kv_heads, S, d]` -> `[b, kv_heads * group, S, d]`, each KV head serving `group`
 /// consecutive query heads (query head h reads KV head h / group).
 fn repeat_kv(x: &Tensor, group: usize) -> candle_core::Result<Tensor> {
@@ -439,15 +450,7 @@ struct Mlp {
 
 impl Mlp {
     fn new(p: &Params, c: &LlamaConfig, lora: Option<&LoraConfig>) -> candle_core::Result<Mlp> {
-        let proj = |name: &str, target, c_in, c_out| {
-            LoraLinear::new(
-                &p.pp(name),
-                c_in,
-                c_out,
-                Init::Normal(0.02),
-                adapter(lora, target),
-            )
-        };
+        let proj = |name: &str, target, c_in, c_out| projection(p, lora, name, target, c_in, c_out);
         Ok(Mlp {
             gate: proj(
                 "gate_proj",
