@@ -181,7 +181,7 @@ fn broker(host: &str, port: u16) -> Finding {
     Finding {
         topic: "broker",
         status: Status::Warn,
-        detail: format!("{target} unreachable (reports would queue)"),
+        detail: format!("{target} unreachable"),
     }
 }
 
