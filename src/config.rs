@@ -459,7 +459,7 @@ pub enum ConfigError {
         column: usize,
         /// What is wrong and what is allowed (from the TOML parser).
         message: String,
-        /// " (in [table])" when the error sits inside a table.
+        /// `" (in [table])"` when the error sits inside a table.
         section: String,
     },
     /// A field parsed but its value is not usable.

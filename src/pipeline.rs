@@ -7,7 +7,7 @@
 //!
 //! [`BedPipeline`] is plain synchronous state (one per bed) so it can be tested without a
 //! runtime; [`run`] drives it from a source channel into a sink. The inference engine slots in
-//! where [`BedPipeline::judge`] decides the outcome.
+//! where `BedPipeline::judge` decides the outcome.
 
 use tokio::sync::mpsc;
 
