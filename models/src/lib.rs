@@ -8,7 +8,16 @@
 //! - [`model`]: the MEIT model in candle (ECG encoder, Llama decoder with the ECG slot, LoRA,
 //!   instruction format, masked loss).
 //! - [`tokenizer`]: byte-level BPE trained on report text (`tokenizer.json`).
+//! - [`data`]: labelled records (synthetic on the fly, PTB-XL, MIMIC-IV-ECG) for training.
+//! - [`training`]: the training run (epochs, checkpoints, resume, progress, loss curve) and the
+//!   model directory it writes.
+//! - [`generate`]: reports from a trained model, window by window, quality-gated.
+//! - [`eval`]: clinical correctness and the evaluation suite (`meit-models eval`).
 
+pub mod data;
+pub mod eval;
+pub mod generate;
 pub mod metrics;
 pub mod model;
 pub mod tokenizer;
+pub mod training;

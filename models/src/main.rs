@@ -6,9 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use meit_models::eval::{self, suite::Suite};
+use meit_models::generate;
 use meit_models::metrics::{self, Tokenization};
 use meit_models::model::train::RunConfig;
 use meit_models::tokenizer::ReportTokenizer;
+use meit_models::training::{self, RunOptions};
 
 /// Trains, evaluates and exports meit's models (the MEIT method).
 #[derive(Debug, Parser)]
@@ -22,12 +25,57 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Train a model from a config file.
-    Train,
-    /// Evaluate a model bundle.
-    Eval,
-    /// Generate reports for a WFDB record.
-    Generate,
+    /// Train a model from a run config (models/configs/*.toml) into a model directory.
+    Train {
+        /// The run config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The model directory (default: models/trained/<config name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue from the directory's checkpoint instead of starting over.
+        #[arg(long)]
+        resume: bool,
+        /// Stop after this many optimiser steps (smoke runs; the schedule spans the whole run).
+        #[arg(long)]
+        max_steps: Option<usize>,
+        /// No progress output.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Evaluate a trained model on the held-out synthetic test set: text metrics, clinical
+    /// correctness, shuffled-ECG control, robustness, lead sets, transfer. Writes JSON and
+    /// Markdown.
+    Eval {
+        /// The model directory (from `train`).
+        #[arg(long)]
+        model: PathBuf,
+        /// Test records per row (default: the run config's test_records).
+        #[arg(long)]
+        records: Option<usize>,
+        /// Which rows.
+        #[arg(long, value_enum, default_value = "full")]
+        suite: Suite,
+        /// Where to write the JSON (default: DIR/eval.json).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Where to write the Markdown table (default: DIR/eval.md).
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+    },
+    /// Print the report for each 10 s window of a WFDB record (any rate, any lead set the
+    /// lead mapping accepts; other signals are ignored, missing leads masked).
+    Generate {
+        /// The model directory (from `train`).
+        #[arg(long)]
+        model: PathBuf,
+        /// The record's header file (.hea).
+        #[arg(long)]
+        record: PathBuf,
+        /// One JSON object per window instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Score line-aligned hypothesis and reference reports: BLEU-1..4, METEOR, ROUGE-L,
     /// CIDEr-D as JSON. Several references on one line are separated by `|||`.
     Score {
@@ -80,6 +128,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // candle's CPU thread pool busy-waits at every operation's barrier: on a small, shared
+        // machine a spinning worker starves the data thread and other processes (measured on the
+        // 2-core build box: 47 records/s with one thread against 8 with two). One compute thread
+        // plus the data thread keep both cores busy; set RAYON_NUM_THREADS to override.
+        // SAFETY: no other thread exists yet, so nothing reads the environment concurrently.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    }
     match run(cli.command) {
         Ok(code) => code,
         Err(error) => {
@@ -91,12 +147,65 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Train => not_yet("train", "training (the train issue)"),
-        Command::Eval => not_yet(
-            "eval",
-            "model evaluation (needs the model code; `meit-models score` scores text files)",
-        ),
-        Command::Generate => not_yet("generate", "report generation (needs the model code)"),
+        Command::Train {
+            config,
+            out,
+            resume,
+            max_steps,
+            quiet,
+        } => {
+            let text = read(&config)?;
+            let run = RunConfig::from_toml(&text)
+                .with_context(|| format!("checking {}", config.display()))?;
+            let out = out.unwrap_or_else(|| {
+                let name = config.file_stem().unwrap_or_default();
+                Path::new("models/trained").join(name)
+            });
+            let options = RunOptions {
+                out: out.clone(),
+                resume,
+                max_steps,
+                quiet,
+            };
+            let summary = training::train(&run, &text, &options)
+                .with_context(|| format!("training into {}", out.display()))?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval {
+            model,
+            records,
+            suite,
+            json,
+            markdown,
+        } => {
+            let (config, meit, encoder) = training::load_model(&model)
+                .with_context(|| format!("loading the model in {}", model.display()))?;
+            let records = records.unwrap_or(config.data.test_records);
+            let data = config
+                .data
+                .synth
+                .as_ref()
+                .context("the run config has no [data.synth] test source")?;
+            let rows = eval::suite::variants(suite, data);
+            let report = eval::suite::evaluate(&config, &meit, &encoder, records, &rows, |name| {
+                eprintln!("meit-models eval: {name} ({records} records)")
+            })?;
+            let json_path = json.unwrap_or_else(|| model.join("eval.json"));
+            let md_path = markdown.unwrap_or_else(|| model.join("eval.md"));
+            std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")
+                .with_context(|| format!("writing {}", json_path.display()))?;
+            let table = report.to_markdown();
+            std::fs::write(&md_path, &table)
+                .with_context(|| format!("writing {}", md_path.display()))?;
+            println!("{table}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate {
+            model,
+            record,
+            json,
+        } => generate(&model, &record, json),
         Command::Score {
             hyp,
             references,
@@ -159,8 +268,48 @@ fn score(
     Ok(ExitCode::SUCCESS)
 }
 
-/// A command whose capability has not landed: says so and fails, never pretends.
-fn not_yet(command: &str, what: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("meit-models {command}: not implemented yet: {what} has not landed in this build");
-    Ok(ExitCode::from(2))
+fn generate(model_dir: &Path, hea: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let (config, model, encoder) = training::load_model(model_dir)
+        .with_context(|| format!("loading the model in {}", model_dir.display()))?;
+    let (recording, ignored) = generate::read_wfdb(hea)?;
+    if !ignored.is_empty() {
+        eprintln!(
+            "meit-models: {}: not ECG leads, ignored: {}",
+            hea.display(),
+            ignored.join(", ")
+        );
+    }
+    let windows = generate::report_windows(&model, &encoder, &recording, config.train.max_tokens)?;
+    let window_s = encoder.preprocessor().spec().window_seconds;
+    let covered = windows.last().map_or(0.0, |w| w.end_s);
+    let tail = recording.duration_s() - covered;
+    if tail > 0.05 {
+        eprintln!(
+            "meit-models: {}: the last {tail:.1} s are shorter than one {window_s} s window: no report for them",
+            hea.display()
+        );
+    }
+    for w in &windows {
+        if json {
+            println!("{}", serde_json::to_string(w)?);
+            continue;
+        }
+        let masked = if w.masked_leads.is_empty() {
+            String::new()
+        } else {
+            format!(" [masked: {}]", w.masked_leads.join(" "))
+        };
+        match &w.outcome {
+            generate::WindowOutcome::Report { text } => {
+                println!("{:6.1}-{:6.1} s{masked}: {text}", w.start_s, w.end_s)
+            }
+            generate::WindowOutcome::NoReport { reasons } => println!(
+                "{:6.1}-{:6.1} s{masked}: NO REPORT ({})",
+                w.start_s,
+                w.end_s,
+                reasons.join("; ")
+            ),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,10 @@
 //! encodes (no unknown token) and decodes back exactly. The chat markers and padding are added
 //! as special tokens with fixed ids 0..=4 ([`SPECIAL_TOKENS`]): they are never split or merged
 //! and never produced by plain text.
+//!
+//! Training and generation take any [`TextTokenizer`]: this report tokenizer, or a pretrained
+//! model's own ([`PretrainedTokenizer`], e.g. SmolLM2's rebuilt from its GGUF), whose special
+//! tokens and begin/end conventions differ.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -56,6 +60,26 @@ pub enum TokenizerError {
     /// Encoding or decoding failed.
     #[error("tokenizing: {0}")]
     Encode(String),
+    /// A special id (padding, begin, end) outside the vocabulary.
+    #[error("token id {id} is outside the vocabulary of {size}")]
+    IdOutOfVocabulary {
+        /// The id.
+        id: u32,
+        /// The vocabulary size.
+        size: usize,
+    },
+    /// A marker an instruction style needs is not a single token of this vocabulary.
+    #[error(
+        "the tokenizer splits {marker:?} into {pieces} tokens; the instruction style `{style}` needs it as one token (chat_ml goes with a ChatML model such as SmolLM2-Instruct, tulu with MEIT's report tokenizer)"
+    )]
+    NotOneToken {
+        /// The marker text, e.g. `<|im_start|>`.
+        marker: String,
+        /// How many tokens it became.
+        pieces: usize,
+        /// The style's name.
+        style: &'static str,
+    },
 }
 
 /// The tokenizer pipeline around a BPE `model`, as SmolLM2's: no normaliser; digits one by
@@ -118,6 +142,105 @@ pub fn byte_level_bpe(
         .collect();
     tokenizer.add_special_tokens(special).map_err(build_error)?;
     Ok(Tokenizer::from(tokenizer))
+}
+
+/// What training and generation need from a tokenizer, whichever vocabulary it has.
+pub trait TextTokenizer: std::fmt::Debug {
+    /// Token ids of `text` (special-token strings in it become their single ids).
+    fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError>;
+    /// The text of `ids`; special tokens are dropped when `skip_special`.
+    fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError>;
+    /// Tokens in the vocabulary, special tokens included.
+    fn vocab_size(&self) -> usize;
+    /// The id right-padding uses (never scored, so any id works; this is the model's own).
+    fn pad_id(&self) -> u32;
+    /// The id put before every sample, if the model's tokenizer adds one (Llama's `<s>`);
+    /// `None` when it adds none (SmolLM2: its chat template starts with `<|im_start|>`).
+    fn begin_id(&self) -> Option<u32>;
+    /// The tokenizer's end-of-text id (`</s>`; SmolLM2-Instruct's `<|im_end|>`).
+    fn end_id(&self) -> u32;
+}
+
+/// Encodes with a `tokenizers` pipeline, adding nothing around the text.
+fn encode_text(inner: &Tokenizer, text: &str) -> Result<Vec<u32>, TokenizerError> {
+    inner
+        .encode(text, false)
+        .map(|encoding| encoding.get_ids().to_vec())
+        .map_err(|e| TokenizerError::Encode(e.to_string()))
+}
+
+/// Decodes with a `tokenizers` pipeline.
+fn decode_ids(
+    inner: &Tokenizer,
+    ids: &[u32],
+    skip_special: bool,
+) -> Result<String, TokenizerError> {
+    inner
+        .decode(ids, skip_special)
+        .map_err(|e| TokenizerError::Encode(e.to_string()))
+}
+
+/// A pretrained model's own tokenizer with its padding, begin and end conventions.
+#[derive(Debug, Clone)]
+pub struct PretrainedTokenizer {
+    inner: Tokenizer,
+    pad_id: u32,
+    begin_id: Option<u32>,
+    end_id: u32,
+}
+
+impl PretrainedTokenizer {
+    /// Wraps `inner`; every given id must lie inside its vocabulary.
+    pub fn new(
+        inner: Tokenizer,
+        pad_id: u32,
+        begin_id: Option<u32>,
+        end_id: u32,
+    ) -> Result<PretrainedTokenizer, TokenizerError> {
+        let size = inner.get_vocab_size(true);
+        for id in [Some(pad_id), begin_id, Some(end_id)].into_iter().flatten() {
+            if id as usize >= size {
+                return Err(TokenizerError::IdOutOfVocabulary { id, size });
+            }
+        }
+        Ok(PretrainedTokenizer {
+            inner,
+            pad_id,
+            begin_id,
+            end_id,
+        })
+    }
+
+    /// The underlying `tokenizers` pipeline (to save as `tokenizer.json`).
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+}
+
+impl TextTokenizer for PretrainedTokenizer {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        encode_text(&self.inner, text)
+    }
+
+    fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
+        decode_ids(&self.inner, ids, skip_special)
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    fn begin_id(&self) -> Option<u32> {
+        self.begin_id
+    }
+
+    fn end_id(&self) -> u32 {
+        self.end_id
+    }
 }
 
 /// A byte-level BPE tokenizer with MEIT's special tokens.
@@ -207,17 +330,12 @@ impl ReportTokenizer {
 
     /// Token ids of `text` (special-token strings in it become their single ids).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        self.inner
-            .encode(text, false)
-            .map(|encoding| encoding.get_ids().to_vec())
-            .map_err(|e| TokenizerError::Encode(e.to_string()))
+        encode_text(&self.inner, text)
     }
 
     /// The text of `ids`; special tokens are dropped when `skip_special`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
-        self.inner
-            .decode(ids, skip_special)
-            .map_err(|e| TokenizerError::Encode(e.to_string()))
+        decode_ids(&self.inner, ids, skip_special)
     }
 
     /// Tokens in the vocabulary, special tokens included.
@@ -238,6 +356,34 @@ impl ReportTokenizer {
     /// The end-of-text id (`</s>`): generation stops here.
     pub fn end_id(&self) -> u32 {
         self.end_id
+    }
+}
+
+/// The report tokenizer through the common interface: its inherent methods, with `<s>` as the
+/// begin id of every sample.
+impl TextTokenizer for ReportTokenizer {
+    fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        ReportTokenizer::encode(self, text)
+    }
+
+    fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
+        ReportTokenizer::decode(self, ids, skip_special)
+    }
+
+    fn vocab_size(&self) -> usize {
+        ReportTokenizer::vocab_size(self)
+    }
+
+    fn pad_id(&self) -> u32 {
+        ReportTokenizer::pad_id(self)
+    }
+
+    fn begin_id(&self) -> Option<u32> {
+        Some(ReportTokenizer::begin_id(self))
+    }
+
+    fn end_id(&self) -> u32 {
+        ReportTokenizer::end_id(self)
     }
 }
 
@@ -334,6 +480,50 @@ mod tests {
             byte_level_bpe(&tokens, &["ab".to_string()], &[]).is_err(),
             "a merge needs two symbols"
         );
+        Ok(())
+    }
+
+    /// Calls through the trait only, as training code generic over tokenizers does.
+    fn through_trait<T: TextTokenizer + ?Sized>(
+        tokenizer: &T,
+        text: &str,
+    ) -> Result<(Vec<u32>, String), TokenizerError> {
+        let ids = tokenizer.encode(text)?;
+        let back = tokenizer.decode(&ids, false)?;
+        Ok((ids, back))
+    }
+
+    #[test]
+    fn report_tokenizer_answers_the_same_through_the_trait() -> Result<(), TokenizerError> {
+        let tokenizer = trained()?;
+        let (ids, back) = through_trait(&tokenizer, REPORTS[1])?;
+        assert_eq!(ids, tokenizer.encode(REPORTS[1])?);
+        assert_eq!(back, REPORTS[1]);
+        let dynamic: &dyn TextTokenizer = &tokenizer;
+        assert_eq!(dynamic.begin_id(), Some(1), "<s> begins every sample");
+        assert_eq!((dynamic.pad_id(), dynamic.end_id()), (0, 2));
+        assert_eq!(dynamic.vocab_size(), tokenizer.vocab_size());
+        Ok(())
+    }
+
+    #[test]
+    fn pretrained_tokenizer_keeps_its_ids_and_refuses_ids_outside_the_vocabulary()
+    -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let tokens: Vec<String> = ["<end>", "<start>", "a", "b", "ab"]
+            .map(String::from)
+            .to_vec();
+        let inner = byte_level_bpe(&tokens, &["a b".to_string()], &[0, 1])?;
+        let tokenizer = PretrainedTokenizer::new(inner.clone(), 0, None, 0)?;
+        let (ids, back) = through_trait(&tokenizer, "<start>ab<end>")?;
+        assert_eq!(ids, vec![1, 4, 0]);
+        assert_eq!(back, "<start>ab<end>");
+        assert_eq!(tokenizer.decode(&ids, true)?, "ab");
+        assert_eq!((tokenizer.begin_id(), tokenizer.end_id()), (None, 0));
+        assert_eq!(tokenizer.vocab_size(), 5);
+        assert!(matches!(
+            PretrainedTokenizer::new(inner, 0, Some(5), 0),
+            Err(TokenizerError::IdOutOfVocabulary { id: 5, size: 5 })
+        ));
         Ok(())
     }
 

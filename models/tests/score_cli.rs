@@ -94,10 +94,17 @@ fn score_rejects_files_that_are_not_line_aligned() {
 }
 
 #[test]
-fn unimplemented_commands_say_so_and_exit_2() {
-    for command in ["train", "eval", "generate"] {
+fn model_commands_name_their_missing_arguments() {
+    for (command, flag) in [
+        ("train", "--config"),
+        ("eval", "--model"),
+        ("generate", "--model"),
+    ] {
         let out = meit_models(&[command]);
         assert_eq!(out.status.code(), Some(2), "{command}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(flag),
+            "{command} names {flag}"
+        );
     }
 }

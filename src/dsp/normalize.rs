@@ -19,6 +19,9 @@ pub enum Normalization {
     MinMaxRecord,
     /// Each available lead to zero mean and unit standard deviation.
     ZScorePerLead,
+    /// Microvolts / 1000: a fixed scale (PTB-XL's raw millivolts, as the paper feeds PTB-XL), so
+    /// absolute voltage (hypertrophy, low voltage) stays visible to the model.
+    Millivolts,
 }
 
 impl Normalization {
@@ -28,6 +31,15 @@ impl Normalization {
         let is_available = |i: usize| available.get(i).copied().unwrap_or(false);
         match self {
             Normalization::None => {}
+            Normalization::Millivolts => {
+                for (i, mut row) in samples.rows_mut().into_iter().enumerate() {
+                    if is_available(i) {
+                        row.mapv_inplace(|x| x / 1000.0);
+                    } else {
+                        row.fill(0.0);
+                    }
+                }
+            }
             Normalization::MinMaxRecord => {
                 let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
                 for (_, row) in samples
@@ -129,5 +141,12 @@ mod tests {
             serde_json::from_str::<Normalization>(&json).unwrap(),
             Normalization::MinMaxRecord
         );
+    }
+
+    #[test]
+    fn millivolts_keep_absolute_amplitude_and_zero_masked_rows() {
+        let mut a = ndarray::array![[1500.0f32, -500.0], [3000.0, 1000.0], [7.0, 7.0]];
+        Normalization::Millivolts.apply(&mut a, &[true, true, false]);
+        assert_eq!(a, ndarray::array![[1.5f32, -0.5], [3.0, 1.0], [0.0, 0.0]]);
     }
 }

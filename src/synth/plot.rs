@@ -145,7 +145,7 @@ pub fn render_paper(
 }
 
 /// Draws `text` with the built-in font, top-left at (x, y), each font pixel `scale` pixels.
-fn draw_text<DB: DrawingBackend>(
+pub fn draw_text<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     text: &str,
     x: i32,

@@ -19,7 +19,7 @@
 //! its variance is undefined.
 
 use candle_core::{D, Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, Conv1d, Conv1dConfig, Linear};
+use candle_nn::{BatchNorm, Linear};
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
@@ -46,7 +46,7 @@ impl BlockKind {
 }
 
 /// The encoder's shape. Serialised in model configs (`[encoder]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EcgEncoderConfig {
     /// Input leads (channels), 12 for a standard ECG.
@@ -61,6 +61,17 @@ pub struct EcgEncoderConfig {
     pub stem_max_pool: bool,
     /// Output size: the decoder's attention head dimension.
     pub head_dim: usize,
+    /// Length of the embedding: the L2-normalised vector is multiplied by this. 1 is the paper
+    /// (a unit vector). The tiled ECG token skips the decoder's input RMSNorm, so with a unit
+    /// vector its keys and values are `sqrt(head_dim)` times smaller than those of text tokens;
+    /// `sqrt(head_dim)` gives it the size of a normalised hidden state, which a decoder trained
+    /// from scratch needs to find the slot early (a pretrained one can scale it in its weights).
+    #[serde(default = "unit_length")]
+    pub output_scale: f64,
+}
+
+fn unit_length() -> f64 {
+    1.0
 }
 
 impl EcgEncoderConfig {
@@ -73,6 +84,7 @@ impl EcgEncoderConfig {
             base_width: 64,
             stem_max_pool: false,
             head_dim,
+            output_scale: 1.0,
         }
     }
 
@@ -86,6 +98,7 @@ impl EcgEncoderConfig {
             base_width: 16,
             stem_max_pool: true,
             head_dim,
+            output_scale: 1.0,
         }
     }
 
@@ -107,14 +120,74 @@ impl EcgEncoderConfig {
         if self.stage_blocks.len() > 8 {
             return bad("at most 8 stages");
         }
+        if !(self.output_scale > 0.0 && self.output_scale.is_finite()) {
+            return bad("output_scale must be positive");
+        }
         Ok(())
+    }
+}
+
+/// A 1-D convolution without bias, `[batch, c_in, t] -> [batch, c_out, t_out]`, PyTorch's
+/// `Conv1d(bias=False)` with zero padding.
+///
+/// Written as im2col (one gather of the receptive fields) and a matrix product instead of
+/// candle's `conv1d`, whose weight gradient is wrong on the CPU in candle 0.11.1 (measured against
+/// finite differences: see `convolution_gradients_match_finite_differences`); with it the
+/// encoder could not even fit 32 records. Every operation used here has a checked gradient.
+#[derive(Debug, Clone)]
+struct Convolution {
+    /// `[c_out, c_in, kernel]`.
+    weight: Tensor,
+    stride: usize,
+    padding: usize,
+}
+
+impl Convolution {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (c_out, c_in, kernel) = self.weight.dims3()?;
+        let (batch, channels, t) = x.dims3()?;
+        if channels != c_in {
+            candle_core::bail!("convolution expects {c_in} channels, got {channels}");
+        }
+        let padded_len = t + 2 * self.padding;
+        if padded_len < kernel {
+            candle_core::bail!("convolution input of {t} samples is shorter than its kernel");
+        }
+        let t_out = (padded_len - kernel) / self.stride + 1;
+        // Zero padding, then more zeros on the right so the length is a multiple of the stride:
+        // tap j of output o is sample o * stride + j = row o + j / stride, column j % stride of
+        // the padded signal seen as rows of `stride` samples. Each tap is then a view, and
+        // their concatenation the im2col matrix (cheap to differentiate: no gather).
+        let rows = t_out + (kernel - 1) / self.stride + 1;
+        let right = rows * self.stride - t - self.padding;
+        let grid = x.pad_with_zeros(D::Minus1, self.padding, right)?.reshape((
+            batch,
+            c_in,
+            rows,
+            self.stride,
+        ))?;
+        let taps = (0..kernel)
+            .map(|j| {
+                grid.narrow(2, j / self.stride, t_out)?
+                    .narrow(3, j % self.stride, 1)
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let columns = Tensor::cat(&taps, 3)?
+            .permute((0, 2, 1, 3))?
+            .reshape((batch * t_out, c_in * kernel))?;
+        let weight = self.weight.reshape((c_out, c_in * kernel))?;
+        columns
+            .matmul(&weight.t()?)?
+            .reshape((batch, t_out, c_out))?
+            .transpose(1, 2)?
+            .contiguous()
     }
 }
 
 /// A convolution without bias followed by BatchNorm.
 #[derive(Debug, Clone)]
 struct ConvBn {
-    conv: Conv1d,
+    conv: Convolution,
     bn: BatchNorm,
 }
 
@@ -130,13 +203,12 @@ impl ConvBn {
         let weight = p
             .pp("conv")
             .get((c_out, c_in, kernel), "weight", Init::Uniform(bound))?;
-        let config = Conv1dConfig {
-            padding: kernel / 2,
-            stride,
-            ..Default::default()
-        };
         Ok(ConvBn {
-            conv: Conv1d::new(weight, None, config),
+            conv: Convolution {
+                weight,
+                stride,
+                padding: kernel / 2,
+            },
             bn: batch_norm(&p.pp("bn"), c_out)?,
         })
     }
@@ -242,7 +314,11 @@ impl Projection {
 }
 
 /// `nn.Linear(c_in, c_out)` with PyTorch's default initialisation.
-fn linear_with_bias(p: &Params, c_in: usize, c_out: usize) -> candle_core::Result<Linear> {
+pub(crate) fn linear_with_bias(
+    p: &Params,
+    c_in: usize,
+    c_out: usize,
+) -> candle_core::Result<Linear> {
     let bound = 1.0 / (c_in as f64).sqrt();
     Ok(Linear::new(
         p.get((c_out, c_in), "weight", Init::Uniform(bound))?,
@@ -309,12 +385,17 @@ impl EcgEncoder {
             .map_err(ModelError::tensor("ECG encoder features"))
     }
 
-    /// The ECG embedding: L2-normalised `[batch, head_dim]`.
+    /// The ECG embedding: L2-normalised `[batch, head_dim]`, times `output_scale`.
     pub fn forward(&self, ecg: &Tensor, train: bool) -> Result<Tensor, ModelError> {
         self.check_input(ecg, train)?;
         let run = || -> candle_core::Result<Tensor> {
             let features = self.features_inner(ecg, train)?;
-            l2_normalize(&self.projection.forward_t(&features, train)?)
+            let unit = l2_normalize(&self.projection.forward_t(&features, train)?)?;
+            if self.config.output_scale == 1.0 {
+                Ok(unit)
+            } else {
+                unit * self.config.output_scale
+            }
         };
         run().map_err(ModelError::tensor("ECG encoder forward"))
     }
@@ -393,7 +474,115 @@ mod tests {
             base_width: 4,
             stem_max_pool: true,
             head_dim: 6,
+            output_scale: 1.0,
         }
+    }
+
+    /// `sum(conv(x, w) * probe)` is linear in `w` and in `x`, so central differences are exact
+    /// up to rounding: the analytic gradients must match them.
+    #[test]
+    fn convolution_gradients_match_finite_differences() -> Result<(), Box<dyn std::error::Error>> {
+        let dev = Device::Cpu;
+        for (stride, kernel) in [(1, 3), (2, 3), (2, 7), (2, 1), (1, 1)] {
+            let padding = kernel / 2;
+            let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 17), &dev)?)?;
+            let w =
+                candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 3, kernel), &dev)?)?;
+            let t_out = (17 + 2 * padding - kernel) / stride + 1;
+            let probe = Tensor::randn(0f32, 1.0, (2, 4, t_out), &dev)?;
+            let value = |x: &Tensor, w: &Tensor| -> candle_core::Result<f32> {
+                let conv = Convolution {
+                    weight: w.clone(),
+                    stride,
+                    padding,
+                };
+                (conv.forward(x)? * &probe)?.sum_all()?.to_scalar::<f32>()
+            };
+            let conv = Convolution {
+                weight: w.as_tensor().clone(),
+                stride,
+                padding,
+            };
+            let grads = (conv.forward(x.as_tensor())? * &probe)?
+                .sum_all()?
+                .backward()?;
+            for (var, other, is_weight) in [(&w, &x, true), (&x, &w, false)] {
+                let analytic = grads
+                    .get(var.as_tensor())
+                    .ok_or("no gradient")?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                let base = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                for (i, g) in analytic.iter().enumerate() {
+                    let shifted = |delta: f32| -> candle_core::Result<f32> {
+                        let mut v = base.clone();
+                        v[i] += delta;
+                        let t = Tensor::from_vec(v, var.as_tensor().shape(), &dev)?;
+                        if is_weight {
+                            value(other.as_tensor(), &t)
+                        } else {
+                            value(&t, other.as_tensor())
+                        }
+                    };
+                    let numeric = (shifted(0.5)? - shifted(-0.5)?) / 1.0;
+                    assert!(
+                        (numeric - g).abs() < 1e-3 * (1.0 + numeric.abs()),
+                        "stride {stride} kernel {kernel} {}[{i}]: {g} vs {numeric}",
+                        if is_weight { "dW" } else { "dx" }
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    #[allow(clippy::needless_range_loop)] // the indices are the definition being checked
+    fn convolution_equals_a_direct_sum() -> Result<(), Box<dyn std::error::Error>> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 11), &dev)?;
+        let w = Tensor::randn(0f32, 1.0, (4, 3, 5), &dev)?;
+        let conv = Convolution {
+            weight: w.clone(),
+            stride: 2,
+            padding: 2,
+        };
+        let got = conv.forward(&x)?.to_vec3::<f32>()?;
+        let (xv, wv) = (x.to_vec3::<f32>()?, w.to_vec3::<f32>()?);
+        for b in 0..2 {
+            for o in 0..4 {
+                for t in 0..6 {
+                    let mut sum = 0f32;
+                    for c in 0..3 {
+                        for j in 0..5 {
+                            let pos = (2 * t + j) as isize - 2;
+                            if (0..11).contains(&pos) {
+                                sum += xv[b][c][pos as usize] * wv[o][c][j];
+                            }
+                        }
+                    }
+                    assert!((got[b][o][t] - sum).abs() < 1e-4, "{b} {o} {t}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn output_scale_sets_the_embedding_length() -> Result<(), Box<dyn std::error::Error>> {
+        let mut config = tiny(BlockKind::Basic);
+        config.output_scale = 3.0;
+        let encoder = EcgEncoder::new(&config, &Params::new(1, &Device::Cpu))?;
+        let norms = encoder
+            .forward(&ecg(3, 64)?, false)?
+            .sqr()?
+            .sum(1)?
+            .sqrt()?
+            .to_vec1::<f32>()?;
+        assert!(norms.iter().all(|n| (n - 3.0).abs() < 1e-4), "{norms:?}");
+        config.output_scale = 0.0;
+        assert!(config.validate().is_err());
+        Ok(())
     }
 
     fn ecg(batch: usize, samples: usize) -> candle_core::Result<Tensor> {

@@ -13,8 +13,20 @@
 //!
 //! The "without IT" ablation ([`InstructionStyle::NoInstruction`]) is the bare report. The
 //! reference drops `</s>` there too; it is kept here so a generated report can end.
+//!
+//! On a pretrained chat model the wrapper must be the model's own: SmolLM2-Instruct speaks ChatML
+//! ([`InstructionStyle::ChatMl`]), exactly as the `tokenizer.chat_template` of its GGUF renders
+//! one user turn with `add_generation_prompt`, including the default system turn the template
+//! inserts when there is none:
+//! `<|im_start|>system\n{SMOLLM2_SYSTEM}<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n`
+//! then `{report}<|im_end|>` as the target. The template's newline after the assistant's
+//! `<|im_end|>` is not trained (generation stops at `<|im_end|>`), as with Tulu's `</s>`.
+//! A style's markers must each be one token of the tokenizer ([`InstructionStyle::check_tokenizer`]):
+//! the report tokenizer has no ChatML tokens, SmolLM2's vocabulary has no Tulu tags.
 
 use serde::{Deserialize, Serialize};
+
+use crate::tokenizer::{TextTokenizer, TokenizerError};
 
 /// Opens the user turn.
 pub const USER_TAG: &str = "<|user|>";
@@ -22,6 +34,14 @@ pub const USER_TAG: &str = "<|user|>";
 pub const ASSISTANT_TAG: &str = "<|assistant|>";
 /// Ends the report.
 pub const END_OF_TEXT: &str = "</s>";
+
+/// Opens a ChatML turn (followed by the role and a newline).
+pub const IM_START: &str = "<|im_start|>";
+/// Ends a ChatML turn; SmolLM2-Instruct's end of text.
+pub const IM_END: &str = "<|im_end|>";
+/// The system message SmolLM2-Instruct's chat template inserts when the conversation has none.
+pub const SMOLLM2_SYSTEM: &str =
+    "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
 
 /// The reference code's PTB-XL prompt.
 pub const PTBXL_PROMPT: &str = "generate a description of the ECG embeddings:";
@@ -49,12 +69,29 @@ pub enum Prompts {
     Varied,
 }
 
+impl Prompts {
+    /// The prompt text of sample `index`.
+    pub fn text(self, index: usize) -> &'static str {
+        match self {
+            Prompts::Ptbxl => PTBXL_PROMPT,
+            Prompts::Mimic => MIMIC_PROMPT,
+            Prompts::Varied => VARIED_PROMPTS[index % VARIED_PROMPTS.len()],
+        }
+    }
+}
+
 /// With or without the chat wrapper. Serialised in training configs (`instruction = ...`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "style")]
 pub enum InstructionStyle {
     /// `<|user|>\n{prompt}\n<|assistant|>\n{report}</s>`.
     Tulu {
+        /// Which prompt text.
+        prompts: Prompts,
+    },
+    /// ChatML as SmolLM2-Instruct's chat template renders it, default system turn included:
+    /// `<|im_start|>system\n{SMOLLM2_SYSTEM}<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n{report}<|im_end|>`.
+    ChatMl {
         /// Which prompt text.
         prompts: Prompts,
     },
@@ -77,12 +114,14 @@ impl InstructionStyle {
         match self {
             InstructionStyle::NoInstruction => String::new(),
             InstructionStyle::Tulu { prompts } => {
-                let text = match prompts {
-                    Prompts::Ptbxl => PTBXL_PROMPT,
-                    Prompts::Mimic => MIMIC_PROMPT,
-                    Prompts::Varied => VARIED_PROMPTS[index % VARIED_PROMPTS.len()],
-                };
+                let text = prompts.text(index);
                 format!("{USER_TAG}\n{text}\n{ASSISTANT_TAG}\n")
+            }
+            InstructionStyle::ChatMl { prompts } => {
+                let text = prompts.text(index);
+                format!(
+                    "{IM_START}system\n{SMOLLM2_SYSTEM}{IM_END}\n{IM_START}user\n{text}{IM_END}\n{IM_START}assistant\n"
+                )
             }
         }
     }
@@ -91,8 +130,57 @@ impl InstructionStyle {
     pub fn segments(&self, report: &str, index: usize) -> Segments {
         Segments {
             prompt: self.prompt(index),
-            target: format!("{}{END_OF_TEXT}", report.trim()),
+            target: format!("{}{}", report.trim(), self.end_marker()),
         }
+    }
+
+    /// The marker that ends the report: generation stops at its id.
+    pub fn end_marker(&self) -> &'static str {
+        match self {
+            InstructionStyle::Tulu { .. } | InstructionStyle::NoInstruction => END_OF_TEXT,
+            InstructionStyle::ChatMl { .. } => IM_END,
+        }
+    }
+
+    /// The style's name as written in configs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            InstructionStyle::Tulu { .. } => "tulu",
+            InstructionStyle::ChatMl { .. } => "chat_ml",
+            InstructionStyle::NoInstruction => "no_instruction",
+        }
+    }
+
+    /// Every marker the style writes, each of which must be one token.
+    fn markers(&self) -> &'static [&'static str] {
+        match self {
+            InstructionStyle::Tulu { .. } => &[USER_TAG, ASSISTANT_TAG, END_OF_TEXT],
+            InstructionStyle::ChatMl { .. } => &[IM_START, IM_END],
+            InstructionStyle::NoInstruction => &[END_OF_TEXT],
+        }
+    }
+
+    /// Checks that `tokenizer` keeps each of the style's markers as one token and returns the
+    /// id of [`end_marker`](Self::end_marker), where generation stops.
+    pub fn check_tokenizer<T: TextTokenizer + ?Sized>(
+        &self,
+        tokenizer: &T,
+    ) -> Result<u32, TokenizerError> {
+        let mut end_id = None;
+        for marker in self.markers() {
+            let ids = tokenizer.encode(marker)?;
+            let &[id] = ids.as_slice() else {
+                return Err(TokenizerError::NotOneToken {
+                    marker: (*marker).to_string(),
+                    pieces: ids.len(),
+                    style: self.name(),
+                });
+            };
+            if *marker == self.end_marker() {
+                end_id = Some(id);
+            }
+        }
+        end_id.ok_or_else(|| TokenizerError::Encode("the end marker is not a marker".into()))
     }
 }
 
@@ -140,6 +228,66 @@ mod tests {
     }
 
     #[test]
+    fn chat_ml_renders_smollm2_chat_template_with_its_default_system_turn() {
+        let style = InstructionStyle::ChatMl {
+            prompts: Prompts::Ptbxl,
+        };
+        let s = style.segments(" sinus rhythm. normal ecg ", 0);
+        // The GGUF's template for [{role: user, content: prompt}] with add_generation_prompt,
+        // then the assistant's answer up to its <|im_end|>.
+        assert_eq!(
+            s.prompt,
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+             <|im_start|>user\ngenerate a description of the ECG embeddings:<|im_end|>\n\
+             <|im_start|>assistant\n"
+        );
+        assert_eq!(s.target, "sinus rhythm. normal ecg<|im_end|>");
+        assert_eq!(style.end_marker(), "<|im_end|>");
+        let varied = InstructionStyle::ChatMl {
+            prompts: Prompts::Varied,
+        };
+        assert!(
+            varied
+                .prompt(2)
+                .contains(&format!("user\n{}<|im_end|>", VARIED_PROMPTS[2]))
+        );
+    }
+
+    #[test]
+    fn styles_accept_only_tokenizers_that_keep_their_markers_whole()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let reports = [
+            "sinus rhythm. normal ecg",
+            "atrial fibrillation. abnormal ecg",
+        ];
+        let tokenizer =
+            crate::tokenizer::ReportTokenizer::train(reports.iter().cycle().take(20), 300, 2)?;
+        let tulu = InstructionStyle::Tulu {
+            prompts: Prompts::Mimic,
+        };
+        assert_eq!(tulu.check_tokenizer(&tokenizer)?, tokenizer.end_id());
+        assert_eq!(
+            InstructionStyle::NoInstruction.check_tokenizer(&tokenizer)?,
+            tokenizer.end_id()
+        );
+        let chat_ml = InstructionStyle::ChatMl {
+            prompts: Prompts::Mimic,
+        };
+        match chat_ml.check_tokenizer(&tokenizer) {
+            Err(TokenizerError::NotOneToken {
+                marker,
+                pieces,
+                style,
+            }) => {
+                assert_eq!((marker.as_str(), style), (IM_START, "chat_ml"));
+                assert!(pieces > 1);
+            }
+            other => panic!("chat_ml with the report tokenizer: {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
     fn style_reads_from_toml() -> Result<(), toml::de::Error> {
         #[derive(Deserialize)]
         struct Wrapper {
@@ -151,6 +299,14 @@ mod tests {
             w.instruction,
             InstructionStyle::Tulu {
                 prompts: Prompts::Varied
+            }
+        );
+        let w: Wrapper =
+            toml::from_str("instruction = { style = \"chat_ml\", prompts = \"mimic\" }")?;
+        assert_eq!(
+            w.instruction,
+            InstructionStyle::ChatMl {
+                prompts: Prompts::Mimic
             }
         );
         let w: Wrapper = toml::from_str("instruction = { style = \"no_instruction\" }")?;

@@ -18,7 +18,7 @@ use super::instruction::Segments;
 use super::llama::{Llama, LlamaConfig};
 use super::lora::LoraConfig;
 use super::params::Params;
-use crate::tokenizer::{ReportTokenizer, TokenizerError};
+use crate::tokenizer::{TextTokenizer, TokenizerError};
 
 /// The whole model's shape. Serialised in model configs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +45,7 @@ impl MeitConfig {
                 base_width: 8,
                 stem_max_pool: true,
                 head_dim: decoder.head_dim,
+                output_scale: 1.0,
             },
             decoder,
             lora: None,
@@ -88,11 +89,13 @@ pub struct Example {
 }
 
 impl Example {
-    /// `<s>`, then prompt and target tokenised separately (so no BPE merge crosses the
-    /// boundary); at most `max_len` tokens, cutting the end of the target. `<s>` gives the first
-    /// report token a position to be predicted from even without a prompt (the ablation).
-    pub fn encode(
-        tokenizer: &ReportTokenizer,
+    /// The tokenizer's begin id (`<s>`) if it has one, then prompt and target tokenised
+    /// separately (so no BPE merge crosses the boundary); at most `max_len` tokens, cutting the
+    /// end of the target. `<s>` gives the first report token a position to be predicted from
+    /// even without a prompt (the ablation); a tokenizer without a begin id (SmolLM2) needs a
+    /// prompt for that.
+    pub fn encode<T: TextTokenizer + ?Sized>(
+        tokenizer: &T,
         segments: &Segments,
         max_len: usize,
     ) -> Result<Example, TokenizerError> {
@@ -111,9 +114,12 @@ impl Example {
     }
 }
 
-/// The ids generation starts from: `<s>` and the prompt.
-pub fn prompt_ids(tokenizer: &ReportTokenizer, prompt: &str) -> Result<Vec<u32>, TokenizerError> {
-    let mut ids = vec![tokenizer.begin_id()];
+/// The ids generation starts from: the begin id (`<s>`, if the tokenizer has one) and the prompt.
+pub fn prompt_ids<T: TextTokenizer + ?Sized>(
+    tokenizer: &T,
+    prompt: &str,
+) -> Result<Vec<u32>, TokenizerError> {
+    let mut ids: Vec<u32> = tokenizer.begin_id().into_iter().collect();
     ids.extend(tokenizer.encode(prompt)?);
     Ok(ids)
 }
@@ -255,6 +261,11 @@ impl Meit {
         &self.decoder
     }
 
+    /// Every weight of the model, to save with [`Params::save`].
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
     /// Logits `[batch, T, vocab]` of the batch's tokens given its ECGs.
     pub fn logits(&self, batch: &Batch, train: bool) -> Result<Tensor, ModelError> {
         let ecg = self.encoder.forward(&batch.ecg, train)?;
@@ -274,8 +285,16 @@ impl Meit {
     /// The variables the optimiser updates: all encoder weights (not BatchNorm running
     /// statistics) and, under LoRA, only the adapters of the decoder, else all of it.
     pub fn trainable_vars(&self) -> Vec<Var> {
+        self.trainable_named_vars()
+            .into_iter()
+            .map(|(_, var)| var)
+            .collect()
+    }
+
+    /// [`Meit::trainable_vars`] with their full names, sorted by name.
+    pub fn trainable_named_vars(&self) -> Vec<(String, Var)> {
         let lora = self.config.lora.is_some();
-        self.params.vars_where(|name| {
+        self.params.named_vars_where(|name| {
             if name.contains("running_") {
                 return false;
             }
@@ -361,6 +380,7 @@ mod tests {
     use super::*;
     use crate::model::instruction::{InstructionStyle, Prompts};
     use crate::model::lora::LoraTarget;
+    use crate::tokenizer::ReportTokenizer;
 
     #[test]
     fn loss_is_the_mean_negative_log_probability_of_target_tokens()

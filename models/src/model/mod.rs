@@ -9,6 +9,7 @@
 //! - [`instruction`]: the chat wrapper around report text and which tokens carry the loss.
 //! - [`meit`]: encoder + decoder together, the masked language-model loss.
 //! - [`gguf`]: a pretrained Llama decoder (SmolLM2-135M) from llama.cpp's GGUF.
+//! - [`pretrained`]: the trainable model on that decoder, with the checkpoint's tokenizer.
 //! - [`train`]: AdamW steps with warm-up + linear decay and gradient clipping; run configs.
 //!
 //! Every public function returns [`ModelError`]; inside a layer, candle's own errors are used and
@@ -21,6 +22,8 @@ pub mod llama;
 pub mod lora;
 pub mod meit;
 pub mod params;
+pub mod pretrained;
+pub mod statement_head;
 pub mod train;
 
 /// What went wrong while building or running a model.

@@ -211,10 +211,22 @@ impl Params {
     /// The trainable variables whose full name satisfies `keep` (sorted by name, so optimiser
     /// state lines up run after run).
     pub fn vars_where(&self, keep: impl Fn(&str) -> bool) -> Vec<Var> {
+        self.named_vars_where(keep)
+            .into_iter()
+            .map(|(_, var)| var)
+            .collect()
+    }
+
+    /// [`Params::vars_where`] with each variable's full name (optimiser checkpoints use it).
+    pub fn named_vars_where(&self, keep: impl Fn(&str) -> bool) -> Vec<(String, Var)> {
         let vars = self.lock_vars();
-        let mut named: Vec<(&String, &Var)> = vars.iter().filter(|(name, _)| keep(name)).collect();
-        named.sort_by(|a, b| a.0.cmp(b.0));
-        named.into_iter().map(|(_, var)| var.clone()).collect()
+        let mut named: Vec<(String, Var)> = vars
+            .iter()
+            .filter(|(name, _)| keep(name))
+            .map(|(name, var)| (name.clone(), var.clone()))
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
     }
 }
 

@@ -7,14 +7,20 @@
 //! first step runs at the learning rate of step 0 (zero when there is a warm-up).
 //! Data loading and epochs live with the caller; this module only needs [`Batch`]es.
 
-use candle_core::Var;
+use std::collections::HashMap;
+use std::path::Path;
+
 use candle_core::backprop::GradStore;
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
+
+use meit::dsp::PreprocessSpec;
 
 use super::ModelError;
 use super::instruction::InstructionStyle;
 use super::meit::{Batch, Meit, MeitConfig};
+use super::pretrained::BaseConfig;
+use crate::data::synth::SynthData;
 
 /// Optimisation settings. Serialised in run configs (`[train]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +43,42 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Tokens per sample after the ECG slot; longer samples lose the end of the report.
     pub max_tokens: usize,
+    /// Micro-batches of `batch_size` whose gradients make one optimiser step.
+    #[serde(default = "one")]
+    pub accumulation_steps: usize,
+    /// Write a checkpoint every this many optimiser steps (and at the end).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+    /// Compute the validation loss every this many optimiser steps.
+    #[serde(default = "default_validate_every")]
+    pub validate_every: usize,
+    /// Train the encoder alone first (see [`super::statement_head`]); absent = the paper.
+    #[serde(default)]
+    pub encoder_warmup: Option<EncoderWarmup>,
+}
+
+/// The encoder warm-up before instruction tuning (`[train.encoder_warmup]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderWarmup {
+    /// Training records to show the encoder (the training set's order, cycling).
+    pub records: usize,
+    /// Records per step.
+    pub batch_size: usize,
+    /// Peak learning rate (3% warm-up, linear decay).
+    pub learning_rate: f64,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_checkpoint_every() -> usize {
+    200
+}
+
+fn default_validate_every() -> usize {
+    100
 }
 
 impl TrainConfig {
@@ -55,6 +97,19 @@ impl TrainConfig {
         if self.batch_size < 2 || self.epochs == 0 || self.max_tokens < 2 {
             return bad("batch_size >= 2, epochs >= 1 and max_tokens >= 2 are needed");
         }
+        if self.accumulation_steps == 0 || self.checkpoint_every == 0 || self.validate_every == 0 {
+            return bad("accumulation_steps, checkpoint_every and validate_every must be >= 1");
+        }
+        if let Some(w) = &self.encoder_warmup
+            && (w.batch_size < 2
+                || w.records < w.batch_size
+                || w.learning_rate <= 0.0
+                || !w.learning_rate.is_finite())
+        {
+            return bad(
+                "encoder_warmup: batch_size >= 2, records >= batch_size, learning_rate > 0",
+            );
+        }
         Ok(())
     }
 }
@@ -69,6 +124,35 @@ pub struct RunConfig {
     pub train: TrainConfig,
     /// The model.
     pub model: MeitConfig,
+    /// Where records come from.
+    pub data: DataConfig,
+    /// The preprocessing the model is trained with (and the daemon must run): the `meit`
+    /// library's spec, recorded in the model directory.
+    pub preprocess: PreprocessSpec,
+    /// The pretrained decoder to start from (`[base]`); absent when training from scratch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseConfig>,
+}
+
+/// Where training records come from and how many. Serialised in run configs (`[data]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Records in the training set (one epoch).
+    pub train_records: usize,
+    /// Records for the validation loss during training.
+    pub validation_records: usize,
+    /// Records for the held-out evaluation.
+    pub test_records: usize,
+    /// Training reports the byte-level BPE tokenizer is trained on.
+    #[serde(default = "default_tokenizer_records")]
+    pub tokenizer_records: usize,
+    /// Synthetic records drawn on the fly.
+    pub synth: Option<SynthData>,
+}
+
+fn default_tokenizer_records() -> usize {
+    4000
 }
 
 impl RunConfig {
@@ -78,6 +162,33 @@ impl RunConfig {
             toml::from_str(text).map_err(|e| ModelError::Config(e.to_string()))?;
         config.train.validate()?;
         config.model.validate()?;
+        match &config.data.synth {
+            Some(synth) => synth.validate().map_err(ModelError::Config)?,
+            None => {
+                return Err(ModelError::Config(
+                    "data: name a source ([data.synth])".into(),
+                ));
+            }
+        }
+        if config.data.train_records < config.train.batch_size || config.data.test_records == 0 {
+            return Err(ModelError::Config(
+                "data: train_records must be >= batch_size and test_records >= 1".into(),
+            ));
+        }
+        if config.preprocess.lead_order.len() != config.model.encoder.leads {
+            return Err(ModelError::Config(format!(
+                "preprocess.lead_order has {} leads, the encoder takes {}",
+                config.preprocess.lead_order.len(),
+                config.model.encoder.leads
+            )));
+        }
+        meit::dsp::Preprocessor::new(config.preprocess.clone())
+            .map_err(|e| ModelError::Config(format!("preprocess: {e}")))?;
+        if matches!(config.instruction, InstructionStyle::ChatMl { .. }) && config.base.is_none() {
+            return Err(ModelError::Config(
+                "instruction style chat_ml needs a pretrained ChatML model ([base])".into(),
+            ));
+        }
         if config.train.max_tokens + 1 > config.model.decoder.max_positions {
             return Err(ModelError::Config(format!(
                 "max_tokens {} + the ECG slot exceed the decoder's max_positions {}",
@@ -158,6 +269,120 @@ pub struct StepReport {
     pub learning_rate: f64,
 }
 
+/// AdamW as `torch.optim.AdamW` (and candle's `AdamW`): bias-corrected moments, decoupled
+/// weight decay. Written out here, not taken from candle, so that its moments can be saved in a
+/// checkpoint and a resumed run continues exactly where it stopped.
+#[derive(Debug)]
+pub(crate) struct AdamW {
+    slots: Vec<Slot>,
+    /// Updates applied so far (the bias correction's `t`).
+    steps: usize,
+    weight_decay: f64,
+}
+
+/// One trainable variable and its first and second moments.
+#[derive(Debug)]
+struct Slot {
+    name: String,
+    var: Var,
+    first: Tensor,
+    second: Tensor,
+}
+
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const EPS: f64 = 1e-8;
+
+impl AdamW {
+    pub(crate) fn new(vars: Vec<(String, Var)>, weight_decay: f64) -> candle_core::Result<AdamW> {
+        let slots = vars
+            .into_iter()
+            .map(|(name, var)| {
+                let zeros = var.zeros_like()?;
+                Ok(Slot {
+                    name,
+                    first: zeros.clone(),
+                    second: zeros,
+                    var,
+                })
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(AdamW {
+            slots,
+            steps: 0,
+            weight_decay,
+        })
+    }
+
+    pub(crate) fn step(&mut self, grads: &GradStore, lr: f64) -> candle_core::Result<()> {
+        self.steps += 1;
+        let t = self.steps as i32;
+        let (scale_m, scale_v) = (1.0 / (1.0 - BETA1.powi(t)), 1.0 / (1.0 - BETA2.powi(t)));
+        for slot in &mut self.slots {
+            let Some(g) = grads.get(slot.var.as_tensor()) else {
+                continue;
+            };
+            // Gradients remember the graph they were computed from; a moment kept across
+            // steps must not, or every step's activations stay alive (detach = values only).
+            slot.first = ((&slot.first * BETA1)? + (g * (1.0 - BETA1))?)?.detach();
+            slot.second = ((&slot.second * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?.detach();
+            let update = ((&slot.first * scale_m)? / ((&slot.second * scale_v)?.sqrt()? + EPS)?)?;
+            let decayed = (slot.var.as_tensor() * (1.0 - lr * self.weight_decay))?;
+            slot.var.set(&(decayed - (update * lr)?)?)?;
+        }
+        Ok(())
+    }
+
+    /// The moments by name (`first.<var>`, `second.<var>`).
+    fn state(&self) -> HashMap<String, Tensor> {
+        self.slots
+            .iter()
+            .flat_map(|s| {
+                [
+                    (format!("first.{}", s.name), s.first.clone()),
+                    (format!("second.{}", s.name), s.second.clone()),
+                ]
+            })
+            .collect()
+    }
+
+    /// Puts saved moments back; every variable must have both, with its own shape.
+    fn restore(&mut self, mut state: HashMap<String, Tensor>, steps: usize) -> Result<(), String> {
+        for slot in &mut self.slots {
+            for (kind, moment) in [("first", &mut slot.first), ("second", &mut slot.second)] {
+                let key = format!("{kind}.{}", slot.name);
+                let saved = state
+                    .remove(&key)
+                    .ok_or_else(|| format!("no {key} in the optimiser state"))?;
+                if saved.shape() != slot.var.shape() {
+                    return Err(format!(
+                        "{key} has shape {:?}, the model has {:?}",
+                        saved.shape(),
+                        slot.var.shape()
+                    ));
+                }
+                *moment = saved;
+            }
+        }
+        if let Some(extra) = state.keys().next() {
+            return Err(format!(
+                "{extra} belongs to no trainable variable of this model"
+            ));
+        }
+        self.steps = steps;
+        Ok(())
+    }
+}
+
+/// What a checkpoint records besides the weights and the optimiser moments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimiser steps completed.
+    pub step: usize,
+    /// Steps the schedule was built for.
+    pub total_steps: usize,
+}
+
 /// A model with its optimiser state and schedule.
 #[derive(Debug)]
 pub struct Trainer {
@@ -167,7 +392,13 @@ pub struct Trainer {
     schedule: LinearSchedule,
     max_grad_norm: f64,
     step: usize,
+    total_steps: usize,
 }
+
+/// File names inside a checkpoint directory.
+pub const CHECKPOINT_WEIGHTS: &str = "model.safetensors";
+const CHECKPOINT_OPTIMIZER: &str = "optimizer.safetensors";
+const CHECKPOINT_STATE: &str = "trainer.json";
 
 impl Trainer {
     /// Prepares to train `model`'s trainable variables for `total_steps` steps.
@@ -177,18 +408,12 @@ impl Trainer {
         total_steps: usize,
     ) -> Result<Trainer, ModelError> {
         config.validate()?;
-        let vars = model.trainable_vars();
+        let named = model.trainable_named_vars();
+        let vars = named.iter().map(|(_, v)| v.clone()).collect();
         let schedule =
             LinearSchedule::new(config.learning_rate, config.warmup_fraction, total_steps);
-        let params = ParamsAdamW {
-            lr: schedule.learning_rate(0),
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: config.weight_decay,
-        };
         let optimizer =
-            AdamW::new(vars.clone(), params).map_err(ModelError::tensor("creating AdamW"))?;
+            AdamW::new(named, config.weight_decay).map_err(ModelError::tensor("creating AdamW"))?;
         Ok(Trainer {
             model,
             vars,
@@ -196,7 +421,55 @@ impl Trainer {
             schedule,
             max_grad_norm: config.max_grad_norm,
             step: 0,
+            total_steps,
         })
+    }
+
+    /// Continues from a checkpoint written by [`Trainer::save_checkpoint`]: `model` must have
+    /// been built from that checkpoint's weights (`Params::load` of [`CHECKPOINT_WEIGHTS`]).
+    pub fn resume(model: Meit, config: &TrainConfig, dir: &Path) -> Result<Trainer, ModelError> {
+        let bad = |message: String| ModelError::Checkpoint {
+            path: dir.to_path_buf(),
+            message,
+        };
+        let state_path = dir.join(CHECKPOINT_STATE);
+        let text = std::fs::read_to_string(&state_path)
+            .map_err(|e| bad(format!("{}: {e}", state_path.display())))?;
+        let state: TrainerState =
+            serde_json::from_str(&text).map_err(|e| bad(format!("{CHECKPOINT_STATE}: {e}")))?;
+        let mut trainer = Trainer::new(model, config, state.total_steps)?;
+        let moments = candle_core::safetensors::load(
+            dir.join(CHECKPOINT_OPTIMIZER),
+            trainer
+                .vars
+                .first()
+                .map_or(&candle_core::Device::Cpu, |v| v.device()),
+        )
+        .map_err(|e| bad(format!("{CHECKPOINT_OPTIMIZER}: {e}")))?;
+        trainer
+            .optimizer
+            .restore(moments, state.step)
+            .map_err(bad)?;
+        trainer.step = state.step;
+        Ok(trainer)
+    }
+
+    /// Writes weights, optimiser moments and the step count into `dir` (created if missing).
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<(), ModelError> {
+        let bad = |message: String| ModelError::Checkpoint {
+            path: dir.to_path_buf(),
+            message,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| bad(e.to_string()))?;
+        self.model.params().save(&dir.join(CHECKPOINT_WEIGHTS))?;
+        candle_core::safetensors::save(&self.optimizer.state(), dir.join(CHECKPOINT_OPTIMIZER))
+            .map_err(|e| bad(format!("{CHECKPOINT_OPTIMIZER}: {e}")))?;
+        let state = TrainerState {
+            step: self.step,
+            total_steps: self.total_steps,
+        };
+        let json = serde_json::to_string_pretty(&state).map_err(|e| bad(e.to_string()))?;
+        std::fs::write(dir.join(CHECKPOINT_STATE), json).map_err(|e| bad(e.to_string()))
     }
 
     /// The model being trained.
@@ -204,22 +477,63 @@ impl Trainer {
         &self.model
     }
 
-    /// Loss, backward, clip, AdamW update at the scheduled learning rate.
+    /// Optimiser steps completed.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    /// One optimiser step on one batch.
     pub fn step(&mut self, batch: &Batch) -> Result<StepReport, ModelError> {
-        let loss = self.model.loss(batch, true)?;
+        self.step_accumulated(std::slice::from_ref(batch))
+    }
+
+    /// One optimiser step over several micro-batches (gradient accumulation): the gradients of
+    /// each micro-batch's mean loss are averaged, then clipped, then applied at the scheduled
+    /// learning rate. The reported loss is the mean of the micro-batch losses.
+    pub fn step_accumulated(&mut self, batches: &[Batch]) -> Result<StepReport, ModelError> {
+        if batches.is_empty() {
+            return Err(ModelError::Input("a step needs at least one batch".into()));
+        }
         let learning_rate = self.schedule.learning_rate(self.step);
-        let mut update = || -> candle_core::Result<(f32, f64)> {
-            let mut grads = loss.backward()?;
-            let grad_norm = clip_grad_norm(&mut grads, &self.vars, self.max_grad_norm)?;
-            self.optimizer.set_learning_rate(learning_rate);
-            self.optimizer.step(&grads)?;
-            Ok((loss.to_scalar::<f32>()?, grad_norm))
+        let share = 1.0 / batches.len() as f64;
+        let mut total_loss = 0f32;
+        let mut summed: Option<GradStore> = None;
+        for batch in batches {
+            let loss = self.model.loss(batch, true)?;
+            let mut accumulate = || -> candle_core::Result<()> {
+                total_loss += loss.to_scalar::<f32>()?;
+                let grads = (&loss * share)?.backward()?;
+                match summed.as_mut() {
+                    None => summed = Some(grads),
+                    Some(acc) => {
+                        for var in &self.vars {
+                            if let Some(g) = grads.get(var.as_tensor()) {
+                                let sum = match acc.get(var.as_tensor()) {
+                                    Some(prev) => (prev + g)?,
+                                    None => g.clone(),
+                                };
+                                acc.insert(var.as_tensor(), sum);
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            };
+            accumulate().map_err(ModelError::tensor("accumulating gradients"))?;
+        }
+        let Some(mut grads) = summed else {
+            return Err(ModelError::Input("no gradients".into()));
         };
-        let (loss, grad_norm) = update().map_err(ModelError::tensor("training step"))?;
+        let mut update = || -> candle_core::Result<f64> {
+            let grad_norm = clip_grad_norm(&mut grads, &self.vars, self.max_grad_norm)?;
+            self.optimizer.step(&grads, learning_rate)?;
+            Ok(grad_norm)
+        };
+        let grad_norm = update().map_err(ModelError::tensor("training step"))?;
         self.step += 1;
         Ok(StepReport {
             step: self.step,
-            loss,
+            loss: total_loss * share as f32,
             grad_norm,
             learning_rate,
         })
@@ -235,6 +549,24 @@ mod tests {
     use crate::model::meit::{Example, random_ecg};
     use crate::model::params::Params;
     use crate::tokenizer::ReportTokenizer;
+
+    /// The optimisation settings of these tests: batch 4, 64 tokens, peak rate 3e-3.
+    fn test_config(seed: u64, warmup_fraction: f64, weight_decay: f64) -> TrainConfig {
+        TrainConfig {
+            seed,
+            learning_rate: 3e-3,
+            warmup_fraction,
+            weight_decay,
+            max_grad_norm: 1.0,
+            batch_size: 4,
+            epochs: 1,
+            max_tokens: 64,
+            accumulation_steps: 1,
+            checkpoint_every: 100,
+            validate_every: 100,
+            encoder_warmup: None,
+        }
+    }
 
     #[test]
     fn schedule_warms_up_then_decays_to_zero() {
@@ -317,16 +649,7 @@ mod tests {
         let style = InstructionStyle::Tulu {
             prompts: Prompts::Ptbxl,
         };
-        let config = TrainConfig {
-            seed,
-            learning_rate: 3e-3,
-            warmup_fraction: 0.1,
-            weight_decay: 0.0,
-            max_grad_norm: 1.0,
-            batch_size: 4,
-            epochs: 1,
-            max_tokens: 64,
-        };
+        let config = test_config(seed, 0.1, 0.0);
         let model = Meit::new(
             &MeitConfig::tiny(tokenizer.vocab_size()),
             &Params::new(seed, &Device::Cpu),
@@ -358,6 +681,80 @@ mod tests {
         Ok(())
     }
 
+    fn trainer(seed: u64, steps: usize) -> Result<(Trainer, Batch), Box<dyn std::error::Error>> {
+        let corpus = [
+            "sinus rhythm. normal ecg",
+            "atrial fibrillation. abnormal ecg",
+        ];
+        let tokenizer = ReportTokenizer::train(corpus.iter().cycle().take(20), 300, 2)?;
+        let style = InstructionStyle::Tulu {
+            prompts: Prompts::Ptbxl,
+        };
+        let config = test_config(seed, 0.0, 0.01);
+        let model = Meit::new(
+            &MeitConfig::tiny(tokenizer.vocab_size()),
+            &Params::new(seed, &Device::Cpu),
+        )?;
+        Ok((
+            Trainer::new(model, &config, steps)?,
+            fixed_batch(&tokenizer, style)?,
+        ))
+    }
+
+    #[test]
+    fn a_resumed_run_continues_exactly_where_it_stopped() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let (mut straight, batch) = trainer(9, 4)?;
+        let expected: Vec<f32> = (0..4)
+            .map(|_| straight.step(&batch).map(|r| r.loss))
+            .collect::<Result<_, _>>()?;
+        let (mut first, _) = trainer(9, 4)?;
+        first.step(&batch)?;
+        first.step(&batch)?;
+        let dir = tempfile::tempdir()?;
+        first.save_checkpoint(dir.path())?;
+        let config = test_config(9, 0.0, 0.01);
+        let params = Params::load(&dir.path().join(CHECKPOINT_WEIGHTS), 1, &Device::Cpu)?;
+        let model = Meit::new(first.model().config(), &params)?;
+        let mut resumed = Trainer::resume(model, &config, dir.path())?;
+        assert_eq!(resumed.steps_done(), 2);
+        let rest: Vec<f32> = (0..2)
+            .map(|_| resumed.step(&batch).map(|r| r.loss))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(rest, expected[2..]);
+        // A checkpoint of another model shape is refused with a message, not a panic.
+        let mut other = first.model().config().clone();
+        other.decoder.num_layers += 1;
+        let wrong = Meit::new(&other, &Params::new(3, &Device::Cpu))?;
+        assert!(matches!(
+            Trainer::resume(wrong, &config, dir.path()),
+            Err(ModelError::Checkpoint { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn accumulating_identical_micro_batches_equals_one_step()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let (mut one, batch) = trainer(4, 2)?;
+        let (mut two, _) = trainer(4, 2)?;
+        let a = one.step(&batch)?;
+        let b = two.step_accumulated(&[batch.clone(), batch.clone()])?;
+        assert!((a.loss - b.loss).abs() < 1e-6);
+        assert!((a.grad_norm - b.grad_norm).abs() < 1e-4 * a.grad_norm);
+        let after_one = one.step(&batch)?.loss;
+        let after_two = two.step(&batch)?.loss;
+        assert!(
+            (after_one - after_two).abs() < 1e-5,
+            "{after_one} vs {after_two}"
+        );
+        assert!(matches!(
+            two.step_accumulated(&[]),
+            Err(ModelError::Input(_))
+        ));
+        Ok(())
+    }
+
     #[test]
     fn run_configs_parse_and_validate() -> Result<(), ModelError> {
         let tiny = RunConfig::from_toml(include_str!("../../configs/tiny.toml"))?;
@@ -368,8 +765,24 @@ mod tests {
         let edge = RunConfig::from_toml(include_str!("../../configs/smollm2-edge.toml"))?;
         assert_eq!(edge.model, MeitConfig::smollm2_edge());
         let broken =
-            include_str!("../../configs/tiny.toml").replace("batch_size = 8", "batch_size = 1");
+            include_str!("../../configs/tiny.toml").replace("batch_size = 16", "batch_size = 1");
         assert!(RunConfig::from_toml(&broken).is_err());
+        let lora = RunConfig::from_toml(include_str!("../../configs/smollm2-lora.toml"))?;
+        assert_eq!(lora.model, MeitConfig::smollm2_edge());
+        assert_eq!(
+            lora.base,
+            Some(BaseConfig {
+                gguf: crate::model::gguf::SMOLLM2_GGUF_DEFAULT.into(),
+                max_layers: None,
+            })
+        );
+        assert!(matches!(lora.instruction, InstructionStyle::ChatMl { .. }));
+        let without_base =
+            include_str!("../../configs/smollm2-lora.toml").replace("[base]\ngguf = ", "# ");
+        assert!(
+            RunConfig::from_toml(&without_base).is_err(),
+            "chat_ml without a base"
+        );
         Ok(())
     }
 }

@@ -1,0 +1,332 @@
+//! Records from the `meit` synthesizer, generated on the fly: record `i` of a split is a pure
+//! function of (seed, split, i), so a run needs no data on disk, never sees a training record
+//! at test time, and a resumed run draws exactly the records it would have drawn.
+//!
+//! Each record draws its conditions ([`ConditionSet::random`]), a device rate from
+//! `sample_rates_hz`, artefacts (on `noisy_fraction` of the records, each at a severity up to
+//! `max_noise`) and, on `reduced_lead_fraction` of the records, a reduced lead set: a 3-lead
+//! monitor (I, II, III) or a single chest-strap lead (II). The reference report of a reduced
+//! record keeps only the statements its leads support (`meit::synth::report::supported_statements`):
+//! the model learns to say nothing about what it cannot see.
+
+use meit::dsp::leads::LeadMapper;
+use meit::ecg::{Lead, LeadSet, Recording};
+use meit::synth::report::{self, Statement};
+use meit::synth::{Acquisition, ConditionSet, RecordSpec, generate};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::{DataError, LabelledRecord, Split};
+
+/// The phrasing of the reference reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportStyle {
+    /// MIMIC-IV-ECG machine statements ("Sinus rhythm. Normal ECG").
+    Mimic,
+    /// PTB-XL report phrases ("sinus rhythm. normal ecg.").
+    Ptbxl,
+}
+
+impl ReportStyle {
+    /// The report of `statements` in this style.
+    pub fn report(self, statements: &[Statement]) -> String {
+        match self {
+            ReportStyle::Mimic => report::mimic_report(statements),
+            ReportStyle::Ptbxl => report::ptbxl_report(statements),
+        }
+    }
+}
+
+/// The lead set a record is acquired with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeadProfile {
+    /// A 12-lead cart.
+    Twelve,
+    /// A 3-lead monitor: I, II, III (the augmented leads are derived).
+    Monitor,
+    /// A chest strap: lead II only.
+    Single,
+}
+
+impl LeadProfile {
+    /// The leads the device records.
+    pub fn leads(self) -> LeadSet {
+        match self {
+            LeadProfile::Twelve => LeadSet::standard_12(),
+            LeadProfile::Monitor => LeadSet(vec![Lead::I, Lead::II, Lead::III]),
+            LeadProfile::Single => LeadSet(vec![Lead::II]),
+        }
+    }
+}
+
+/// How synthetic records are drawn. Serialised in run configs (`[data.synth]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SynthData {
+    /// Seed of the whole data set; splits and records derive their own seeds from it.
+    pub seed: u64,
+    /// Phrasing of the reference reports.
+    pub style: ReportStyle,
+    /// Device rates, one drawn per record (Hz, 100-1000).
+    pub sample_rates_hz: Vec<f64>,
+    /// Fraction of records with artefacts.
+    pub noisy_fraction: f32,
+    /// Highest artefact severity (each artefact draws its own in 0..this).
+    pub max_noise: f32,
+    /// Fraction of training records with a reduced lead set (half monitor, half single lead).
+    /// Validation and test records keep all twelve; reduced sets are evaluated separately.
+    pub reduced_lead_fraction: f32,
+    /// Mains frequency of the artefacts, Hz.
+    #[serde(default = "default_mains_hz")]
+    pub mains_hz: f32,
+}
+
+fn default_mains_hz() -> f32 {
+    50.0
+}
+
+/// What a record is forced to be instead of drawn (evaluation sweeps).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Forced {
+    /// This lead profile.
+    pub leads: Option<LeadProfile>,
+    /// These artefacts.
+    pub acquisition: Option<Acquisition>,
+    /// This device rate.
+    pub sample_rate_hz: Option<f64>,
+    /// The MEIT perturbation with this maximum window fraction.
+    pub meit_max_fraction: Option<f32>,
+}
+
+impl SynthData {
+    /// Refuses settings the synthesizer cannot honour.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.sample_rates_hz.is_empty() {
+            return Err("data.synth.sample_rates_hz is empty".into());
+        }
+        if let Some(rate) = self
+            .sample_rates_hz
+            .iter()
+            .find(|r| !(100.0..=1000.0).contains(*r))
+        {
+            return Err(format!(
+                "data.synth.sample_rates_hz: {rate} Hz is outside 100-1000"
+            ));
+        }
+        for (name, value) in [
+            ("noisy_fraction", self.noisy_fraction),
+            ("max_noise", self.max_noise),
+            ("reduced_lead_fraction", self.reduced_lead_fraction),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(format!("data.synth.{name} = {value} is outside 0..=1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Record `index` of `split`, as drawn.
+    pub fn record(&self, split: Split, index: u64) -> Result<LabelledRecord, DataError> {
+        self.record_with(split, index, Forced::default())
+    }
+
+    /// Record `index` of `split` with some properties forced: the conditions and signal are the
+    /// same as [`SynthData::record`]'s for the same index, so sweeps compare like with like.
+    pub fn record_with(
+        &self,
+        split: Split,
+        index: u64,
+        forced: Forced,
+    ) -> Result<LabelledRecord, DataError> {
+        let seed = record_seed(self.seed, split, index);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let conditions = ConditionSet::random(&mut rng);
+        let rate_pick = rng.random_range(0..self.sample_rates_hz.len().max(1));
+        let sample_rate_hz = forced
+            .sample_rate_hz
+            .or_else(|| self.sample_rates_hz.get(rate_pick).copied())
+            .unwrap_or(500.0);
+        let noisy = rng.random_bool(f64::from(self.noisy_fraction));
+        let drawn_acquisition = if noisy {
+            self.acquisition(&mut rng)
+        } else {
+            Acquisition::clean()
+        };
+        let reduced =
+            split == Split::Train && rng.random_bool(f64::from(self.reduced_lead_fraction));
+        let drawn_leads = match (reduced, rng.random_bool(0.5)) {
+            (false, _) => LeadProfile::Twelve,
+            (true, true) => LeadProfile::Monitor,
+            (true, false) => LeadProfile::Single,
+        };
+        let record_seed: u64 = rng.random();
+        let spec = RecordSpec {
+            sample_rate_hz,
+            acquisition: forced.acquisition.unwrap_or(drawn_acquisition),
+            meit_max_fraction: forced.meit_max_fraction,
+            ..RecordSpec::ten_seconds(conditions)
+        };
+        let synth = generate(&spec, record_seed)?;
+        let profile = forced.leads.unwrap_or(drawn_leads);
+        let recording = keep_leads(&synth.recording, &profile.leads());
+        let mapper = LeadMapper::new(&recording.leads, &LeadSet::standard_12());
+        let mask = mapper.mask();
+        let available = |lead: Lead| {
+            mask.leads
+                .position(lead)
+                .is_some_and(|i| mask.is_available(i))
+        };
+        let statements = report::supported_statements(&synth.truth.statements, available);
+        Ok(LabelledRecord {
+            id: format!("synth:{}:{split:?}:{index}", self.seed),
+            recording,
+            report: self.style.report(&statements),
+            codes: statements.iter().map(|s| s.code.to_string()).collect(),
+            rate_bpm: Some(synth.truth.measurements.ventricular_rate_bpm),
+        })
+    }
+
+    /// Artefacts at random severities up to `max_noise`.
+    fn acquisition(&self, rng: &mut StdRng) -> Acquisition {
+        let mut severity = || {
+            if self.max_noise > 0.0 {
+                rng.random_range(0.0..self.max_noise)
+            } else {
+                0.0
+            }
+        };
+        Acquisition {
+            baseline_wander: severity(),
+            mains: severity(),
+            mains_hz: self.mains_hz,
+            emg: severity(),
+            motion: severity(),
+            lead_off: 0.0,
+            adc: None,
+        }
+    }
+}
+
+/// A record's seed: SplitMix64 over (data-set seed, split, index), so neighbouring indices and
+/// splits get unrelated streams.
+fn record_seed(seed: u64, split: Split, index: u64) -> u64 {
+    let tag = match split {
+        Split::Train => 0x7472_6169_6e00_0000,
+        Split::Validation => 0x7661_6c00_0000_0000,
+        Split::Test => 0x7465_7374_0000_0000,
+    };
+    let mut z = seed ^ tag ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The rows of `recording` for `leads` (all of which the synthesizer's 12-lead output has).
+fn keep_leads(recording: &Recording, leads: &LeadSet) -> Recording {
+    let rows: Vec<usize> = leads
+        .0
+        .iter()
+        .filter_map(|&lead| recording.leads.position(lead))
+        .collect();
+    Recording {
+        sample_rate_hz: recording.sample_rate_hz,
+        leads: LeadSet(
+            rows.iter()
+                .filter_map(|&r| recording.leads.0.get(r).copied())
+                .collect(),
+        ),
+        samples_uv: recording.samples_uv.select(ndarray::Axis(0), &rows),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> SynthData {
+        SynthData {
+            seed: 3,
+            style: ReportStyle::Mimic,
+            sample_rates_hz: vec![500.0, 250.0],
+            noisy_fraction: 0.5,
+            max_noise: 0.3,
+            reduced_lead_fraction: 0.5,
+            mains_hz: 50.0,
+        }
+    }
+
+    #[test]
+    fn a_record_is_a_function_of_seed_split_and_index() -> Result<(), DataError> {
+        let d = data();
+        let a = d.record(Split::Train, 5)?;
+        assert_eq!(a, d.record(Split::Train, 5)?);
+        assert_ne!(a.recording, d.record(Split::Train, 6)?.recording);
+        assert_ne!(a.recording, d.record(Split::Test, 5)?.recording);
+        Ok(())
+    }
+
+    #[test]
+    fn reduced_lead_records_report_only_what_their_leads_show() -> Result<(), DataError> {
+        let d = data();
+        let mut seen_reduced = 0;
+        for i in 0..60 {
+            let r = d.record(Split::Train, i)?;
+            if r.recording.leads.len() < 12 {
+                seen_reduced += 1;
+                let single = r.recording.leads.len() == 1;
+                for code in &r.codes {
+                    let needed = report::leads_needed(code);
+                    assert!(!single || needed.is_empty(), "{code} stated from one lead");
+                    assert!(needed.iter().all(|l| !matches!(l, Lead::V1 | Lead::V5)));
+                }
+                assert!(
+                    !r.codes
+                        .iter()
+                        .any(|c| c == "NORM" || c == "ABN" || c == "BORD")
+                );
+            } else {
+                assert!(matches!(
+                    r.codes.last().map(String::as_str),
+                    Some("NORM" | "BORD" | "ABN")
+                ));
+            }
+        }
+        assert!(seen_reduced > 15, "{seen_reduced} reduced of 60");
+        // Evaluation splits keep all twelve leads unless forced.
+        assert_eq!(d.record(Split::Test, 1)?.recording.leads.len(), 12);
+        Ok(())
+    }
+
+    #[test]
+    fn forcing_keeps_the_conditions_and_changes_the_property() -> Result<(), DataError> {
+        let d = data();
+        let drawn = d.record(Split::Test, 9)?;
+        let forced = d.record_with(
+            Split::Test,
+            9,
+            Forced {
+                sample_rate_hz: Some(360.0),
+                leads: Some(LeadProfile::Single),
+                ..Forced::default()
+            },
+        )?;
+        assert_eq!(forced.recording.sample_rate_hz, 360.0);
+        assert_eq!(forced.recording.leads.0, vec![Lead::II]);
+        assert_eq!(forced.codes.first(), drawn.codes.first(), "same rhythm");
+        Ok(())
+    }
+
+    #[test]
+    fn impossible_settings_are_refused() {
+        let mut d = data();
+        d.sample_rates_hz = vec![20.0];
+        assert!(d.validate().is_err());
+        let mut d = data();
+        d.noisy_fraction = 1.5;
+        assert!(d.validate().is_err());
+        assert!(data().validate().is_ok());
+    }
+}

@@ -1,0 +1,373 @@
+//! The evaluation suite of a trained model on the held-out synthetic test set: text metrics,
+//! clinical correctness, the shuffled-ECG control, robustness (the MEIT noise protocol and
+//! realistic artefacts), reduced lead sets and transfer (other report phrasing, other device
+//! rate). Every condition runs the *same* test records, changing one thing, so the rows compare
+//! like with like. The result is JSON (for CI and benchmarks) and a Markdown table.
+
+use meit::dsp::leads::LeadStatus;
+use meit::ecg::Lead;
+use meit::synth::Acquisition;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+
+use super::clinical::{ClinicalCase, ClinicalScores, score_cases};
+use crate::data::Split;
+use crate::data::synth::{Forced, LeadProfile, ReportStyle, SynthData};
+use crate::generate::report_for_input;
+use crate::metrics::{self, Evaluation, Sample, Tokenization};
+use crate::model::ModelError;
+use crate::model::meit::Meit;
+use crate::model::train::RunConfig;
+use crate::training::{Encoder, TrainError};
+
+/// How the test records are changed for one row of the table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Variant {
+    /// Short name (a table row).
+    pub name: String,
+    /// What changes.
+    pub description: String,
+    /// Properties forced on every record.
+    #[serde(skip)]
+    pub forced: Forced,
+    /// Reference phrasing.
+    #[serde(skip)]
+    pub style: Option<ReportStyle>,
+    /// ECG inputs permuted across records (the control).
+    pub shuffled: bool,
+}
+
+impl Variant {
+    fn new(name: &str, description: &str, forced: Forced) -> Variant {
+        Variant {
+            name: name.into(),
+            description: description.into(),
+            forced,
+            style: None,
+            shuffled: false,
+        }
+    }
+}
+
+/// Which rows to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+pub enum Suite {
+    /// The test set and the shuffled control only.
+    Quick,
+    /// Every row: control, MEIT protocol, artefacts, lead sets, transfer.
+    Full,
+}
+
+/// The rows of `suite` for a model trained on `data`.
+pub fn variants(suite: Suite, data: &SynthData) -> Vec<Variant> {
+    let clean = || Forced {
+        acquisition: Some(Acquisition::clean()),
+        ..Forced::default()
+    };
+    let mut rows = vec![
+        Variant::new(
+            "test",
+            "held-out records as drawn (12 leads, a share with artefacts)",
+            Forced::default(),
+        ),
+        Variant::new("clean", "the same records without artefacts", clean()),
+        Variant {
+            shuffled: true,
+            ..Variant::new(
+                "shuffled-ecg",
+                "control: each report generated from another record's ECG",
+                Forced::default(),
+            )
+        },
+    ];
+    if suite == Suite::Quick {
+        return rows;
+    }
+    for p in [0.05f32, 0.10, 0.15, 0.20] {
+        rows.push(Variant::new(
+            &format!("meit-{:.0}%", p * 100.0),
+            "MEIT protocol: N(0, s), s ~ U(0, 0.1) of the range, in a window of U(0, p) of the record",
+            Forced {
+                meit_max_fraction: Some(p),
+                ..clean()
+            },
+        ));
+    }
+    for severity in [0.2f32, 0.5] {
+        for (name, acquisition) in [
+            (
+                "wander",
+                Acquisition {
+                    baseline_wander: severity,
+                    ..Acquisition::clean()
+                },
+            ),
+            (
+                "emg",
+                Acquisition {
+                    emg: severity,
+                    ..Acquisition::clean()
+                },
+            ),
+            (
+                "mains",
+                Acquisition {
+                    mains: severity,
+                    mains_hz: data.mains_hz,
+                    ..Acquisition::clean()
+                },
+            ),
+        ] {
+            rows.push(Variant::new(
+                &format!("{name}-{severity}"),
+                "one realistic artefact at this severity",
+                Forced {
+                    acquisition: Some(acquisition),
+                    ..Forced::default()
+                },
+            ));
+        }
+    }
+    rows.push(Variant::new(
+        "monitor-3-lead",
+        "I, II, III only (augmented leads derived, chest leads masked)",
+        Forced {
+            leads: Some(LeadProfile::Monitor),
+            ..clean()
+        },
+    ));
+    rows.push(Variant::new(
+        "strap-1-lead",
+        "lead II only",
+        Forced {
+            leads: Some(LeadProfile::Single),
+            ..clean()
+        },
+    ));
+    let other_style = match data.style {
+        ReportStyle::Mimic => ReportStyle::Ptbxl,
+        ReportStyle::Ptbxl => ReportStyle::Mimic,
+    };
+    rows.push(Variant {
+        style: Some(other_style),
+        ..Variant::new(
+            "transfer-phrasing",
+            "references in the other data set's phrasing (zero-shot)",
+            clean(),
+        )
+    });
+    let trained_rates = &data.sample_rates_hz;
+    let other_rate = [360.0, 250.0, 1000.0]
+        .into_iter()
+        .find(|r| !trained_rates.contains(r))
+        .unwrap_or(360.0);
+    rows.push(Variant::new(
+        &format!("transfer-{other_rate:.0}hz"),
+        "another device sample rate than in training",
+        Forced {
+            sample_rate_hz: Some(other_rate),
+            ..clean()
+        },
+    ));
+    rows
+}
+
+/// One row's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct VariantResult {
+    /// The row.
+    pub variant: Variant,
+    /// Text metrics (corpus and per batch of 32).
+    pub text: Evaluation,
+    /// Statement codes parsed back from the reports.
+    pub clinical: ClinicalScores,
+    /// Records whose signal quality blocked a report (their hypothesis is empty).
+    pub no_report: usize,
+    /// A few generated reports beside their references.
+    pub examples: Vec<(String, String)>,
+}
+
+/// The whole evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// Test records per row.
+    pub records: usize,
+    /// Decoding.
+    pub decoding: String,
+    /// How text is tokenised for the metrics.
+    pub tokenization: Tokenization,
+    /// The rows.
+    pub results: Vec<VariantResult>,
+}
+
+/// Runs `variants` on the first `records` test records.
+pub fn evaluate(
+    config: &RunConfig,
+    model: &Meit,
+    encoder: &Encoder,
+    records: usize,
+    variants: &[Variant],
+    mut progress: impl FnMut(&str),
+) -> Result<EvalReport, TrainError> {
+    let Some(data) = &config.data.synth else {
+        return Err(ModelError::Config("evaluation needs a [data.synth] source".into()).into());
+    };
+    let tokenization = Tokenization::Paper;
+    let mut results = Vec::new();
+    for variant in variants {
+        progress(&variant.name);
+        results.push(evaluate_variant(
+            config,
+            data,
+            model,
+            encoder,
+            records,
+            variant,
+            tokenization,
+        )?);
+    }
+    Ok(EvalReport {
+        records,
+        decoding: format!("greedy, at most {} tokens", config.train.max_tokens),
+        tokenization,
+        results,
+    })
+}
+
+fn evaluate_variant(
+    config: &RunConfig,
+    data: &SynthData,
+    model: &Meit,
+    encoder: &Encoder,
+    records: usize,
+    variant: &Variant,
+    tokenization: Tokenization,
+) -> Result<VariantResult, TrainError> {
+    let data = SynthData {
+        style: variant.style.unwrap_or(data.style),
+        ..data.clone()
+    };
+    let labelled = (0..records as u64)
+        .map(|i| data.record_with(Split::Test, i, variant.forced))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inputs = labelled
+        .iter()
+        .map(|r| {
+            encoder
+                .preprocessor()
+                .process_recording(&r.recording)
+                .map_err(|source| crate::data::DataError::Preprocess {
+                    id: r.id.clone(),
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // The control: a seeded permutation with no fixed point (a rotation of a shuffle).
+    let mut order: Vec<usize> = (0..records).collect();
+    if variant.shuffled && records > 1 {
+        order.shuffle(&mut StdRng::seed_from_u64(config.train.seed));
+        let mut rotated = order.clone();
+        rotated.rotate_left(1);
+        let mut source = vec![0; records];
+        for (a, b) in order.iter().zip(&rotated) {
+            source[*a] = *b;
+        }
+        order = source;
+    }
+    let mut hypotheses = Vec::with_capacity(records);
+    let mut no_report = 0;
+    let mut cases = Vec::with_capacity(records);
+    for (i, record) in labelled.iter().enumerate() {
+        let input = &inputs[order[i]];
+        let text = if input.quality.is_reportable() {
+            report_for_input(model, encoder, input, i, config.train.max_tokens)?
+        } else {
+            no_report += 1;
+            String::new()
+        };
+        let available: Vec<Lead> = input
+            .lead_mask
+            .leads
+            .0
+            .iter()
+            .zip(&input.lead_mask.status)
+            .filter(|(_, s)| **s != LeadStatus::Missing)
+            .map(|(l, _)| *l)
+            .collect();
+        cases.push(ClinicalCase {
+            reference_codes: record.codes.clone(),
+            generated: text.clone(),
+            available,
+            reference_rate_bpm: record.rate_bpm,
+        });
+        hypotheses.push(text);
+    }
+    let samples: Vec<Sample> = hypotheses
+        .iter()
+        .zip(&labelled)
+        .map(|(h, r)| Sample::from_text(tokenization, h, &[r.report.as_str()]))
+        .collect();
+    let text = metrics::evaluate(&samples, tokenization, Some(32))
+        .map_err(|e| ModelError::Input(format!("metrics: {e}")))?;
+    let examples = hypotheses
+        .iter()
+        .zip(&labelled)
+        .take(3)
+        .map(|(h, r)| (h.clone(), r.report.clone()))
+        .collect();
+    Ok(VariantResult {
+        variant: variant.clone(),
+        text,
+        clinical: score_cases(&cases),
+        no_report,
+        examples,
+    })
+}
+
+impl EvalReport {
+    /// The Markdown table: one row per variant.
+    pub fn to_markdown(&self) -> String {
+        let mut out = format!(
+            "Held-out synthetic test records: {} per row; decoding {}; text metrics corpus-level \
+             (per batch of 32 in the JSON), tokenised as the paper (\".\" -> \" .\"); METEOR \
+             without WordNet synonyms.\n\n",
+            self.records, self.decoding
+        );
+        out.push_str("| row | BLEU-1 | BLEU-4 | METEOR | ROUGE-L | CIDEr-D | macro F1 | exact match | no report | unsupported claims |\n");
+        out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+        for r in &self.results {
+            let s = &r.text.corpus;
+            let or_dash = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+            out.push_str(&format!(
+                "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} |\n",
+                r.variant.name,
+                s.bleu_1,
+                s.bleu_4,
+                s.meteor,
+                s.rouge_l,
+                s.cider_d,
+                or_dash(r.clinical.macro_f1),
+                or_dash(r.clinical.exact_match_rate),
+                r.no_report,
+                r.clinical.unsupported_claims
+            ));
+        }
+        out.push_str("\nRows:\n\n");
+        for r in &self.results {
+            out.push_str(&format!(
+                "- `{}`: {}\n",
+                r.variant.name, r.variant.description
+            ));
+        }
+        if let Some(first) = self.results.first() {
+            out.push_str(&format!(
+                "\nPer-condition scores on `{}`:\n\n",
+                first.variant.name
+            ));
+            out.push_str(&first.clinical.to_markdown());
+        }
+        out
+    }
+}

@@ -1,0 +1,182 @@
+//! Reports from a trained model: one record's model input -> greedy decoding -> text, and a
+//! whole WFDB record cut into the model's windows, each judged for quality first.
+//!
+//! A window the signal-quality check refuses (lead-off, flat, railed, noise, invalid samples)
+//! gets a no-report result with the reasons, never a generated sentence. Leads the record lacks
+//! are masked (zeros) exactly as in training, and the result names them.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use meit::dsp::ModelInput;
+use meit::ecg::{LeadSet, Recording};
+use ndarray::s;
+use serde::Serialize;
+
+use crate::model::ModelError;
+use crate::model::meit::{Meit, prompt_ids};
+use crate::training::{Encoder, TrainError};
+
+/// Greedy report for one preprocessed input (the prompt of instruction phrasing `prompt`).
+pub fn report_for_input(
+    model: &Meit,
+    encoder: &Encoder,
+    input: &ModelInput,
+    prompt: usize,
+    max_new_tokens: usize,
+) -> Result<String, TrainError> {
+    let (leads, length) = input.samples.dim();
+    let samples: Vec<f32> = input.samples.iter().copied().collect();
+    let ecg = Tensor::from_vec(samples, (1, leads, length), &Device::Cpu)
+        .map_err(ModelError::tensor("ECG input"))?;
+    let tokenizer = encoder.tokenizer();
+    let prompt_text = encoder.instruction().prompt(prompt);
+    let prompt = prompt_ids(tokenizer, &prompt_text)?;
+    let ids = model.generate_greedy(&ecg, &prompt, max_new_tokens, encoder.stop_id())?;
+    Ok(tokenizer.decode(&ids, true)?.trim().to_string())
+}
+
+/// What came of one window of a record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowResult {
+    /// Window start, seconds from the record's start.
+    pub start_s: f64,
+    /// Window end, seconds.
+    pub end_s: f64,
+    /// Leads the model did not get (masked).
+    pub masked_leads: Vec<String>,
+    /// Signal quality index in [0, 1].
+    pub quality_index: f64,
+    /// The report, or why there is none.
+    pub outcome: WindowOutcome,
+}
+
+/// A report or the reasons for none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WindowOutcome {
+    /// The generated report.
+    Report {
+        /// Its text.
+        text: String,
+    },
+    /// The window cannot be judged.
+    NoReport {
+        /// Why, one phrase each.
+        reasons: Vec<String>,
+    },
+}
+
+/// Reports for every whole window of `recording` (device rate and leads, microvolts); a tail
+/// shorter than a window is left out (the caller may say so).
+pub fn report_windows(
+    model: &Meit,
+    encoder: &Encoder,
+    recording: &Recording,
+    max_new_tokens: usize,
+) -> Result<Vec<WindowResult>, TrainError> {
+    let spec = encoder.preprocessor().spec();
+    let rate = recording.sample_rate_hz;
+    let window = (spec.window_seconds * rate).round() as usize;
+    let hop = ((spec.hop_seconds * rate).round() as usize).max(1);
+    let frames = recording.len();
+    let mut results = Vec::new();
+    let mut start = 0;
+    while window > 0 && start + window <= frames {
+        let slice = Recording {
+            sample_rate_hz: rate,
+            leads: recording.leads.clone(),
+            samples_uv: recording
+                .samples_uv
+                .slice(s![.., start..start + window])
+                .to_owned(),
+        };
+        results.push(report_window(
+            model,
+            encoder,
+            &slice,
+            start as f64 / rate,
+            max_new_tokens,
+        )?);
+        start += hop;
+    }
+    Ok(results)
+}
+
+fn report_window(
+    model: &Meit,
+    encoder: &Encoder,
+    slice: &Recording,
+    start_s: f64,
+    max_new_tokens: usize,
+) -> Result<WindowResult, TrainError> {
+    let end_s = start_s + slice.duration_s();
+    let invalid = slice.samples_uv.iter().filter(|v| !v.is_finite()).count();
+    if invalid > 0 {
+        return Ok(WindowResult {
+            start_s,
+            end_s,
+            masked_leads: Vec::new(),
+            quality_index: 0.0,
+            outcome: WindowOutcome::NoReport {
+                reasons: vec![format!(
+                    "{invalid} invalid samples (missing values in the record)"
+                )],
+            },
+        });
+    }
+    let input = encoder
+        .preprocessor()
+        .process_recording(slice)
+        .map_err(|source| crate::data::DataError::Preprocess {
+            id: format!("window at {start_s:.1} s"),
+            source,
+        })?;
+    let masked_leads = input
+        .lead_mask
+        .missing()
+        .iter()
+        .map(|l| l.name().to_string())
+        .collect();
+    let outcome = if input.quality.is_reportable() {
+        WindowOutcome::Report {
+            text: report_for_input(model, encoder, &input, 0, max_new_tokens)?,
+        }
+    } else {
+        WindowOutcome::NoReport {
+            reasons: input
+                .quality
+                .reasons
+                .iter()
+                .filter(|r| r.blocks_report())
+                .map(|r| r.to_string())
+                .collect(),
+        }
+    };
+    Ok(WindowResult {
+        start_s,
+        end_s,
+        masked_leads,
+        quality_index: input.quality.index,
+        outcome,
+    })
+}
+
+/// The standard leads of a WFDB record (other signals, such as Frank leads, are returned by
+/// name and not used).
+pub fn read_wfdb(hea: &Path) -> Result<(Recording, Vec<String>), TrainError> {
+    let record = meit::wfdb::read_record(hea).map_err(|source| crate::data::DataError::Wfdb {
+        path: hea.to_path_buf(),
+        source,
+    })?;
+    let selection = record.standard_leads();
+    if selection.recording.leads == LeadSet(Vec::new()) {
+        return Err(ModelError::Input(format!(
+            "{} has no standard ECG lead (signals: {})",
+            hea.display(),
+            selection.ignored.join(", ")
+        ))
+        .into());
+    }
+    Ok((selection.recording, selection.ignored))
+}

@@ -1,0 +1,832 @@
+//! A whole training run: records -> shared preprocessing -> batches -> [`Trainer`] steps, for
+//! `epochs` passes over the training set, with checkpoints, resume, progress and a loss curve.
+//!
+//! The model directory a run writes (and `generate` / `eval` read):
+//!
+//! ```text
+//! DIR/run.toml            the run config, verbatim (model shape, data, preprocessing)
+//! DIR/tokenizer.json      the byte-level BPE trained on the training reports
+//! DIR/model.safetensors   final weights
+//! DIR/checkpoint/         latest checkpoint: weights, optimiser moments, step (resume)
+//! DIR/metrics.jsonl       one line per logged step and per validation
+//! DIR/loss.png            training and validation loss against steps
+//! ```
+//!
+//! Data order is a pure function of (seed, epoch): epoch `e` visits the training records in a
+//! seeded permutation, so a resumed run sees exactly the batches the interrupted run would have.
+//! Records are generated and preprocessed on a second thread while the model trains on the
+//! first (candle's matrix kernels use every core they get).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use meit::dsp::Preprocessor;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{DataError, LabelledRecord, Split};
+use crate::model::ModelError;
+use crate::model::meit::{Batch, Example, Meit};
+use crate::model::params::Params;
+use crate::model::pretrained::{Pretrained, load_pretrained};
+use crate::model::statement_head::{
+    SentenceVocabulary, StatementHead, label_accuracy, multi_label_loss,
+};
+use crate::model::train::{
+    AdamW, CHECKPOINT_WEIGHTS, EncoderWarmup, LinearSchedule, RunConfig, StepReport, Trainer,
+    clip_grad_norm,
+};
+use crate::tokenizer::{ReportTokenizer, TextTokenizer, TokenizerError};
+
+/// File names inside a model directory.
+pub const RUN_CONFIG: &str = "run.toml";
+/// The tokenizer file.
+pub const TOKENIZER: &str = "tokenizer.json";
+/// The final weights.
+pub const WEIGHTS: &str = "model.safetensors";
+const CHECKPOINT_DIR: &str = "checkpoint";
+const METRICS: &str = "metrics.jsonl";
+const LOSS_PLOT: &str = "loss.png";
+
+/// Why a run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The model failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// Records could not be produced.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The tokenizer failed.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// A file of the model directory could not be written or read.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+fn file_error(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
+    move |e| TrainError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// How to run (not part of the model: the same config trains the same model either way).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The model directory.
+    pub out: PathBuf,
+    /// Continue from `out/checkpoint` if it exists.
+    pub resume: bool,
+    /// Stop after this many optimiser steps in total (smoke tests); the schedule still spans
+    /// the whole run.
+    pub max_steps: Option<usize>,
+    /// Print nothing.
+    pub quiet: bool,
+}
+
+/// What a finished (or stopped) run did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Optimiser steps completed.
+    pub steps: usize,
+    /// Steps the run is configured for.
+    pub total_steps: usize,
+    /// Mean training loss of the last logged steps.
+    pub final_loss: f32,
+    /// The last validation loss.
+    pub validation_loss: Option<f32>,
+    /// Seconds this invocation trained.
+    pub seconds: f64,
+    /// Training records per second in this invocation.
+    pub records_per_second: f64,
+}
+
+/// Records as model input: the shared preprocessing and the instruction wrapper.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    config: RunConfig,
+    preprocessor: Preprocessor,
+    tokenizer: SharedTokenizer,
+    stop_id: u32,
+}
+
+/// The tokenizer of a run: trained on the reports, or the pretrained decoder's own.
+pub type SharedTokenizer = Arc<dyn TextTokenizer + Send + Sync>;
+
+/// One record ready for collation.
+#[derive(Debug, Clone)]
+pub struct PreparedRecord {
+    /// The preprocessed samples, `leads x samples`, row-major.
+    pub samples: Vec<f32>,
+    /// Samples per lead.
+    pub length: usize,
+    /// Tokens and loss mask.
+    pub example: Example,
+}
+
+impl Encoder {
+    /// The preprocessing and tokenisation of `config` with `tokenizer`.
+    pub fn new(config: &RunConfig, tokenizer: SharedTokenizer) -> Result<Encoder, TrainError> {
+        let stop_id = config.instruction.check_tokenizer(tokenizer.as_ref())?;
+        let preprocessor = Preprocessor::new(config.preprocess.clone())
+            .map_err(|e| ModelError::Config(format!("preprocess: {e}")))?;
+        Ok(Encoder {
+            config: config.clone(),
+            preprocessor,
+            tokenizer,
+            stop_id,
+        })
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &(dyn TextTokenizer + Send + Sync) {
+        self.tokenizer.as_ref()
+    }
+
+    /// The token that ends a generated report.
+    pub fn stop_id(&self) -> u32 {
+        self.stop_id
+    }
+
+    /// The preprocessor.
+    pub fn preprocessor(&self) -> &Preprocessor {
+        &self.preprocessor
+    }
+
+    /// How reports are wrapped in instructions.
+    pub fn instruction(&self) -> &crate::model::instruction::InstructionStyle {
+        &self.config.instruction
+    }
+
+    /// Preprocesses and tokenises `record`; `index` picks the instruction phrasing.
+    pub fn prepare(
+        &self,
+        record: &LabelledRecord,
+        index: usize,
+    ) -> Result<PreparedRecord, TrainError> {
+        let (samples, length) = self.samples(record)?;
+        let segments = self.config.instruction.segments(&record.report, index);
+        let example = Example::encode(
+            self.tokenizer.as_ref(),
+            &segments,
+            self.config.train.max_tokens,
+        )?;
+        Ok(PreparedRecord {
+            samples,
+            length,
+            example,
+        })
+    }
+
+    /// The preprocessed samples of `record` (`leads x length`, row-major) and the length.
+    pub fn samples(&self, record: &LabelledRecord) -> Result<(Vec<f32>, usize), TrainError> {
+        let input = self
+            .preprocessor
+            .process_recording(&record.recording)
+            .map_err(|source| DataError::Preprocess {
+                id: record.id.clone(),
+                source,
+            })?;
+        Ok((
+            input.samples.iter().copied().collect(),
+            input.samples.ncols(),
+        ))
+    }
+
+    /// Stacks prepared records into a batch on `device`.
+    pub fn collate(
+        &self,
+        records: &[PreparedRecord],
+        device: &Device,
+    ) -> Result<Batch, TrainError> {
+        let length = records.first().map_or(0, |r| r.length);
+        let leads = self.config.model.encoder.leads;
+        if records
+            .iter()
+            .any(|r| r.length != length || r.samples.len() != leads * length)
+        {
+            return Err(
+                ModelError::Input("records of different lengths in one batch".into()).into(),
+            );
+        }
+        let samples: Vec<f32> = records
+            .iter()
+            .flat_map(|r| r.samples.iter().copied())
+            .collect();
+        let ecg = Tensor::from_vec(samples, (records.len(), leads, length), device)
+            .map_err(ModelError::tensor("ECG batch"))?;
+        let examples: Vec<Example> = records.iter().map(|r| r.example.clone()).collect();
+        Ok(Batch::collate(
+            ecg,
+            &examples,
+            self.tokenizer.pad_id(),
+            device,
+        )?)
+    }
+}
+
+/// Record `index` of `split` from the configured source.
+pub fn record(config: &RunConfig, split: Split, index: u64) -> Result<LabelledRecord, DataError> {
+    match &config.data.synth {
+        Some(synth) => synth.record(split, index),
+        None => Err(DataError::Table {
+            path: PathBuf::from(RUN_CONFIG),
+            line: 0,
+            message: "no data source configured".into(),
+        }),
+    }
+}
+
+/// Trains the byte-level BPE on the reports of the first training records.
+pub fn train_tokenizer(config: &RunConfig) -> Result<ReportTokenizer, TrainError> {
+    let n = config.data.tokenizer_records.min(config.data.train_records);
+    let reports = (0..n as u64)
+        .map(|i| record(config, Split::Train, i).map(|r| r.report))
+        .collect::<Result<Vec<String>, _>>()?;
+    let tokenizer = ReportTokenizer::train(reports.iter(), config.model.decoder.vocab_size, 2)?;
+    if tokenizer.vocab_size() > config.model.decoder.vocab_size {
+        return Err(ModelError::Config(format!(
+            "tokenizer has {} tokens, the decoder {}",
+            tokenizer.vocab_size(),
+            config.model.decoder.vocab_size
+        ))
+        .into());
+    }
+    Ok(tokenizer)
+}
+
+/// Optimiser steps in the whole run.
+pub fn total_steps(config: &RunConfig) -> usize {
+    let per_step = config.train.batch_size * config.train.accumulation_steps;
+    (config.data.train_records / per_step).max(1) * config.train.epochs
+}
+
+/// The training record at position `position` of the run (epoch-major, seeded permutation).
+fn training_index(
+    config: &RunConfig,
+    permutations: &mut Vec<(usize, Vec<u64>)>,
+    position: usize,
+) -> u64 {
+    let n = config.data.train_records;
+    let epoch = position / n;
+    if permutations.last().map(|(e, _)| *e) != Some(epoch) {
+        let mut order: Vec<u64> = (0..n as u64).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(
+            config.train.seed ^ (epoch as u64 + 1).wrapping_mul(0x9e37_79b9),
+        ));
+        permutations.clear();
+        permutations.push((epoch, order));
+    }
+    permutations
+        .last()
+        .and_then(|(_, order)| order.get(position % n).copied())
+        .unwrap_or(0)
+}
+
+/// Loads the model of a model directory (for `generate` and `eval`).
+pub fn load_model(dir: &Path) -> Result<(RunConfig, Meit, Encoder), TrainError> {
+    let config_path = dir.join(RUN_CONFIG);
+    let text = std::fs::read_to_string(&config_path).map_err(file_error(&config_path))?;
+    let config = RunConfig::from_toml(&text)?;
+    let (model, tokenizer) = build_model(&config, Some(&dir.join(WEIGHTS)), dir)?;
+    let encoder = Encoder::new(&config, tokenizer)?;
+    Ok((config, model, encoder))
+}
+
+/// The model of `config` with its tokenizer: weights from `weights` (a checkpoint or the final
+/// file) or freshly initialised; the tokenizer from `dir` (trained on reports) or, for a
+/// pretrained base, from its GGUF, whose frozen decoder weights are (re)loaded as well.
+fn build_model(
+    config: &RunConfig,
+    weights: Option<&Path>,
+    dir: &Path,
+) -> Result<(Meit, SharedTokenizer), TrainError> {
+    let device = Device::Cpu;
+    let params = match weights {
+        Some(path) => Params::load(path, config.train.seed, &device)?,
+        None => Params::new(config.train.seed, &device),
+    };
+    match &config.base {
+        Some(base) => {
+            let Pretrained { model, tokenizer } = load_pretrained(&config.model, base, &params)?;
+            Ok((model, Arc::new(tokenizer)))
+        }
+        None => {
+            let tokenizer = ReportTokenizer::load(&dir.join(TOKENIZER))?;
+            Ok((Meit::new(&config.model, &params)?, Arc::new(tokenizer)))
+        }
+    }
+}
+
+/// Runs (or resumes) the training of `config` (whose TOML text is `config_text`) into
+/// `options.out`.
+pub fn train(
+    config: &RunConfig,
+    config_text: &str,
+    options: &RunOptions,
+) -> Result<RunSummary, TrainError> {
+    let out = &options.out;
+    std::fs::create_dir_all(out).map_err(file_error(out))?;
+    let config_path = out.join(RUN_CONFIG);
+    std::fs::write(&config_path, config_text).map_err(file_error(&config_path))?;
+    let checkpoint = out.join(CHECKPOINT_DIR);
+    let resuming = options.resume && checkpoint.join(CHECKPOINT_WEIGHTS).exists();
+    if config.base.is_none() && !resuming {
+        train_tokenizer(config)?.save(&out.join(TOKENIZER))?;
+    }
+    let device = Device::Cpu;
+    let total = total_steps(config);
+    let (mut trainer, encoder) = if resuming {
+        let (model, tokenizer) =
+            build_model(config, Some(&checkpoint.join(CHECKPOINT_WEIGHTS)), out)?;
+        (
+            Trainer::resume(model, &config.train, &checkpoint)?,
+            Encoder::new(config, tokenizer)?,
+        )
+    } else {
+        let (model, tokenizer) = build_model(config, None, out)?;
+        (
+            Trainer::new(model, &config.train, total)?,
+            Encoder::new(config, tokenizer)?,
+        )
+    };
+    let metrics_path = out.join(METRICS);
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .map_err(file_error(&metrics_path))?;
+    if !resuming {
+        metrics.set_len(0).map_err(file_error(&metrics_path))?;
+    }
+    let validation = validation_batches(config, &encoder, &device)?;
+    if let (Some(warmup), false) = (&config.train.encoder_warmup, resuming) {
+        let summary = warm_up_encoder(config, warmup, &encoder, trainer.model(), options.quiet)?;
+        write_metric(&mut metrics, &metrics_path, &summary)?;
+    }
+    let stop_at = options.max_steps.map_or(total, |m| m.min(total));
+    let start_step = trainer.steps_done();
+    let micro = config.train.batch_size;
+    let per_step = micro * config.train.accumulation_steps;
+
+    // The producer: records for steps start_step..stop_at, in order, one micro-batch a message.
+    let (sender, receiver) = mpsc::sync_channel::<Result<Vec<PreparedRecord>, TrainError>>(6);
+    let producer_encoder = encoder.clone();
+    let producer_config = config.clone();
+    let producer = std::thread::spawn(move || {
+        let mut permutations = Vec::new();
+        for position in (start_step * per_step..stop_at * per_step).step_by(micro) {
+            let batch: Result<Vec<PreparedRecord>, TrainError> = (position..position + micro)
+                .map(|p| {
+                    let index = training_index(&producer_config, &mut permutations, p);
+                    let record = record(&producer_config, Split::Train, index)?;
+                    producer_encoder.prepare(&record, index as usize)
+                })
+                .collect();
+            if sender.send(batch).is_err() {
+                return;
+            }
+        }
+    });
+
+    let started = Instant::now();
+    let mut progress = Progress::new(options.quiet, total, start_step);
+    let mut recent = Vec::new();
+    let mut validation_loss = None;
+    let mut micro_batches = Vec::with_capacity(config.train.accumulation_steps);
+    while trainer.steps_done() < stop_at {
+        micro_batches.clear();
+        for _ in 0..config.train.accumulation_steps {
+            let prepared = receiver.recv().map_err(|_| TrainError::File {
+                path: out.clone(),
+                message: "the data thread stopped".into(),
+            })??;
+            micro_batches.push(encoder.collate(&prepared, &device)?);
+        }
+        let report = trainer.step_accumulated(&micro_batches)?;
+        recent.push(report.loss);
+        if recent.len() > 20 {
+            recent.remove(0);
+        }
+        let step = report.step;
+        let epoch = (step * per_step) / config.data.train_records.max(1) + 1;
+        let done = step - start_step;
+        let rate = (done * per_step) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        write_metric(
+            &mut metrics,
+            &metrics_path,
+            &StepLine::from_report(&report, epoch, rate),
+        )?;
+        progress.show(&report, epoch, config.train.epochs, rate);
+        let last = step == stop_at;
+        if step % config.train.validate_every == 0 || last {
+            let loss = validation_loss_of(trainer.model(), &validation)?;
+            validation_loss = Some(loss);
+            write_metric(
+                &mut metrics,
+                &metrics_path,
+                &ValidationLine {
+                    step,
+                    validation_loss: loss,
+                },
+            )?;
+            progress.note(&format!("step {step}: validation loss {loss:.4}"));
+        }
+        if step % config.train.checkpoint_every == 0 || last {
+            save_checkpoint(&trainer, out)?;
+            plot_loss(&metrics_path, &out.join(LOSS_PLOT))?;
+        }
+    }
+    drop(receiver);
+    let _ = producer.join();
+    let weights = out.join(WEIGHTS);
+    trainer.model().params().save(&weights)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let done = trainer.steps_done() - start_step;
+    Ok(RunSummary {
+        steps: trainer.steps_done(),
+        total_steps: total,
+        final_loss: recent.iter().sum::<f32>() / recent.len().max(1) as f32,
+        validation_loss,
+        seconds,
+        records_per_second: (done * per_step) as f64 / seconds.max(1e-9),
+    })
+}
+
+/// What the encoder warm-up reached (a line of `metrics.jsonl`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WarmupSummary {
+    /// Steps taken.
+    pub warmup_steps: usize,
+    /// Distinct report sentences (labels).
+    pub sentences: usize,
+    /// Mean loss of the last 20 steps.
+    pub final_loss: f32,
+    /// On the validation records: fraction of sentence labels right.
+    pub validation_label_accuracy: f32,
+    /// On the validation records: fraction of records with every sentence right.
+    pub validation_exact: f32,
+    /// Seconds spent.
+    pub seconds: f64,
+}
+
+/// A warm-up batch before stacking: samples, length, sentence targets per record.
+type WarmupRows = Vec<(Vec<f32>, usize, Vec<f32>)>;
+
+/// Trains the encoder (and projection) of `model` alone with a sentence read-out
+/// ([`crate::model::statement_head`]), then drops the read-out.
+pub fn warm_up_encoder(
+    config: &RunConfig,
+    warmup: &EncoderWarmup,
+    encoder: &Encoder,
+    model: &Meit,
+    quiet: bool,
+) -> Result<WarmupSummary, TrainError> {
+    let device = Device::Cpu;
+    let n = config.data.tokenizer_records.min(config.data.train_records) as u64;
+    let reports = (0..n)
+        .map(|i| record(config, Split::Train, i).map(|r| r.report))
+        .collect::<Result<Vec<_>, _>>()?;
+    let vocabulary = SentenceVocabulary::from_reports(&reports);
+    let head_params = Params::new(config.train.seed ^ 0x6865_6164, &device);
+    let head = StatementHead::new(
+        &head_params,
+        config.model.encoder.head_dim,
+        vocabulary.len(),
+    )?;
+    let mut vars: Vec<(String, Var)> = model
+        .trainable_named_vars()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("encoder."))
+        .collect();
+    vars.extend(head_params.named_vars_where(|_| true));
+    let plain: Vec<Var> = vars.iter().map(|(_, v)| v.clone()).collect();
+    let mut optimizer = AdamW::new(vars, 0.0).map_err(ModelError::tensor("warm-up AdamW"))?;
+    let steps = warmup.records / warmup.batch_size;
+    let schedule = LinearSchedule::new(warmup.learning_rate, 0.03, steps);
+    let batch = warmup.batch_size;
+    let leads = config.model.encoder.leads;
+    let labels = vocabulary.len();
+
+    let to_tensors = |rows: WarmupRows| -> Result<(Tensor, Tensor), TrainError> {
+        let length = rows.first().map_or(0, |r| r.1);
+        let count = rows.len();
+        let mut samples = Vec::with_capacity(count * leads * length);
+        let mut targets = Vec::with_capacity(count * labels);
+        for (s, l, t) in rows {
+            if l != length {
+                return Err(ModelError::Input("records of different lengths".into()).into());
+            }
+            samples.extend(s);
+            targets.extend(t);
+        }
+        let build = || -> candle_core::Result<(Tensor, Tensor)> {
+            Ok((
+                Tensor::from_vec(samples, (count, leads, length), &device)?,
+                Tensor::from_vec(targets, (count, labels), &device)?,
+            ))
+        };
+        build().map_err(|e| ModelError::tensor("warm-up batch")(e).into())
+    };
+
+    let (sender, receiver) = mpsc::sync_channel::<Result<WarmupRows, TrainError>>(4);
+    let (producer_config, producer_encoder, producer_vocabulary) =
+        (config.clone(), encoder.clone(), vocabulary.clone());
+    let producer = std::thread::spawn(move || {
+        let mut permutations = Vec::new();
+        for position in (0..steps * batch).step_by(batch) {
+            let rows = (position..position + batch)
+                .map(|p| {
+                    let index = training_index(&producer_config, &mut permutations, p);
+                    let r = record(&producer_config, Split::Train, index)?;
+                    let (samples, length) = producer_encoder.samples(&r)?;
+                    Ok((samples, length, producer_vocabulary.targets(&r.report)))
+                })
+                .collect();
+            if sender.send(rows).is_err() {
+                return;
+            }
+        }
+    });
+
+    let started = Instant::now();
+    let mut last_line = Instant::now();
+    let mut recent: Vec<f32> = Vec::new();
+    for step in 0..steps {
+        let rows = receiver.recv().map_err(|_| TrainError::File {
+            path: PathBuf::from("encoder warm-up"),
+            message: "the data thread stopped".into(),
+        })??;
+        let (ecg, targets) = to_tensors(rows)?;
+        let embedding = model.encoder().forward(&ecg, true)?;
+        let loss = multi_label_loss(&head.logits(&embedding)?, &targets)?;
+        let lr = schedule.learning_rate(step);
+        let mut update = || -> candle_core::Result<f32> {
+            let mut grads = loss.backward()?;
+            clip_grad_norm(&mut grads, &plain, config.train.max_grad_norm)?;
+            optimizer.step(&grads, lr)?;
+            loss.to_scalar::<f32>()
+        };
+        recent.push(update().map_err(ModelError::tensor("warm-up step"))?);
+        if recent.len() > 20 {
+            recent.remove(0);
+        }
+        if !quiet && (last_line.elapsed().as_secs_f64() > 10.0 || step + 1 == steps) {
+            last_line = Instant::now();
+            let rate = ((step + 1) * batch) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            eprintln!(
+                "encoder warm-up: step {}/{steps} loss {:.4} lr {lr:.2e} {rate:.0} rec/s",
+                step + 1,
+                recent.iter().sum::<f32>() / recent.len() as f32
+            );
+        }
+    }
+    drop(receiver);
+    let _ = producer.join();
+
+    let rows = (0..config.data.validation_records as u64)
+        .map(|i| {
+            let r = record(config, Split::Validation, i)?;
+            let (samples, length) = encoder.samples(&r)?;
+            Ok((samples, length, vocabulary.targets(&r.report)))
+        })
+        .collect::<Result<WarmupRows, TrainError>>()?;
+    let (ecg, targets) = to_tensors(rows)?;
+    let logits = head.logits(&model.encoder().forward(&ecg, false)?)?;
+    let (label, exact) = label_accuracy(&logits, &targets)?;
+    if !quiet {
+        eprintln!(
+            "encoder warm-up: {} sentences, validation label accuracy {label:.4}, records exactly right {exact:.3}",
+            vocabulary.len()
+        );
+    }
+    Ok(WarmupSummary {
+        warmup_steps: steps,
+        sentences: vocabulary.len(),
+        final_loss: recent.iter().sum::<f32>() / recent.len().max(1) as f32,
+        validation_label_accuracy: label,
+        validation_exact: exact,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Writes the checkpoint beside the old one and swaps it in, so a crash never leaves a torn one.
+fn save_checkpoint(trainer: &Trainer, out: &Path) -> Result<(), TrainError> {
+    let fresh = out.join("checkpoint.new");
+    let current = out.join(CHECKPOINT_DIR);
+    let old = out.join("checkpoint.old");
+    trainer.save_checkpoint(&fresh)?;
+    let _ = std::fs::remove_dir_all(&old);
+    if current.exists() {
+        std::fs::rename(&current, &old).map_err(file_error(&current))?;
+    }
+    std::fs::rename(&fresh, &current).map_err(file_error(&fresh))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// The validation set as batches (prepared once).
+fn validation_batches(
+    config: &RunConfig,
+    encoder: &Encoder,
+    device: &Device,
+) -> Result<Vec<Batch>, TrainError> {
+    let prepared = (0..config.data.validation_records as u64)
+        .map(|i| encoder.prepare(&record(config, Split::Validation, i)?, i as usize))
+        .collect::<Result<Vec<_>, _>>()?;
+    prepared
+        .chunks(config.train.batch_size.max(2))
+        .filter(|chunk| chunk.len() >= 2)
+        .map(|chunk| encoder.collate(chunk, device))
+        .collect()
+}
+
+/// Mean loss over the validation batches (evaluation mode: BatchNorm running statistics).
+fn validation_loss_of(model: &Meit, batches: &[Batch]) -> Result<f32, TrainError> {
+    let mut sum = 0.0;
+    for batch in batches {
+        sum += model
+            .loss(batch, false)?
+            .to_scalar::<f32>()
+            .map_err(ModelError::tensor("validation loss"))?;
+    }
+    Ok(sum / batches.len().max(1) as f32)
+}
+
+/// One logged training step (a line of `metrics.jsonl`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StepLine {
+    step: usize,
+    epoch: usize,
+    loss: f32,
+    learning_rate: f64,
+    grad_norm: f64,
+    records_per_second: f64,
+}
+
+impl StepLine {
+    fn from_report(report: &StepReport, epoch: usize, rate: f64) -> StepLine {
+        StepLine {
+            step: report.step,
+            epoch,
+            loss: report.loss,
+            learning_rate: report.learning_rate,
+            grad_norm: report.grad_norm,
+            records_per_second: rate,
+        }
+    }
+}
+
+/// One validation (a line of `metrics.jsonl`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ValidationLine {
+    step: usize,
+    validation_loss: f32,
+}
+
+fn write_metric(
+    file: &mut std::fs::File,
+    path: &Path,
+    line: &impl Serialize,
+) -> Result<(), TrainError> {
+    let json = serde_json::to_string(line).map_err(|e| TrainError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    writeln!(file, "{json}").map_err(file_error(path))
+}
+
+/// The progress line on standard error: redrawn in place on a terminal, a line every few
+/// seconds otherwise (logs of background runs).
+struct Progress {
+    quiet: bool,
+    terminal: bool,
+    total: usize,
+    last_line: Instant,
+    started: Instant,
+    start_step: usize,
+}
+
+impl Progress {
+    fn new(quiet: bool, total: usize, start_step: usize) -> Progress {
+        Progress {
+            quiet,
+            terminal: std::io::stderr().is_terminal(),
+            total,
+            last_line: Instant::now(),
+            started: Instant::now(),
+            start_step,
+        }
+    }
+
+    fn show(&mut self, report: &StepReport, epoch: usize, epochs: usize, rate: f64) {
+        if self.quiet
+            || (!self.terminal
+                && self.last_line.elapsed().as_secs_f64() < 10.0
+                && report.step != self.total)
+        {
+            return;
+        }
+        self.last_line = Instant::now();
+        let done = (report.step - self.start_step) as f64;
+        let left = (self.total - report.step) as f64;
+        let eta = self.started.elapsed().as_secs_f64() / done.max(1.0) * left;
+        let width = 30;
+        let filled = (width * report.step / self.total.max(1)).min(width);
+        let line = format!(
+            "[{}{}] step {}/{} epoch {epoch}/{epochs} loss {:.4} lr {:.2e} {rate:.1} rec/s eta {:.0}m",
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            report.step,
+            self.total,
+            report.loss,
+            report.learning_rate,
+            eta / 60.0
+        );
+        if self.terminal {
+            eprint!("\r{line}\x1b[K");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn note(&self, text: &str) {
+        if !self.quiet {
+            if self.terminal {
+                eprint!("\r\x1b[K");
+            }
+            eprintln!("{text}");
+        }
+    }
+}
+
+/// Draws the training loss (mean of each 20 steps) and the validation loss against steps.
+pub fn plot_loss(metrics: &Path, png: &Path) -> Result<(), TrainError> {
+    use plotters::prelude::*;
+    let text = std::fs::read_to_string(metrics).map_err(file_error(metrics))?;
+    let mut train: Vec<(f64, f64)> = Vec::new();
+    let mut valid: Vec<(f64, f64)> = Vec::new();
+    let mut bucket: Vec<(f64, f64)> = Vec::new();
+    for line in text.lines() {
+        if let Ok(v) = serde_json::from_str::<ValidationLine>(line) {
+            valid.push((v.step as f64, f64::from(v.validation_loss)));
+        } else if let Ok(s) = serde_json::from_str::<StepLine>(line) {
+            bucket.push((s.step as f64, f64::from(s.loss)));
+            if bucket.len() == 20 {
+                let n = bucket.len() as f64;
+                train.push((
+                    bucket.iter().map(|p| p.0).sum::<f64>() / n,
+                    bucket.iter().map(|p| p.1).sum::<f64>() / n,
+                ));
+                bucket.clear();
+            }
+        }
+    }
+    let points = train.iter().chain(&valid);
+    let max_step = points.clone().map(|p| p.0).fold(1.0, f64::max);
+    let max_loss = points
+        .map(|p| p.1)
+        .filter(|l| l.is_finite())
+        .fold(0.1, f64::max);
+    let plot_error = |e: &dyn std::fmt::Display| TrainError::File {
+        path: png.to_path_buf(),
+        message: e.to_string(),
+    };
+    let root = BitMapBackend::new(png, (900, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_error(&e))?;
+    let (left, top, right, bottom) = (60i32, 40i32, 880i32, 460i32);
+    let x = |step: f64| left + ((step / max_step) * f64::from(right - left)) as i32;
+    let y =
+        |loss: f64| bottom - ((loss / max_loss).clamp(0.0, 1.0) * f64::from(bottom - top)) as i32;
+    root.draw(&PathElement::new(
+        vec![(left, top), (left, bottom), (right, bottom)],
+        BLACK,
+    ))
+    .map_err(|e| plot_error(&e))?;
+    for (series, colour) in [(&train, BLUE), (&valid, RED)] {
+        let path: Vec<(i32, i32)> = series.iter().map(|&(s, l)| (x(s), y(l))).collect();
+        root.draw(&PathElement::new(path, colour.stroke_width(2)))
+            .map_err(|e| plot_error(&e))?;
+    }
+    let label = |t: &str, px: i32, py: i32| {
+        meit::synth::plot::draw_text(&root, t, px, py, 2).map_err(|e| plot_error(&e))
+    };
+    label("LOSS (BLUE TRAIN, RED VALIDATION)", left, 10)?;
+    label(&format!("{max_loss:.2}"), 4, top)?;
+    label("0", 40, bottom - 14)?;
+    label(&format!("STEP {max_step:.0}"), right - 130, bottom + 14)?;
+    root.present().map_err(|e| plot_error(&e))?;
+    Ok(())
+}

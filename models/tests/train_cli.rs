@@ -1,0 +1,302 @@
+//! End-to-end tests of `meit-models train`, `generate` and `eval` on a run small enough for CI:
+//! the tiny config with a few dozen synthetic records.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use meit::ecg::{Lead, LeadSet, Recording};
+use meit::wfdb::{SignalFormat, WriteOptions};
+
+fn meit_models(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meit-models"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .expect("the meit-models binary runs")
+}
+
+fn ok(run: &Output) -> String {
+    assert!(
+        run.status.success(),
+        "exit {:?}: {}",
+        run.status.code(),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    String::from_utf8_lossy(&run.stdout).into_owned()
+}
+
+/// The tiny config shrunk to 24 training records, 6 steps of 4, checkpoints every 2 steps, an
+/// encoder warm-up of two steps.
+fn small_config(dir: &Path) -> Result<String, Box<dyn std::error::Error>> {
+    let tiny = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/tiny.toml"))?;
+    let mut text = tiny.clone();
+    for (from, to) in [
+        ("train_records = 32000", "train_records = 24"),
+        ("validation_records = 64", "validation_records = 4"),
+        ("test_records = 512", "test_records = 4"),
+        ("tokenizer_records = 4000", "tokenizer_records = 24"),
+        ("batch_size = 16 ", "batch_size = 4 "),
+        ("epochs = 3 ", "epochs = 1 "),
+        ("records = 192000", "records = 8"),
+        ("batch_size = 64", "batch_size = 4"),
+        ("checkpoint_every = 200", "checkpoint_every = 2"),
+        ("validate_every = 100", "validate_every = 2"),
+    ] {
+        assert!(text.contains(from), "tiny.toml no longer has `{from}`");
+        text = text.replace(from, to);
+    }
+    let path = dir.join("small.toml");
+    std::fs::write(&path, text)?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+#[test]
+fn a_resumed_run_ends_with_the_same_weights_as_a_straight_one()
+-> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let config = small_config(dir.path())?;
+    let straight = dir.path().join("straight");
+    let summary = ok(&meit_models(&[
+        "train",
+        "--config",
+        &config,
+        "--out",
+        &straight.to_string_lossy(),
+        "--quiet",
+    ]));
+    let summary: serde_json::Value = serde_json::from_str(&summary)?;
+    assert_eq!(summary["steps"], 6);
+    for file in [
+        "run.toml",
+        "tokenizer.json",
+        "model.safetensors",
+        "metrics.jsonl",
+        "loss.png",
+    ] {
+        assert!(straight.join(file).is_file(), "{file} missing");
+    }
+    let png = std::fs::read(straight.join("loss.png"))?;
+    assert_eq!(&png[1..4], b"PNG");
+
+    let split = dir.path().join("split");
+    let split_s = split.to_string_lossy();
+    ok(&meit_models(&[
+        "train",
+        "--config",
+        &config,
+        "--out",
+        &split_s,
+        "--quiet",
+        "--max-steps",
+        "4",
+    ]));
+    ok(&meit_models(&[
+        "train", "--config", &config, "--out", &split_s, "--quiet", "--resume",
+    ]));
+    assert_eq!(
+        std::fs::read(straight.join("model.safetensors"))?,
+        std::fs::read(split.join("model.safetensors"))?,
+        "resuming changed the result"
+    );
+    Ok(())
+}
+
+/// Writes a 25 s, 360 Hz record with leads I, II, V1 and a Frank lead `vx` (not ECG-standard).
+fn reduced_record(dir: &Path) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    let spec = meit::synth::RecordSpec {
+        sample_rate_hz: 360.0,
+        seconds: 25.0,
+        ..meit::synth::RecordSpec::ten_seconds(meit::synth::ConditionSet::parse_list("af")?)
+    };
+    let synth = meit::synth::generate(&spec, 4)?;
+    let rows: Vec<usize> = [Lead::I, Lead::II, Lead::V1]
+        .iter()
+        .filter_map(|l| synth.recording.leads.position(*l))
+        .collect();
+    let mut samples = synth.recording.samples_uv.select(ndarray::Axis(0), &rows);
+    let frank = samples.row(0).to_owned();
+    samples.push_row(frank.view())?;
+    let recording = Recording {
+        sample_rate_hz: 360.0,
+        leads: LeadSet(vec![Lead::I, Lead::II, Lead::V1, Lead::V6]),
+        samples_uv: samples,
+    };
+    let hea = dir.join("r1.hea");
+    let options = WriteOptions {
+        format: SignalFormat::Format16,
+        adc_gain_per_mv: 1000.0,
+    };
+    meit::wfdb::write_record(dir, "r1", &recording, options, &[])?;
+    // Rename the fourth signal to a Frank lead: the reader must ignore it.
+    let header = std::fs::read_to_string(&hea)?;
+    let renamed: Vec<String> = header
+        .lines()
+        .map(|l| match l.strip_suffix(" V6") {
+            Some(head) => format!("{head} vx"),
+            None => l.to_string(),
+        })
+        .collect();
+    std::fs::write(&hea, renamed.join("\n") + "\n")?;
+    Ok(hea)
+}
+
+#[test]
+fn generate_reports_each_window_of_any_record_and_eval_writes_its_tables()
+-> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let config = small_config(dir.path())?;
+    let model = dir.path().join("model");
+    let model_s = model.to_string_lossy();
+    ok(&meit_models(&[
+        "train", "--config", &config, "--out", &model_s, "--quiet",
+    ]));
+
+    let hea = reduced_record(dir.path())?;
+    let run = meit_models(&[
+        "generate",
+        "--model",
+        &model_s,
+        "--record",
+        &hea.to_string_lossy(),
+        "--json",
+    ]);
+    let stdout = ok(&run);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("vx"),
+        "the Frank lead is named as ignored: {stderr}"
+    );
+    assert!(
+        stderr.contains("5.0 s"),
+        "the short tail is named: {stderr}"
+    );
+    let windows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(windows.len(), 2, "25 s = two whole 10 s windows");
+    for (i, w) in windows.iter().enumerate() {
+        assert_eq!(w["start_s"].as_f64(), Some(10.0 * i as f64));
+        let masked: Vec<&str> = w["masked_leads"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            masked,
+            ["V2", "V3", "V4", "V5", "V6"],
+            "I, II, V1 measured; limb leads derived"
+        );
+        assert!(matches!(
+            w["outcome"]["kind"].as_str(),
+            Some("report" | "no_report")
+        ));
+    }
+
+    let json = dir.path().join("eval.json");
+    let md = dir.path().join("eval.md");
+    ok(&meit_models(&[
+        "eval",
+        "--model",
+        &model_s,
+        "--suite",
+        "quick",
+        "--records",
+        "4",
+        "--json",
+        &json.to_string_lossy(),
+        "--markdown",
+        &md.to_string_lossy(),
+    ]));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
+    let rows: Vec<&str> = report["results"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["variant"]["name"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(rows, ["test", "clean", "shuffled-ecg"]);
+    assert!(
+        report["results"][0]["text"]["meteor_matching"]
+            .as_str()
+            .is_some_and(|m| m.contains("WordNet"))
+    );
+    let table = std::fs::read_to_string(&md)?;
+    assert!(table.contains("| shuffled-ecg |"));
+    Ok(())
+}
+
+#[test]
+fn a_missing_model_directory_is_a_clear_error() {
+    let run = meit_models(&[
+        "generate",
+        "--model",
+        "/nonexistent/model",
+        "--record",
+        "/nonexistent/r.hea",
+    ]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("/nonexistent/model"), "{stderr}");
+}
+
+#[test]
+fn smollm2_lora_config_trains_end_to_end_on_a_truncated_decoder()
+-> Result<(), Box<dyn std::error::Error>> {
+    let check = "smollm2_lora_config_trains_end_to_end_on_a_truncated_decoder";
+    let Some(gguf) = meit_models::model::gguf::smollm2_gguf_or_skip(check) else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/configs/smollm2-lora.toml"
+    ))?;
+    let mut text = shipped.clone();
+    for (from, to) in [
+        (
+            "gguf = \".models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\"",
+            format!("gguf = {:?}\nmax_layers = 2", gguf.to_string_lossy()),
+        ),
+        ("batch_size = 64", "batch_size = 2".into()),
+        ("train_records = 32000", "train_records = 4".into()),
+        ("validation_records = 64", "validation_records = 2".into()),
+        ("test_records = 512", "test_records = 2".into()),
+    ] {
+        assert!(
+            text.contains(from),
+            "smollm2-lora.toml no longer has `{from}`"
+        );
+        text = text.replace(from, &to);
+    }
+    let config = dir.path().join("smollm2-small.toml");
+    std::fs::write(&config, text)?;
+    let model = dir.path().join("model");
+    let model_s = model.to_string_lossy();
+    let summary = ok(&meit_models(&[
+        "train",
+        "--config",
+        &config.to_string_lossy(),
+        "--out",
+        &model_s,
+        "--quiet",
+        "--max-steps",
+        "2",
+    ]));
+    let summary: serde_json::Value = serde_json::from_str(&summary)?;
+    assert_eq!(summary["steps"], 2);
+    assert!(summary["final_loss"].as_f64().is_some_and(f64::is_finite));
+    // The trained adapters load back and generate through the checkpoint's tokenizer.
+    let hea = reduced_record(dir.path())?;
+    let out = ok(&meit_models(&[
+        "generate",
+        "--model",
+        &model_s,
+        "--record",
+        &hea.to_string_lossy(),
+        "--json",
+    ]));
+    assert_eq!(out.lines().count(), 2);
+    Ok(())
+}
