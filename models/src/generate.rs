@@ -3,12 +3,13 @@
 //!
 //! A window the signal-quality check refuses (lead-off, flat, railed, noise, invalid samples)
 //! gets a no-report result with the reasons, never a generated sentence. Leads the record lacks
-//! are masked (zeros) exactly as in training, and the result names them.
+//! are masked (zeros) exactly as in training, and the result names them; the leads it has must
+//! be usable (unless the model's spec names its own required leads).
 
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use meit::dsp::ModelInput;
+use meit::dsp::{ModelInput, Preprocessor};
 use meit::ecg::{LeadSet, Recording};
 use ndarray::s;
 use serde::Serialize;
@@ -76,6 +77,7 @@ pub fn report_windows(
     max_new_tokens: usize,
 ) -> Result<Vec<WindowResult>, TrainError> {
     let spec = encoder.preprocessor().spec();
+    let preprocessor = device_preprocessor(encoder, &recording.leads)?;
     let rate = recording.sample_rate_hz;
     let window = (spec.window_seconds * rate).round() as usize;
     let hop = ((spec.hop_seconds * rate).round() as usize).max(1);
@@ -94,6 +96,7 @@ pub fn report_windows(
         results.push(report_window(
             model,
             encoder,
+            &preprocessor,
             &slice,
             start as f64 / rate,
             max_new_tokens,
@@ -103,9 +106,20 @@ pub fn report_windows(
     Ok(results)
 }
 
+/// The model's preprocessing on a device with `device` leads: the leads the device lacks are
+/// masked, the ones it has must be usable (`PreprocessSpec::for_device`).
+pub fn device_preprocessor(
+    encoder: &Encoder,
+    device: &LeadSet,
+) -> Result<Preprocessor, TrainError> {
+    Preprocessor::new(encoder.preprocessor().spec().for_device(device))
+        .map_err(|e| ModelError::Config(format!("preprocess: {e}")).into())
+}
+
 fn report_window(
     model: &Meit,
     encoder: &Encoder,
+    preprocessor: &Preprocessor,
     slice: &Recording,
     start_s: f64,
     max_new_tokens: usize,
@@ -125,13 +139,12 @@ fn report_window(
             },
         });
     }
-    let input = encoder
-        .preprocessor()
-        .process_recording(slice)
-        .map_err(|source| crate::data::DataError::Preprocess {
+    let input = preprocessor.process_recording(slice).map_err(|source| {
+        crate::data::DataError::Preprocess {
             id: format!("window at {start_s:.1} s"),
             source,
-        })?;
+        }
+    })?;
     let masked_leads = input
         .lead_mask
         .missing()

@@ -182,11 +182,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let (config, meit, encoder) = training::load_model(&model)
                 .with_context(|| format!("loading the model in {}", model.display()))?;
             let records = records.unwrap_or(config.data.test_records);
-            let data = config
-                .data
-                .synth
-                .as_ref()
-                .context("the run config has no [data.synth] test source")?;
+            let data = config.data.synth.as_ref().context(
+                "the evaluation suite varies synthesised records: the run config needs \
+                     [data.synth] (a model trained on a PTB-XL or MIMIC tree is not evaluated \
+                     by this suite yet)",
+            )?;
             let rows = eval::suite::variants(suite, data);
             let report = eval::suite::evaluate(&config, &meit, &encoder, records, &rows, |name| {
                 eprintln!("meit-models eval: {name} ({records} records)")

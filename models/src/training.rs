@@ -29,7 +29,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{DataError, LabelledRecord, Split};
+use crate::data::{DataError, LabelledRecord, RunData, Split};
 use crate::model::ModelError;
 use crate::model::meit::{Batch, Example, Meit};
 use crate::model::params::Params;
@@ -237,23 +237,11 @@ impl Encoder {
     }
 }
 
-/// Record `index` of `split` from the configured source.
-pub fn record(config: &RunConfig, split: Split, index: u64) -> Result<LabelledRecord, DataError> {
-    match &config.data.synth {
-        Some(synth) => synth.record(split, index),
-        None => Err(DataError::Table {
-            path: PathBuf::from(RUN_CONFIG),
-            line: 0,
-            message: "no data source configured".into(),
-        }),
-    }
-}
-
 /// Trains the byte-level BPE on the reports of the first training records.
-pub fn train_tokenizer(config: &RunConfig) -> Result<ReportTokenizer, TrainError> {
+pub fn train_tokenizer(config: &RunConfig, data: &RunData) -> Result<ReportTokenizer, TrainError> {
     let n = config.data.tokenizer_records.min(config.data.train_records);
     let reports = (0..n as u64)
-        .map(|i| record(config, Split::Train, i).map(|r| r.report))
+        .map(|i| data.record(Split::Train, i).map(|r| r.report))
         .collect::<Result<Vec<String>, _>>()?;
     let tokenizer = ReportTokenizer::train(reports.iter(), config.model.decoder.vocab_size, 2)?;
     if tokenizer.vocab_size() > config.model.decoder.vocab_size {
@@ -343,8 +331,9 @@ pub fn train(
     std::fs::write(&config_path, config_text).map_err(file_error(&config_path))?;
     let checkpoint = out.join(CHECKPOINT_DIR);
     let resuming = options.resume && checkpoint.join(CHECKPOINT_WEIGHTS).exists();
+    let data = RunData::open(&config.data)?;
     if config.base.is_none() && !resuming {
-        train_tokenizer(config)?.save(&out.join(TOKENIZER))?;
+        train_tokenizer(config, &data)?.save(&out.join(TOKENIZER))?;
     }
     let device = Device::Cpu;
     let total = total_steps(config);
@@ -371,9 +360,16 @@ pub fn train(
     if !resuming {
         metrics.set_len(0).map_err(file_error(&metrics_path))?;
     }
-    let validation = validation_batches(config, &encoder, &device)?;
+    let validation = validation_batches(config, &data, &encoder, &device)?;
     if let (Some(warmup), false) = (&config.train.encoder_warmup, resuming) {
-        let summary = warm_up_encoder(config, warmup, &encoder, trainer.model(), options.quiet)?;
+        let summary = warm_up_encoder(
+            config,
+            &data,
+            warmup,
+            &encoder,
+            trainer.model(),
+            options.quiet,
+        )?;
         write_metric(&mut metrics, &metrics_path, &summary)?;
     }
     let stop_at = options.max_steps.map_or(total, |m| m.min(total));
@@ -384,14 +380,14 @@ pub fn train(
     // The producer: records for steps start_step..stop_at, in order, one micro-batch a message.
     let (sender, receiver) = mpsc::sync_channel::<Result<Vec<PreparedRecord>, TrainError>>(6);
     let producer_encoder = encoder.clone();
-    let producer_config = config.clone();
+    let (producer_config, producer_data) = (config.clone(), data.clone());
     let producer = std::thread::spawn(move || {
         let mut permutations = Vec::new();
         for position in (start_step * per_step..stop_at * per_step).step_by(micro) {
             let batch: Result<Vec<PreparedRecord>, TrainError> = (position..position + micro)
                 .map(|p| {
                     let index = training_index(&producer_config, &mut permutations, p);
-                    let record = record(&producer_config, Split::Train, index)?;
+                    let record = producer_data.record(Split::Train, index)?;
                     producer_encoder.prepare(&record, index as usize)
                 })
                 .collect();
@@ -489,6 +485,7 @@ type WarmupRows = Vec<(Vec<f32>, usize, Vec<f32>)>;
 /// ([`crate::model::statement_head`]), then drops the read-out.
 pub fn warm_up_encoder(
     config: &RunConfig,
+    data: &RunData,
     warmup: &EncoderWarmup,
     encoder: &Encoder,
     model: &Meit,
@@ -497,7 +494,7 @@ pub fn warm_up_encoder(
     let device = Device::Cpu;
     let n = config.data.tokenizer_records.min(config.data.train_records) as u64;
     let reports = (0..n)
-        .map(|i| record(config, Split::Train, i).map(|r| r.report))
+        .map(|i| data.record(Split::Train, i).map(|r| r.report))
         .collect::<Result<Vec<_>, _>>()?;
     let vocabulary = SentenceVocabulary::from_reports(&reports);
     let head_params = Params::new(config.train.seed ^ 0x6865_6164, &device);
@@ -542,15 +539,19 @@ pub fn warm_up_encoder(
     };
 
     let (sender, receiver) = mpsc::sync_channel::<Result<WarmupRows, TrainError>>(4);
-    let (producer_config, producer_encoder, producer_vocabulary) =
-        (config.clone(), encoder.clone(), vocabulary.clone());
+    let (producer_config, producer_data, producer_encoder, producer_vocabulary) = (
+        config.clone(),
+        data.clone(),
+        encoder.clone(),
+        vocabulary.clone(),
+    );
     let producer = std::thread::spawn(move || {
         let mut permutations = Vec::new();
         for position in (0..steps * batch).step_by(batch) {
             let rows = (position..position + batch)
                 .map(|p| {
                     let index = training_index(&producer_config, &mut permutations, p);
-                    let r = record(&producer_config, Split::Train, index)?;
+                    let r = producer_data.record(Split::Train, index)?;
                     let (samples, length) = producer_encoder.samples(&r)?;
                     Ok((samples, length, producer_vocabulary.targets(&r.report)))
                 })
@@ -598,7 +599,7 @@ pub fn warm_up_encoder(
 
     let rows = (0..config.data.validation_records as u64)
         .map(|i| {
-            let r = record(config, Split::Validation, i)?;
+            let r = data.record(Split::Validation, i)?;
             let (samples, length) = encoder.samples(&r)?;
             Ok((samples, length, vocabulary.targets(&r.report)))
         })
@@ -640,11 +641,12 @@ fn save_checkpoint(trainer: &Trainer, out: &Path) -> Result<(), TrainError> {
 /// The validation set as batches (prepared once).
 fn validation_batches(
     config: &RunConfig,
+    data: &RunData,
     encoder: &Encoder,
     device: &Device,
 ) -> Result<Vec<Batch>, TrainError> {
     let prepared = (0..config.data.validation_records as u64)
-        .map(|i| encoder.prepare(&record(config, Split::Validation, i)?, i as usize))
+        .map(|i| encoder.prepare(&data.record(Split::Validation, i)?, i as usize))
         .collect::<Result<Vec<_>, _>>()?;
     prepared
         .chunks(config.train.batch_size.max(2))

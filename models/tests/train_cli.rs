@@ -25,29 +25,133 @@ fn ok(run: &Output) -> String {
     String::from_utf8_lossy(&run.stdout).into_owned()
 }
 
-/// The tiny config shrunk to 24 training records, 6 steps of 4, checkpoints every 2 steps, an
-/// encoder warm-up of two steps.
-fn small_config(dir: &Path) -> Result<String, Box<dyn std::error::Error>> {
-    let tiny = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/tiny.toml"))?;
-    let mut text = tiny.clone();
-    for (from, to) in [
-        ("train_records = 32000", "train_records = 24"),
-        ("validation_records = 64", "validation_records = 4"),
-        ("test_records = 512", "test_records = 4"),
-        ("tokenizer_records = 4000", "tokenizer_records = 24"),
-        ("batch_size = 16 ", "batch_size = 4 "),
-        ("epochs = 3 ", "epochs = 1 "),
-        ("records = 192000", "records = 8"),
-        ("batch_size = 64", "batch_size = 4"),
-        ("checkpoint_every = 200", "checkpoint_every = 2"),
-        ("validate_every = 100", "validate_every = 2"),
-    ] {
-        assert!(text.contains(from), "tiny.toml no longer has `{from}`");
-        text = text.replace(from, to);
+/// The tiny config's text with each `key = value` line of `values` set (every line with that
+/// key, in any section), so the test follows the config when its figures change.
+fn with_values(text: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        match values.iter().find(|(k, _)| *k == key && line.contains('=')) {
+            Some((k, v)) => out.push_str(&format!("{k} = {v}")),
+            None => out.push_str(line),
+        }
+        out.push('\n');
     }
+    for (k, _) in values {
+        assert!(
+            text.lines()
+                .any(|l| l.split('=').next().unwrap_or("").trim() == *k),
+            "tiny.toml no longer has `{k}`"
+        );
+    }
+    out
+}
+
+/// The tiny config shrunk to 24 training records, 6 steps of 4, checkpoints every 2 steps, an
+/// encoder warm-up of two steps; `edit` changes its text further.
+fn small_config_with(
+    dir: &Path,
+    edit: impl Fn(String) -> String,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let tiny = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/configs/tiny.toml"))?;
+    let text = with_values(
+        &tiny,
+        &[
+            ("train_records", "24"),
+            ("validation_records", "4"),
+            ("test_records", "4"),
+            ("tokenizer_records", "24"),
+            ("batch_size", "4"),
+            ("epochs", "1"),
+            ("records", "8"),
+            ("checkpoint_every", "2"),
+            ("validate_every", "2"),
+        ],
+    );
     let path = dir.join("small.toml");
-    std::fs::write(&path, text)?;
+    std::fs::write(&path, edit(text))?;
     Ok(path.to_string_lossy().into_owned())
+}
+
+fn small_config(dir: &Path) -> Result<String, Box<dyn std::error::Error>> {
+    small_config_with(dir, |text| text)
+}
+
+/// The `[data.synth]` table of `text` replaced by `source`.
+fn replace_synth_source(text: &str, source: &str) -> String {
+    let start = text
+        .find("[data.synth]")
+        .expect("tiny.toml has [data.synth]");
+    let end = text[start + 1..]
+        .find("\n[")
+        .map_or(text.len(), |i| start + 1 + i + 1);
+    format!("{}{source}\n\n{}", &text[..start], &text[end..])
+}
+
+#[test]
+fn trains_from_a_ptbxl_tree_on_disk_and_refuses_a_run_larger_than_the_tree()
+-> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let tree = dir.path().join("ptbxl");
+    meit::synth::dataset::write_dataset(
+        &tree,
+        &meit::synth::dataset::DatasetSpec {
+            n: 80,
+            style: meit::synth::dataset::DatasetStyle::Ptbxl,
+            seed: 5,
+            max_noise: 0.2,
+        },
+        |_| {},
+    )?;
+    let source = format!(
+        "[data.ptbxl]\nroot = {:?}\nresolution = \"hz500\"",
+        tree.to_string_lossy()
+    );
+    let config = small_config_with(dir.path(), |text| replace_synth_source(&text, &source))?;
+    let model = dir.path().join("model");
+    let summary = ok(&meit_models(&[
+        "train",
+        "--config",
+        &config,
+        "--out",
+        &model.to_string_lossy(),
+        "--quiet",
+    ]));
+    let summary: serde_json::Value = serde_json::from_str(&summary)?;
+    assert_eq!(summary["steps"], 6);
+    assert!(model.join("model.safetensors").is_file());
+    let metrics = std::fs::read_to_string(model.join("metrics.jsonl"))?;
+    assert!(
+        metrics.lines().any(|l| l.contains("validation_loss")),
+        "validated on the tree's fold 9: {metrics}"
+    );
+
+    let too_many = small_config_with(dir.path(), |text| {
+        with_values(
+            &replace_synth_source(&text, &source),
+            &[("train_records", "500")],
+        )
+    })?;
+    let run = meit_models(&[
+        "train",
+        "--config",
+        &too_many,
+        "--out",
+        &model.to_string_lossy(),
+    ]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("the Train split has") && stderr.contains("asks for 500"),
+        "{stderr}"
+    );
+
+    let two = small_config_with(dir.path(), |text| format!("{text}\n{source}\n"))?;
+    let run = meit_models(&["check-config", &two]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("name exactly one source"), "{stderr}");
+    Ok(())
 }
 
 #[test]
@@ -101,8 +205,13 @@ fn a_resumed_run_ends_with_the_same_weights_as_a_straight_one()
     Ok(())
 }
 
-/// Writes a 25 s, 360 Hz record with leads I, II, V1 and a Frank lead `vx` (not ECG-standard).
-fn reduced_record(dir: &Path) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+/// Writes a 25 s, 360 Hz record `name` with leads I, II, V1 and a Frank lead `vx` (not
+/// ECG-standard); with `flat_ii` lead II is a flat line (an electrode off).
+fn reduced_record(
+    dir: &Path,
+    name: &str,
+    flat_ii: bool,
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
     let spec = meit::synth::RecordSpec {
         sample_rate_hz: 360.0,
         seconds: 25.0,
@@ -116,17 +225,20 @@ fn reduced_record(dir: &Path) -> Result<std::path::PathBuf, Box<dyn std::error::
     let mut samples = synth.recording.samples_uv.select(ndarray::Axis(0), &rows);
     let frank = samples.row(0).to_owned();
     samples.push_row(frank.view())?;
+    if flat_ii {
+        samples.row_mut(1).fill(0.0);
+    }
     let recording = Recording {
         sample_rate_hz: 360.0,
         leads: LeadSet(vec![Lead::I, Lead::II, Lead::V1, Lead::V6]),
         samples_uv: samples,
     };
-    let hea = dir.join("r1.hea");
+    let hea = dir.join(format!("{name}.hea"));
     let options = WriteOptions {
         format: SignalFormat::Format16,
         adc_gain_per_mv: 1000.0,
     };
-    meit::wfdb::write_record(dir, "r1", &recording, options, &[])?;
+    meit::wfdb::write_record(dir, name, &recording, options, &[])?;
     // Rename the fourth signal to a Frank lead: the reader must ignore it.
     let header = std::fs::read_to_string(&hea)?;
     let renamed: Vec<String> = header
@@ -151,7 +263,7 @@ fn generate_reports_each_window_of_any_record_and_eval_writes_its_tables()
         "train", "--config", &config, "--out", &model_s, "--quiet",
     ]));
 
-    let hea = reduced_record(dir.path())?;
+    let hea = reduced_record(dir.path(), "r1", false)?;
     let run = meit_models(&[
         "generate",
         "--model",
@@ -186,10 +298,31 @@ fn generate_reports_each_window_of_any_record_and_eval_writes_its_tables()
             ["V2", "V3", "V4", "V5", "V6"],
             "I, II, V1 measured; limb leads derived"
         );
-        assert!(matches!(
+        assert_eq!(
             w["outcome"]["kind"].as_str(),
-            Some("report" | "no_report")
-        ));
+            Some("report"),
+            "the leads it lacks are masked, not a reason to refuse: {w}"
+        );
+        assert!(!w["outcome"]["text"].as_str().unwrap_or("").is_empty());
+    }
+
+    // An electrode off: every window refused, with the lead named, never a sentence.
+    let flat = reduced_record(dir.path(), "r2", true)?;
+    let run = meit_models(&[
+        "generate",
+        "--model",
+        &model_s,
+        "--record",
+        &flat.to_string_lossy(),
+        "--json",
+    ]);
+    let stdout = ok(&run);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    for line in stdout.lines() {
+        let w: serde_json::Value = serde_json::from_str(line)?;
+        assert_eq!(w["outcome"]["kind"].as_str(), Some("no_report"), "{w}");
+        let reasons = w["outcome"]["reasons"].to_string();
+        assert!(reasons.contains("II flat (required)"), "{reasons}");
     }
 
     let json = dir.path().join("eval.json");
@@ -288,7 +421,7 @@ fn smollm2_lora_config_trains_end_to_end_on_a_truncated_decoder()
     assert_eq!(summary["steps"], 2);
     assert!(summary["final_loss"].as_f64().is_some_and(f64::is_finite));
     // The trained adapters load back and generate through the checkpoint's tokenizer.
-    let hea = reduced_record(dir.path())?;
+    let hea = reduced_record(dir.path(), "r1", false)?;
     let out = ok(&meit_models(&[
         "generate",
         "--model",

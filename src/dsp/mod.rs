@@ -85,6 +85,26 @@ impl PreprocessSpec {
         }
     }
 
+    /// This spec on a device with `device` leads: when it names no required leads, those the
+    /// device provides (measured, or derived from measured limb leads) become required, so the
+    /// leads it lacks are masked instead of refusing every window. A spec that names required
+    /// leads is returned unchanged.
+    pub fn for_device(&self, device: &LeadSet) -> PreprocessSpec {
+        let mut spec = self.clone();
+        if spec.required_leads.is_empty() {
+            let mask = LeadMapper::new(device, &self.lead_order).mask().clone();
+            spec.required_leads = mask
+                .leads
+                .0
+                .iter()
+                .zip(mask.available())
+                .filter(|(_, available)| *available)
+                .map(|(lead, _)| *lead)
+                .collect();
+        }
+        spec
+    }
+
     /// Window timing for a [`Windower`].
     pub fn timing(&self) -> WindowTiming {
         WindowTiming {
@@ -270,6 +290,30 @@ mod tests {
         let back: PreprocessSpec = serde_json::from_str(&json).unwrap();
         assert_eq!(back, spec);
         assert!(json.contains("\"min_max_record\""), "{json}");
+    }
+
+    #[test]
+    fn a_device_requires_the_leads_it_provides_unless_the_spec_names_some() {
+        let monitor = LeadSet(vec![Lead::I, Lead::II, Lead::V1]);
+        let spec = PreprocessSpec::default().for_device(&monitor);
+        assert_eq!(
+            spec.required_leads,
+            [
+                Lead::I,
+                Lead::II,
+                Lead::III,
+                Lead::AVR,
+                Lead::AVL,
+                Lead::AVF,
+                Lead::V1
+            ],
+            "limb leads derived from I and II, V1 measured, V2-V6 masked"
+        );
+        let named = PreprocessSpec {
+            required_leads: vec![Lead::II],
+            ..PreprocessSpec::default()
+        };
+        assert_eq!(named.for_device(&monitor), named);
     }
 
     #[test]

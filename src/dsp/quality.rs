@@ -415,7 +415,7 @@ fn measure(signal: &LeadSignal<'_>, th: &QualityThresholds) -> LeadMetrics {
         amplitude_uv: percentile(&detrended, 0.99) - percentile(&detrended, 0.01),
         noise_uv,
         wander_uv: percentile(&baseline, 0.99) - percentile(&baseline, 0.01),
-        railed_fraction: railed_fraction(x, run),
+        railed_fraction: railed_fraction(x, run, th.flat_uv),
         lead_off_fraction,
     }
 }
@@ -451,8 +451,10 @@ fn percentile(x: &[f64], q: f64) -> f64 {
 }
 
 /// Fraction of samples in runs of at least `run` identical values at the lead's maximum or
-/// minimum (0 when the lead never changes: that is flat, not railed).
-fn railed_fraction(x: &[f64], run: usize) -> f64 {
+/// minimum, at least `min_offset` away from the lead's median (0 when the lead never changes:
+/// that is flat, not railed). A rail is away from the baseline: a noise-free signal resting on
+/// an exactly constant baseline that happens to be its minimum is not railed.
+fn railed_fraction(x: &[f64], run: usize, min_offset: f64) -> f64 {
     let (lo, hi) = x
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
@@ -462,12 +464,16 @@ fn railed_fraction(x: &[f64], run: usize) -> f64 {
     if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return 0.0;
     }
+    let median = percentile(x, 0.5);
     let mut stuck = 0usize;
     let mut start = 0usize;
     for i in 1..=x.len() {
         if i == x.len() || x[i] != x[start] {
             let len = i - start;
-            if len >= run && (x[start] == lo || x[start] == hi) {
+            if len >= run
+                && (x[start] == lo || x[start] == hi)
+                && (x[start] - median).abs() >= min_offset
+            {
                 stuck += len;
             }
             start = i;
@@ -587,6 +593,25 @@ mod tests {
         let report = judge(&two_leads(vec![12_345.0; 5000]), &[0.0, 0.0], &target());
         assert!(!report.is_reportable());
         assert_eq!(report.per_lead[1].issues, vec![LeadIssue::Flat]);
+    }
+
+    #[test]
+    fn a_constant_baseline_at_the_minimum_is_not_a_rail() {
+        // Noise-free, every wave upright: the baseline (0) is the lead's minimum for most of
+        // the record; clipping the same lead at 400 uV is a rail.
+        let upright: Vec<f64> = (0..5000)
+            .map(|i| {
+                let phase = (i as f64 / FS * 1.2).fract();
+                if phase < 0.04 {
+                    1200.0 * (phase / 0.04 * PI).sin()
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        assert_eq!(railed_fraction(&upright, 10, 50.0), 0.0);
+        let clipped: Vec<f64> = upright.iter().map(|v| v.min(400.0)).collect();
+        assert!(railed_fraction(&clipped, 10, 50.0) > 0.02);
     }
 
     #[test]

@@ -165,7 +165,7 @@ impl MimicDataset {
 
     /// Number of records in `split`.
     pub fn len(&self, split: Split) -> usize {
-        self.index.entries(split).len()
+        self.index.len(split)
     }
 
     /// Whether `split` has no records.
@@ -175,10 +175,7 @@ impl MimicDataset {
 
     /// Record `index` of `split` (table order), read from disk; `None` past the end.
     pub fn record(&self, split: Split, index: usize) -> Option<Result<LabelledRecord, DataError>> {
-        self.index
-            .entries(split)
-            .get(index)
-            .map(IndexedRecord::load)
+        self.index.record(split, index)
     }
 
     /// The records of `split` in table order, each read from disk when the iterator reaches it.
@@ -186,7 +183,7 @@ impl MimicDataset {
         &self,
         split: Split,
     ) -> impl Iterator<Item = Result<LabelledRecord, DataError>> + '_ {
-        self.index.entries(split).iter().map(IndexedRecord::load)
+        self.index.records(split)
     }
 }
 

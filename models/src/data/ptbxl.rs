@@ -118,7 +118,7 @@ impl PtbxlDataset {
 
     /// Number of records in `split`.
     pub fn len(&self, split: Split) -> usize {
-        self.index.entries(split).len()
+        self.index.len(split)
     }
 
     /// Whether `split` has no records.
@@ -128,10 +128,7 @@ impl PtbxlDataset {
 
     /// Record `index` of `split` (table order), read from disk; `None` past the end.
     pub fn record(&self, split: Split, index: usize) -> Option<Result<LabelledRecord, DataError>> {
-        self.index
-            .entries(split)
-            .get(index)
-            .map(IndexedRecord::load)
+        self.index.record(split, index)
     }
 
     /// The records of `split` in table order, each read from disk when the iterator reaches it.
@@ -139,7 +136,7 @@ impl PtbxlDataset {
         &self,
         split: Split,
     ) -> impl Iterator<Item = Result<LabelledRecord, DataError>> + '_ {
-        self.index.entries(split).iter().map(IndexedRecord::load)
+        self.index.records(split)
     }
 }
 

@@ -283,6 +283,24 @@ impl SplitIndex {
         }
     }
 
+    /// Number of records in `split`.
+    pub fn len(&self, split: Split) -> usize {
+        self.entries(split).len()
+    }
+
+    /// Record `index` of `split` (table order), read from disk; `None` past the end.
+    pub fn record(&self, split: Split, index: usize) -> Option<Result<LabelledRecord, DataError>> {
+        self.entries(split).get(index).map(IndexedRecord::load)
+    }
+
+    /// The records of `split` in table order, each read from disk when the iterator reaches it.
+    pub fn records(
+        &self,
+        split: Split,
+    ) -> impl Iterator<Item = Result<LabelledRecord, DataError>> + '_ {
+        self.entries(split).iter().map(IndexedRecord::load)
+    }
+
     fn entries_mut(&mut self, split: Split) -> &mut Vec<IndexedRecord> {
         match split {
             Split::Train => &mut self.train,

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::clinical::{ClinicalCase, ClinicalScores, score_cases};
 use crate::data::Split;
 use crate::data::synth::{Forced, LeadProfile, ReportStyle, SynthData};
-use crate::generate::report_for_input;
+use crate::generate::{device_preprocessor, report_for_input};
 use crate::metrics::{self, Evaluation, Sample, Tokenization};
 use crate::model::ModelError;
 use crate::model::meit::Meit;
@@ -185,6 +185,8 @@ pub struct VariantResult {
     pub clinical: ClinicalScores,
     /// Records whose signal quality blocked a report (their hypothesis is empty).
     pub no_report: usize,
+    /// Why: each blocking reason and how many refused records gave it.
+    pub no_report_reasons: std::collections::BTreeMap<String, usize>,
     /// A few generated reports beside their references.
     pub examples: Vec<(String, String)>,
 }
@@ -255,15 +257,17 @@ fn evaluate_variant(
     let inputs = labelled
         .iter()
         .map(|r| {
-            encoder
-                .preprocessor()
+            // As `generate` does: leads the device lacks are masked, not refused.
+            device_preprocessor(encoder, &r.recording.leads)?
                 .process_recording(&r.recording)
-                .map_err(|source| crate::data::DataError::Preprocess {
-                    id: r.id.clone(),
-                    source,
+                .map_err(|source| {
+                    TrainError::from(crate::data::DataError::Preprocess {
+                        id: r.id.clone(),
+                        source,
+                    })
                 })
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, TrainError>>()?;
     // The control: a seeded permutation with no fixed point (a rotation of a shuffle).
     let mut order: Vec<usize> = (0..records).collect();
     if variant.shuffled && records > 1 {
@@ -278,6 +282,7 @@ fn evaluate_variant(
     }
     let mut hypotheses = Vec::with_capacity(records);
     let mut no_report = 0;
+    let mut no_report_reasons = std::collections::BTreeMap::new();
     let mut cases = Vec::with_capacity(records);
     for (i, record) in labelled.iter().enumerate() {
         let input = &inputs[order[i]];
@@ -285,6 +290,9 @@ fn evaluate_variant(
             report_for_input(model, encoder, input, i, config.train.max_tokens)?
         } else {
             no_report += 1;
+            for reason in input.quality.reasons.iter().filter(|r| r.blocks_report()) {
+                *no_report_reasons.entry(reason.to_string()).or_insert(0) += 1;
+            }
             String::new()
         };
         let available: Vec<Lead> = input
@@ -322,6 +330,7 @@ fn evaluate_variant(
         text,
         clinical: score_cases(&cases),
         no_report,
+        no_report_reasons,
         examples,
     })
 }
@@ -360,6 +369,24 @@ impl EvalReport {
                 "- `{}`: {}\n",
                 r.variant.name, r.variant.description
             ));
+        }
+        let refused: Vec<&VariantResult> = self
+            .results
+            .iter()
+            .filter(|r| !r.no_report_reasons.is_empty())
+            .collect();
+        if !refused.is_empty() {
+            out.push_str(
+                "\nWhy the quality gate refused records (a record may give several reasons):\n\n",
+            );
+            for r in refused {
+                let reasons: Vec<String> = r
+                    .no_report_reasons
+                    .iter()
+                    .map(|(reason, n)| format!("{reason} ({n})"))
+                    .collect();
+                out.push_str(&format!("- `{}`: {}\n", r.variant.name, reasons.join(", ")));
+            }
         }
         if let Some(first) = self.results.first() {
             out.push_str(&format!(

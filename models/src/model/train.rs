@@ -21,6 +21,7 @@ use super::instruction::InstructionStyle;
 use super::meit::{Batch, Meit, MeitConfig};
 use super::pretrained::BaseConfig;
 use crate::data::synth::SynthData;
+use crate::data::{DataError, MimicSource, PtbxlSource};
 
 /// Optimisation settings. Serialised in run configs (`[train]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,7 +149,14 @@ pub struct DataConfig {
     #[serde(default = "default_tokenizer_records")]
     pub tokenizer_records: usize,
     /// Synthetic records drawn on the fly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub synth: Option<SynthData>,
+    /// A PTB-XL tree on disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ptbxl: Option<PtbxlSource>,
+    /// A MIMIC-IV-ECG tree on disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mimic: Option<MimicSource>,
 }
 
 fn default_tokenizer_records() -> usize {
@@ -162,13 +170,17 @@ impl RunConfig {
             toml::from_str(text).map_err(|e| ModelError::Config(e.to_string()))?;
         config.train.validate()?;
         config.model.validate()?;
-        match &config.data.synth {
-            Some(synth) => synth.validate().map_err(ModelError::Config)?,
-            None => {
-                return Err(ModelError::Config(
-                    "data: name a source ([data.synth])".into(),
-                ));
-            }
+        let sources = [
+            config.data.synth.is_some(),
+            config.data.ptbxl.is_some(),
+            config.data.mimic.is_some(),
+        ];
+        let named = sources.iter().filter(|named| **named).count();
+        if named != 1 {
+            return Err(ModelError::Config(DataError::Sources(named).to_string()));
+        }
+        if let Some(synth) = &config.data.synth {
+            synth.validate().map_err(ModelError::Config)?;
         }
         if config.data.train_records < config.train.batch_size || config.data.test_records == 0 {
             return Err(ModelError::Config(
