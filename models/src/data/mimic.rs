@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::table::{CsvTable, IndexedRecord, SplitIndex, header_in};
-use super::{DataError, LabelledRecord, Split};
+use super::{DataError, Split};
 
 /// MIMIC-IV-ECG's value for a measurement the cart did not make.
 const MISSING: &str = "29999";
@@ -163,27 +163,9 @@ impl MimicDataset {
         self.dropped
     }
 
-    /// Number of records in `split`.
-    pub fn len(&self, split: Split) -> usize {
-        self.index.len(split)
-    }
-
-    /// Whether `split` has no records.
-    pub fn is_empty(&self, split: Split) -> bool {
-        self.len(split) == 0
-    }
-
-    /// Record `index` of `split` (table order), read from disk; `None` past the end.
-    pub fn record(&self, split: Split, index: usize) -> Option<Result<LabelledRecord, DataError>> {
-        self.index.record(split, index)
-    }
-
-    /// The records of `split` in table order, each read from disk when the iterator reaches it.
-    pub fn records(
-        &self,
-        split: Split,
-    ) -> impl Iterator<Item = Result<LabelledRecord, DataError>> + '_ {
-        self.index.records(split)
+    /// The records of each split (count, read one, iterate).
+    pub fn splits(&self) -> &SplitIndex {
+        &self.index
     }
 }
 
@@ -252,6 +234,7 @@ mod tests {
     use meit::synth::{Acquisition, Adc, ConditionSet, RecordSpec, generate};
 
     use super::*;
+    use crate::data::LabelledRecord;
 
     const N: usize = 12;
     const SPLITS: [Split; 3] = [Split::Train, Split::Validation, Split::Test];
@@ -281,7 +264,10 @@ mod tests {
     }
 
     fn all_records(data: &MimicDataset) -> Result<Vec<LabelledRecord>, DataError> {
-        SPLITS.iter().flat_map(|&s| data.records(s)).collect()
+        SPLITS
+            .iter()
+            .flat_map(|&s| data.splits().records(s))
+            .collect()
     }
 
     fn truth_of<'a>(
@@ -455,7 +441,7 @@ mod tests {
                 })
                 .count();
             assert_eq!(data.dropped().short_report, short, "min_words {min_words}");
-            let kept: usize = SPLITS.iter().map(|&s| data.len(s)).sum();
+            let kept: usize = SPLITS.iter().map(|&s| data.splits().len(s)).sum();
             assert_eq!(kept, N - short);
         }
         Ok(())
@@ -521,7 +507,10 @@ mod tests {
         edit_line(dir.path(), "machine_measurements.csv", 2, |_| None);
         let data = MimicDataset::open(dir.path())?;
         assert_eq!(data.dropped().no_measurements, 1);
-        assert_eq!(SPLITS.iter().map(|&s| data.len(s)).sum::<usize>(), 2);
+        assert_eq!(
+            SPLITS.iter().map(|&s| data.splits().len(s)).sum::<usize>(),
+            2
+        );
         let second = original.lines().nth(2).expect("row").to_string();
         std::fs::write(&measurements, format!("{original}{second}\n")).expect("write");
         let (_, line, message) = table_error(MimicDataset::open(dir.path()));

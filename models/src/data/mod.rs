@@ -14,6 +14,8 @@ pub mod ptbxl;
 pub mod synth;
 mod table;
 
+pub use table::SplitIndex;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -189,8 +191,8 @@ impl RunData {
     pub fn available(&self, split: Split) -> Option<usize> {
         match self {
             RunData::Synth(_) => None,
-            RunData::Ptbxl(d) => Some(d.len(split)),
-            RunData::Mimic(d) => Some(d.len(split)),
+            RunData::Ptbxl(d) => Some(d.splits().len(split)),
+            RunData::Mimic(d) => Some(d.splits().len(split)),
         }
     }
 
@@ -198,8 +200,8 @@ impl RunData {
     pub fn record(&self, split: Split, index: u64) -> Result<LabelledRecord, DataError> {
         let stored = match self {
             RunData::Synth(synth) => return synth.record(split, index),
-            RunData::Ptbxl(d) => d.record(split, index as usize),
-            RunData::Mimic(d) => d.record(split, index as usize),
+            RunData::Ptbxl(d) => d.splits().record(split, index as usize),
+            RunData::Mimic(d) => d.splits().record(split, index as usize),
         };
         stored.unwrap_or_else(|| {
             Err(DataError::TooFew {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::table::{CsvTable, IndexedRecord, SplitIndex, header_in};
-use super::{DataError, LabelledRecord, Split};
+use super::{DataError, Split};
 
 /// Which copy of the signals to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,27 +116,9 @@ impl PtbxlDataset {
         self.resolution
     }
 
-    /// Number of records in `split`.
-    pub fn len(&self, split: Split) -> usize {
-        self.index.len(split)
-    }
-
-    /// Whether `split` has no records.
-    pub fn is_empty(&self, split: Split) -> bool {
-        self.len(split) == 0
-    }
-
-    /// Record `index` of `split` (table order), read from disk; `None` past the end.
-    pub fn record(&self, split: Split, index: usize) -> Option<Result<LabelledRecord, DataError>> {
-        self.index.record(split, index)
-    }
-
-    /// The records of `split` in table order, each read from disk when the iterator reaches it.
-    pub fn records(
-        &self,
-        split: Split,
-    ) -> impl Iterator<Item = Result<LabelledRecord, DataError>> + '_ {
-        self.index.records(split)
+    /// The records of each split (count, read one, iterate).
+    pub fn splits(&self) -> &SplitIndex {
+        &self.index
     }
 }
 
@@ -174,6 +156,7 @@ mod tests {
     use meit::synth::dataset::{DatasetSpec, DatasetStyle, write_dataset};
 
     use super::*;
+    use crate::data::LabelledRecord;
 
     const N: usize = 12;
 
@@ -234,8 +217,9 @@ mod tests {
             let want: Vec<usize> = (0..N)
                 .filter(|&i| split_of_fold(fold(i)) == Some(split))
                 .collect();
-            assert_eq!(data.len(split), want.len(), "{split:?}");
-            let got: Vec<LabelledRecord> = data.records(split).collect::<Result<_, _>>()?;
+            assert_eq!(data.splits().len(split), want.len(), "{split:?}");
+            let got: Vec<LabelledRecord> =
+                data.splits().records(split).collect::<Result<_, _>>()?;
             for (record, &i) in got.iter().zip(&want) {
                 let t = &truth[i]["truth"];
                 assert_eq!(record.id, format!("ptbxl:{}", i + 1));
@@ -254,7 +238,11 @@ mod tests {
                 assert_eq!(record.recording.leads, meit::ecg::LeadSet::standard_12());
             }
         }
-        assert!(data.record(Split::Test, data.len(Split::Test)).is_none());
+        assert!(
+            data.splits()
+                .record(Split::Test, data.splits().len(Split::Test))
+                .is_none()
+        );
         Ok(())
     }
 
@@ -262,7 +250,7 @@ mod tests {
     fn low_resolution_reads_records100() -> Result<(), DataError> {
         let (dir, _) = tree(2);
         let data = PtbxlDataset::open(dir.path(), Resolution::Hz100)?;
-        let record = data.record(Split::Train, 0).expect("one record")?;
+        let record = data.splits().record(Split::Train, 0).expect("one record")?;
         assert_eq!(record.recording.sample_rate_hz, 100.0);
         assert_eq!(record.recording.samples_uv.dim(), (12, 1000));
         Ok(())
@@ -325,7 +313,7 @@ mod tests {
         let (dir, _) = tree(2);
         std::fs::remove_file(dir.path().join("records500/00000/00001_hr.hea")).expect("rm");
         let data = PtbxlDataset::open(dir.path(), Resolution::Hz500)?;
-        let results: Vec<_> = data.records(Split::Train).collect();
+        let results: Vec<_> = data.splits().records(Split::Train).collect();
         assert_eq!(results.len(), 2);
         match &results[0] {
             Err(DataError::Wfdb { path, .. }) => {
@@ -344,7 +332,7 @@ mod tests {
         let bytes = std::fs::read(&dat).expect("read");
         std::fs::write(&dat, &bytes[..bytes.len() / 2]).expect("write");
         let data = PtbxlDataset::open(dir.path(), Resolution::Hz500)?;
-        match data.record(Split::Train, 0) {
+        match data.splits().record(Split::Train, 0) {
             Some(Err(DataError::Wfdb {
                 path,
                 source: meit::wfdb::WfdbError::Data(_),

@@ -260,9 +260,10 @@ impl IndexedRecord {
     }
 }
 
-/// Index entries of the three splits.
+/// The records of a data set on disk, by split: index entries read from its table, signals
+/// read when a record is asked for.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct SplitIndex {
+pub struct SplitIndex {
     train: Vec<IndexedRecord>,
     validation: Vec<IndexedRecord>,
     test: Vec<IndexedRecord>,
@@ -270,12 +271,12 @@ pub(super) struct SplitIndex {
 
 impl SplitIndex {
     /// Adds `record` to `split`.
-    pub fn push(&mut self, split: Split, record: IndexedRecord) {
+    pub(super) fn push(&mut self, split: Split, record: IndexedRecord) {
         self.entries_mut(split).push(record);
     }
 
     /// The entries of `split`, in table order.
-    pub fn entries(&self, split: Split) -> &[IndexedRecord] {
+    pub(super) fn entries(&self, split: Split) -> &[IndexedRecord] {
         match split {
             Split::Train => &self.train,
             Split::Validation => &self.validation,
@@ -286,6 +287,11 @@ impl SplitIndex {
     /// Number of records in `split`.
     pub fn len(&self, split: Split) -> usize {
         self.entries(split).len()
+    }
+
+    /// Whether `split` has no records.
+    pub fn is_empty(&self, split: Split) -> bool {
+        self.len(split) == 0
     }
 
     /// Record `index` of `split` (table order), read from disk; `None` past the end.
