@@ -46,7 +46,9 @@ pub struct QualityThresholds {
 impl Default for QualityThresholds {
     fn default() -> Self {
         QualityThresholds {
-            flat_uv: 50.0,
+            // A low-voltage limb lead (a finding, not a fault) can measure 30-50 uV end to end;
+            // a disconnected or digitally zeroed lead measures its noise floor, a few uV.
+            flat_uv: 20.0,
             railed_fraction: 0.02,
             railed_run_seconds: 0.02,
             noise_uv: 60.0,
@@ -593,6 +595,24 @@ mod tests {
         let report = judge(&two_leads(vec![12_345.0; 5000]), &[0.0, 0.0], &target());
         assert!(!report.is_reportable());
         assert_eq!(report.per_lead[1].issues, vec![LeadIssue::Flat]);
+    }
+
+    #[test]
+    fn a_low_voltage_lead_is_not_flat_but_a_noise_floor_is() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let low_voltage: Vec<f64> = ecg_like(0.0)
+            .into_iter()
+            .map(|v| v * 0.03 + rng.random_range(-3.0..3.0))
+            .collect();
+        let report = judge(&two_leads(low_voltage), &[0.0, 0.0], &target());
+        assert!(
+            !report.per_lead[1].issues.contains(&LeadIssue::Flat),
+            "{:?}",
+            report.per_lead[1]
+        );
+        let noise_floor: Vec<f64> = (0..5000).map(|_| rng.random_range(-3.0..3.0)).collect();
+        let report = judge(&two_leads(noise_floor), &[0.0, 0.0], &target());
+        assert!(report.per_lead[1].issues.contains(&LeadIssue::Flat));
     }
 
     #[test]
