@@ -15,6 +15,19 @@ fn meit_models(args: &[&str]) -> Output {
         .expect("the meit-models binary runs")
 }
 
+/// `meit-models train --config CONFIG --out OUT --quiet`: its JSON summary.
+fn train_quiet(config: &str, out: &Path) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let summary = ok(&meit_models(&[
+        "train",
+        "--config",
+        config,
+        "--out",
+        &out.to_string_lossy(),
+        "--quiet",
+    ]));
+    Ok(serde_json::from_str(&summary)?)
+}
+
 fn ok(run: &Output) -> String {
     assert!(
         run.status.success(),
@@ -109,15 +122,7 @@ fn trains_from_a_ptbxl_tree_on_disk_and_refuses_a_run_larger_than_the_tree()
     );
     let config = small_config_with(dir.path(), |text| replace_synth_source(&text, &source))?;
     let model = dir.path().join("model");
-    let summary = ok(&meit_models(&[
-        "train",
-        "--config",
-        &config,
-        "--out",
-        &model.to_string_lossy(),
-        "--quiet",
-    ]));
-    let summary: serde_json::Value = serde_json::from_str(&summary)?;
+    let summary = train_quiet(&config, &model)?;
     assert_eq!(summary["steps"], 6);
     assert!(model.join("model.safetensors").is_file());
     let metrics = std::fs::read_to_string(model.join("metrics.jsonl"))?;
@@ -160,15 +165,7 @@ fn a_resumed_run_ends_with_the_same_weights_as_a_straight_one()
     let dir = tempfile::tempdir()?;
     let config = small_config(dir.path())?;
     let straight = dir.path().join("straight");
-    let summary = ok(&meit_models(&[
-        "train",
-        "--config",
-        &config,
-        "--out",
-        &straight.to_string_lossy(),
-        "--quiet",
-    ]));
-    let summary: serde_json::Value = serde_json::from_str(&summary)?;
+    let summary = train_quiet(&config, &straight)?;
     assert_eq!(summary["steps"], 6);
     for file in [
         "run.toml",
@@ -259,9 +256,7 @@ fn generate_reports_each_window_of_any_record_and_eval_writes_its_tables()
     let config = small_config(dir.path())?;
     let model = dir.path().join("model");
     let model_s = model.to_string_lossy();
-    ok(&meit_models(&[
-        "train", "--config", &config, "--out", &model_s, "--quiet",
-    ]));
+    train_quiet(&config, &model)?;
 
     let hea = reduced_record(dir.path(), "r1", false)?;
     let run = meit_models(&[

@@ -235,6 +235,7 @@ mod tests {
 
     use super::*;
     use crate::data::LabelledRecord;
+    use crate::data::table::tests::table_error;
 
     const N: usize = 12;
     const SPLITS: [Split; 3] = [Split::Train, Split::Validation, Split::Test];
@@ -327,17 +328,6 @@ mod tests {
         let (rest, after) = fields.split_last()?;
         let after: Vec<&str> = after.iter().take(8).rev().copied().collect();
         Some(format!("{rest},{rr},{}", after.join(",")))
-    }
-
-    fn table_error(result: Result<MimicDataset, DataError>) -> (PathBuf, usize, String) {
-        match result {
-            Err(DataError::Table {
-                path,
-                line,
-                message,
-            }) => (path, line, message),
-            other => panic!("expected a table error, got {other:?}"),
-        }
     }
 
     #[test]

@@ -157,6 +157,7 @@ mod tests {
 
     use super::*;
     use crate::data::LabelledRecord;
+    use crate::data::table::tests::table_error;
 
     const N: usize = 12;
 
@@ -194,17 +195,6 @@ mod tests {
             })
             .collect();
         std::fs::write(&path, out.join("\n") + "\n").expect("write");
-    }
-
-    fn table_error(result: Result<PtbxlDataset, DataError>) -> (PathBuf, usize, String) {
-        match result {
-            Err(DataError::Table {
-                path,
-                line,
-                message,
-            }) => (path, line, message),
-            other => panic!("expected a table error, got {other:?}"),
-        }
     }
 
     #[test]

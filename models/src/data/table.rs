@@ -317,8 +317,22 @@ impl SplitIndex {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// The file, line and message of a table error; panics on anything else.
+    pub(in crate::data) fn table_error<T: std::fmt::Debug>(
+        result: Result<T, DataError>,
+    ) -> (PathBuf, usize, String) {
+        match result {
+            Err(DataError::Table {
+                path,
+                line,
+                message,
+            }) => (path, line, message),
+            other => panic!("expected a table error, got {other:?}"),
+        }
+    }
 
     fn table(text: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
