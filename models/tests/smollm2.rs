@@ -1,10 +1,11 @@
 //! MEIT on the pretrained SmolLM2-135M-Instruct, truncated to 2 decoder layers: built from
 //! `configs/smollm2-lora.toml`, ChatML samples of real report text through the checkpoint's own
-//! tokenizer, a forward pass and two training steps. Needs the GGUF
+//! tokenizer, a forward pass and two training steps; the same decoder written as a Hugging Face
+//! directory loads as the same model. Needs the GGUF
 //! (`scripts/fetch-smollm2.sh` or `$MEIT_SMOLLM2_GGUF`); without it the check says SKIPPED.
 
 use candle_core::Device;
-use meit_models::model::gguf::smollm2_gguf_or_skip;
+use meit_models::model::gguf::{load_llama_layers, smollm2_gguf_or_skip};
 use meit_models::model::meit::{Batch, Example, prompt_ids, random_ecg};
 use meit_models::model::params::Params;
 use meit_models::model::pretrained::{BaseConfig, Pretrained, load_pretrained};
@@ -34,8 +35,8 @@ fn truncated_smollm2_with_lora_trains_its_adapters_only() -> Result<(), Box<dyn 
     };
     let run = RunConfig::from_toml(include_str!("../configs/smollm2-lora.toml"))?;
     let base = BaseConfig {
-        gguf,
         max_layers: Some(2),
+        ..BaseConfig::gguf(gguf)
     };
     let params = Params::new(run.train.seed, &Device::Cpu);
     let Pretrained { model, tokenizer } = load_pretrained(&run.model, &base, &params)?;
@@ -140,5 +141,115 @@ fn truncated_smollm2_with_lora_trains_its_adapters_only() -> Result<(), Box<dyn 
         encoder_before,
         "the encoder trains"
     );
+    Ok(())
+}
+
+/// Writes the first `layers` decoder layers of the GGUF as a Hugging Face directory, the way
+/// `transformers` saves a Llama model: `model.*` names in HF row order, config.json,
+/// tokenizer.json and tokenizer_config.json.
+fn write_hf_dir(
+    gguf: &std::path::Path,
+    dir: &std::path::Path,
+    layers: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let params = Params::new(0, &Device::Cpu);
+    let decoder = load_llama_layers(gguf, &params, Some(layers))?;
+    let mut tensors = std::collections::HashMap::new();
+    for (name, var) in params.named_vars_where(|_| true) {
+        tensors.insert(format!("model.{name}"), var.as_tensor().clone());
+    }
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
+    let c = &decoder.config;
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_hidden_layers": c.num_layers,
+        "num_attention_heads": c.num_heads,
+        "num_key_value_heads": c.num_kv_heads,
+        "rms_norm_eps": c.rms_norm_eps,
+        "rope_theta": c.rope_theta,
+        "max_position_embeddings": c.max_positions,
+        "tie_word_embeddings": c.tie_embeddings,
+        "rope_scaling": null,
+        "bos_token_id": decoder.bos_id,
+        "eos_token_id": decoder.eos_id,
+        "torch_dtype": "float32",
+    });
+    std::fs::write(dir.join("config.json"), config.to_string())?;
+    let tokenizer = decoder.tokenizer()?;
+    tokenizer
+        .inner()
+        .save(dir.join("tokenizer.json"), false)
+        .map_err(|e| e.to_string())?;
+    let end = tokenizer.decode(&[decoder.eos_id], false)?;
+    let tokenizer_config = serde_json::json!({ "eos_token": end, "pad_token": end });
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        tokenizer_config.to_string(),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn smollm2_as_a_hugging_face_directory_is_the_same_model_as_its_gguf()
+-> Result<(), Box<dyn std::error::Error>> {
+    let Some(gguf) =
+        smollm2_gguf_or_skip("smollm2_as_a_hugging_face_directory_is_the_same_model_as_its_gguf")
+    else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    write_hf_dir(&gguf, dir.path(), 2)?;
+    let run = RunConfig::from_toml(include_str!("../configs/smollm2-lora.toml"))?;
+    let from_gguf = BaseConfig {
+        max_layers: Some(2),
+        ..BaseConfig::gguf(&gguf)
+    };
+    let from_dir = BaseConfig {
+        gguf: None,
+        hf_dir: Some(dir.path().to_path_buf()),
+        max_layers: Some(2),
+    };
+    let mut logits = Vec::new();
+    let mut tokenizers = Vec::new();
+    for base in [from_gguf, from_dir] {
+        let params = Params::new(run.train.seed, &Device::Cpu);
+        let Pretrained { model, tokenizer } = load_pretrained(&run.model, &base, &params)?;
+        let examples = REPORTS
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Example::encode(
+                    &tokenizer,
+                    &run.instruction.segments(r, i),
+                    run.train.max_tokens,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = Batch::collate(
+            random_ecg(2, 12, 500, 3, &Device::Cpu)?,
+            &examples,
+            tokenizer.pad_id(),
+            &Device::Cpu,
+        )?;
+        logits.push(model.logits(&batch, false)?);
+        tokenizers.push(tokenizer);
+    }
+    let [gguf_tok, dir_tok] = [&tokenizers[0], &tokenizers[1]];
+    for text in REPORTS {
+        assert_eq!(gguf_tok.encode(text)?, dir_tok.encode(text)?, "{text}");
+    }
+    assert_eq!(
+        (gguf_tok.begin_id(), gguf_tok.end_id(), gguf_tok.pad_id()),
+        (dir_tok.begin_id(), dir_tok.end_id(), dir_tok.pad_id())
+    );
+    let diff = (&logits[0] - &logits[1])?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()?;
+    assert_eq!(diff, 0.0, "the same weights give the same logits");
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! - [`instruction`]: the chat wrapper around report text and which tokens carry the loss.
 //! - [`meit`]: encoder + decoder together, the masked language-model loss.
 //! - [`gguf`]: a pretrained Llama decoder (SmolLM2-135M) from llama.cpp's GGUF.
+//! - [`hf`]: a pretrained Llama decoder from a Hugging Face directory (safetensors).
 //! - [`pretrained`]: the trainable model on that decoder, with the checkpoint's tokenizer.
 //! - [`train`]: AdamW steps with warm-up + linear decay and gradient clipping; run configs.
 //!
@@ -17,6 +18,7 @@
 
 pub mod ecg_encoder;
 pub mod gguf;
+pub mod hf;
 pub mod instruction;
 pub mod llama;
 pub mod lora;

@@ -196,6 +196,9 @@ impl RunConfig {
         }
         meit::dsp::Preprocessor::new(config.preprocess.clone())
             .map_err(|e| ModelError::Config(format!("preprocess: {e}")))?;
+        if let Some(base) = &config.base {
+            base.source()?;
+        }
         if matches!(config.instruction, InstructionStyle::ChatMl { .. }) && config.base.is_none() {
             return Err(ModelError::Config(
                 "instruction style chat_ml needs a pretrained ChatML model ([base])".into(),
@@ -783,10 +786,7 @@ mod tests {
         assert_eq!(lora.model, MeitConfig::smollm2_edge());
         assert_eq!(
             lora.base,
-            Some(BaseConfig {
-                gguf: crate::model::gguf::SMOLLM2_GGUF_DEFAULT.into(),
-                max_layers: None,
-            })
+            Some(BaseConfig::gguf(crate::model::gguf::SMOLLM2_GGUF_DEFAULT))
         );
         assert!(matches!(lora.instruction, InstructionStyle::ChatMl { .. }));
         let without_base =
