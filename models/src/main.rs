@@ -111,6 +111,13 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Redraw a model directory's loss.png from its metrics.jsonl (a run stopped early, or a
+    /// plot from an older version).
+    PlotLoss {
+        /// The model directory (from `train`).
+        #[arg(long)]
+        model: PathBuf,
+    },
     /// Parse and validate a run config (models/configs/*.toml) and print it as JSON.
     CheckConfig {
         /// The TOML file.
@@ -228,6 +235,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 out.display(),
                 tokenizer.vocab_size()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::PlotLoss { model } => {
+            let png = model.join(training::LOSS_PLOT);
+            training::plot_loss(&model.join(training::METRICS), &png)
+                .with_context(|| format!("plotting {}", png.display()))?;
+            eprintln!("meit-models: wrote {}", png.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => {

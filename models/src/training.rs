@@ -50,8 +50,10 @@ pub const TOKENIZER: &str = "tokenizer.json";
 /// The final weights.
 pub const WEIGHTS: &str = "model.safetensors";
 const CHECKPOINT_DIR: &str = "checkpoint";
-const METRICS: &str = "metrics.jsonl";
-const LOSS_PLOT: &str = "loss.png";
+/// The step and validation losses, one JSON object per line.
+pub const METRICS: &str = "metrics.jsonl";
+/// The loss curve drawn from [`METRICS`].
+pub const LOSS_PLOT: &str = "loss.png";
 
 /// Why a run stopped.
 #[derive(Debug, thiserror::Error)]
@@ -774,7 +776,8 @@ impl Progress {
     }
 }
 
-/// Draws the training loss (mean of each 20 steps) and the validation loss against steps.
+/// Draws the training loss (mean of each 20 steps) and the validation loss against steps, on a
+/// log axis.
 pub fn plot_loss(metrics: &Path, png: &Path) -> Result<(), TrainError> {
     use plotters::prelude::*;
     let text = std::fs::read_to_string(metrics).map_err(file_error(metrics))?;
@@ -798,20 +801,43 @@ pub fn plot_loss(metrics: &Path, png: &Path) -> Result<(), TrainError> {
     }
     let points = train.iter().chain(&valid);
     let max_step = points.clone().map(|p| p.0).fold(1.0, f64::max);
-    let max_loss = points
+    let losses: Vec<f64> = points
         .map(|p| p.1)
-        .filter(|l| l.is_finite())
-        .fold(0.1, f64::max);
+        .filter(|l| l.is_finite() && *l > 0.0)
+        .collect();
+    // A log axis from the decade below the smallest loss to the decade above the largest: the
+    // tail, where a from-scratch run spends most of its steps, is visible next to the start.
+    let decade_lo = losses.iter().copied().fold(1.0, f64::min).log10().floor() as i32;
+    let decade_hi = losses
+        .iter()
+        .copied()
+        .fold(0.1, f64::max)
+        .log10()
+        .ceil()
+        .max(f64::from(decade_lo + 1)) as i32;
     let plot_error = |e: &dyn std::fmt::Display| TrainError::File {
         path: png.to_path_buf(),
         message: e.to_string(),
     };
     let root = BitMapBackend::new(png, (900, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_error(&e))?;
-    let (left, top, right, bottom) = (60i32, 40i32, 880i32, 460i32);
+    let (left, top, right, bottom) = (70i32, 40i32, 880i32, 460i32);
     let x = |step: f64| left + ((step / max_step) * f64::from(right - left)) as i32;
-    let y =
-        |loss: f64| bottom - ((loss / max_loss).clamp(0.0, 1.0) * f64::from(bottom - top)) as i32;
+    let span = f64::from(decade_hi - decade_lo);
+    let y = |loss: f64| {
+        let up = ((loss.max(1e-12).log10() - f64::from(decade_lo)) / span).clamp(0.0, 1.0);
+        bottom - (up * f64::from(bottom - top)) as i32
+    };
+    for decade in decade_lo..=decade_hi {
+        let py = y(10f64.powi(decade));
+        root.draw(&PathElement::new(
+            vec![(left, py), (right, py)],
+            RGBColor(220, 220, 220),
+        ))
+        .map_err(|e| plot_error(&e))?;
+        meit::synth::plot::draw_text(&root, &format!("1E{decade}"), 4, py - 7, 2)
+            .map_err(|e| plot_error(&e))?;
+    }
     root.draw(&PathElement::new(
         vec![(left, top), (left, bottom), (right, bottom)],
         BLACK,
@@ -825,9 +851,7 @@ pub fn plot_loss(metrics: &Path, png: &Path) -> Result<(), TrainError> {
     let label = |t: &str, px: i32, py: i32| {
         meit::synth::plot::draw_text(&root, t, px, py, 2).map_err(|e| plot_error(&e))
     };
-    label("LOSS (BLUE TRAIN, RED VALIDATION)", left, 10)?;
-    label(&format!("{max_loss:.2}"), 4, top)?;
-    label("0", 40, bottom - 14)?;
+    label("LOSS, LOG SCALE (BLUE TRAIN, RED VALIDATION)", left, 10)?;
     label(&format!("STEP {max_step:.0}"), right - 130, bottom + 14)?;
     root.present().map_err(|e| plot_error(&e))?;
     Ok(())
