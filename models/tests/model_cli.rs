@@ -1,4 +1,4 @@
-//! End-to-end tests of `meit-models train-tokenizer` and `meit-models check-config`.
+//! End-to-end tests of `meit-models train-tokenizer`, `check-config` and `plot-loss`.
 
 use std::process::{Command, Output};
 
@@ -62,5 +62,53 @@ fn check_config_accepts_the_shipped_configs_and_rejects_a_broken_one()
     let run = meit_models(&["check-config", &broken.to_string_lossy()]);
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("head_dim"));
+    Ok(())
+}
+
+#[test]
+fn plot_loss_draws_the_metrics_of_a_run_and_names_a_missing_file()
+-> Result<(), Box<dyn std::error::Error>> {
+    let committed = concat!(env!("CARGO_MANIFEST_DIR"), "/trained/tiny/metrics.jsonl");
+    let metrics = std::fs::read_to_string(committed)?;
+    let mut pngs = Vec::new();
+    // The committed run, and the same run with the losses of its second half ten times larger
+    // (on a log axis a uniform scale would move only the labels).
+    let scaled: String = metrics
+        .lines()
+        .map(|line| {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            let late = v.get("step").and_then(serde_json::Value::as_u64) > Some(3000);
+            for key in ["loss", "validation_loss"].into_iter().filter(|_| late) {
+                if let Some(loss) = v.get(key).and_then(serde_json::Value::as_f64) {
+                    v[key] = serde_json::json!(loss * 10.0);
+                }
+            }
+            v.to_string() + "\n"
+        })
+        .collect();
+    for text in [metrics.as_str(), scaled.as_str()] {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("metrics.jsonl"), text)?;
+        let run = meit_models(&["plot-loss", "--model", &dir.path().to_string_lossy()]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let png = std::fs::read(dir.path().join("loss.png"))?;
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+        // IHDR: width and height, big-endian, after the signature and the chunk header.
+        assert_eq!(&png[16..24], &[0, 0, 3, 132, 0, 0, 1, 244], "900 x 500");
+        pngs.push(png);
+    }
+    assert_ne!(pngs[0], pngs[1], "the curve follows the losses");
+    let empty = tempfile::tempdir()?;
+    let run = meit_models(&["plot-loss", "--model", &empty.path().to_string_lossy()]);
+    assert!(!run.status.success());
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("metrics.jsonl"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     Ok(())
 }
