@@ -1,6 +1,6 @@
 //! Acquisition realism: what electrodes, cables and the analogue front end add to the heart's
-//! signal (baseline wander, mains interference, muscle noise, electrode motion, lead-off, ADC
-//! gain and quantisation), plus the MEIT robustness perturbation.
+//! signal (the amplifier's own noise floor, baseline wander, mains interference, muscle noise,
+//! electrode motion, lead-off, ADC gain and quantisation), plus the MEIT robustness perturbation.
 //!
 //! Artefacts that arise at an electrode are added to electrode potentials before the leads are
 //! derived, so they spread over leads the way they do on a real cart and the lead identities
@@ -31,6 +31,12 @@ pub struct Acquisition {
     pub lead_off: f32,
     /// ADC quantisation, if any.
     pub adc: Option<Adc>,
+    /// The front end's own input-referred noise, uV rms in a lead (white; IEC 60601-2-25 allows
+    /// at most 30 uV peak-to-valley, carts measure 2-5 uV rms). Not an artefact: a real signal
+    /// is never exactly constant, and without it a noise-free isoelectric segment looks like a
+    /// stuck ADC to the quality check.
+    #[serde(default)]
+    pub amplifier_noise_uv: f32,
 }
 
 /// An analogue-to-digital converter: gain and range.
@@ -65,6 +71,7 @@ impl Acquisition {
                 uv_per_count: 1.0,
                 bits: 16,
             }),
+            amplifier_noise_uv: 0.0,
         }
     }
 
@@ -76,6 +83,7 @@ impl Acquisition {
             && self.motion <= 0.0
             && self.lead_off <= 0.0
             && self.adc.is_none()
+            && self.amplifier_noise_uv <= 0.0
     }
 }
 
@@ -151,6 +159,9 @@ pub struct AcquisitionState {
     motion_state: [f32; ELECTRODES],
     motion_drive: [f32; ELECTRODES],
     lead_off: Option<LeadOff>,
+    /// The amplifier noise's own generator, so adding it leaves the other artefacts' draws as
+    /// they were.
+    floor_rng: SmallRng,
 }
 
 impl AcquisitionState {
@@ -182,9 +193,11 @@ impl AcquisitionState {
             railed: rng.random_bool(0.3),
         };
         let lead_off = (off_roll < config.lead_off).then_some(off);
+        let seed: u64 = rng.random();
         AcquisitionState {
             config,
-            rng: SmallRng::seed_from_u64(rng.random()),
+            rng: SmallRng::seed_from_u64(seed),
+            floor_rng: SmallRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
             sample_rate_hz,
             frame: 0,
             resp: Oscillator::new(
@@ -224,6 +237,14 @@ impl AcquisitionState {
     #[inline]
     pub fn add_electrode_noise(&mut self, e: &mut [f32; ELECTRODES]) {
         let c = self.config;
+        if c.amplifier_noise_uv > 0.0 {
+            // Per electrode, so a lead (a difference of two) carries about the configured rms
+            // and the leads a cart derives (III, aVR, ...) stay consistent with I and II.
+            let amp = c.amplifier_noise_uv * std::f32::consts::FRAC_1_SQRT_2;
+            for p in e.iter_mut() {
+                *p += fast_normal(&mut self.floor_rng) * amp;
+            }
+        }
         if c.baseline_wander > 0.0 {
             let resp = self.resp.next() * 350.0 * c.baseline_wander;
             let drift = self.drift.next() * 250.0 * c.baseline_wander;
@@ -383,6 +404,45 @@ mod tests {
             let want = (TAU * i as f64 / 100.0).sin() as f32;
             assert!((o.next() - want).abs() < 1e-3);
         }
+    }
+
+    #[test]
+    fn the_amplifier_floor_has_its_rms_in_a_lead_and_leaves_the_other_draws_alone()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use crate::synth::{ConditionSet, RecordSpec, generate};
+        let spec = |floor: f32| RecordSpec {
+            acquisition: Acquisition {
+                emg: 0.3,
+                baseline_wander: 0.3,
+                amplifier_noise_uv: floor,
+                ..Acquisition::clean()
+            },
+            ..RecordSpec::ten_seconds(ConditionSet::normal())
+        };
+        let without = generate(&spec(0.0), 9)?.recording.samples_uv;
+        let with = generate(&spec(4.0), 9)?.recording.samples_uv;
+        let added = &with - &without;
+        let rms = |row: usize| {
+            let r = added.row(row);
+            (r.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / r.len() as f64).sqrt()
+        };
+        // Leads I and II are differences of two electrodes: the configured rms.
+        for lead in [0, 1] {
+            assert!(
+                (3.6..4.4).contains(&rms(lead)),
+                "lead {lead}: {}",
+                rms(lead)
+            );
+        }
+        // Only the floor was added (EMG and wander drew the same), and III = II - I still holds.
+        let einthoven = (0..added.ncols())
+            .map(|t| (added[[2, t]] - (added[[1, t]] - added[[0, t]])).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            einthoven < 1e-2,
+            "III - (II - I) of the added noise: {einthoven}"
+        );
+        Ok(())
     }
 
     #[test]

@@ -130,6 +130,7 @@ fn record_acquisition(style: DatasetStyle, max_noise: f32, rng: &mut impl Rng) -
             uv_per_count,
             bits: 16,
         }),
+        amplifier_noise_uv: 0.0,
     }
 }
 

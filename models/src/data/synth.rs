@@ -82,6 +82,14 @@ pub struct SynthData {
     /// Mains frequency of the artefacts, Hz.
     #[serde(default = "default_mains_hz")]
     pub mains_hz: f32,
+    /// The recording front end's own noise, uV rms per lead, on every record (clean ones too;
+    /// 0, the default, draws mathematically noise-free "clean" records).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub amplifier_noise_uv: f32,
+}
+
+fn is_zero(value: &f32) -> bool {
+    *value == 0.0
 }
 
 fn default_mains_hz() -> f32 {
@@ -114,6 +122,12 @@ impl SynthData {
         {
             return Err(format!(
                 "data.synth.sample_rates_hz: {rate} Hz is outside 100-1000"
+            ));
+        }
+        if !(0.0..=30.0).contains(&self.amplifier_noise_uv) {
+            return Err(format!(
+                "data.synth.amplifier_noise_uv = {} is outside 0..=30 uV rms",
+                self.amplifier_noise_uv
             ));
         }
         for (name, value) in [
@@ -165,7 +179,10 @@ impl SynthData {
         let record_seed: u64 = rng.random();
         let spec = RecordSpec {
             sample_rate_hz,
-            acquisition: forced.acquisition.unwrap_or(drawn_acquisition),
+            acquisition: Acquisition {
+                amplifier_noise_uv: self.amplifier_noise_uv,
+                ..forced.acquisition.unwrap_or(drawn_acquisition)
+            },
             meit_max_fraction: forced.meit_max_fraction,
             ..RecordSpec::ten_seconds(conditions)
         };
@@ -206,6 +223,7 @@ impl SynthData {
             motion: severity(),
             lead_off: 0.0,
             adc: None,
+            amplifier_noise_uv: 0.0,
         }
     }
 }
@@ -255,6 +273,7 @@ mod tests {
             max_noise: 0.3,
             reduced_lead_fraction: 0.5,
             mains_hz: 50.0,
+            amplifier_noise_uv: 0.0,
         }
     }
 
@@ -327,6 +346,58 @@ mod tests {
         let mut d = data();
         d.noisy_fraction = 1.5;
         assert!(d.validate().is_err());
+        let mut d = data();
+        d.amplifier_noise_uv = 100.0;
+        assert!(
+            d.validate()
+                .is_err_and(|e| e.contains("amplifier_noise_uv"))
+        );
         assert!(data().validate().is_ok());
+    }
+
+    #[test]
+    fn the_amplifier_floor_reaches_clean_and_forced_records_alike()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let quiet = data();
+        let floor = SynthData {
+            amplifier_noise_uv: 3.0,
+            ..data()
+        };
+        let clean = Forced {
+            acquisition: Some(Acquisition::clean()),
+            ..Forced::default()
+        };
+        // Without a floor some clean records hold exactly constant segments (what the quality
+        // check's stuck-ADC test catches); with one no sample repeats its neighbour for long.
+        let longest_run = |r: &LabelledRecord| {
+            let mut longest = 1usize;
+            for row in r.recording.samples_uv.rows() {
+                let mut run = 1usize;
+                for w in row.as_slice().unwrap_or_default().windows(2) {
+                    run = if w[0] == w[1] { run + 1 } else { 1 };
+                    longest = longest.max(run);
+                }
+            }
+            longest
+        };
+        let (mut without_runs, mut with_runs) = (Vec::new(), Vec::new());
+        for index in 0..40 {
+            for forced in [clean, Forced::default()] {
+                let without = quiet.record_with(Split::Test, index, forced)?;
+                let with = floor.record_with(Split::Test, index, forced)?;
+                assert_eq!(without.report, with.report, "the same record");
+                without_runs.push(longest_run(&without));
+                with_runs.push(longest_run(&with));
+            }
+        }
+        let most = |runs: &[usize]| runs.iter().copied().max().unwrap_or(0);
+        assert!(most(&without_runs) >= 10, "{without_runs:?}");
+        assert!(most(&with_runs) < 5, "{with_runs:?}");
+        // Older run configs have no key: they draw the records they always drew.
+        let parsed: SynthData = toml::from_str(
+            "seed = 3\nstyle = \"mimic\"\nsample_rates_hz = [500.0, 250.0]\nnoisy_fraction = 0.5\nmax_noise = 0.3\nreduced_lead_fraction = 0.5",
+        )?;
+        assert_eq!(parsed, quiet);
+        Ok(())
     }
 }

@@ -72,7 +72,11 @@ pub fn variants(suite: Suite, data: &SynthData) -> Vec<Variant> {
             "held-out records as drawn (12 leads, a share with artefacts)",
             Forced::default(),
         ),
-        Variant::new("clean", "the same records without artefacts", clean()),
+        Variant::new(
+            "clean",
+            "the same records without artefacts (an amplifier noise floor, if the data has one, stays)",
+            clean(),
+        ),
         Variant {
             shuffled: true,
             ..Variant::new(
