@@ -9,7 +9,7 @@
 //! a `head_dim` other than `hidden_size / num_attention_heads`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::DType;
 use serde::Deserialize;
@@ -138,7 +138,7 @@ pub fn load_llama_dir(
             if !names.as_ref().is_none_or(|names| names.contains(&hf_name)) {
                 continue;
             }
-            let Some(name) = decoder_name(&hf_name, &config)? else {
+            let Some(name) = decoder_name(&hf_name, &config).map_err(|m| fail(&file, m))? else {
                 continue;
             };
             let tensor = tensor
@@ -233,17 +233,14 @@ fn weight_files(dir: &Path) -> Result<Vec<WeightFile>, ModelError> {
 
 /// The decoder parameter name of a Hugging Face tensor; `None` for tensors that are not weights
 /// of the kept decoder (RoPE buffers, dropped layers, a tied model's copy of `lm_head`).
-fn decoder_name(hf_name: &str, config: &LlamaConfig) -> Result<Option<String>, ModelError> {
+fn decoder_name(hf_name: &str, config: &LlamaConfig) -> Result<Option<String>, String> {
     if hf_name.ends_with("rotary_emb.inv_freq") {
         return Ok(None);
     }
     if hf_name == "lm_head.weight" {
         return Ok((!config.tie_embeddings).then(|| hf_name.to_string()));
     }
-    let unexpected = || ModelError::Checkpoint {
-        path: PathBuf::from(WEIGHTS_FILE),
-        message: format!("unexpected tensor {hf_name} for a Llama decoder"),
-    };
+    let unexpected = || format!("unexpected tensor {hf_name} for a Llama decoder");
     let name = hf_name.strip_prefix("model.").ok_or_else(unexpected)?;
     if let Some(rest) = name.strip_prefix("layers.") {
         let (layer, tensor) = rest.split_once('.').ok_or_else(unexpected)?;
@@ -527,6 +524,26 @@ mod tests {
             .err()
             .ok_or("loaded without weights")?;
         assert!(err.to_string().contains(WEIGHTS_INDEX), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_tensor_this_decoder_has_no_place_for_is_named() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        write_dir(dir.path(), &LlamaConfig::tiny(300), DType::F32)?;
+        let weights = dir.path().join(WEIGHTS_FILE);
+        let mut tensors = candle_core::safetensors::load(&weights, &Device::Cpu)?;
+        let bias = Tensor::zeros(64, DType::F32, &Device::Cpu)?;
+        tensors.insert("model.layers.0.self_attn.q_proj.bias".into(), bias);
+        candle_core::safetensors::save(&tensors, &weights)?;
+        let err = load_llama_dir(dir.path(), &Params::new(0, &Device::Cpu), None)
+            .err()
+            .ok_or("loaded a bias the decoder has no place for")?;
+        let text = err.to_string();
+        assert!(
+            text.contains("q_proj.bias") && text.contains(WEIGHTS_FILE),
+            "{text}"
+        );
         Ok(())
     }
 
