@@ -4,9 +4,11 @@
 #
 #   socat       pty pairs for serial tests and for wiring the simulator by hand
 #   mosquitto   the MQTT broker the tests and the demo start on loopback
+#   protobuf-compiler  `protoc` for candle-onnx's build (meit-models writes ONNX with its types)
+#   python3-venv       the pinned Python checkers (onnx.checker) in .venv-tools/
 set -euo pipefail
 
-packages=(socat mosquitto mosquitto-clients)
+packages=(socat mosquitto mosquitto-clients protobuf-compiler python3-venv)
 
 missing=()
 for p in "${packages[@]}"; do

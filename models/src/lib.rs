@@ -13,9 +13,11 @@
 //!   model directory it writes.
 //! - [`generate`]: reports from a trained model, window by window, quality-gated.
 //! - [`eval`]: clinical correctness and the evaluation suite (`meit-models eval`).
+//! - [`export`]: a trained model -> an ONNX bundle for the daemon (`meit-models export`).
 
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod generate;
 pub mod metrics;
 pub mod model;

@@ -76,6 +76,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Export a trained model directory as an ONNX bundle for the daemon: encoder.onnx,
+    /// decoder.onnx (int4 MatMulNBits or fp32), tokenizer.json, manifest.json.
+    Export {
+        /// The model directory (from `train`).
+        #[arg(long)]
+        model: PathBuf,
+        /// The bundle directory to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Precision of the decoder's linear layers.
+        #[arg(long, value_enum, default_value = "int4")]
+        precision: PrecisionArg,
+        /// int4: MatMulNBits accuracy level (4 = int8 compute, fastest on CPU; 0 = float).
+        #[arg(long, default_value_t = meit_models::export::DEFAULT_ACCURACY_LEVEL)]
+        accuracy_level: i64,
+        /// Model id in the manifest (default: meit-<model directory name>).
+        #[arg(long)]
+        id: Option<String>,
+    },
     /// Score line-aligned hypothesis and reference reports: BLEU-1..4, METEOR, ROUGE-L,
     /// CIDEr-D as JSON. Several references on one line are separated by `|||`.
     Score {
@@ -133,6 +152,15 @@ enum Command {
     },
 }
 
+/// `--precision` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PrecisionArg {
+    /// 4-bit linear layers (MatMulNBits, block 32): the default bundle.
+    Int4,
+    /// 32-bit floats: the reference.
+    Fp32,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
@@ -177,6 +205,33 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let summary = training::train(&run, &text, &options)
                 .with_context(|| format!("training into {}", out.display()))?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            model,
+            out,
+            precision,
+            accuracy_level,
+            id,
+        } => {
+            let options = meit_models::export::ExportOptions {
+                precision: match precision {
+                    PrecisionArg::Int4 => meit::infer::bundle::Precision::Int4,
+                    PrecisionArg::Fp32 => meit::infer::bundle::Precision::Fp32,
+                },
+                accuracy_level,
+                model_id: id,
+                ..Default::default()
+            };
+            let manifest = meit_models::export::export(&model, &out, &options)
+                .with_context(|| format!("exporting {} to {}", model.display(), out.display()))?;
+            println!(
+                "wrote {} ({} {:?}, {} files)",
+                out.display(),
+                manifest.model.id,
+                manifest.decoder_graph.precision,
+                manifest.files.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval {

@@ -1,7 +1,12 @@
 //! Inference: ONNX Runtime provisioning and sessions.
 //!
-//! Today this module owns finding, checking and loading the ONNX Runtime shared library
-//! ([`runtime`]). The engine that runs a model bundle (ECG encoder, 4-bit LLM decoder with a
-//! KV cache whose position 0 holds the ECG slot, batching across beds) lands here next.
+//! - [`runtime`]: finding, checking and loading the ONNX Runtime shared library.
+//! - [`bundle`]: the model bundle format (`manifest.json`, graphs, tokenizer) and its checks.
+//! - [`engine`]: the bundle's graphs on ONNX Runtime: encoder -> ECG slot as KV-cache entry 0
+//!   -> prompt prefill -> greedy decoding, windows of several beds in one batch.
+//! - [`detokenize`]: token ids -> text for the bundle's byte-level BPE tokenizer.
 
+pub mod bundle;
+pub mod detokenize;
+pub mod engine;
 pub mod runtime;

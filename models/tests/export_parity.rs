@@ -1,0 +1,327 @@
+//! The exported bundle computes what the trained model computes: the committed default model
+//! (`models/trained/tiny`) exported here, run through ONNX Runtime's CPU provider via `ort`
+//! (the daemon's engine, `meit::infer::engine`), against the candle forward pass.
+//!
+//! Needs the project-local ONNX Runtime (`scripts/fetch-onnxruntime.sh`, run by `make test`).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use candle_core::{Device, Tensor};
+use meit::dsp::ModelInput;
+use meit::infer::bundle::{Bundle, Precision};
+use meit::infer::engine::Engine;
+use meit::infer::runtime::OnnxRuntime;
+use meit_models::data::Split;
+use meit_models::export::{ExportOptions, export};
+use meit_models::generate::{device_preprocessor, report_for_input};
+use meit_models::model::meit::{Meit, prompt_ids};
+use meit_models::training::{Encoder, load_model};
+use ndarray::{Array2, Array3, Axis};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("trained/tiny")
+}
+
+/// The tiny model exported once per test binary: (tempdir, fp32 bundle dir, int4 bundle dir).
+fn bundles() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
+    static BUNDLES: OnceLock<(tempfile::TempDir, PathBuf, PathBuf)> = OnceLock::new();
+    BUNDLES.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fp32 = dir.path().join("fp32");
+        let int4 = dir.path().join("int4");
+        let options = |precision| ExportOptions {
+            precision,
+            ..Default::default()
+        };
+        export(&model_dir(), &fp32, &options(Precision::Fp32)).expect("fp32 export");
+        export(&model_dir(), &int4, &options(Precision::Int4)).expect("int4 export");
+        (dir, fp32, int4)
+    })
+}
+
+fn runtime() -> &'static OnnxRuntime {
+    static RT: OnceLock<OnnxRuntime> = OnceLock::new();
+    RT.get_or_init(|| OnnxRuntime::load(None).unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn engine(dir: &Path) -> Engine {
+    let bundle = Bundle::open(dir, runtime()).unwrap_or_else(|e| panic!("{e}"));
+    Engine::new(bundle, runtime(), 1).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn model() -> &'static (Meit, Encoder) {
+    static MODEL: OnceLock<(Meit, Encoder)> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let (_, model, encoder) = load_model(&model_dir()).expect("the committed model loads");
+        (model, encoder)
+    })
+}
+
+/// Held-out test records of the model's own synthetic test split, preprocessed as `generate`
+/// does; only the reportable ones when `reportable`.
+fn held_out(n: usize, reportable: bool) -> Vec<ModelInput> {
+    let (config, _, _) = load_model(&model_dir()).expect("model");
+    let data = config.data.synth.expect("synthetic data config");
+    let (_, encoder) = model();
+    let mut inputs = Vec::new();
+    let mut index = 0;
+    while inputs.len() < n {
+        let record = data.record(Split::Test, index).expect("record");
+        index += 1;
+        let input = device_preprocessor(encoder, &record.recording.leads)
+            .expect("preprocessor")
+            .process_recording(&record.recording)
+            .expect("preprocess");
+        if !reportable || input.quality.is_reportable() {
+            inputs.push(input);
+        }
+        assert!(index < 10 * n as u64 + 100, "too few reportable records");
+    }
+    inputs
+}
+
+fn batch(inputs: &[ModelInput]) -> Array3<f32> {
+    let views: Vec<_> = inputs.iter().map(|i| i.samples.view()).collect();
+    ndarray::stack(Axis(0), &views).expect("same shapes")
+}
+
+fn to_tensor(a: &Array3<f32>) -> Tensor {
+    let (b, l, s) = a.dim();
+    Tensor::from_vec(
+        a.iter().copied().collect::<Vec<f32>>(),
+        (b, l, s),
+        &Device::Cpu,
+    )
+    .expect("tensor")
+}
+
+/// max |a - b| / max |b|.
+fn relative_error(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn dyn_to_vec(v: &ort::value::DynValue) -> Vec<f32> {
+    v.try_extract_array::<f32>()
+        .expect("f32 tensor")
+        .iter()
+        .copied()
+        .collect()
+}
+
+#[test]
+fn encoder_slot_keys_and_values_match_candle_within_1e_4() -> TestResult {
+    let (model, _) = model();
+    let inputs = held_out(4, false);
+    let ecg = batch(&inputs);
+    let mut engine = engine(&bundles().1);
+    let slots = engine.slots(ecg.clone())?;
+    let embedding = model.encoder().forward(&to_tensor(&ecg), false)?;
+    let cache = model
+        .decoder()
+        .start_cache(inputs.len(), Some(&embedding), false)?;
+    assert_eq!(slots.len(), cache.layers().len());
+    for (layer, ((k, v), reference)) in slots.iter().zip(cache.layers()).enumerate() {
+        let (rk, rv) = reference.key_value().expect("slot cached");
+        assert_eq!(rk.dims(), &[4, 2, 1, 32]);
+        let rk = rk.flatten_all()?.to_vec1::<f32>()?;
+        let rv = rv.flatten_all()?.to_vec1::<f32>()?;
+        let (ek, ev) = (
+            relative_error(&dyn_to_vec(k), &rk),
+            relative_error(&dyn_to_vec(v), &rv),
+        );
+        assert!(
+            ek <= 1e-4 && ev <= 1e-4,
+            "layer {layer}: key {ek}, value {ev}"
+        );
+    }
+    Ok(())
+}
+
+/// Prompt ids then the tokens of a report: a fixed sequence through the decoder.
+fn fixed_tokens() -> Vec<u32> {
+    let (_, encoder) = model();
+    let tok = encoder.tokenizer();
+    let mut ids = prompt_ids(tok, &encoder.instruction().prompt(0)).expect("prompt");
+    ids.extend(
+        tok.encode("sinus tachycardia. left axis deviation. abnormal ecg")
+            .expect("report"),
+    );
+    ids
+}
+
+#[test]
+fn fp32_decoder_logits_match_candle_full_sequence_and_step_by_step() -> TestResult {
+    let (model, _) = model();
+    let inputs = held_out(1, false);
+    let ecg = batch(&inputs);
+    let ids = fixed_tokens();
+    let t = ids.len();
+    let embedding = model.encoder().forward(&to_tensor(&ecg), false)?;
+    let tokens = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+    let reference = model
+        .decoder()
+        .forward_sequence(&tokens, Some(&embedding), false)?
+        .squeeze(0)?
+        .to_vec2::<f32>()?;
+
+    let mut engine = engine(&bundles().1);
+    // The whole sequence in one call, after the slot.
+    let slots = engine.slots(ecg.clone())?;
+    let id_row = Array2::from_shape_fn((1, t), |(_, j)| i64::from(ids[j]));
+    let positions = Array2::from_shape_fn((1, t), |(_, j)| j as i64 + 1);
+    let (logits, _) = engine.decode(id_row, positions, Array2::ones((1, t + 1)), slots)?;
+    for (j, want) in reference.iter().enumerate() {
+        let got: Vec<f32> = logits.index_axis(Axis(1), j).iter().copied().collect();
+        let e = relative_error(&got, want);
+        assert!(e <= 1e-4, "full sequence, position {j}: {e}");
+    }
+    // One token at a time, carrying the cache.
+    let mut past = engine.slots(ecg)?;
+    for (j, want) in reference.iter().enumerate() {
+        let id = Array2::from_elem((1, 1), i64::from(ids[j]));
+        let pos = Array2::from_elem((1, 1), j as i64 + 1);
+        let (logits, present) = engine.decode(id, pos, Array2::ones((1, j + 2)), past)?;
+        past = present;
+        let got: Vec<f32> = logits.iter().copied().collect();
+        let e = relative_error(&got, want);
+        assert!(e <= 1e-4, "step {j}: {e}");
+    }
+    Ok(())
+}
+
+#[test]
+fn padded_cache_entries_are_not_attended() -> TestResult {
+    // The same tokens with an extra, masked cache entry between the slot and the text give the
+    // same logits: the attention mask is honoured (batches rely on it).
+    let inputs = held_out(1, false);
+    let ecg = batch(&inputs);
+    let ids = fixed_tokens();
+    let t = ids.len();
+    let mut engine = engine(&bundles().1);
+    let id_row = || Array2::from_shape_fn((1, t), |(_, j)| i64::from(ids[j]));
+    let positions = || Array2::from_shape_fn((1, t), |(_, j)| j as i64 + 1);
+    let slots = engine_slots(&mut engine, &ecg)?;
+    let (plain, _) = engine.decode(id_row(), positions(), Array2::ones((1, t + 1)), slots)?;
+    // Cache: slot, then one junk entry (a copy of the slot), masked out.
+    let slots = engine_slots(&mut engine, &ecg)?;
+    let doubled = slots
+        .iter()
+        .map(|(k, v)| Ok((concat_self(k)?, concat_self(v)?)))
+        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
+    let mut mask = Array2::ones((1, t + 2));
+    mask[[0, 1]] = 0;
+    let (masked, _) = engine.decode(id_row(), positions(), mask.clone(), doubled)?;
+    let e = relative_error(
+        &masked.iter().copied().collect::<Vec<_>>(),
+        &plain.iter().copied().collect::<Vec<_>>(),
+    );
+    assert!(e <= 1e-5, "masked entry changed the logits by {e}");
+    // Unmasked, the junk entry does change them (the check can fail).
+    let slots = engine_slots(&mut engine, &ecg)?;
+    let doubled = slots
+        .iter()
+        .map(|(k, v)| Ok((concat_self(k)?, concat_self(v)?)))
+        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
+    let (seen, _) = engine.decode(id_row(), positions(), Array2::ones((1, t + 2)), doubled)?;
+    let e = relative_error(
+        &seen.iter().copied().collect::<Vec<_>>(),
+        &plain.iter().copied().collect::<Vec<_>>(),
+    );
+    assert!(
+        e > 1e-4,
+        "an attended extra entry should change the logits ({e})"
+    );
+    Ok(())
+}
+
+fn engine_slots(
+    engine: &mut Engine,
+    ecg: &Array3<f32>,
+) -> Result<Vec<(ort::value::DynValue, ort::value::DynValue)>, Box<dyn std::error::Error>> {
+    Ok(engine.slots(ecg.clone())?)
+}
+
+/// `[b, h, 1, d]` -> `[b, h, 2, d]` (the entry twice), as a new ort value.
+fn concat_self(
+    v: &ort::value::DynValue,
+) -> Result<ort::value::DynValue, Box<dyn std::error::Error>> {
+    let a = v.try_extract_array::<f32>()?.to_owned();
+    let doubled = ndarray::concatenate(Axis(2), &[a.view(), a.view()])?;
+    Ok(ort::value::Tensor::from_array(doubled)?.into_dyn())
+}
+
+#[test]
+fn greedy_reports_of_the_fp32_bundle_equal_candle_on_64_held_out_records() -> TestResult {
+    let (model, encoder) = model();
+    let inputs = held_out(64, true);
+    let max_new = encoder_max_tokens();
+    let mut engine = engine(&bundles().1);
+    let views: Vec<_> = inputs.iter().map(|i| i.samples.view()).collect();
+    let mut from_bundle = Vec::new();
+    for chunk in views.chunks(16) {
+        from_bundle.extend(engine.generate(chunk)?.0);
+    }
+    let mut differing = Vec::new();
+    for (i, (input, got)) in inputs.iter().zip(&from_bundle).enumerate() {
+        let want = report_for_input(model, encoder, input, 0, max_new)?;
+        assert!(!want.is_empty(), "record {i}: empty reference");
+        if got.text != want {
+            differing.push(format!("{i}: bundle {:?} vs candle {want:?}", got.text));
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "{} of 64 differ:\n{}",
+        differing.len(),
+        differing.join("\n")
+    );
+    Ok(())
+}
+
+fn encoder_max_tokens() -> usize {
+    let (config, _, _) = load_model(&model_dir()).expect("model");
+    config.train.max_tokens
+}
+
+#[test]
+fn batched_generation_equals_one_window_at_a_time() -> TestResult {
+    let inputs = held_out(6, true);
+    let mut engine = engine(&bundles().2);
+    let views: Vec<_> = inputs.iter().map(|i| i.samples.view()).collect();
+    let (together, _) = engine.generate(&views)?;
+    for (i, view) in views.iter().enumerate() {
+        let (alone, _) = engine.generate(std::slice::from_ref(view))?;
+        assert_eq!(alone[0], together[i], "window {i}");
+    }
+    // Different windows got different reports somewhere (the batch did not repeat row 0).
+    assert!(together.iter().any(|g| g.text != together[0].text));
+    Ok(())
+}
+
+#[test]
+fn the_bundle_detokenizer_agrees_with_the_training_tokenizer_on_every_id() -> TestResult {
+    let (_, encoder) = model();
+    let engine = engine(&bundles().1);
+    let tok = encoder.tokenizer();
+    for id in 0..tok.vocab_size() as u32 {
+        for skip in [true, false] {
+            assert_eq!(
+                engine.detokenizer().decode(&[id], skip),
+                tok.decode(&[id], skip)?,
+                "id {id}, skip_special {skip}"
+            );
+        }
+    }
+    // And on whole reports (byte-level pieces joined).
+    let ids = fixed_tokens();
+    assert_eq!(
+        engine.detokenizer().decode(&ids, true),
+        tok.decode(&ids, true)?
+    );
+    Ok(())
+}

@@ -1,0 +1,469 @@
+//! A model bundle: the directory `meit-models export` writes and the daemon runs.
+//!
+//! ```text
+//! BUNDLE/
+//!   manifest.json   what the graphs are, how to feed them, checksums (this module's `Manifest`)
+//!   encoder.onnx    ecg [batch, leads, samples] -> slot.{i}.key / slot.{i}.value per layer
+//!   decoder.onnx    input_ids, attention_mask, position_ids, past_key_values.{i}.key/value
+//!                   -> logits, present.{i}.key/value (onnxruntime-genai's names)
+//!   tokenizer.json  the decoder's tokenizer (Hugging Face `tokenizers` format)
+//! ```
+//!
+//! The manifest is the one definition of the format: `meit-models export` fills it, and
+//! [`Bundle::open`] refuses a bundle whose format version is newer than this build's, whose
+//! files do not match their sha256, whose preprocessing this build cannot run, or whose graphs'
+//! inputs and outputs disagree with what the manifest says. Every refusal names the file and
+//! what is wrong.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::dsp::{PreprocessSpec, Preprocessor};
+use crate::infer::runtime::OnnxRuntime;
+
+/// The manifest format this build writes and reads. A bundle with a larger number was written
+/// by a newer `meit-models` and is refused (fields may have changed meaning).
+pub const FORMAT_VERSION: u32 = 1;
+/// The manifest's file name inside a bundle.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Why a bundle cannot be used. Each variant names the file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// A file of the bundle cannot be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The manifest is not valid JSON or does not have the format's fields.
+    #[error("{}: not a valid bundle manifest: {reason}", path.display())]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The manifest was written for a newer format.
+    #[error(
+        "{}: format version {found} is newer than this meit supports ({FORMAT_VERSION}); update meit or re-export the bundle",
+        path.display()
+    )]
+    NewerFormat {
+        /// The manifest file.
+        path: PathBuf,
+        /// The version it declares.
+        found: u64,
+    },
+    /// A file's content does not match the manifest's checksum.
+    #[error("{}: sha256 {actual} does not match the manifest's {expected} (corrupt or replaced file)", path.display())]
+    Checksum {
+        /// The file.
+        path: PathBuf,
+        /// What the manifest says.
+        expected: String,
+        /// What the file hashes to.
+        actual: String,
+    },
+    /// The manifest's preprocessing cannot run in this build.
+    #[error("{}: preprocessing spec cannot run here: {reason}", path.display())]
+    Preprocess {
+        /// The manifest file.
+        path: PathBuf,
+        /// The DSP's refusal.
+        reason: String,
+    },
+    /// ONNX Runtime cannot open a graph (truncated or not ONNX).
+    #[error("{}: cannot open the graph: {reason}", path.display())]
+    Graph {
+        /// The graph file.
+        path: PathBuf,
+        /// ONNX Runtime's message.
+        reason: String,
+    },
+    /// A graph's inputs or outputs are not the manifest's.
+    #[error("{}: graph disagrees with the manifest: {reason}", path.display())]
+    Interface {
+        /// The graph file.
+        path: PathBuf,
+        /// Which name, type or rank differs.
+        reason: String,
+    },
+}
+
+/// One dimension of a tensor in the manifest: a fixed size or a named dynamic one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Dim {
+    /// A fixed size.
+    Fixed(i64),
+    /// A dynamic size, by its symbol (`batch`, `sequence`, `past_sequence`, ...).
+    Symbol(String),
+}
+
+/// A graph input or output as the manifest declares it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    /// The ONNX value name.
+    pub name: String,
+    /// Element type: `float32`, `float16` or `int64`.
+    pub dtype: String,
+    /// Dimensions.
+    pub shape: Vec<Dim>,
+}
+
+/// Numeric precision of a graph's weights and compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// 32-bit floats throughout (the reference).
+    Fp32,
+    /// 16-bit float weights and compute (GPUs).
+    Fp16,
+    /// Linear layers as com.microsoft `MatMulNBits` (4 bits, blockwise scales and zero points);
+    /// embeddings and norms float.
+    Int4,
+}
+
+/// One graph of the bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphSpec {
+    /// File name inside the bundle.
+    pub file: String,
+    /// Its precision.
+    pub precision: Precision,
+    /// Its inputs, in order.
+    pub inputs: Vec<TensorSpec>,
+    /// Its outputs, in order.
+    pub outputs: Vec<TensorSpec>,
+    /// For `int4`: the quantisation block size along K.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<usize>,
+    /// For `int4`: `MatMulNBits` accuracy level (4 = int8 compute on the CPU provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_level: Option<i64>,
+}
+
+/// The ECG encoder's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderShape {
+    /// Input rows (leads) in the manifest's lead order.
+    pub leads: usize,
+    /// Samples per lead of one window at the model rate.
+    pub samples: usize,
+    /// Pooled ResNet features.
+    pub feature_dim: usize,
+    /// The embedding's size (= the decoder's head_dim).
+    pub head_dim: usize,
+}
+
+/// The decoder's shape, as the engine needs it to size its cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecoderShape {
+    /// Vocabulary size (logits width).
+    pub vocab_size: usize,
+    /// Residual width.
+    pub hidden_size: usize,
+    /// SwiGLU width.
+    pub intermediate_size: usize,
+    /// Layers (each has one key and one value cache).
+    pub num_layers: usize,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Size of one head.
+    pub head_dim: usize,
+    /// Longest sequence, the ECG slot included.
+    pub max_positions: usize,
+}
+
+/// The instruction the decoder is given before it writes a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptSpec {
+    /// The instruction style of training (e.g. `tulu`).
+    pub template: String,
+    /// The prompt text (chat wrapper included).
+    pub text: String,
+    /// Its token ids, begin id first when the tokenizer has one. Text positions are numbered
+    /// from 1 (position 0 is the ECG slot).
+    pub ids: Vec<u32>,
+}
+
+/// Special token ids and decoding limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSpec {
+    /// The begin id (`<s>`), if the tokenizer has one.
+    pub begin_id: Option<u32>,
+    /// The id that ends a report (`</s>`).
+    pub end_id: u32,
+    /// The padding id.
+    pub pad_id: u32,
+    /// Ids that stop generation (the end id included).
+    pub stop_ids: Vec<u32>,
+    /// Most tokens generated per report.
+    pub max_new_tokens: usize,
+}
+
+/// The model's name and origin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelIdentity {
+    /// Short id, e.g. `meit-tiny`.
+    pub id: String,
+    /// Version of this export (the training run's content hash prefix).
+    pub version: String,
+    /// What trained it: the data source and size.
+    pub trained_on: String,
+    /// The training run configuration (run.toml) as text.
+    pub run_config: String,
+}
+
+/// A bundle's manifest (`manifest.json`). Field by field in `models/README.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// [`FORMAT_VERSION`] of the writer.
+    pub format_version: u32,
+    /// Model id, version and training origin.
+    pub model: ModelIdentity,
+    /// The encoder's sizes.
+    pub encoder: EncoderShape,
+    /// The decoder's sizes.
+    pub decoder: DecoderShape,
+    /// The daemon's preprocessing for this model (the run's `[preprocess]`).
+    pub preprocess: PreprocessSpec,
+    /// The instruction before each report.
+    pub prompt: PromptSpec,
+    /// Special ids and limits.
+    pub tokens: TokenSpec,
+    /// The encoder graph.
+    pub encoder_graph: GraphSpec,
+    /// The decoder graph.
+    pub decoder_graph: GraphSpec,
+    /// The tokenizer file name.
+    pub tokenizer: String,
+    /// sha256 (hex) of every file of the bundle but the manifest.
+    pub files: BTreeMap<String, String>,
+    /// Headline evaluation rows (metric -> value) measured on this bundle's graphs.
+    #[serde(default)]
+    pub evaluation: BTreeMap<String, f64>,
+}
+
+/// A verified bundle on disk.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The bundle directory.
+    pub dir: PathBuf,
+    /// Its manifest.
+    pub manifest: Manifest,
+}
+
+impl Bundle {
+    /// Reads and checks `dir`: manifest format and fields, every file's sha256, and that the
+    /// preprocessing spec runs here; then opens both graphs on the CPU provider and checks
+    /// their inputs and outputs against the manifest.
+    pub fn open(dir: &Path, runtime: &OnnxRuntime) -> Result<Bundle, BundleError> {
+        let bundle = Bundle::open_unchecked_graphs(dir)?;
+        for graph in [
+            &bundle.manifest.encoder_graph,
+            &bundle.manifest.decoder_graph,
+        ] {
+            bundle.check_graph(graph, runtime)?;
+        }
+        Ok(bundle)
+    }
+
+    /// [`Bundle::open`] without ONNX Runtime: manifest, checksums and preprocessing only
+    /// (`meit doctor`, and callers that open the graphs themselves next).
+    pub fn open_unchecked_graphs(dir: &Path) -> Result<Bundle, BundleError> {
+        let manifest = read_manifest(dir)?;
+        let manifest_path = dir.join(MANIFEST_FILE);
+        for (file, expected) in &manifest.files {
+            let path = dir.join(file);
+            let actual = sha256_file(&path)?;
+            if &actual != expected {
+                return Err(BundleError::Checksum {
+                    path,
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
+        for needed in [
+            &manifest.encoder_graph.file,
+            &manifest.decoder_graph.file,
+            &manifest.tokenizer,
+        ] {
+            if !manifest.files.contains_key(needed) {
+                return Err(BundleError::Manifest {
+                    path: manifest_path.clone(),
+                    reason: format!("`files` has no checksum for {needed}"),
+                });
+            }
+        }
+        Preprocessor::new(manifest.preprocess.clone()).map_err(|e| BundleError::Preprocess {
+            path: manifest_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let rows = manifest.preprocess.lead_order.0.len();
+        if rows != manifest.encoder.leads {
+            return Err(BundleError::Preprocess {
+                path: manifest_path,
+                reason: format!(
+                    "lead_order has {rows} leads, the encoder takes {}",
+                    manifest.encoder.leads
+                ),
+            });
+        }
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+            manifest,
+        })
+    }
+
+    /// The path of a bundle file.
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    fn check_graph(&self, graph: &GraphSpec, runtime: &OnnxRuntime) -> Result<(), BundleError> {
+        let path = self.path(&graph.file);
+        let session = runtime
+            .cpu_session(&path, 1)
+            .map_err(|e| BundleError::Graph {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        let interface = |reason: String| BundleError::Interface {
+            path: path.clone(),
+            reason,
+        };
+        compare_outlets("input", &graph.inputs, session.inputs()).map_err(interface)?;
+        compare_outlets("output", &graph.outputs, session.outputs()).map_err(interface)
+    }
+}
+
+/// The manifest of `dir`, with its format version checked before anything else is parsed.
+pub fn read_manifest(dir: &Path) -> Result<Manifest, BundleError> {
+    let path = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|source| BundleError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let invalid = |reason: String| BundleError::Manifest {
+        path: path.clone(),
+        reason,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    let version = value
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| invalid("no numeric `format_version`".into()))?;
+    if version > u64::from(FORMAT_VERSION) {
+        return Err(BundleError::NewerFormat {
+            path,
+            found: version,
+        });
+    }
+    serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
+}
+
+/// The sha256 of a file as lower-case hex.
+pub fn sha256_file(path: &Path) -> Result<String, BundleError> {
+    let read = |source| BundleError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(read)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Checks names, element types and ranks (and fixed sizes) of a session's outlets.
+fn compare_outlets(
+    kind: &str,
+    declared: &[TensorSpec],
+    actual: &[ort::value::Outlet],
+) -> Result<(), String> {
+    let names = |v: Vec<&str>| v.join(", ");
+    if declared.len() != actual.len() {
+        return Err(format!(
+            "{} {kind}s in the graph ({}), {} in the manifest ({})",
+            actual.len(),
+            names(actual.iter().map(|o| o.name()).collect()),
+            declared.len(),
+            names(declared.iter().map(|d| d.name.as_str()).collect())
+        ));
+    }
+    for (want, got) in declared.iter().zip(actual) {
+        if want.name != got.name() {
+            return Err(format!(
+                "{kind} `{}` in the graph where the manifest has `{}`",
+                got.name(),
+                want.name
+            ));
+        }
+        let ty = got.dtype();
+        let dtype = match ty.tensor_type() {
+            Some(ort::value::TensorElementType::Float32) => "float32",
+            Some(ort::value::TensorElementType::Float16) => "float16",
+            Some(ort::value::TensorElementType::Int64) => "int64",
+            other => return Err(format!("{kind} `{}` has type {other:?}", want.name)),
+        };
+        if dtype != want.dtype {
+            return Err(format!(
+                "{kind} `{}` is {dtype} in the graph, {} in the manifest",
+                want.name, want.dtype
+            ));
+        }
+        let shape: Vec<i64> = ty
+            .tensor_shape()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        if shape.len() != want.shape.len() {
+            return Err(format!(
+                "{kind} `{}` has rank {} in the graph, {} in the manifest",
+                want.name,
+                shape.len(),
+                want.shape.len()
+            ));
+        }
+        for (axis, (d, &n)) in want.shape.iter().zip(&shape).enumerate() {
+            if let Dim::Fixed(size) = d
+                && *size != n
+            {
+                return Err(format!(
+                    "{kind} `{}` axis {axis} is {n} in the graph, {size} in the manifest",
+                    want.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
