@@ -37,6 +37,86 @@ pub fn report_for_input(
     Ok(tokenizer.decode(&ids, true)?.trim().to_string())
 }
 
+/// Writes reports for preprocessed windows: the trained candle model ([`CandleReporter`]) or an
+/// exported bundle through ONNX Runtime ([`BundleReporter`]). The evaluation suite takes either.
+pub trait Reporter {
+    /// One report per input; `prompts[i]` picks the instruction phrasing of input i (a bundle
+    /// has one prompt, its manifest's, and ignores it).
+    fn reports(
+        &mut self,
+        inputs: &[&ModelInput],
+        prompts: &[usize],
+    ) -> Result<Vec<String>, TrainError>;
+    /// What generates, for the evaluation's header (`candle model`, `bundle DIR (int4)`).
+    fn describe(&self) -> String;
+}
+
+/// The trained model in candle, one window at a time (the reference).
+pub struct CandleReporter<'a> {
+    /// The model.
+    pub model: &'a Meit,
+    /// Its preprocessing and tokenizer.
+    pub encoder: &'a Encoder,
+    /// Most tokens per report.
+    pub max_new_tokens: usize,
+}
+
+impl Reporter for CandleReporter<'_> {
+    fn reports(
+        &mut self,
+        inputs: &[&ModelInput],
+        prompts: &[usize],
+    ) -> Result<Vec<String>, TrainError> {
+        inputs
+            .iter()
+            .zip(prompts)
+            .map(|(input, &p)| {
+                report_for_input(self.model, self.encoder, input, p, self.max_new_tokens)
+            })
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        "candle model (training crate)".into()
+    }
+}
+
+/// An exported bundle on ONNX Runtime's CPU provider (the daemon's engine), windows batched.
+pub struct BundleReporter {
+    /// The engine over the bundle.
+    pub engine: meit::infer::engine::Engine,
+    /// Windows per engine batch.
+    pub batch: usize,
+}
+
+impl Reporter for BundleReporter {
+    fn reports(
+        &mut self,
+        inputs: &[&ModelInput],
+        _prompts: &[usize],
+    ) -> Result<Vec<String>, TrainError> {
+        let views: Vec<_> = inputs.iter().map(|i| i.samples.view()).collect();
+        let mut out = Vec::with_capacity(inputs.len());
+        for chunk in views.chunks(self.batch.max(1)) {
+            let (generated, _) = self
+                .engine
+                .generate(chunk)
+                .map_err(|e| ModelError::Input(format!("bundle engine: {e}")))?;
+            out.extend(generated.into_iter().map(|g| g.text));
+        }
+        Ok(out)
+    }
+
+    fn describe(&self) -> String {
+        let bundle = self.engine.bundle();
+        format!(
+            "bundle {} ({:?} decoder, ONNX Runtime CPU)",
+            bundle.dir.display(),
+            bundle.manifest.decoder_graph.precision
+        )
+    }
+}
+
 /// What came of one window of a record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WindowResult {

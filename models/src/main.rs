@@ -56,6 +56,11 @@ enum Command {
         /// Which rows.
         #[arg(long, value_enum, default_value = "full")]
         suite: Suite,
+        /// Evaluate this exported bundle (ONNX Runtime, the daemon's engine) instead of the
+        /// candle model; the model directory still names the test data. Default output:
+        /// BUNDLE/eval.json and BUNDLE/eval.md.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
         /// Where to write the JSON (default: DIR/eval.json).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -238,6 +243,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             model,
             records,
             suite,
+            bundle,
             json,
             markdown,
         } => {
@@ -250,11 +256,48 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                      by this suite yet)",
             )?;
             let rows = eval::suite::variants(suite, data);
-            let report = eval::suite::evaluate(&config, &meit, &encoder, records, &rows, |name| {
-                eprintln!("meit-models eval: {name} ({records} records)")
-            })?;
-            let json_path = json.unwrap_or_else(|| model.join("eval.json"));
-            let md_path = markdown.unwrap_or_else(|| model.join("eval.md"));
+            let progress = |name: &str| eprintln!("meit-models eval: {name} ({records} records)");
+            let out_dir = bundle.clone().unwrap_or_else(|| model.clone());
+            let report = match &bundle {
+                Some(dir) => {
+                    let runtime = meit::infer::runtime::OnnxRuntime::load(None)?;
+                    let opened = meit::infer::bundle::Bundle::open(dir, &runtime)?;
+                    let engine = meit::infer::engine::Engine::new(opened, &runtime, 1)?;
+                    let mut reporter = generate::BundleReporter { engine, batch: 32 };
+                    eval::suite::evaluate(
+                        &config,
+                        &mut reporter,
+                        &encoder,
+                        records,
+                        &rows,
+                        progress,
+                    )?
+                }
+                None => {
+                    let mut reporter = generate::CandleReporter {
+                        model: &meit,
+                        encoder: &encoder,
+                        max_new_tokens: config.train.max_tokens,
+                    };
+                    eval::suite::evaluate(
+                        &config,
+                        &mut reporter,
+                        &encoder,
+                        records,
+                        &rows,
+                        progress,
+                    )?
+                }
+            };
+            if let Some(dir) = &bundle {
+                // The manifest records the figures measured on its own graphs (the checksums
+                // cover the graphs and the tokenizer, not the manifest).
+                let mut manifest = meit::infer::bundle::read_manifest(dir)?;
+                manifest.evaluation = report.headline();
+                meit_models::export::write_manifest(dir, &manifest)?;
+            }
+            let json_path = json.unwrap_or_else(|| out_dir.join("eval.json"));
+            let md_path = markdown.unwrap_or_else(|| out_dir.join("eval.md"));
             std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")
                 .with_context(|| format!("writing {}", json_path.display()))?;
             let table = report.to_markdown();
