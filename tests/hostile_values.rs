@@ -88,7 +88,10 @@ fn assert_only_window_0_refused(bad: &[WindowReport], clean: &[WindowReport]) {
         issue: LeadIssue::NonFinite,
         required: true,
     }));
+    // No measurement is made from a window holding a non-finite sample.
+    assert_eq!(bad[0].measurements, None);
     assert!(is_reportable(&clean[0]), "{:?}", clean[0].outcome);
+    assert!(clean[0].measurements.is_some());
     for k in 1..4 {
         assert!(
             is_reportable(&bad[k]),
