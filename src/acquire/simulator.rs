@@ -500,6 +500,39 @@ mod tests {
         out
     }
 
+    /// A generator whose rate no clock can count.
+    struct Glacial(LeadSet);
+
+    impl SignalGenerator for Glacial {
+        fn sample_rate_hz(&self) -> f64 {
+            1e-300
+        }
+        fn leads(&self) -> &LeadSet {
+            &self.0
+        }
+        fn next_frame(&mut self, out: &mut [f32]) {
+            out.fill(0.0);
+        }
+    }
+
+    #[test]
+    fn a_rate_no_clock_can_count_streams_nothing_instead_of_panicking() {
+        let mut d = Device::new(
+            Box::new(Glacial(LeadSet(vec![Lead::II]))),
+            DeviceSettings {
+                stream_blocks: Some(3),
+                ..DeviceSettings::default()
+            },
+        );
+        let t0 = Instant::now();
+        let mut wire = Vec::new();
+        d.receive(&command(CommandKind::Start), t0, &mut wire);
+        assert!(d.is_streaming());
+        assert_eq!(d.next_block_due(), None);
+        d.produce(t0 + Duration::from_secs(3600), true, &mut wire);
+        assert_eq!(d.stats().blocks, 0);
+    }
+
     #[test]
     fn start_is_acked_then_hello_then_the_requested_blocks() {
         let mut d = device(Faults::default(), 20);
