@@ -600,7 +600,7 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("device_time_ns"), "{e}");
-        // One frame still fits exactly at the end of the clock: its window ends saturated.
+        // One frame still fits exactly at the end of the clock: its window ends at u64::MAX.
         let mut w =
             Windower::new(&leads(), FS, timing(0.002, 0.002), &FilterSpec::default()).unwrap();
         let mut last = block(0, 1);
