@@ -242,10 +242,19 @@ pub fn parse_csv(
             )));
         }
         let mut values = cells.iter().map(|c| {
-            c.parse::<f64>()
+            let v = c
+                .parse::<f64>()
                 .ok()
                 .filter(|v| v.is_finite())
-                .ok_or_else(|| row_error(format!("`{c}` is not a finite number")))
+                .ok_or_else(|| row_error(format!("`{c}` is not a finite number")))?;
+            // Samples are stored as f32: a value beyond its range would become infinite.
+            if !(v as f32).is_finite() {
+                return Err(row_error(format!(
+                    "`{c}` is out of range (at most {:e} in magnitude)",
+                    f32::MAX
+                )));
+            }
+            Ok(v)
         });
         if has_time {
             times.push(values.next().transpose()?.unwrap_or(0.0));
@@ -438,6 +447,17 @@ pub(super) mod tests {
         let e = load(&dir.path().join("r.hea"), None).unwrap_err();
         assert!(matches!(e, ReplayError::NoLeads { .. }), "{e}");
         assert!(e.to_string().contains("x, y, z, Resp, MLII"), "{e}");
+    }
+
+    #[test]
+    fn a_value_beyond_f32_is_an_error_naming_the_line_not_an_infinity() {
+        let e = parse_csv("I,II\n1,2\n3,1e300\n", Path::new("a.csv"), Some(500.0)).unwrap_err();
+        assert!(matches!(e, ReplayError::Row { line: 3, .. }), "{e}");
+        assert!(e.to_string().contains("`1e300` is out of range"), "{e}");
+        let e = parse_csv("I\n-1e39\n", Path::new("a.csv"), Some(500.0)).unwrap_err();
+        assert!(e.to_string().contains("a.csv:2: `-1e39`"), "{e}");
+        let ok = parse_csv("I\n3e38\n", Path::new("a.csv"), Some(500.0)).unwrap();
+        assert!(ok.samples_uv.iter().all(|v| v.is_finite()));
     }
 
     #[test]
