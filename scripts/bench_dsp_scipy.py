@@ -14,6 +14,12 @@ streaming path and exports the second-order sections, the input (12 leads x 5000
 500 Hz) and the Rust output. scipy then filters the identical data with the identical `sos`,
 with the initial state the Rust cascade uses (`sosfilt_zi * first sample`), the outputs are
 compared, and both timings and their ratio are printed.
+
+The script exits with status 1 when the outputs disagree beyond float rounding: Rust computes
+in f64 and stores f32, so each sample may differ from scipy's f64 result rounded to f32 by at
+most ULP_TOLERANCE units in the last place of the f32 value, plus ABS_TOLERANCE_OF_PEAK times
+the input's peak magnitude (the f64 cascade's own rounding, which can flip an f32 rounding near
+zero). Anything larger is a different filter, not rounding.
 """
 
 import argparse
@@ -30,6 +36,24 @@ import scipy
 from scipy import signal
 
 LEADS, SAMPLES, RATE_HZ = 12, 5000, 500.0
+# Float rounding, as the module documentation states it.
+ULP_TOLERANCE = 2.0
+ABS_TOLERANCE_OF_PEAK = 1e-9
+
+
+def rounding_excess(scipy_y, rust_y, x):
+    """How far the outputs disagree beyond float rounding.
+
+    Returns (largest excess over the tolerance in uV, the tolerance at that sample); an excess
+    <= 0 means the outputs agree to float rounding everywhere.
+    """
+    scipy_f32 = scipy_y.astype(np.float32)
+    magnitude = np.maximum(np.abs(scipy_f32), np.abs(rust_y).astype(np.float32))
+    ulp = np.spacing(magnitude).astype(np.float64)
+    tolerance = ULP_TOLERANCE * ulp + ABS_TOLERANCE_OF_PEAK * float(np.max(np.abs(x)))
+    excess = np.abs(scipy_f32.astype(np.float64) - rust_y) - tolerance
+    worst = int(np.argmax(excess))
+    return float(excess.flat[worst]), float(tolerance.flat[worst])
 
 
 def time_sosfilt(sos, x, zi, rounds=15, reps=40):
@@ -67,6 +91,7 @@ def main():
             y, _ = signal.sosfilt(sos, x, axis=-1, zi=zi)
             # Rust filters in f64 and stores f32: compare at f32 resolution.
             max_diff = float(np.max(np.abs(y.astype(np.float32).astype(np.float64) - rust_y)))
+            excess, tolerance = rounding_excess(y, rust_y, x)
             best, median = time_sosfilt(sos, x, zi)
             rows.append({
                 "config": name,
@@ -79,6 +104,8 @@ def main():
                 "ratio_median": median / r["ns_per_sample_per_lead_median"],
                 "realtime": r["realtime_factor_12_leads_500hz"],
                 "max_abs_diff_uv": max_diff,
+                "beyond_rounding_uv": excess,
+                "tolerance_uv": tolerance,
                 "spec": r["spec"],
             })
 
@@ -113,7 +140,19 @@ def main():
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(text + "\n")
-    return 0
+    disagreeing = [r for r in rows if not r["beyond_rounding_uv"] <= 0.0]
+    for r in disagreeing:
+        print(
+            f"FAIL: {r['config']}: Rust and scipy differ by up to {r['max_abs_diff_uv']:.3g} uV, "
+            f"{r['beyond_rounding_uv']:.3g} uV beyond float rounding "
+            f"({ULP_TOLERANCE:g} f32 ULPs + {ABS_TOLERANCE_OF_PEAK:g} x input peak; "
+            f"{r['tolerance_uv']:.3g} uV at the worst sample)",
+            file=sys.stderr,
+        )
+    if not rows:
+        print("FAIL: the Rust benchmark reported no configuration to compare", file=sys.stderr)
+        return 1
+    return 1 if disagreeing else 0
 
 
 if __name__ == "__main__":

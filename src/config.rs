@@ -660,10 +660,14 @@ impl Config {
                         format!("is {b}; allowed: 2, 3 or 4"),
                     );
                 }
+                let (min_scale, max_scale) = firmware_bridge::UV_PER_COUNT_RANGE;
                 if let Some(u) = uv_per_count
-                    && !(u.is_finite() && *u > 0.0)
+                    && !(f64::from(min_scale)..=f64::from(max_scale)).contains(u)
                 {
-                    return invalid(&field("uv_per_count"), format!("is {u}; allowed: above 0"));
+                    return invalid(
+                        &field("uv_per_count"),
+                        format!("is {u}; allowed: {min_scale} to {max_scale} uV per count"),
+                    );
                 }
                 if let Some(r) = sample_rate_hz
                     && !(1.0..=32_000.0).contains(r)
@@ -910,6 +914,65 @@ mod tests {
                 .to_string()
                 .contains("used by two sources")
         );
+    }
+
+    #[test]
+    fn non_finite_and_negative_numbers_are_rejected_naming_the_field() {
+        let fields = [
+            ("[dsp]\n", "highpass_hz", "dsp.highpass_hz"),
+            ("[dsp]\n", "lowpass_hz", "dsp.lowpass_hz"),
+            ("[dsp]\n", "notch_hz", "dsp.notch_hz"),
+            ("[dsp]\n", "window_seconds", "dsp.window_seconds"),
+            ("[dsp]\n", "hop_seconds", "dsp.hop_seconds"),
+            ("[dsp]\n", "max_gap_seconds", "dsp.max_gap_seconds"),
+            (
+                "[[source]]\nkind = \"serial\"\nbed = \"b\"\npath = \"/dev/x\"\nprotocol = \"openbci-cyton\"\n",
+                "gain",
+                "source[0].gain",
+            ),
+            (
+                "[[source]]\nkind = \"serial\"\nbed = \"b\"\npath = \"/dev/x\"\nprotocol = \"protocentral-openview\"\n",
+                "uv_per_count",
+                "source[0].uv_per_count",
+            ),
+            (
+                "[[source]]\nkind = \"serial\"\nbed = \"b\"\npath = \"/dev/x\"\nprotocol = \"protocentral-openview\"\n",
+                "sample_rate_hz",
+                "source[0].sample_rate_hz",
+            ),
+            (
+                "[[source]]\nkind = \"simulated\"\nbed = \"b\"\n",
+                "sample_rate_hz",
+                "source[0].sample_rate_hz",
+            ),
+            (
+                "[[source]]\nkind = \"simulated\"\nbed = \"b\"\n",
+                "heart_rate_bpm",
+                "source[0].heart_rate_bpm",
+            ),
+            (
+                "[[source]]\nkind = \"simulated\"\nbed = \"b\"\n",
+                "noise",
+                "source[0].noise",
+            ),
+        ];
+        // TOML spells these `nan`, `inf`, `-inf`; 1e300 overflows every f32 field.
+        for (table, key, field) in fields {
+            for value in ["nan", "+nan", "-nan", "inf", "-inf", "-1", "-0.5", "1e300"] {
+                let text = format!("{table}{key} = {value}\n");
+                let err = parse(&text).unwrap_err().to_string();
+                assert!(
+                    err.contains(&format!("`{field}`")),
+                    "{key} = {value}: {err}"
+                );
+            }
+        }
+        // An absurd device scale would make samples infinite.
+        let openview = "[[source]]\nkind = \"serial\"\nbed = \"b\"\npath = \"/dev/x\"\nprotocol = \"protocentral-openview\"\n";
+        let err = parse(&format!("{openview}uv_per_count = 1e30\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`source[0].uv_per_count` is 1"), "{err}");
     }
 
     #[test]

@@ -30,3 +30,80 @@ pub mod report;
 pub mod synth;
 pub mod telemetry;
 pub mod wfdb;
+
+/// One line for an error and its causes, each cause said once: `outer: cause: deeper cause`.
+///
+/// The project's errors spell their cause in their own message (`#[error("{path}: {source}")]`,
+/// so a log line written with `%e` is complete) and also expose it as
+/// [`std::error::Error::source`]. Printing every link of the chain (`anyhow`'s `{:#}`) would
+/// then repeat each cause; here a cause is left out when the message above it already contains
+/// it, and printed otherwise (a context such as "dsp settings" names no cause of its own).
+pub fn error_message(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut above = message.clone();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !text.is_empty() && !above.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        above = text;
+        cause = e.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: {source}")]
+    struct Spelled {
+        path: &'static str,
+        source: wfdb::WfdbError,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading the record")]
+    struct Silent {
+        #[source]
+        source: Spelled,
+    }
+
+    fn spelled() -> Spelled {
+        Spelled {
+            path: "r.hea",
+            source: wfdb::Header::parse("").unwrap_err(),
+        }
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        // anyhow's alternate form repeats a cause the message already spells.
+        let chained = format!("{:#}", anyhow::Error::new(spelled()));
+        assert_eq!(
+            chained
+                .matches("WFDB header line 1: no record line")
+                .count(),
+            2,
+            "{chained}"
+        );
+        assert_eq!(
+            error_message(&spelled()),
+            "r.hea: WFDB header line 1: no record line"
+        );
+        // A message that does not spell its cause gets it appended; contexts are kept.
+        let silent = Silent { source: spelled() };
+        assert_eq!(
+            error_message(&silent),
+            "reading the record: r.hea: WFDB header line 1: no record line"
+        );
+        let with_context = anyhow::Error::new(silent).context("replay");
+        assert_eq!(
+            error_message(with_context.as_ref()),
+            "replay: reading the record: r.hea: WFDB header line 1: no record line"
+        );
+    }
+}

@@ -12,8 +12,8 @@ fn main() -> ExitCode {
     match cli::dispatch(args.command) {
         Ok(code) => code,
         Err(e) => {
-            // One line per cause, most specific last; no backtrace noise for operators.
-            eprintln!("error: {e:#}");
+            // Every cause once, most specific last; no backtrace noise for operators.
+            eprintln!("error: {}", meit::error_message(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -210,9 +210,14 @@ fn whole_window_unusable(reasons: &[QualityReason]) -> bool {
     })
 }
 
-/// Beat analysis on the window's filtered signal (its raw signal under zero-phase filtering).
+/// Beat analysis on the window's filtered signal (its raw signal under zero-phase filtering);
+/// none when a sample is not finite (an axis from a NaN lead would be a number, and wrong).
 fn measure(window: &Window) -> Option<Measurements> {
     let signal = window.filtered.as_ref().unwrap_or(&window.raw);
+    if signal.samples_uv.iter().any(|v| !v.is_finite()) {
+        tracing::debug!("no beat measurements for a window with non-finite samples");
+        return None;
+    }
     match beats::analyze(signal) {
         Ok(analysis) if !analysis.r_peaks.is_empty() => Some(Measurements::from(&analysis)),
         Ok(_) => None,

@@ -131,3 +131,30 @@ fn json_log_format_writes_one_json_object_per_line() {
     assert_eq!(v["level"], "INFO");
     assert_eq!(v["sources"], 1);
 }
+
+#[test]
+fn an_error_prints_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let hea = dir.path().join("empty.hea");
+    std::fs::write(&hea, "# only a comment\n").unwrap();
+    let out = meit()
+        .arg("replay")
+        .arg("--fast")
+        .arg(&hea)
+        .output()
+        .unwrap();
+    let (_, err) = text(&out);
+    assert!(!out.status.success());
+    assert_eq!(
+        err.matches("WFDB header line 1: no record line").count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "error: {}: WFDB header line 1: no record line",
+            hea.display()
+        )),
+        "{err}"
+    );
+}

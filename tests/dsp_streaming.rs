@@ -1,6 +1,7 @@
-//! Property tests of the streaming path: whatever the block sizes, gaps and flags a device
-//! sends, the windower never panics, every window has the configured length and honest
-//! timestamps, and the causal filter equals the batch filter of the same samples.
+//! Property tests of the streaming path: whatever the block sizes, gaps, flags, non-finite
+//! samples and device times a device sends, the windower never panics, every window has the
+//! configured length and honest timestamps, and the causal filter equals the batch filter of
+//! the same samples.
 
 use meit::dsp::filter::{FilterChain, FilterSpec, filter_recording};
 use meit::dsp::window::{WindowTiming, Windower};
@@ -43,6 +44,71 @@ proptest! {
         }
         let streamed = Array2::from_shape_vec((frames, n), interleaved).unwrap().reversed_axes();
         prop_assert_eq!(streamed, batch.samples_uv);
+    }
+
+    #[test]
+    fn non_finite_samples_pass_through_alone_and_streaming_still_equals_batch(
+        splits in prop::collection::vec(1usize..300, 1..12),
+        bad in prop::collection::vec((any::<prop::sample::Index>(), 0usize..3, 0u8..3), 0..6),
+    ) {
+        let n = 3;
+        let frames: usize = splits.iter().sum();
+        let mut data = Array2::from_shape_fn((n, frames), |(l, t)| sample(t as u64, l));
+        for (at, lead, kind) in &bad {
+            data[[*lead, at.index(frames)]] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][*kind as usize];
+        }
+        let rec = Recording { sample_rate_hz: FS, leads: leads(), samples_uv: data.clone() };
+        let spec = FilterSpec { highpass_hz: 0.5, lowpass_hz: 40.0, notch_hz: 50.0, order: 4, ..FilterSpec::default() };
+        let batch = filter_recording(&spec, &rec).unwrap();
+        // Exactly the non-finite inputs come out non-finite, unchanged.
+        for (x, y) in data.iter().zip(batch.samples_uv.iter()) {
+            prop_assert_eq!(x.is_finite(), y.is_finite());
+            if !x.is_finite() {
+                prop_assert_eq!(x.to_bits(), y.to_bits());
+            }
+        }
+        let mut chain = FilterChain::new(&spec, FS, n).unwrap();
+        let mut interleaved: Vec<f32> = data.t().iter().copied().collect();
+        let mut start = 0;
+        for len in splits {
+            chain.process_block(&mut interleaved[start * n..(start + len) * n]).unwrap();
+            start += len;
+        }
+        let streamed = Array2::from_shape_vec((frames, n), interleaved).unwrap().reversed_axes();
+        let same = streamed.iter().zip(batch.samples_uv.iter()).all(|(a, b)| a.to_bits() == b.to_bits());
+        prop_assert!(same);
+    }
+
+    #[test]
+    fn extreme_device_times_are_errors_or_windows_never_panics(
+        starts in prop::collection::vec(prop_oneof![any::<u64>(), (u64::MAX - 10_000_000)..=u64::MAX], 1..20),
+        frames in 1u64..200,
+    ) {
+        let timing = WindowTiming { window_seconds: 0.2, hop_seconds: 0.2, max_gap_seconds: 0.1 };
+        let mut windower = Windower::new(&leads(), FS, timing, &FilterSpec::default()).unwrap();
+        for (seq, start) in starts.into_iter().enumerate() {
+            let block = SampleBlock {
+                sequence: seq as u64,
+                device_time_ns: start,
+                sample_rate_hz: FS,
+                leads: leads(),
+                samples_uv: (0..frames).flat_map(|f| (0..3).map(move |l| sample(f, l))).collect(),
+                lead_off: vec![false; 3],
+            };
+            let fits = start.checked_add(frames * PERIOD_NS).is_some();
+            match windower.push(&block) {
+                Ok(windows) => {
+                    prop_assert!(fits);
+                    for w in windows {
+                        prop_assert!(w.end_device_time_ns >= w.start_device_time_ns);
+                    }
+                }
+                Err(e) => {
+                    prop_assert!(!fits, "{}", e);
+                    prop_assert!(e.to_string().contains("device_time_ns"));
+                }
+            }
+        }
     }
 
     #[test]

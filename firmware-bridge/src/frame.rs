@@ -16,6 +16,11 @@ pub const MAX_FRAMES_PER_BLOCK: usize = 32;
 pub const MAX_SAMPLE_RATE_HZ: u32 = 32_000;
 /// Length of the device serial number field (ASCII, NUL-padded).
 pub const SERIAL_LEN: usize = 16;
+/// Microvolts per ADC count a hello may announce (inclusive): from a sub-nanovolt step to
+/// 1 mV per count, generous on both sides of real ECG front ends (ADS1298: 0.02-0.3 uV).
+/// Within it a full-scale 24-bit count stays a finite `f32` in microvolts; outside it a
+/// device's samples could become infinite.
+pub const UV_PER_COUNT_RANGE: (f32, f32) = (1e-6, 1e3);
 
 const HELLO_BODY_LEN: usize = SERIAL_LEN + 4 + 1 + MAX_LEADS + 4 + 3;
 const SAMPLES_HEADER_LEN: usize = 4 + 8 + 1 + 1;
@@ -98,7 +103,7 @@ pub struct Hello {
     pub lead_count: u8,
     /// Lead codes in channel order; entries past `lead_count` are `0xFF` on the wire.
     pub leads: [u8; MAX_LEADS],
-    /// Microvolts per ADC count (finite, positive).
+    /// Microvolts per ADC count (within [`UV_PER_COUNT_RANGE`]).
     pub uv_per_count: f32,
     /// Firmware version major, minor, patch.
     pub firmware_version: [u8; 3],
@@ -529,7 +534,8 @@ fn parse_hello(r: &mut Reader<'_>) -> Result<Hello, DecodeError> {
         }
         seen |= 1 << code;
     }
-    if !(uv_per_count.is_finite() && uv_per_count > 0.0) {
+    let (min_scale, max_scale) = UV_PER_COUNT_RANGE;
+    if !(min_scale..=max_scale).contains(&uv_per_count) {
         return Err(DecodeError::InvalidField {
             field: "hello.uv_per_count",
         });

@@ -17,7 +17,8 @@ pub mod frame;
 pub use frame::{
     Ack, AckResult, BATTERY_UNKNOWN, Command, CommandKind, Frame, FrameType, Hello, I24_RANGE,
     MAX_FRAMES_PER_BLOCK, MAX_LEADS, MAX_RAW_FRAME_LEN, MAX_SAMPLE_RATE_HZ, PROTOCOL_VERSION,
-    SERIAL_LEN, Samples, SamplesError, Status, device_error, electrode, pack_i24,
+    SERIAL_LEN, Samples, SamplesError, Status, UV_PER_COUNT_RANGE, device_error, electrode,
+    pack_i24,
 };
 
 use crc::Crc32;

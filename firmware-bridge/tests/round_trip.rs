@@ -234,7 +234,7 @@ fn wrong_version_and_impossible_fields_are_named_errors() {
         uv_per_count: 0.5,
         firmware_version: [1, 0, 0],
     };
-    let cases: [(Hello, DecodeError); 3] = [
+    let mut cases: Vec<(Hello, DecodeError)> = vec![
         (
             Hello {
                 sample_rate_hz: 0,
@@ -249,16 +249,27 @@ fn wrong_version_and_impossible_fields_are_named_errors() {
             },
             DecodeError::LeadCount { count: 13 },
         ),
-        (
-            Hello {
-                uv_per_count: f32::NAN,
-                ..hello
-            },
-            DecodeError::InvalidField {
-                field: "hello.uv_per_count",
-            },
-        ),
     ];
+    // Not a number, not positive, or so large that a full-scale count is an infinite f32.
+    for uv_per_count in [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.5,
+        1e30,
+        f32::MAX,
+        f32::MIN_POSITIVE,
+    ] {
+        let bad = Hello {
+            uv_per_count,
+            ..hello
+        };
+        let expected = DecodeError::InvalidField {
+            field: "hello.uv_per_count",
+        };
+        cases.push((bad, expected));
+    }
     for (bad, expected) in cases {
         let mut out = [0u8; MAX_WIRE_FRAME_LEN];
         let n = encode(&Frame::Hello(bad), &mut out).unwrap();

@@ -229,6 +229,32 @@ mod tests {
     }
 
     #[test]
+    fn an_absurd_scale_in_the_hello_is_rejected_naming_the_field() {
+        let mut d = BridgeDecoder::new();
+        let mut out = Vec::new();
+        // 1e30 uV per count: a full-scale 24-bit count would be an infinite f32.
+        let absurd = Hello {
+            uv_per_count: 1e30,
+            ..hello(&[0, 1])
+        };
+        d.feed(&wire(Frame::Hello(absurd)), &mut out);
+        d.feed(&samples(0, &[(1 << 23) - 1, 1], 2), &mut out);
+        let Some(Decoded::Rejected(rejected)) = out.first() else {
+            panic!("{out:?}")
+        };
+        assert!(
+            rejected.to_string().contains("hello.uv_per_count"),
+            "{rejected}"
+        );
+        // No scale was taken from it: its samples are refused, never made infinite.
+        assert_eq!(
+            out.last(),
+            Some(&Decoded::Rejected(FrameRejected::SamplesBeforeHello))
+        );
+        assert!(!out.iter().any(|d| matches!(d, Decoded::Block(_))));
+    }
+
+    #[test]
     fn lead_off_flags_follow_the_electrodes_of_each_lead() {
         let mut d = BridgeDecoder::new();
         let mut out = Vec::new();

@@ -70,6 +70,29 @@ pub enum ReplayError {
         /// The signal descriptions found, comma-separated.
         signals: String,
     },
+    /// The recording lasts longer, at its sample rate, than a clock can count (a `Duration`
+    /// or `u64` nanoseconds of device time).
+    #[error(
+        "{path}: {frames} samples at sample_rate_hz {sample_rate_hz:?} last longer than a clock can count"
+    )]
+    TooLong {
+        /// The file.
+        path: PathBuf,
+        /// Samples per lead.
+        frames: usize,
+        /// The rate (from the file or `--sample-rate`).
+        sample_rate_hz: f64,
+    },
+    /// A sample's time in the recording (frame / sample rate) does not fit a clock.
+    #[error(
+        "sample {frame} at sample_rate_hz {sample_rate_hz:?} lies beyond what a clock can count"
+    )]
+    Clock {
+        /// The sample (frame) index.
+        frame: usize,
+        /// The recording's rate.
+        sample_rate_hz: f64,
+    },
     /// A format this build cannot read.
     #[error("{path}: {reason}")]
     Format {
@@ -83,7 +106,31 @@ pub enum ReplayError {
 const TIME_COLUMNS: [&str; 4] = ["time", "time_s", "t", "seconds"];
 
 /// Loads a record to replay; `sample_rate_hz` overrides (or supplies) the file's rate.
+/// A record whose length at that rate no clock can count is an error.
 pub fn load(path: &Path, sample_rate_hz: Option<f64>) -> Result<Recording, ReplayError> {
+    let recording = load_any(path, sample_rate_hz)?;
+    if clock_at(recording.len(), recording.sample_rate_hz).is_none() {
+        return Err(ReplayError::TooLong {
+            path: path.to_path_buf(),
+            frames: recording.len(),
+            sample_rate_hz: recording.sample_rate_hz,
+        });
+    }
+    Ok(recording)
+}
+
+/// The time of sample `frame` at `sample_rate_hz`, as a `Duration` and as `u64` device
+/// nanoseconds; `None` when either does not fit (or the rate is not a positive number).
+fn clock_at(frame: usize, sample_rate_hz: f64) -> Option<(Duration, u64)> {
+    let due = Duration::try_from_secs_f64(frame as f64 / sample_rate_hz).ok()?;
+    let ns = (frame as f64 * 1e9 / sample_rate_hz).trunc();
+    // 2^64 is exactly representable; at or above it (or NaN) does not fit.
+    (0.0..18_446_744_073_709_551_616.0)
+        .contains(&ns)
+        .then_some((due, ns as u64))
+}
+
+fn load_any(path: &Path, sample_rate_hz: Option<f64>) -> Result<Recording, ReplayError> {
     match path.extension().and_then(|e| e.to_str()) {
         Some(e) if e.eq_ignore_ascii_case("csv") => {
             let text = std::fs::read_to_string(path).map_err(|source| ReplayError::Read {
@@ -195,10 +242,19 @@ pub fn parse_csv(
             )));
         }
         let mut values = cells.iter().map(|c| {
-            c.parse::<f64>()
+            let v = c
+                .parse::<f64>()
                 .ok()
                 .filter(|v| v.is_finite())
-                .ok_or_else(|| row_error(format!("`{c}` is not a finite number")))
+                .ok_or_else(|| row_error(format!("`{c}` is not a finite number")))?;
+            // Samples are stored as f32: a value beyond its range would become infinite.
+            if !(v as f32).is_finite() {
+                return Err(row_error(format!(
+                    "`{c}` is out of range (at most {:e} in magnitude)",
+                    f32::MAX
+                )));
+            }
+            Ok(v)
         });
         if has_time {
             times.push(values.next().transpose()?.unwrap_or(0.0));
@@ -246,12 +302,14 @@ pub struct ReplaySettings {
 }
 
 /// Streams `recording` as a source would: a `Connected` event, then blocks in order. Returns
-/// the number of blocks sent; stops early if the receiver is dropped.
+/// the number of blocks sent; stops early if the receiver is dropped. A block whose time at
+/// the recording's rate does not fit a clock ends the stream with [`ReplayError::Clock`]
+/// ([`load`] refuses such recordings up front).
 pub async fn stream(
     recording: &Recording,
     settings: ReplaySettings,
     events: &mpsc::Sender<SourceEvent>,
-) -> u64 {
+) -> Result<u64, ReplayError> {
     let info = DeviceInfo {
         protocol: "replay".into(),
         serial: String::new(),
@@ -261,23 +319,36 @@ pub async fn stream(
         uv_per_count: 1.0,
     };
     if events.send(SourceEvent::Connected(info)).await.is_err() {
-        return 0;
+        return Ok(0);
     }
     let step = settings.block_frames.max(1);
     let start = tokio::time::Instant::now();
     let mut sent = 0;
     for (k, first) in (0..recording.len()).step_by(step).enumerate() {
         let last = (first + step).min(recording.len());
+        let clock = |frame: usize| {
+            clock_at(frame, recording.sample_rate_hz).ok_or(ReplayError::Clock {
+                frame,
+                sample_rate_hz: recording.sample_rate_hz,
+            })
+        };
+        let (_, device_time_ns) = clock(first)?;
+        let (due, _) = clock(last)?;
         if settings.realtime {
-            let due = Duration::from_secs_f64(last as f64 / recording.sample_rate_hz);
-            tokio::time::sleep_until(start + due).await;
+            let Some(at) = start.checked_add(due) else {
+                return Err(ReplayError::Clock {
+                    frame: last,
+                    sample_rate_hz: recording.sample_rate_hz,
+                });
+            };
+            tokio::time::sleep_until(at).await;
         }
         let window = recording.samples_uv.slice(ndarray::s![.., first..last]);
         // Interleave: time point by time point, one value per lead.
         let samples_uv = window.t().iter().copied().collect();
         let block = SampleBlock {
             sequence: k as u64,
-            device_time_ns: (first as f64 * 1e9 / recording.sample_rate_hz) as u64,
+            device_time_ns,
             sample_rate_hz: recording.sample_rate_hz,
             leads: recording.leads.clone(),
             samples_uv,
@@ -288,7 +359,7 @@ pub async fn stream(
         }
         sent += 1;
     }
-    sent
+    Ok(sent)
 }
 
 #[cfg(test)]
@@ -378,6 +449,46 @@ pub(super) mod tests {
         assert!(e.to_string().contains("x, y, z, Resp, MLII"), "{e}");
     }
 
+    #[test]
+    fn a_value_beyond_f32_is_an_error_naming_the_line_not_an_infinity() {
+        let e = parse_csv("I,II\n1,2\n3,1e300\n", Path::new("a.csv"), Some(500.0)).unwrap_err();
+        assert!(matches!(e, ReplayError::Row { line: 3, .. }), "{e}");
+        assert!(e.to_string().contains("`1e300` is out of range"), "{e}");
+        let e = parse_csv("I\n-1e39\n", Path::new("a.csv"), Some(500.0)).unwrap_err();
+        assert!(e.to_string().contains("a.csv:2: `-1e39`"), "{e}");
+        let ok = parse_csv("I\n3e38\n", Path::new("a.csv"), Some(500.0)).unwrap();
+        assert!(ok.samples_uv.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn a_rate_that_no_clock_can_count_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slow.csv");
+        std::fs::write(&path, "I,II\n1,2\n3,4\n5,6\n").unwrap();
+        // Three samples at 1e-300 Hz last 3e300 s: no Duration holds that.
+        let e = load(&path, Some(1e-300)).unwrap_err();
+        assert!(matches!(e, ReplayError::TooLong { frames: 3, .. }), "{e}");
+        assert!(e.to_string().contains("sample_rate_hz 1e-300"), "{e}");
+        assert!(load(&path, Some(500.0)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn streaming_a_recording_no_clock_can_count_is_an_error_not_a_panic() {
+        let mut r = parse_csv(CSV, Path::new("x.csv"), None).unwrap();
+        // 1e-12 Hz: the second block starts 2e12 s in (fits a Duration, not u64 nanoseconds).
+        r.sample_rate_hz = 1e-12;
+        for realtime in [false, true] {
+            let (tx, mut rx) = mpsc::channel(16);
+            let settings = ReplaySettings {
+                block_frames: 2,
+                realtime,
+            };
+            let e = stream(&r, settings, &tx).await.unwrap_err();
+            assert!(matches!(e, ReplayError::Clock { .. }), "{e}");
+            assert!(matches!(rx.recv().await, Some(SourceEvent::Connected(_))));
+        }
+    }
+
     #[tokio::test]
     async fn streams_interleaved_blocks_in_order() {
         let r = parse_csv(CSV, Path::new("x.csv"), None).unwrap();
@@ -386,7 +497,7 @@ pub(super) mod tests {
             block_frames: 2,
             realtime: false,
         };
-        assert_eq!(stream(&r, settings, &tx).await, 2);
+        assert_eq!(stream(&r, settings, &tx).await.unwrap(), 2);
         assert!(matches!(rx.recv().await, Some(SourceEvent::Connected(_))));
         let Some(SourceEvent::Block(b)) = rx.recv().await else {
             panic!()

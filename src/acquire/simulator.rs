@@ -219,18 +219,22 @@ impl Device {
         }
     }
 
-    fn block_duration(&self) -> Duration {
-        Duration::from_secs_f64(
+    /// How long one block lasts; `None` when the generator's rate makes that no `Duration`.
+    fn block_duration(&self) -> Option<Duration> {
+        Duration::try_from_secs_f64(
             self.settings.frames_per_block as f64 / self.generator.sample_rate_hz(),
         )
+        .ok()
     }
 
-    /// When the next block is complete (its last sample taken), if streaming.
+    /// When the next block is complete (its last sample taken), if streaming (and if that
+    /// time can be counted: a generator rate that overflows a `Duration` streams nothing).
     pub fn next_block_due(&self) -> Option<Instant> {
         let s = self.stream?;
         let period = 1.0 / self.generator.sample_rate_hz();
         let last_frame = (s.blocks + 1) * self.settings.frames_per_block as u64 - 1;
-        Some(s.started + Duration::from_secs_f64(last_frame as f64 * period))
+        let since_start = Duration::try_from_secs_f64(last_frame as f64 * period).ok()?;
+        s.started.checked_add(since_start)
     }
 
     /// Produces every block due by `now` (and a status frame once a second); appends wire
@@ -238,7 +242,14 @@ impl Device {
     pub fn produce(&mut self, now: Instant, transmit: bool, out: &mut Vec<u8>) {
         while self.next_block_due().is_some_and(|due| due <= now) {
             let Some(mut s) = self.stream else { return };
-            let start = s.started + self.block_duration().mul_f64(s.blocks as f64);
+            // `Duration::mul_f64`, checked: the same arithmetic without its panic.
+            let Some(start) = self
+                .block_duration()
+                .and_then(|d| Duration::try_from_secs_f64(s.blocks as f64 * d.as_secs_f64()).ok())
+                .and_then(|d| s.started.checked_add(d))
+            else {
+                return;
+            };
             let device_time_ns = start
                 .saturating_duration_since(self.settings.epoch)
                 .as_nanos() as u64;
@@ -487,6 +498,39 @@ mod tests {
         let mut out = Vec::new();
         BridgeDecoder::new().feed(&wire, &mut out);
         out
+    }
+
+    /// A generator whose rate no clock can count.
+    struct Glacial(LeadSet);
+
+    impl SignalGenerator for Glacial {
+        fn sample_rate_hz(&self) -> f64 {
+            1e-300
+        }
+        fn leads(&self) -> &LeadSet {
+            &self.0
+        }
+        fn next_frame(&mut self, out: &mut [f32]) {
+            out.fill(0.0);
+        }
+    }
+
+    #[test]
+    fn a_rate_no_clock_can_count_streams_nothing_instead_of_panicking() {
+        let mut d = Device::new(
+            Box::new(Glacial(LeadSet(vec![Lead::II]))),
+            DeviceSettings {
+                stream_blocks: Some(3),
+                ..DeviceSettings::default()
+            },
+        );
+        let t0 = Instant::now();
+        let mut wire = Vec::new();
+        d.receive(&command(CommandKind::Start), t0, &mut wire);
+        assert!(d.is_streaming());
+        assert_eq!(d.next_block_due(), None);
+        d.produce(t0 + Duration::from_secs(3600), true, &mut wire);
+        assert_eq!(d.stats().blocks, 0);
     }
 
     #[test]

@@ -173,7 +173,9 @@ pub fn start(
                 realtime: *realtime,
             };
             handle.task = Some(tokio::spawn(async move {
-                replay::stream(&recording, settings, &events).await;
+                if let Err(e) = replay::stream(&recording, settings, &events).await {
+                    tracing::error!(error = %e, "replay stopped");
+                }
             }));
         }
         SourceConfig::Ble { device, .. } => {

@@ -64,13 +64,15 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             realtime: !args.fast,
         };
         let producer = async {
-            replay::stream(&recording, settings, &tx).await;
+            let streamed = replay::stream(&recording, settings, &tx).await;
             drop(tx);
+            streamed
         };
         let mut sink = LineSink::stdout(args.output);
         let consumer = pipeline::run(pipeline, rx, &mut sink, None);
-        let ((), published) = tokio::join!(producer, consumer);
-        published
+        let (streamed, published) = tokio::join!(producer, consumer);
+        streamed?;
+        published.map_err(anyhow::Error::from)
     })?;
     if published == 0 {
         println!("no complete window: the record is shorter than one window");

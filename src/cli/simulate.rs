@@ -91,9 +91,13 @@ fn recurring(every: Option<f64>, lasting: f64, flag: &str) -> anyhow::Result<Opt
             if !(e > 0.0 && lasting > 0.0 && lasting < e) {
                 bail!("--{flag}-every must be positive and longer than --{flag}-for");
             }
+            let seconds = |value: f64, which: &str| {
+                Duration::try_from_secs_f64(value)
+                    .with_context(|| format!("--{flag}-{which} {value}: too long a time"))
+            };
             Ok(Recurring {
-                every: Duration::from_secs_f64(e),
-                lasting: Duration::from_secs_f64(lasting),
+                every: seconds(e, "every")?,
+                lasting: seconds(lasting, "for")?,
             })
         })
         .transpose()
@@ -196,4 +200,25 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         s.blocks, s.blocks_corrupted, s.blocks_stalled
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recurring_faults_with_absurd_periods_are_errors_naming_the_flag() {
+        let every = recurring(Some(1e300), 1.0, "stall").unwrap_err();
+        assert!(format!("{every:#}").contains("--stall-every"), "{every:#}");
+        let both = recurring(Some(f64::MAX), 1e300, "unplug").unwrap_err();
+        assert!(format!("{both:#}").contains("--unplug-every"), "{both:#}");
+        for bad in [f64::NAN, f64::INFINITY, -1.0, 0.0] {
+            assert!(recurring(Some(bad), 1.0, "stall").is_err(), "{bad}");
+        }
+        let ok = recurring(Some(10.0), 2.0, "stall").unwrap().unwrap();
+        assert_eq!(
+            (ok.every, ok.lasting),
+            (Duration::from_secs(10), Duration::from_secs(2))
+        );
+    }
 }

@@ -11,6 +11,11 @@
 //! forever, so a DC electrode offset does not ring through the high-pass (scipy's `sosfilt_zi`
 //! scaled by the first sample does the same).
 //!
+//! A non-finite sample (NaN from a WFDB "no sample" value, an infinity from an absurd device
+//! scale) is passed through unchanged and forgets that lead's state: the lead settles again on
+//! its next finite sample, so one bad value spoils its own window (where signal quality refuses
+//! it) but not the rest of the stream. The other leads are not touched.
+//!
 //! Zero-phase filtering ([`FilterSpec::zero_phase`]) runs the cascade forward and then backward
 //! over a complete window. It doubles the attenuation in dB (corners become -6 dB points) and
 //! removes phase distortion for ST analysis, at the cost of a whole window of latency: nothing
@@ -248,7 +253,13 @@ pub struct FilterChain {
     s2: Vec<f64>,
     /// One frame in f64 (scratch).
     frame: Vec<f64>,
-    settled: bool,
+    /// Per lead: waiting for a finite sample to settle on (at the start, after [`reset`] and
+    /// after a non-finite sample).
+    ///
+    /// [`reset`]: FilterChain::reset
+    unsettled: Vec<bool>,
+    /// Number of `true` entries in `unsettled`.
+    pending: usize,
 }
 
 impl FilterChain {
@@ -269,7 +280,8 @@ impl FilterChain {
             s1: vec![0.0; states],
             s2: vec![0.0; states],
             frame: vec![0.0; leads],
-            settled: false,
+            unsettled: vec![true; leads],
+            pending: leads,
         }
     }
 
@@ -279,6 +291,10 @@ impl FilterChain {
     }
 
     /// Filters an interleaved block in place (frame `t` holds one sample per lead).
+    ///
+    /// Non-finite samples come out unchanged and reset their lead (see the module
+    /// documentation); every other sample goes through the same arithmetic whatever the block
+    /// boundaries, so streaming and batch agree bit for bit.
     pub fn process_block(&mut self, interleaved: &mut [f32]) -> Result<(), FilterError> {
         let n = self.leads;
         if n == 0 || !interleaved.len().is_multiple_of(n) {
@@ -287,43 +303,82 @@ impl FilterChain {
                 leads: n,
             });
         }
-        if !self.settled {
-            let Some(first) = interleaved.get(..n) else {
-                return Ok(());
-            };
-            for (x, &v) in self.frame.iter_mut().zip(first) {
-                *x = f64::from(v);
+        let frames = interleaved.len() / n;
+        let all_finite = |frame: &[f32]| frame.iter().all(|v| v.is_finite());
+        let mut t = 0;
+        while t < frames {
+            let frame = &mut interleaved[t * n..(t + 1) * n];
+            if self.pending > 0 || !all_finite(frame) {
+                self.step_frame(frame);
+                t += 1;
+                continue;
             }
-            self.settle();
+            // Every lead settled and this frame finite: run the vectorised kernel up to the
+            // next frame holding a non-finite sample.
+            let end = (t + 1..frames)
+                .find(|&u| !all_finite(&interleaved[u * n..(u + 1) * n]))
+                .unwrap_or(frames);
+            run_frames(
+                &self.design.sections,
+                &mut self.s1,
+                &mut self.s2,
+                &mut self.frame,
+                &mut interleaved[t * n..end * n],
+            );
+            t = end;
         }
-        run_frames(
-            &self.design.sections,
-            &mut self.s1,
-            &mut self.s2,
-            &mut self.frame,
-            interleaved,
-        );
         Ok(())
     }
 
-    /// Forgets every lead's state (after a gap too long to bridge).
-    pub fn reset(&mut self) {
-        self.settled = false;
+    /// One frame lead by lead: settles leads waiting for a finite sample, passes non-finite
+    /// samples through and marks their lead unsettled, filters the rest exactly as
+    /// [`run_frames`] does.
+    fn step_frame(&mut self, frame: &mut [f32]) {
+        let n = self.leads;
+        for (lead, v) in frame.iter_mut().enumerate() {
+            if !v.is_finite() {
+                if !self.unsettled[lead] {
+                    self.unsettled[lead] = true;
+                    self.pending += 1;
+                }
+                continue;
+            }
+            let mut x = f64::from(*v);
+            if self.unsettled[lead] {
+                self.settle_lead(lead, x);
+                self.unsettled[lead] = false;
+                self.pending -= 1;
+            }
+            for (k, c) in self.design.sections.iter().enumerate() {
+                let i = k * n + lead;
+                df2t(c, &mut x, &mut self.s1[i], &mut self.s2[i]);
+            }
+            *v = x as f32;
+        }
     }
 
-    /// Sets every lead's state to the steady state of its current sample in `self.frame`.
-    fn settle(&mut self) {
+    /// Forgets every lead's state (after a gap too long to bridge): each lead settles again on
+    /// its next finite sample.
+    pub fn reset(&mut self) {
+        self.unsettled.fill(true);
+        self.pending = self.leads;
+    }
+
+    /// True while some lead waits for a finite sample to settle on.
+    pub fn is_settling(&self) -> bool {
+        self.pending > 0
+    }
+
+    /// Sets `lead`'s state to the steady state of the constant input `x`.
+    fn settle_lead(&mut self, lead: usize, x: f64) {
         let n = self.leads;
-        for (lead, &x) in self.frame.iter().enumerate() {
-            let mut x = x;
-            for (k, c) in self.design.sections.iter().enumerate() {
-                let (s1, s2, y) = steady_state(c, x);
-                self.s1[k * n + lead] = s1;
-                self.s2[k * n + lead] = s2;
-                x = y;
-            }
+        let mut x = x;
+        for (k, c) in self.design.sections.iter().enumerate() {
+            let (s1, s2, y) = steady_state(c, x);
+            self.s1[k * n + lead] = s1;
+            self.s2[k * n + lead] = s2;
+            x = y;
         }
-        self.settled = true;
     }
 }
 
@@ -661,6 +716,99 @@ mod tests {
         assert!(spec(0.5, 1e-300, 0.0, 2).design(500.0).is_err());
         assert!(spec(0.5, f64::NAN, 40.0, 2).design(500.0).is_err());
         assert!(spec(-1.0, 50.0, 40.0, 2).design(500.0).is_err());
+    }
+
+    /// Three leads of a wandering, humming signal with a DC offset, `frames` long.
+    fn three_leads(frames: usize) -> ndarray::Array2<f32> {
+        ndarray::Array2::from_shape_fn((3, frames), |(l, i)| {
+            let t = i as f64 / 500.0;
+            (20_000.0 * l as f64
+                + 900.0 * (2.0 * PI * 1.1 * t).sin()
+                + 150.0 * (2.0 * PI * 50.0 * t).sin()
+                + 40.0 * ((i * 7919 + l * 104_729) % 89) as f64 / 89.0) as f32
+        })
+    }
+
+    #[test]
+    fn a_non_finite_sample_resets_only_its_lead_which_then_recovers() {
+        let s = spec(0.5, 50.0, 40.0, 4);
+        let clean = three_leads(3000);
+        let batch = |data: &ndarray::Array2<f32>| {
+            let rec = Recording {
+                sample_rate_hz: 500.0,
+                leads: LeadSet(vec![Lead::I, Lead::II, Lead::V1]),
+                samples_uv: data.clone(),
+            };
+            filter_recording(&s, &rec).unwrap().samples_uv
+        };
+        let reference = batch(&clean);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut data = clean.clone();
+            data[[0, 100]] = bad;
+            let out = batch(&data);
+            // The bad sample passes through as it came; nothing else is non-finite.
+            assert_eq!(out[[0, 100]].to_bits(), bad.to_bits());
+            let non_finite = out.iter().filter(|v| !v.is_finite()).count();
+            assert_eq!(non_finite, 1, "{bad}");
+            // The other leads never notice.
+            assert_eq!(out.row(1), reference.row(1));
+            assert_eq!(out.row(2), reference.row(2));
+            // Before it, lead I is untouched; after it, lead I is a fresh chain settled on
+            // sample 101, bit for bit.
+            let before = ndarray::s![0, ..100];
+            assert_eq!(out.slice(before), reference.slice(before));
+            let tail = batch(&clean.slice(ndarray::s![.., 101..]).to_owned());
+            assert_eq!(out.slice(ndarray::s![0, 101..]), tail.row(0));
+            // ...which converges to the undisturbed output: the last second's error is a small
+            // fraction of the first second's.
+            let max_error = |range: std::ops::Range<usize>| {
+                range
+                    .map(|t| (out[[0, t]] - reference[[0, t]]).abs())
+                    .fold(0.0f32, f32::max)
+            };
+            let (early, late) = (max_error(101..600), max_error(2500..3000));
+            assert!(
+                early > 10.0 && late < early * 1e-2,
+                "{bad}: lead I off by {early} uV after the reset, {late} uV 5 s later"
+            );
+        }
+    }
+
+    #[test]
+    fn streaming_with_non_finite_samples_equals_batch_across_block_sizes() {
+        let s = spec(0.05, 50.0, 100.0, 2);
+        let mut data = three_leads(1201);
+        data[[0, 0]] = f32::NAN;
+        data[[1, 250]] = f32::INFINITY;
+        data[[1, 251]] = f32::NAN;
+        data[[2, 600]] = f32::NAN;
+        data[[0, 600]] = f32::NAN;
+        let rec = Recording {
+            sample_rate_hz: 500.0,
+            leads: LeadSet(vec![Lead::I, Lead::II, Lead::V1]),
+            samples_uv: data.clone(),
+        };
+        let batch = filter_recording(&s, &rec).unwrap();
+        assert_eq!(
+            batch.samples_uv.iter().filter(|v| !v.is_finite()).count(),
+            5
+        );
+        for block_frames in [1, 3, 250, 2000] {
+            let mut chain = FilterChain::new(&s, 500.0, 3).unwrap();
+            let mut interleaved: Vec<f32> = data.t().iter().copied().collect();
+            for block in interleaved.chunks_mut(block_frames * 3) {
+                chain.process_block(block).unwrap();
+            }
+            assert!(!chain.is_settling());
+            let streamed = ndarray::Array2::from_shape_vec((1201, 3), interleaved)
+                .unwrap()
+                .reversed_axes();
+            let same = streamed
+                .iter()
+                .zip(batch.samples_uv.iter())
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "block of {block_frames} frames");
+        }
     }
 
     #[test]

@@ -252,7 +252,7 @@ impl Preprocessor {
             .process_recording(&filtered);
         let mapper = LeadMapper::new(&raw.leads, &self.spec.lead_order);
         let mapped = mapper.map(&resampled)?;
-        let quality = quality::assess(
+        let mut quality = quality::assess(
             raw,
             QualityContext {
                 lead_off_fraction,
@@ -268,6 +268,13 @@ impl Preprocessor {
         self.spec
             .normalization
             .apply(&mut samples, &lead_mask.available());
+        // Whatever the raw signal looked like, the model is never handed a non-finite value
+        // in a window called reportable.
+        for (row, &lead) in samples.rows().into_iter().zip(&self.spec.lead_order.0) {
+            if row.iter().any(|v| !v.is_finite()) {
+                quality.flag_non_finite(lead, &self.spec.required_leads);
+            }
+        }
         Ok(ModelInput {
             samples,
             lead_mask,

@@ -77,8 +77,11 @@ pub enum LeadIssue {
     HighFrequencyNoise,
     /// Baseline wander at or above `wander_uv`.
     BaselineWander,
-    /// Amplitude no heart produces, or non-finite samples.
+    /// Amplitude no heart produces.
     ImplausibleAmplitude,
+    /// Samples that are not numbers or infinite (a WFDB "no sample" value, a device scale that
+    /// overflows): the model must never see them.
+    NonFinite,
 }
 
 /// Why a window is (or would be) rejected.
@@ -126,6 +129,7 @@ impl std::fmt::Display for LeadIssue {
             LeadIssue::HighFrequencyNoise => "noisy",
             LeadIssue::BaselineWander => "baseline wander",
             LeadIssue::ImplausibleAmplitude => "implausible amplitude",
+            LeadIssue::NonFinite => "non-finite samples",
         })
     }
 }
@@ -202,6 +206,35 @@ impl QualityReport {
     /// True when the window may be given to the model and reported.
     pub fn is_reportable(&self) -> bool {
         !self.reasons.iter().any(QualityReason::blocks_report)
+    }
+
+    /// Records that `lead`'s model input holds non-finite values (found after filtering,
+    /// resampling or scaling, where the raw signal looked finite): the lead becomes unusable
+    /// and, when `required` names it (or is empty: every lead), the window unreportable.
+    pub fn flag_non_finite(&mut self, lead: Lead, required: &[Lead]) {
+        let is_required = |l: Lead| required.is_empty() || required.contains(&l);
+        let Some(quality) = self.per_lead.iter_mut().find(|q| q.lead == lead) else {
+            return;
+        };
+        if quality.issues.contains(&LeadIssue::NonFinite) {
+            return;
+        }
+        quality.issues.push(LeadIssue::NonFinite);
+        quality.index = 0.0;
+        self.reasons.push(QualityReason::Lead {
+            lead,
+            issue: LeadIssue::NonFinite,
+            required: is_required(lead),
+        });
+        let indices: Vec<f64> = self
+            .per_lead
+            .iter()
+            .filter(|q| is_required(q.lead))
+            .map(|q| q.index)
+            .collect();
+        if !indices.is_empty() {
+            self.index = indices.iter().sum::<f64>() / indices.len() as f64;
+        }
     }
 }
 
@@ -347,8 +380,29 @@ struct LeadSignal<'a> {
 fn judge_lead(lead: Lead, signal: &LeadSignal<'_>, th: &QualityThresholds) -> LeadQuality {
     let x = signal.raw;
     let lead_off_fraction = signal.lead_off_fraction;
-    let metrics = measure(signal, th);
     let finite = x.iter().all(|v| v.is_finite());
+    // Measure what is left of a lead with non-finite samples, so its other issues still read
+    // as measured (NaN would make every comparison below false).
+    let (kept_raw, kept_dehummed): (Vec<f64>, Vec<f64>);
+    let metrics = if finite {
+        measure(signal, th)
+    } else {
+        kept_raw = x.iter().copied().filter(|v| v.is_finite()).collect();
+        kept_dehummed = signal
+            .dehummed
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .collect();
+        measure(
+            &LeadSignal {
+                raw: &kept_raw,
+                dehummed: &kept_dehummed,
+                ..*signal
+            },
+            th,
+        )
+    };
     let mut issues = Vec::new();
     if x.is_empty() {
         issues.push(LeadIssue::Missing);
@@ -356,7 +410,10 @@ fn judge_lead(lead: Lead, signal: &LeadSignal<'_>, th: &QualityThresholds) -> Le
     if lead_off_fraction > th.lead_off_fraction {
         issues.push(LeadIssue::LeadOff);
     }
-    if !finite || metrics.amplitude_uv > th.max_amplitude_uv {
+    if !finite {
+        issues.push(LeadIssue::NonFinite);
+    }
+    if metrics.amplitude_uv > th.max_amplitude_uv {
         issues.push(LeadIssue::ImplausibleAmplitude);
     }
     if metrics.railed_fraction > th.railed_fraction {
@@ -700,6 +757,47 @@ mod tests {
             !assess_with(&[]).is_reportable(),
             "a 12-lead model needs 12 leads"
         );
+    }
+
+    #[test]
+    fn a_non_finite_sample_is_named_and_blocks_the_report() {
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut lead_ii = ecg_like(0.0);
+            lead_ii[100] = bad;
+            let report = judge(&two_leads(lead_ii), &[0.0, 0.0], &target());
+            assert!(!report.is_reportable());
+            // Named for what it is; the rest of the lead is measured as the clean signal it is.
+            assert_eq!(
+                report.per_lead[1].issues,
+                vec![LeadIssue::NonFinite],
+                "{bad}"
+            );
+            assert!(report.per_lead[1].metrics.amplitude_uv > 1000.0);
+            assert!(report.per_lead[0].is_usable());
+            let reason = QualityReason::Lead {
+                lead: Lead::II,
+                issue: LeadIssue::NonFinite,
+                required: true,
+            };
+            assert!(report.reasons.contains(&reason));
+            assert_eq!(reason.to_string(), "II non-finite samples (required)");
+        }
+    }
+
+    #[test]
+    fn non_finite_model_input_found_later_is_flagged_once() {
+        let mut report = judge(&two_leads(ecg_like(20_000.0)), &[0.0, 0.0], &target());
+        assert!(report.is_reportable());
+        report.flag_non_finite(Lead::II, &[Lead::I]);
+        // Not required: noted, the report stands, the index of the required lead is kept.
+        assert!(report.is_reportable());
+        assert_eq!(report.per_lead[1].issues, vec![LeadIssue::NonFinite]);
+        assert!(report.index > 0.9, "{}", report.index);
+        report.flag_non_finite(Lead::I, &[]);
+        report.flag_non_finite(Lead::I, &[]);
+        assert!(!report.is_reportable());
+        assert_eq!(report.reasons.len(), 2, "{:?}", report.reasons);
+        assert_eq!(report.index, 0.0);
     }
 
     #[test]

@@ -119,6 +119,20 @@ pub enum WindowError {
     /// The filter could not be built.
     #[error(transparent)]
     Filter(#[from] FilterError),
+    /// The block's frames would carry device times beyond the range of a `u64` of nanoseconds.
+    #[error(
+        "block {sequence}: device_time_ns {device_time_ns} plus {frames} frames at {sample_rate_hz} Hz overflows the device clock (u64 nanoseconds)"
+    )]
+    DeviceTime {
+        /// Block sequence number.
+        sequence: u64,
+        /// The block's `device_time_ns`.
+        device_time_ns: u64,
+        /// Frames in the block.
+        frames: usize,
+        /// The block's rate.
+        sample_rate_hz: f64,
+    },
 }
 
 /// Buffers one device's blocks and emits windows (see the module documentation).
@@ -213,6 +227,15 @@ impl Windower {
             return Ok(Vec::new());
         }
         let period_ns = NS_PER_S / self.sample_rate_hz;
+        // Device time after the block's last frame; every frame time below is smaller.
+        let end_ns = offset_ns(frames, period_ns)
+            .and_then(|d| block.device_time_ns.checked_add(d))
+            .ok_or(WindowError::DeviceTime {
+                sequence: block.sequence,
+                device_time_ns: block.device_time_ns,
+                frames,
+                sample_rate_hz: self.sample_rate_hz,
+            })?;
         if let Some(expected) = self.next_time_ns {
             let late_ns = block.device_time_ns as f64 - expected as f64;
             let missing = (late_ns / period_ns).round();
@@ -232,14 +255,16 @@ impl Windower {
         for t in 0..frames {
             self.lead_off.extend_from_slice(&block.lead_off);
             self.interpolated.push(false);
+            // At most `end_ns`, which did not overflow.
+            let offset = offset_ns(t, period_ns).unwrap_or(u64::MAX);
             self.times_ns
-                .push(block.device_time_ns + (t as f64 * period_ns).round() as u64);
+                .push(block.device_time_ns.saturating_add(offset).min(end_ns));
         }
         self.filter_from(start)?;
         self.last_frame.clear();
         self.last_frame
             .extend_from_slice(&block.samples_uv[(frames - 1) * n..]);
-        self.next_time_ns = Some(block.device_time_ns + (frames as f64 * period_ns).round() as u64);
+        self.next_time_ns = Some(end_ns);
         Ok(self.emit())
     }
 
@@ -285,8 +310,9 @@ impl Windower {
             }
             self.lead_off.extend(std::iter::repeat_n(false, n));
             self.interpolated.push(true);
-            self.times_ns
-                .push(first_time_ns + ((k - 1) as f64 * period_ns).round() as u64);
+            // Interpolated frames lie before the next block's start, which is a valid time.
+            let offset = offset_ns(k - 1, period_ns).unwrap_or(u64::MAX);
+            self.times_ns.push(first_time_ns.saturating_add(offset));
         }
         self.stats.gaps_bridged += 1;
         self.stats.frames_interpolated += missing as u64;
@@ -378,11 +404,18 @@ impl Windower {
             raw: recording(&self.raw),
             filtered: self.filter.as_ref().map(|_| recording(&self.filtered)),
             start_device_time_ns: start,
-            end_device_time_ns: last + period_ns.round() as u64,
+            end_device_time_ns: last.saturating_add(offset_ns(1, period_ns).unwrap_or(u64::MAX)),
             gaps,
             lead_off_fraction,
         }
     }
+}
+
+/// `frames` sample periods in whole nanoseconds, or `None` when that does not fit a `u64`.
+fn offset_ns(frames: usize, period_ns: f64) -> Option<u64> {
+    let ns = (frames as f64 * period_ns).round();
+    // 2^64 is exactly representable; anything at or above it (or NaN) does not fit.
+    (ns.is_finite() && (0.0..18_446_744_073_709_551_616.0).contains(&ns)).then_some(ns as u64)
 }
 
 #[cfg(test)]
@@ -546,6 +579,78 @@ mod tests {
         let mut w = Windower::new(&leads(), FS, timing(1.0, 1.0), &spec).unwrap();
         let windows = push_all(&mut w, [block(0, 500)]);
         assert!(windows[0].filtered.is_none());
+    }
+
+    #[test]
+    fn device_times_that_overflow_are_errors_not_panics_or_wraps() {
+        let mut w = Windower::new(&leads(), FS, timing(1.0, 1.0), &FilterSpec::default()).unwrap();
+        // 100 frames of 2 ms from 1 ms before the end of the u64 clock.
+        let mut b = block(0, 100);
+        b.device_time_ns = u64::MAX - 1_000_000;
+        let e = w.push(&b).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WindowError::DeviceTime {
+                    sequence: 0,
+                    frames: 100,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("device_time_ns"), "{e}");
+        // One frame still fits exactly at the end of the clock: its window ends at u64::MAX.
+        let mut w =
+            Windower::new(&leads(), FS, timing(0.002, 0.002), &FilterSpec::default()).unwrap();
+        let mut last = block(0, 1);
+        last.device_time_ns = u64::MAX - PERIOD_NS;
+        let windows = w.push(&last).unwrap();
+        assert_eq!(windows.len(), 1);
+        assert_eq!(windows[0].end_device_time_ns, u64::MAX);
+        // The refused block changed nothing: the stream goes on from where it was.
+        let mut w = Windower::new(&leads(), FS, timing(1.0, 1.0), &FilterSpec::default()).unwrap();
+        assert!(push_all(&mut w, [block(0, 300)]).is_empty());
+        assert!(w.push(&b).is_err());
+        let windows = push_all(&mut w, [block(300, 200)]);
+        assert_eq!(windows.len(), 1);
+        assert!(windows[0].gaps.is_empty());
+        assert_eq!(w.stats().windows_closed, 0);
+    }
+
+    #[test]
+    fn a_non_finite_sample_spoils_its_window_only() {
+        let spec = FilterSpec::default();
+        let mut w = Windower::new(&leads(), FS, timing(1.0, 1.0), &spec).unwrap();
+        let mut clean = Windower::new(&leads(), FS, timing(1.0, 1.0), &spec).unwrap();
+        let blocks: Vec<SampleBlock> = (0..30).map(|i| block(i * 100, 100)).collect();
+        let mut hostile = blocks.clone();
+        hostile[1].samples_uv[2 * 10] = f32::NAN; // lead I, frame 110
+        let bad = push_all(&mut w, hostile);
+        let good = push_all(&mut clean, blocks);
+        assert_eq!((bad.len(), good.len()), (6, 6));
+        let lead_i_finite = |win: &Window| {
+            win.filtered
+                .as_ref()
+                .unwrap()
+                .samples_uv
+                .row(0)
+                .iter()
+                .all(|v| v.is_finite())
+        };
+        assert!(!lead_i_finite(&bad[0]));
+        for k in 1..6 {
+            assert!(lead_i_finite(&bad[k]), "window {k}");
+            let filtered = |win: &Window| win.filtered.as_ref().unwrap().samples_uv.clone();
+            // Lead II never saw the NaN; lead I re-settled and has caught up by window 3.
+            assert_eq!(filtered(&bad[k]).row(1), filtered(&good[k]).row(1));
+            if k >= 3 {
+                let diff = (&filtered(&bad[k]).row(0) - &filtered(&good[k]).row(0))
+                    .iter()
+                    .fold(0.0f32, |m, v| m.max(v.abs()));
+                assert!(diff < 1.0, "window {k}: lead I off by {diff} uV");
+            }
+        }
     }
 
     #[test]
