@@ -3,7 +3,7 @@
 //! the fp32 export (itself checked against candle by the parity tests).
 //!
 //! ```text
-//! cargo run --release -p meit-models --example lora_export -- --model DIR [--lora-std 0.02]
+//! cargo run --release -p meit-models --example lora_export -- --model DIR [--lora-std 0.02] [--only 1,2]
 //! ```
 //!
 //! DIR is a model directory with LoRA adapters (a SmolLM2 run, e.g. from `make smollm2-bundle`).
@@ -17,6 +17,7 @@ use meit::infer::bundle::{Bundle, Precision};
 use meit::infer::engine::Engine;
 use meit::infer::runtime::OnnxRuntime;
 use meit_models::export::decoder::LoraExport;
+use meit_models::export::int4::ZeroPoints;
 use meit_models::export::{ExportOptions, export};
 use ndarray::{Array2, Array3, Axis};
 use rand::{Rng, SeedableRng};
@@ -36,28 +37,57 @@ fn main() -> anyhow::Result<()> {
         Some(std) => redraw_lora_b(&model, work.path(), std)?,
         None => model.clone(),
     };
-    let variants = [
-        ("fp32 (reference, merged)", Precision::Fp32, LoraExport::Merge),
-        ("int4, LoRA merged", Precision::Int4, LoraExport::Merge),
-        ("int4, LoRA float branch", Precision::Int4, LoraExport::Branch),
+    let base = ExportOptions::default();
+    let int4 = |lora, zero_points, float_head| ExportOptions {
+        precision: Precision::Int4,
+        lora,
+        zero_points,
+        float_head,
+        ..base.clone()
+    };
+    let mut variants = vec![
+        (
+            "fp32 (reference, merged)",
+            ExportOptions {
+                precision: Precision::Fp32,
+                ..base.clone()
+            },
+        ),
+        (
+            "int4, LoRA merged",
+            int4(LoraExport::Merge, ZeroPoints::Packed, false),
+        ),
+        (
+            "int4, LoRA merged, float zero points",
+            int4(LoraExport::Merge, ZeroPoints::Float, false),
+        ),
+        (
+            "int4, LoRA merged, float zero points, fp32 head",
+            int4(LoraExport::Merge, ZeroPoints::Float, true),
+        ),
+        (
+            "int4, LoRA float branch",
+            int4(LoraExport::Branch, ZeroPoints::Packed, false),
+        ),
     ];
+    if let Some(only) = arg("--only") {
+        let keep: Vec<usize> = only.split(',').filter_map(|i| i.parse().ok()).collect();
+        variants = variants
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| *i == 0 || keep.contains(i))
+            .map(|(_, v)| v)
+            .collect();
+    }
     let runtime = OnnxRuntime::load(None)?;
     let mut reference: Option<Array3<f32>> = None;
     println!(
         "| variant | decoder MB | decode ms/token (batch 1, 2 threads) | max |logit err| / max |logit| | top-1 agreement |"
     );
     println!("|---|---:|---:|---:|---:|");
-    for (name, precision, lora) in variants {
+    for (name, options) in variants {
         let out = work.path().join(name.replace([' ', ',', '(', ')'], "_"));
-        export(
-            &source,
-            &out,
-            &ExportOptions {
-                precision,
-                lora,
-                ..Default::default()
-            },
-        )?;
+        export(&source, &out, &options)?;
         let size = std::fs::metadata(out.join("decoder.onnx"))?.len() as f64 / 1e6;
         let bundle = Bundle::open(&out, &runtime)?;
         let mut engine = Engine::new(bundle, &runtime, 2)?;
@@ -154,7 +184,9 @@ fn compare(a: &Array3<f32>, b: &Array3<f32>) -> (f32, f64) {
     let argmax = |row: ndarray::ArrayView1<f32>| {
         row.iter()
             .enumerate()
-            .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+            .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                if v > best.1 { (i, v) } else { best }
+            })
             .0
     };
     let positions = a.len_of(Axis(1));

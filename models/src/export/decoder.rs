@@ -62,6 +62,10 @@ pub struct LinearFormat {
     pub precision: Precision,
     /// Merged or branch LoRA.
     pub lora: LoraExport,
+    /// int4 zero points: packed 4-bit or float.
+    pub zero_points: int4::ZeroPoints,
+    /// Keep the output head in fp32 even in an int4 graph.
+    pub float_head: bool,
     /// int4 block size along K.
     pub block_size: usize,
     /// `MatMulNBits` accuracy level (4: int8 compute on the CPU provider).
@@ -126,7 +130,6 @@ struct Builder<'a> {
     w: &'a Weights,
 }
 
-
 /// The cache names of one layer.
 struct LayerCache<'a> {
     past_k: &'a str,
@@ -139,7 +142,11 @@ struct LayerCache<'a> {
 enum AttentionContext {
     /// Plain operators: RoPE tables gathered at the position ids `[b, 1, T, d]`, and the
     /// additive mask `[b, 1, 1, T, S]`.
-    Ops { cos: String, sin: String, bias: String },
+    Ops {
+        cos: String,
+        sin: String,
+        bias: String,
+    },
     /// GroupQueryAttention: per-row `seqlens_k` (attended entries - 1, int32), the total length
     /// (int32 scalar), and half-width RoPE caches `[max_positions, d / 2]`.
     Gqa {
@@ -208,8 +215,16 @@ fn gqa_context(g: &mut Graph, c: &LlamaConfig, mask: &str) -> AttentionContext {
             .flat_map(|row| row[half..].iter().map(move |v| v * sign))
             .collect()
     };
-    let cos = g.weight_f32("gqa.cos_cache", &[c.max_positions, half], &pick(&cos_table, 1.0));
-    let sin = g.weight_f32("gqa.sin_cache", &[c.max_positions, half], &pick(&sin_table, 1.0));
+    let cos = g.weight_f32(
+        "gqa.cos_cache",
+        &[c.max_positions, half],
+        &pick(&cos_table, 1.0),
+    );
+    let sin = g.weight_f32(
+        "gqa.sin_cache",
+        &[c.max_positions, half],
+        &pick(&sin_table, 1.0),
+    );
     let axis = g.const_i64(&[1]);
     let attended = g.op("ReduceSum", &[mask, &axis], vec![attr_int("keepdims", 0)]);
     let one = g.scalar_i64(1);
@@ -261,7 +276,11 @@ impl Builder<'_> {
         let q5 = g.op("Reshape", &[&q, &q_shape], vec![]);
         let axis2 = g.const_i64(&[2]);
         let k5 = g.op("Unsqueeze", &[&keys, &axis2], vec![]);
-        let k5t = g.op("Transpose", &[&k5], vec![attr_ints("perm", &[0, 1, 2, 4, 3])]);
+        let k5t = g.op(
+            "Transpose",
+            &[&k5],
+            vec![attr_ints("perm", &[0, 1, 2, 4, 3])],
+        );
         let scores = g.op("MatMul", &[&q5, &k5t], vec![]);
         let scores = g.op("Add", &[&scores, bias], vec![]);
         let probs = g.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
@@ -344,7 +363,13 @@ impl Builder<'_> {
         let (n, k) = (weight.dims[0], weight.dims[1]);
         match self.format.precision {
             Precision::Int4 => {
-                let q = int4::quantize(&weight.data, n, k, self.format.block_size);
+                let q = int4::quantize(
+                    &weight.data,
+                    n,
+                    k,
+                    self.format.block_size,
+                    self.format.zero_points,
+                );
                 let blocks = q.blocks();
                 let b = self.g.weight_u8(
                     &format!("{name}.q4"),
@@ -354,11 +379,18 @@ impl Builder<'_> {
                 let scales = self
                     .g
                     .weight_f32(&format!("{name}.scales"), &[n * blocks], &q.scales);
-                let zp = self.g.weight_u8(
-                    &format!("{name}.zero_points"),
-                    &[n * blocks.div_ceil(2)],
-                    q.zero_points,
-                );
+                let zp = match self.format.zero_points {
+                    int4::ZeroPoints::Packed => self.g.weight_u8(
+                        &format!("{name}.zero_points"),
+                        &[n * blocks.div_ceil(2)],
+                        q.zero_points,
+                    ),
+                    int4::ZeroPoints::Float => self.g.weight_f32(
+                        &format!("{name}.zero_points"),
+                        &[n * blocks],
+                        &q.float_zero_points,
+                    ),
+                };
                 let attrs = vec![
                     attr_int("K", k as i64),
                     attr_int("N", n as i64),
@@ -553,7 +585,13 @@ pub fn build(
     } else {
         w.get("decoder.lm_head.weight")?
     };
-    let logits = b.linear("lm_head", &head, &normed);
+    let logits = if format.float_head {
+        let t = head.transposed();
+        let w = b.g.weight_f32("lm_head.weight_t", &t.dims, &t.data);
+        b.g.op("MatMul", &[&normed, &w], vec![])
+    } else {
+        b.linear("lm_head", &head, &normed)
+    };
     b.g.bind_output(&logits, "logits");
     Ok(b.g.into_model(
         "meit_decoder",

@@ -80,6 +80,10 @@ pub struct ExportOptions {
     pub lora: decoder::LoraExport,
     /// Attention as plain operators or GroupQueryAttention.
     pub attention: decoder::AttentionExport,
+    /// int4 zero points: packed 4-bit or float.
+    pub zero_points: int4::ZeroPoints,
+    /// Keep the output head fp32 in an int4 graph.
+    pub float_head: bool,
     /// Model id in the manifest (default: `meit-<model directory name>`).
     pub model_id: Option<String>,
     /// Headline evaluation rows to record in the manifest.
@@ -94,6 +98,8 @@ impl Default for ExportOptions {
             accuracy_level: DEFAULT_ACCURACY_LEVEL,
             lora: decoder::LoraExport::Merge,
             attention: decoder::AttentionExport::Ops,
+            zero_points: int4::ZeroPoints::Packed,
+            float_head: false,
             model_id: None,
             evaluation: BTreeMap::new(),
         }
@@ -117,6 +123,8 @@ pub fn export(
         accuracy_level: options.accuracy_level,
         lora: options.lora,
         attention: options.attention,
+        zero_points: options.zero_points,
+        float_head: options.float_head,
     };
     let decoder_graph = decoder::build(&weights, &mc.decoder, format)?;
 
