@@ -188,7 +188,7 @@ fn tls_config(cfg: &MqttConfig) -> Result<Arc<rustls::ClientConfig>, MqttError> 
                 .map_err(|e| tls_err("client_key", key)(e.to_string()))?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| tls_err("client_key", cert)(e.to_string()))?
+                .map_err(|e| tls_err("client_cert", cert)(e.to_string()))?
         }
         _ => builder.with_no_client_auth(),
     };

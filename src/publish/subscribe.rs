@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::config::MqttConfig;
@@ -29,6 +29,7 @@ pub struct Message {
 pub struct Subscription {
     messages: mpsc::Receiver<Message>,
     task: JoinHandle<()>,
+    subacks: watch::Receiver<u64>,
 }
 
 impl Subscription {
@@ -44,6 +45,7 @@ impl Subscription {
         let mut options = connect_options(cfg, client_id)?;
         options.set_clean_session(!persistent);
         let (tx, messages) = mpsc::channel(1024);
+        let (subacks_tx, subacks) = watch::channel(0u64);
         let mut backoff = Backoff::new(
             Duration::from_millis(cfg.backoff_initial_ms),
             Duration::from_millis(cfg.backoff_max_ms),
@@ -63,6 +65,9 @@ impl Subscription {
                                 tracing::error!(%filter, error = %e, "subscribe request failed");
                             }
                         }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        subacks_tx.send_modify(|n| *n += 1);
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let message = Message {
@@ -86,7 +91,28 @@ impl Subscription {
                 }
             }
         });
-        Ok(Subscription { messages, task })
+        Ok(Subscription {
+            messages,
+            task,
+            subacks,
+        })
+    }
+
+    /// Waits until the broker has acknowledged `count` subscriptions in all (one per filter
+    /// per connection), at most `timeout`; false on timeout.
+    pub async fn wait_subscribed(&self, count: u64, timeout: Duration) -> bool {
+        let mut subacks = self.subacks.clone();
+        tokio::time::timeout(timeout, subacks.wait_for(|n| *n >= count))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The next message within `timeout`; `None` on timeout or when stopped.
+    pub async fn next_within(&mut self, timeout: Duration) -> Option<Message> {
+        tokio::time::timeout(timeout, self.messages.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// The next message; `None` when the subscription has stopped.
