@@ -849,3 +849,84 @@ async fn last_error_of(cfg: &MqttConfig) -> String {
     publisher.abort().await;
     state.last_error.unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meit_subscribe_prints_one_line_per_report_without_duplicates() {
+    let Some(bin) = mosquitto() else { return };
+    let broker = Broker::start(&bin, "");
+    let outbox = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_meit"))
+        .args([
+            "subscribe",
+            "--broker",
+            &format!("mqtt://127.0.0.1:{}", broker.port),
+            "--count",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the subscriber's subscriptions are in place (the broker logs them).
+    let start = Instant::now();
+    while broker.log().matches("meit/v1/+/+/+/").count() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            broker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cfg = publisher_config(broker.mqtt(), "gw-cli", outbox.path());
+    let publisher = MqttPublisher::start(&cfg, identity("gw-cli"))
+        .await
+        .unwrap();
+    let mut sink = publisher.sink();
+    sink.publish(&report("bed-1", 0)).await.unwrap();
+    // The same payload twice (a redelivery): printed once.
+    let payload = meit::publish::payload::ReportPayload::new(
+        &identity("gw-cli"),
+        &window(
+            "bed-2",
+            4,
+            Outcome::NoReport {
+                reasons: vec!["V1 lead off (required)".into()],
+            },
+        ),
+    )
+    .to_json()
+    .unwrap();
+    sink.publish_payload("bed-2", 4, payload.clone())
+        .await
+        .unwrap();
+    sink.publish_payload("bed-2", 4, payload).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    publisher.shutdown(Duration::from_secs(5)).await.unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let reports: Vec<&&str> = lines.iter().filter(|l| l.starts_with("bed-")).collect();
+    assert_eq!(reports.len(), 2, "{stdout}");
+    assert!(
+        reports[0].starts_with("bed-1 20")
+            && reports[0].contains("quality 0.93, HR 72 bpm: Sinus rhythm. Normal ECG"),
+        "{stdout}"
+    );
+    assert!(
+        reports[1].ends_with(": NO REPORT (V1 lead off (required))"),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("gateway gw-cli (st-mary/icu-2): ONLINE")),
+        "{stdout}"
+    );
+}
