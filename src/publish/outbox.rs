@@ -22,8 +22,8 @@
 //! resynchronising on the next valid record, with a warning. Nothing panics on a bad file.
 //!
 //! # Compaction
-//! When everything is acknowledged, or the acknowledged head exceeds [`COMPACT_HEAD_BYTES`]
-//! and half the log, the unacknowledged tail is copied to `outbox-<generation+1>.log` (fsynced),
+//! When everything is acknowledged and the log has reached [`COMPACT_EMPTY_BYTES`], or the
+//! acknowledged head exceeds [`COMPACT_HEAD_BYTES`] and half the log, the unacknowledged tail is copied to `outbox-<generation+1>.log` (fsynced),
 //! `acked` is switched to the new generation (fsynced), and the old log is removed. A crash
 //! in between leaves `acked` naming the log that is still complete.
 //!
@@ -50,6 +50,9 @@ const BODY_FIXED: usize = 8 + 8 + 2;
 const MAX_BODY: usize = 64 << 20;
 /// Acknowledged bytes at the head of the log above which it is compacted.
 pub const COMPACT_HEAD_BYTES: u64 = 16 << 20;
+/// Log size from which a fully acknowledged log is compacted (replaced by an empty one);
+/// below it, only the acknowledged offset moves (no fsync per acknowledgement).
+pub const COMPACT_EMPTY_BYTES: u64 = 1 << 20;
 const ACKED_FILE: &str = "acked";
 const ACKED_LEN: usize = 8 + 8 + 8 + 4;
 
@@ -580,7 +583,7 @@ impl Outbox {
             return Ok(());
         }
         self.head = head;
-        let everything_done = self.entries.is_empty() && self.log_len > 0;
+        let everything_done = self.entries.is_empty() && self.log_len >= COMPACT_EMPTY_BYTES;
         let big_head = self.head > COMPACT_HEAD_BYTES && self.head > self.log_len / 2;
         if everything_done || big_head {
             self.compact()
@@ -698,8 +701,17 @@ mod tests {
     #[test]
     fn everything_acknowledged_compacts_to_an_empty_log() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut o, _) = Outbox::open(opts(dir.path())).unwrap();
-        let seqs = put(&mut o, 3);
+        let mut options = opts(dir.path());
+        options.max_bytes = 4 * COMPACT_EMPTY_BYTES;
+        let (mut o, _) = Outbox::open(options.clone()).unwrap();
+        let big = vec![7u8; COMPACT_EMPTY_BYTES as usize / 2];
+        let (results, _) = o.append(vec![("t/a".into(), big.clone()), ("t/b".into(), big)]);
+        let seqs: Vec<u64> = results.into_iter().map(|r| r.unwrap().seq).collect();
+        o.ack(&seqs[..1]).unwrap();
+        assert!(
+            dir.path().join("outbox-0.log").exists(),
+            "not all acknowledged yet"
+        );
         o.ack(&seqs).unwrap();
         let logs: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
@@ -713,8 +725,8 @@ mod tests {
         );
         put(&mut o, 2);
         drop(o);
-        let (_, back) = Outbox::open(opts(dir.path())).unwrap();
-        assert_eq!(back.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3, 4]);
+        let (_, back) = Outbox::open(options).unwrap();
+        assert_eq!(back.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3]);
     }
 
     #[test]

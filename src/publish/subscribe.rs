@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::config::MqttConfig;
-use super::mqtt::{Backoff, MqttError, connect_options};
+use super::mqtt::{Backoff, MqttError, connect_options, network_options};
 use super::payload::{REPORT_SCHEMA_ID, STATUS_SCHEMA_ID};
 
 /// One message received.
@@ -53,6 +53,7 @@ impl Subscription {
         let endpoint = format!("{}:{}", cfg.host, cfg.port);
         let task = tokio::spawn(async move {
             let (client, mut eventloop) = AsyncClient::new(options, 64);
+            eventloop.set_network_options(network_options());
             let mut last_error = None;
             loop {
                 match eventloop.poll().await {
