@@ -132,6 +132,23 @@ impl Broker {
         }
     }
 
+    /// Sends a signal (`STOP`, `KILL`, ...) to the broker process.
+    fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([&format!("-{name}"), &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// SIGKILL (nothing saved) and wait.
+    fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
     }
@@ -451,6 +468,28 @@ async fn a_broker_restart_while_reports_flow_loses_nothing_and_keeps_order_per_b
     }
     assert_in_order(&beds);
     assert!(link.borrow().connects >= 2, "reconnected");
+
+    // Then the broker hangs (SIGSTOP) with reports in flight and dies (SIGKILL): what it had
+    // received but not acknowledged is gone with it, and must be resent after the restart.
+    // (Its saved state from the clean stop above still holds the station's subscription.)
+    broker.signal("STOP");
+    let mut sink = publisher.sink();
+    const HUNG: u64 = 50;
+    for index in 0..HUNG {
+        sink.publish(&report("bed-3", index)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broker.kill_hard();
+    broker.run();
+    let (reports, _) = collect_reports(&mut sub, Duration::from_secs(30), |r| {
+        r.iter().filter(|r| r["bed"] == "bed-3").count() as u64 >= HUNG
+    })
+    .await;
+    assert_eq!(
+        by_bed(&reports).get("bed-3"),
+        Some(&(0..HUNG).collect::<Vec<_>>()),
+        "every report in flight to the hung broker arrives, in order"
+    );
     publisher.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
@@ -613,10 +652,14 @@ async fn wildcards_in_ids_are_rejected_naming_the_field() {
 async fn a_full_outbox_refuses_new_reports_and_delivers_every_accepted_one() {
     let Some(bin) = mosquitto() else { return };
     let outbox = tempfile::tempdir().unwrap();
-    let port = free_port(); // the broker is down while the outbox fills
+    // The station's persistent session is in place before the broker goes down, so what the
+    // publisher delivers the moment the broker is back is queued for it.
+    let mut broker = Broker::start(&bin, "");
+    let mut sub = station(&broker.mqtt(), "station-7", &["meit/v1/+/+/+/report"], true).await;
+    broker.stop(); // down while the outbox fills
     let mut cfg = publisher_config(
         MqttConfig {
-            port,
+            port: broker.port,
             max_payload_bytes: 2048,
             backoff_initial_ms: 50,
             backoff_max_ms: 300,
@@ -646,14 +689,7 @@ async fn a_full_outbox_refuses_new_reports_and_delivers_every_accepted_one() {
     assert!(err.to_string().contains("policy reject-new"), "{err}");
     assert!(accepted >= 3, "{accepted}");
     assert_eq!(publisher.outbox_stats().borrow().rejected_full, 1);
-    let broker = Broker::on_port(&bin, port, "");
-    let mut sub = station(
-        &broker.mqtt(),
-        "station-7",
-        &["meit/v1/+/+/+/report"],
-        false,
-    )
-    .await;
+    broker.run();
     let (reports, _) = collect_reports(&mut sub, Duration::from_secs(20), |r| {
         r.len() as u64 >= accepted
     })

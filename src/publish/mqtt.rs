@@ -294,24 +294,27 @@ fn spawn_outbox_thread(
                 {
                     tracing::error!(error = %e, "outbox: recording acknowledgements failed (they will be redelivered)");
                 }
-                if !appends.is_empty() {
-                    let (results, dropped) = outbox.append(appends);
-                    if !dropped.is_empty() {
-                        let _ = durable.send(Durable::Dropped(dropped));
-                    }
-                    for (result, reply) in results.into_iter().zip(replies) {
-                        let answer = match result {
-                            Ok(record) => {
-                                let seq = record.seq;
-                                let _ = durable.send(Durable::Appended(record));
-                                Ok(seq)
-                            }
-                            Err(e) => Err(e),
-                        };
-                        let _ = reply.send(answer);
-                    }
-                }
+                let (results, dropped) = if appends.is_empty() {
+                    (Vec::new(), Vec::new())
+                } else {
+                    outbox.append(appends)
+                };
+                // Counters first: a producer that sees its answer sees them updated.
                 stats.send_replace(outbox.stats());
+                if !dropped.is_empty() {
+                    let _ = durable.send(Durable::Dropped(dropped));
+                }
+                for (result, reply) in results.into_iter().zip(replies) {
+                    let answer = match result {
+                        Ok(record) => {
+                            let seq = record.seq;
+                            let _ = durable.send(Durable::Appended(record));
+                            Ok(seq)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(answer);
+                }
             }
         })
 }
