@@ -424,7 +424,12 @@ impl MqttPublisher {
             .map_err(|(field, reason)| MqttError::Config { field, reason })?;
         let topics = TopicBase::new(&cfg.topic_prefix, &identity.site, &identity.unit)?;
         let status_topic = topics.topic(&identity.gateway, TopicKind::Status)?;
-        let mut options = connect_options(cfg, &cfg.client_id)?;
+        // TLS and password files are read off the async runtime.
+        let owned = cfg.clone();
+        let mut options =
+            tokio::task::spawn_blocking(move || connect_options(&owned, &owned.client_id))
+                .await
+                .map_err(|_| MqttError::Task("connect options"))??;
         let window = usize::from(cfg.inflight);
         // rumqttc's own window has room for status and QoS 1 measurements on top of reports.
         options.set_inflight(cfg.inflight.saturating_mul(2).saturating_add(16));
