@@ -303,7 +303,8 @@ async fn reports_measurements_and_status_arrive_and_match_the_schemas() {
     let broker = Broker::start(&bin, "");
     let outbox = tempfile::tempdir().unwrap();
     let mut sub = station(&broker.mqtt(), "station-1", &["meit/v1/#"], false).await;
-    let cfg = publisher_config(broker.mqtt(), "gw-1", outbox.path());
+    let mut cfg = publisher_config(broker.mqtt(), "gw-1", outbox.path());
+    cfg.fhir = true;
     let publisher = MqttPublisher::start(&cfg, identity("gw-1")).await.unwrap();
     assert!(publisher.wait_connected(Duration::from_secs(10)).await);
     let mut sink = publisher.sink();
@@ -324,7 +325,8 @@ async fn reports_measurements_and_status_arrive_and_match_the_schemas() {
         |seen: &[Message], kind: &str| seen.iter().filter(|m| m.topic.ends_with(kind)).count();
     while (count(&seen, "/report") < 3
         || count(&seen, "/status") < 1
-        || count(&seen, "/measurements") < 3)
+        || count(&seen, "/measurements") < 3
+        || count(&seen, "/fhir") < 3)
         && Instant::now() < deadline
     {
         if let Some(m) = sub.next_within(Duration::from_millis(200)).await {
@@ -353,6 +355,15 @@ async fn reports_measurements_and_status_arrive_and_match_the_schemas() {
     assert_eq!(json(status)["state"], "online");
     assert_eq!(json(status)["model"]["execution_provider"], "cpu");
     assert_eq!(count(&seen, "/measurements"), 3, "{seen:?}");
+    let fhir: Vec<Value> = seen
+        .iter()
+        .filter(|m| m.topic.ends_with("/fhir"))
+        .map(json)
+        .collect();
+    assert_eq!(fhir.len(), 3);
+    assert_eq!(fhir[0]["resourceType"], "DiagnosticReport");
+    let cancelled = fhir.iter().find(|r| r["status"] == "cancelled").unwrap();
+    assert_eq!(cancelled["conclusion"], "No report: V1 lead off (required)");
     let m = seen
         .iter()
         .find(|m| m.topic.ends_with("/measurements"))
@@ -362,7 +373,11 @@ async fn reports_measurements_and_status_arrive_and_match_the_schemas() {
     // A clean shutdown leaves a retained "offline" (reason shutdown) and an empty outbox.
     let stats = publisher.outbox_stats();
     publisher.shutdown(Duration::from_secs(5)).await.unwrap();
-    assert_eq!(stats.borrow().acked, 3);
+    assert_eq!(
+        stats.borrow().acked,
+        6,
+        "3 reports and their FHIR resources"
+    );
     let mut late = station(
         &broker.mqtt(),
         "station-late",

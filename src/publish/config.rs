@@ -62,6 +62,10 @@ pub struct MqttConfig {
     /// Longest reconnect delay, ms.
     #[serde(default = "default_backoff_max")]
     pub backoff_max_ms: u64,
+    /// Also publish each report as an HL7 FHIR R4 DiagnosticReport on `.../<bed>/fhir`
+    /// (QoS 1, through the outbox).
+    #[serde(default)]
+    pub fhir: bool,
     /// The durable outbox.
     #[serde(default)]
     pub outbox: OutboxConfig,
@@ -143,6 +147,7 @@ impl Default for MqttConfig {
             inflight: default_inflight(),
             backoff_initial_ms: default_backoff_initial(),
             backoff_max_ms: default_backoff_max(),
+            fhir: false,
             outbox: OutboxConfig::default(),
         }
     }

@@ -2,9 +2,10 @@
 //!
 //! A sink is the last stage of the pipeline: [`stdout`] prints lines, [`mqtt`] publishes the
 //! versioned [`payload`]s on the documented [`topic`]s through the durable [`outbox`], with
-//! TLS and credentials from [`config`]. [`subscribe`] is the nursing-station side.
+//! TLS and credentials from [`config`], optionally also as HL7 FHIR ([`fhir`]). [`subscribe`] is the nursing-station side.
 
 pub mod config;
+pub mod fhir;
 pub mod mqtt;
 pub mod outbox;
 pub mod payload;

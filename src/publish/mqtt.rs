@@ -325,6 +325,7 @@ pub struct MqttSink {
     identity: Arc<Identity>,
     topics: TopicBase,
     max_payload: usize,
+    fhir: bool,
     commands: mpsc::UnboundedSender<Command>,
     measurements: mpsc::Sender<(String, Vec<u8>)>,
 }
@@ -338,7 +339,17 @@ impl MqttSink {
         window: u64,
         payload: Vec<u8>,
     ) -> Result<u64, PublishError> {
-        let topic = self.topics.topic(bed, TopicKind::Report)?;
+        self.append(bed, window, TopicKind::Report, payload).await
+    }
+
+    async fn append(
+        &self,
+        bed: &str,
+        window: u64,
+        kind: TopicKind,
+        payload: Vec<u8>,
+    ) -> Result<u64, PublishError> {
+        let topic = self.topics.topic(bed, kind)?;
         if payload.len() > self.max_payload {
             tracing::error!(
                 bed,
@@ -371,6 +382,11 @@ impl Sink for MqttSink {
         let payload = ReportPayload::new(&self.identity, report);
         self.publish_payload(&report.bed, report.window_index, payload.to_json()?)
             .await?;
+        if self.fhir {
+            let resource = serde_json::to_vec(&super::fhir::diagnostic_report(&payload))?;
+            self.append(&report.bed, report.window_index, TopicKind::Fhir, resource)
+                .await?;
+        }
         let topic = self.topics.topic(&report.bed, TopicKind::Measurements)?;
         // Measurements are best effort: dropped (and counted) when the link is busy.
         let _ = self
@@ -490,6 +506,7 @@ impl MqttPublisher {
                 identity,
                 topics,
                 max_payload: cfg.max_payload_bytes,
+                fhir: cfg.fhir,
                 commands,
                 measurements: measurements_tx,
             },

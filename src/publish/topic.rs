@@ -18,6 +18,8 @@ pub enum TopicKind {
     Measurements,
     /// Retained gateway status: "online", or "offline" as the last will.
     Status,
+    /// The report as a FHIR R4 DiagnosticReport (QoS 1, through the outbox; `mqtt.fhir`).
+    Fhir,
 }
 
 impl TopicKind {
@@ -27,6 +29,7 @@ impl TopicKind {
             TopicKind::Report => "report",
             TopicKind::Measurements => "measurements",
             TopicKind::Status => "status",
+            TopicKind::Fhir => "fhir",
         }
     }
 }
