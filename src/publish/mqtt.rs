@@ -735,6 +735,9 @@ impl Link {
                                 self.fill(client, &mut fifo);
                             }
                         }
+                        // `Outgoing::AwaitAck` (a packet id collision) is not popped: rumqttc
+                        // emits `Outgoing::Publish` for the same request once the id is free,
+                        // and reads no new request meanwhile, so the order still holds.
                         Event::Outgoing(Outgoing::Disconnect) => {
                             return ("disconnected (shutdown)".into(), true);
                         }
