@@ -95,15 +95,20 @@ fn main() -> anyhow::Result<()> {
     let (mut outbox, _) = Outbox::open(options)?;
     let body = vec![b'x'; payload_len];
     let t = Instant::now();
+    let mut appends = Vec::with_capacity(sequential as usize);
     for _ in 0..sequential {
+        let one = Instant::now();
         let (r, _) = outbox.append(vec![("t".into(), body.clone())]);
         r.into_iter().collect::<Result<Vec<_>, _>>()?;
+        appends.push(one.elapsed());
     }
     let secs = t.elapsed().as_secs_f64();
+    appends.sort();
     println!(
-        "outbox append+fdatasync, 1 per batch: {:.0} reports/s ({:.1} us each, n={sequential})",
+        "outbox append+fdatasync, 1 per batch: {:.0} reports/s (p50 {:.0} us, p99 {:.0} us, n={sequential})",
         sequential as f64 / secs,
-        secs * 1e6 / sequential as f64
+        percentile(&appends, 0.5).as_secs_f64() * 1e6,
+        percentile(&appends, 0.99).as_secs_f64() * 1e6,
     );
     let t = Instant::now();
     let batches = (sequential / 64).max(1);
