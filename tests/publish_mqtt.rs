@@ -985,3 +985,47 @@ async fn meit_subscribe_prints_one_line_per_report_without_duplicates() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_oldest_keeps_the_newest_reports_in_order_and_counts_the_dropped() {
+    let Some(bin) = mosquitto() else { return };
+    let outbox = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(&bin, "");
+    let mut sub = station(&broker.mqtt(), "station-8", &["meit/v1/+/+/+/report"], true).await;
+    broker.stop(); // down while the outbox overflows
+    let mut cfg = publisher_config(
+        MqttConfig {
+            port: broker.port,
+            max_payload_bytes: 2048,
+            backoff_initial_ms: 50,
+            backoff_max_ms: 300,
+            ..MqttConfig::default()
+        },
+        "gw-drop",
+        outbox.path(),
+    );
+    cfg.outbox.max_bytes = 8192;
+    cfg.outbox.when_full = FullPolicy::DropOldest;
+    let publisher = MqttPublisher::start(&cfg, identity("gw-drop"))
+        .await
+        .unwrap();
+    let mut sink = publisher.sink();
+    const SENT: u64 = 30;
+    for index in 0..SENT {
+        sink.publish(&report("bed-1", index)).await.unwrap();
+    }
+    let dropped = publisher.outbox_stats().borrow().dropped_full;
+    assert!(dropped > 0 && dropped < SENT, "{dropped}");
+    broker.run();
+    let kept = SENT - dropped;
+    let (reports, _) = collect_reports(&mut sub, Duration::from_secs(20), |r| {
+        r.len() as u64 >= kept
+    })
+    .await;
+    assert_eq!(
+        by_bed(&reports)["bed-1"],
+        (dropped..SENT).collect::<Vec<_>>(),
+        "the newest reports arrive, in order; the oldest were dropped"
+    );
+    publisher.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -29,7 +29,8 @@
 //!
 //! # Bounds and drop policy
 //! - Age: records older than `max_age` are dropped from the head (a stale report is of no
-//!   use at the bedside); counted in [`OutboxStats::dropped_expired`], logged as a warning.
+//!   use at the bedside) when the outbox is opened and before each append; counted in
+//!   [`OutboxStats::dropped_expired`], logged as a warning.
 //! - Size: when the unacknowledged bytes would exceed `max_bytes`, [`FullPolicy::RejectNew`]
 //!   (the default) refuses the new report with [`OutboxError::Full`] (nothing accepted is
 //!   lost; counted in `rejected_full`); [`FullPolicy::DropOldest`] drops the oldest
