@@ -1029,3 +1029,50 @@ async fn drop_oldest_keeps_the_newest_reports_in_order_and_counts_the_dropped() 
     );
     publisher.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_report_over_a_lowered_limit_is_dropped_once_and_the_rest_delivered() {
+    let Some(bin) = mosquitto() else { return };
+    let outbox = tempfile::tempdir().unwrap();
+    let port = free_port(); // down while the first publisher stores its reports
+    let mut cfg = publisher_config(
+        MqttConfig {
+            port,
+            max_payload_bytes: 16384,
+            ..MqttConfig::default()
+        },
+        "gw-limit",
+        outbox.path(),
+    );
+    let first = MqttPublisher::start(&cfg, identity("gw-limit"))
+        .await
+        .unwrap();
+    let mut sink = first.sink();
+    sink.publish(&window("bed-1", 0, Outcome::report("x".repeat(8000), None)))
+        .await
+        .unwrap();
+    sink.publish(&report("bed-1", 1)).await.unwrap();
+    first.abort().await;
+
+    let broker = Broker::on_port(&bin, port, "");
+    let mut sub = station(
+        &broker.mqtt(),
+        "station-9",
+        &["meit/v1/+/+/+/report"],
+        false,
+    )
+    .await;
+    cfg.max_payload_bytes = 4096;
+    let second = MqttPublisher::start(&cfg, identity("gw-limit"))
+        .await
+        .unwrap();
+    let (reports, _) = collect_reports(&mut sub, Duration::from_secs(10), |r| !r.is_empty()).await;
+    assert_eq!(by_bed(&reports)["bed-1"], vec![1]);
+    let mut stats = second.outbox_stats();
+    tokio::time::timeout(Duration::from_secs(10), stats.wait_for(|s| s.acked == 2))
+        .await
+        .expect("the oversize record is dropped and the other acknowledged")
+        .unwrap();
+    assert!(second.link().borrow().connected);
+    second.shutdown(Duration::from_secs(5)).await.unwrap();
+}

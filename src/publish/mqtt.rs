@@ -465,6 +465,15 @@ impl MqttPublisher {
         let (durable_tx, durable) = mpsc::unbounded_channel();
         let outbox_thread = spawn_outbox_thread(outbox, command_rx, durable_tx, stats_tx)
             .map_err(|_| MqttError::Task("outbox"))?;
+        // A record stored under a larger `max_payload_bytes` would fail the connection on every
+        // attempt (rumqttc refuses to send it): it is dropped once, loudly, instead.
+        let (recovered, oversize): (Vec<Record>, Vec<Record>) = recovered
+            .into_iter()
+            .partition(|r| r.payload.len() <= cfg.max_payload_bytes);
+        for r in oversize {
+            tracing::error!(seq = r.seq, topic = %r.topic, size = r.payload.len(), max = cfg.max_payload_bytes, "outbox: a stored report is larger than mqtt.max_payload_bytes; dropped");
+            let _ = commands.send(Command::Ack(r.seq));
+        }
         let (measurements_tx, measurements) = mpsc::channel(256);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (state, link) = watch::channel(LinkState::default());
