@@ -299,7 +299,9 @@ impl Outbox {
                 if dir.join(ACKED_FILE).exists() {
                     tracing::warn!(dir = %dir.display(), "outbox: acknowledged-offset file is corrupt; redelivering the whole log (duplicates possible)");
                 }
-                (gens.last().copied().unwrap_or(0), 0, 0)
+                // The oldest log is always complete (a newer one may be an interrupted
+                // compaction): redeliver all of it rather than risk losing a record.
+                (gens.first().copied().unwrap_or(0), 0, 0)
             }
         };
         // Logs of other generations are leftovers of an interrupted compaction.
@@ -820,6 +822,23 @@ mod tests {
         let (o, back) = Outbox::open(options).unwrap();
         assert!(back.is_empty(), "{back:?}");
         assert_eq!(o.stats().dropped_expired, 2);
+    }
+
+    #[test]
+    fn without_the_offset_file_the_oldest_log_is_redelivered_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut o, _) = Outbox::open(opts(dir.path())).unwrap();
+        put(&mut o, 3);
+        o.ack(&[0]).unwrap();
+        drop(o);
+        fs::write(dir.path().join("outbox-1.log"), b"partial").unwrap();
+        fs::remove_file(dir.path().join(ACKED_FILE)).unwrap();
+        let (_, back) = Outbox::open(opts(dir.path())).unwrap();
+        assert_eq!(
+            back.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![0, 1, 2],
+            "duplicates, never a loss"
+        );
     }
 
     #[test]
