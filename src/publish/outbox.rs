@@ -117,6 +117,9 @@ pub enum OutboxError {
     /// The outbox thread has stopped.
     #[error("the outbox has stopped")]
     Closed,
+    /// Another process (or publisher) has the outbox open.
+    #[error("outbox {0} is in use by another process; give each daemon its own mqtt.outbox.dir")]
+    Locked(PathBuf),
 }
 
 fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> OutboxError + 'a {
@@ -180,6 +183,8 @@ pub struct Outbox {
     entries: VecDeque<Entry>,
     pending_bytes: u64,
     stats: OutboxStats,
+    /// Holds an exclusive advisory lock on `dir/lock` while open.
+    _lock: File,
 }
 
 fn now_ms() -> u64 {
@@ -281,6 +286,21 @@ impl Outbox {
     pub fn open(opts: OutboxOptions) -> Result<(Outbox, Vec<Record>), OutboxError> {
         let dir = opts.dir.clone();
         fs::create_dir_all(&dir).map_err(io(&dir, "creating the directory"))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path, "opening the lock file"))?;
+        lock.try_lock().map_err(|e| match e {
+            fs::TryLockError::WouldBlock => OutboxError::Locked(dir.clone()),
+            fs::TryLockError::Error(cause) => OutboxError::Io {
+                path: lock_path.clone(),
+                what: "locking",
+                cause,
+            },
+        })?;
         let mut gens: Vec<u64> = fs::read_dir(&dir)
             .map_err(io(&dir, "listing the directory"))?
             .filter_map(|e| e.ok())
@@ -389,6 +409,7 @@ impl Outbox {
             entries,
             pending_bytes,
             stats,
+            _lock: lock,
         };
         let expired = outbox.expire(now_ms());
         records.retain(|r| !expired.contains(&r.seq));
@@ -822,6 +843,16 @@ mod tests {
         let (o, back) = Outbox::open(options).unwrap();
         assert!(back.is_empty(), "{back:?}");
         assert_eq!(o.stats().dropped_expired, 2);
+    }
+
+    #[test]
+    fn a_second_opener_is_refused_while_the_first_holds_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = Outbox::open(opts(dir.path())).unwrap();
+        let err = Outbox::open(opts(dir.path())).unwrap_err();
+        assert!(matches!(err, OutboxError::Locked(_)), "{err}");
+        drop(first);
+        assert!(Outbox::open(opts(dir.path())).is_ok());
     }
 
     #[test]
