@@ -108,9 +108,10 @@ fn main() -> anyhow::Result<()> {
         table.push_str(&text);
         table.push('\n');
     };
-    line(format!(
+    line(
         "| variant | decoder MB | decode ms/token (median, batch 1, 2 threads, interleaved rounds) | max |logit err| / max |logit| | top-1 agreement |"
-    ));
+            .to_string(),
+    );
     line("|---|---:|---:|---:|---:|".to_string());
     let rounds: usize = arg("--rounds").map(|s| s.parse()).transpose()?.unwrap_or(5);
     let mut rows = Vec::new();
@@ -199,7 +200,7 @@ fn measure(engine: &mut Engine) -> anyhow::Result<(Array3<f32>, Vec<f64>)> {
     let manifest = engine.bundle().manifest.clone();
     let (leads, samples) = (manifest.encoder.leads, manifest.encoder.samples);
     let ecg = Array3::from_shape_fn((1, leads, samples), |(_, l, s)| {
-        ((s as f32 * 0.07 + l as f32).sin() * 0.5) as f32
+        (s as f32 * 0.07 + l as f32).sin() * 0.5
     });
     let vocab = manifest.decoder.vocab_size as i64;
     let mut ids: Vec<i64> = manifest.prompt.ids.iter().map(|&i| i64::from(i)).collect();

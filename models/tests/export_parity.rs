@@ -487,9 +487,9 @@ fn group_query_attention_export_gives_the_plain_graphs_logits() -> TestResult {
     );
     // Step by step with the cache.
     let mut past = gqa.slots(ecg)?;
-    for j in 0..t {
+    for (j, &id) in ids.iter().enumerate() {
         let (logits, present) = gqa.decode(
-            Array2::from_elem((1, 1), i64::from(ids[j])),
+            Array2::from_elem((1, 1), i64::from(id)),
             Array2::from_elem((1, 1), j as i64 + 1),
             Array2::ones((1, j + 2)),
             past,
