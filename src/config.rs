@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::dsp::config::DspConfig;
+pub use crate::infer::config::{ExecutionProviderKind, ModelConfig, RuntimeConfig};
+pub use crate::pipeline::PipelineConfig;
+
 use crate::acquire::signal::NOISE_RANGE;
 use crate::ecg::Lead;
 use crate::synth::stream::SAMPLE_RATE_RANGE_HZ;
@@ -39,6 +43,9 @@ pub struct Config {
     /// The model bundle to serve.
     #[serde(default)]
     pub model: ModelConfig,
+    /// Batching, backpressure and shutdown of the daemon's stages.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
     /// The MQTT broker reports are published to.
     #[serde(default)]
     pub mqtt: MqttConfig,
@@ -63,50 +70,6 @@ impl Default for SiteConfig {
     }
 }
 
-/// An ONNX Runtime execution provider the engine may use, in order of preference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecutionProviderKind {
-    /// The CPU provider (always available).
-    Cpu,
-    /// NVIDIA CUDA.
-    Cuda,
-    /// NVIDIA TensorRT (Jetson).
-    Tensorrt,
-}
-
-/// ONNX Runtime settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuntimeConfig {
-    /// Path to `libonnxruntime.so*`; when absent, `ORT_DYLIB_PATH` and then the project-local
-    /// folder `.onnxruntime/<arch>/` are tried.
-    pub onnxruntime: Option<PathBuf>,
-    /// Execution providers in order of preference; a provider that cannot start is an error,
-    /// never a silent fallback.
-    #[serde(default = "default_providers")]
-    pub execution_providers: Vec<ExecutionProviderKind>,
-    /// Threads per inference session.
-    #[serde(default = "default_threads")]
-    pub intra_threads: usize,
-}
-
-fn default_providers() -> Vec<ExecutionProviderKind> {
-    vec![ExecutionProviderKind::Cpu]
-}
-fn default_threads() -> usize {
-    2
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        RuntimeConfig {
-            onnxruntime: None,
-            execution_providers: default_providers(),
-            intra_threads: default_threads(),
-        }
-    }
-}
 
 /// Wire protocol spoken by a serial device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -200,6 +163,9 @@ pub enum SourceConfig {
         /// Replay at real-time pace (true) or as fast as possible.
         #[serde(default = "default_true")]
         realtime: bool,
+        /// Sample rate in Hz for a CSV file without a time column (overrides the file's).
+        #[serde(default)]
+        sample_rate_hz: Option<f64>,
     },
     /// A Polar H10 chest strap over BLE.
     Ble {
@@ -272,101 +238,7 @@ impl UsbId {
     }
 }
 
-/// Signal processing and windowing settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DspConfig {
-    /// High-pass corner in Hz: 0.05 (diagnostic) or 0.5 (monitoring).
-    #[serde(default = "default_highpass")]
-    pub highpass_hz: f64,
-    /// Mains frequency to notch out: 50, 60, or 0 for none.
-    #[serde(default = "default_notch")]
-    pub notch_hz: f64,
-    /// Also notch the mains harmonics below the low-pass corner.
-    #[serde(default)]
-    pub notch_harmonics: bool,
-    /// Low-pass corner in Hz (40, 100 or 150).
-    #[serde(default = "default_lowpass")]
-    pub lowpass_hz: f64,
-    /// Window length in seconds.
-    #[serde(default = "default_window")]
-    pub window_seconds: f64,
-    /// Hop between window starts in seconds.
-    #[serde(default = "default_window")]
-    pub hop_seconds: f64,
-    /// Order of the Butterworth high-pass and low-pass filters (2, 4, 6 or 8; each pair of
-    /// orders is one second-order section).
-    #[serde(default = "default_filter_order")]
-    pub filter_order: usize,
-    /// Filter forward and backward (no phase distortion, for diagnostic ST analysis). Costs a
-    /// whole window of latency: a window is filtered only once it is complete.
-    #[serde(default)]
-    pub zero_phase: bool,
-    /// Longest gap in the device stream, in seconds, that is bridged by linear interpolation
-    /// (and flagged); a longer gap closes the window being filled.
-    #[serde(default = "default_max_gap")]
-    pub max_gap_seconds: f64,
-}
 
-fn default_highpass() -> f64 {
-    0.5
-}
-fn default_notch() -> f64 {
-    50.0
-}
-fn default_lowpass() -> f64 {
-    40.0
-}
-fn default_window() -> f64 {
-    10.0
-}
-fn default_filter_order() -> usize {
-    2
-}
-fn default_max_gap() -> f64 {
-    0.1
-}
-
-impl Default for DspConfig {
-    fn default() -> Self {
-        DspConfig {
-            highpass_hz: default_highpass(),
-            notch_hz: default_notch(),
-            notch_harmonics: false,
-            lowpass_hz: default_lowpass(),
-            window_seconds: default_window(),
-            hop_seconds: default_window(),
-            filter_order: default_filter_order(),
-            zero_phase: false,
-            max_gap_seconds: default_max_gap(),
-        }
-    }
-}
-
-/// Which model bundle to serve.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    /// Directory of the model bundle (manifest, encoder, decoder, tokenizer).
-    #[serde(default = "default_bundle")]
-    pub bundle: PathBuf,
-    /// Leads the daemon insists on before it reports (others are masked and flagged).
-    #[serde(default)]
-    pub required_leads: Vec<Lead>,
-}
-
-fn default_bundle() -> PathBuf {
-    PathBuf::from("models/bundles/tiny")
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        ModelConfig {
-            bundle: default_bundle(),
-            required_leads: Vec::new(),
-        }
-    }
-}
 
 /// A secret string: never printed, never logged.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
@@ -511,6 +383,9 @@ impl Config {
                 reason,
             })
         };
+        if let Err((field, reason)) = self.pipeline.check() {
+            return invalid(&format!("pipeline.{field}"), reason);
+        }
         let d = &self.dsp;
         if !(d.highpass_hz >= 0.0 && d.highpass_hz < 5.0) {
             return invalid(

@@ -165,9 +165,13 @@ pub fn start(
                     .map_err(|source| SourceError::Serial { bed, source })?,
             );
         }
-        SourceConfig::Replay { file, realtime, .. } => {
-            let recording =
-                replay::load(file, None).map_err(|source| SourceError::Replay { bed, source })?;
+        SourceConfig::Replay {
+            file,
+            realtime,
+            sample_rate_hz,
+            ..
+        } => {
+            let recording = replay::load(file, *sample_rate_hz).map_err(|source| SourceError::Replay { bed, source })?;
             let settings = ReplaySettings {
                 block_frames: (recording.sample_rate_hz / 10.0).round().max(1.0) as usize,
                 realtime: *realtime,
@@ -273,6 +277,7 @@ mod tests {
             bed: "b".into(),
             file: dir.path().join("r.hea"),
             realtime: false,
+            sample_rate_hz: None,
         };
         let (tx, mut rx) = mpsc::channel(1024);
         let _handle = start(&config, tx).unwrap();

@@ -61,6 +61,9 @@ fn run_error(graph: &'static str) -> impl Fn(ort::Error) -> EngineError {
     }
 }
 
+/// Every layer's key and value cache, as ONNX Runtime values.
+pub type KvCache = Vec<(DynValue, DynValue)>;
+
 /// One generated report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generated {
@@ -199,7 +202,7 @@ impl Engine {
         positions: Array2<i64>,
         mask: Array2<i64>,
         past: Vec<(DynValue, DynValue)>,
-    ) -> Result<(Array3<f32>, Vec<(DynValue, DynValue)>), EngineError> {
+    ) -> Result<(Array3<f32>, KvCache), EngineError> {
         let tensor = |a: Array2<i64>| Tensor::from_array(a).map_err(run_error("decoder"));
         let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
             ("input_ids".into(), tensor(ids)?.into()),
