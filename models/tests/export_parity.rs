@@ -325,3 +325,113 @@ fn the_bundle_detokenizer_agrees_with_the_training_tokenizer_on_every_id() -> Te
     );
     Ok(())
 }
+
+#[test]
+fn every_exported_graph_passes_the_onnx_checker() -> TestResult {
+    use std::io::Write;
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-tools/bin/python");
+    if !python.is_file() {
+        // Past the harness's capture, counted by .ci/run as skipped.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: every_exported_graph_passes_the_onnx_checker: no .venv-tools (run scripts/install-python-tools.sh)"
+        );
+        return Ok(());
+    }
+    let (_, fp32, int4) = bundles();
+    let mut files = Vec::new();
+    for dir in [fp32, int4] {
+        for name in ["encoder.onnx", "decoder.onnx"] {
+            files.push(dir.join(name));
+        }
+    }
+    let script = "import sys, onnx\nfor f in sys.argv[1:]:\n    onnx.checker.check_model(onnx.load(f), full_check=True)\n    print('ok', f)\n";
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .args(&files)
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "onnx.checker refused a graph:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        4,
+        "{stdout}"
+    );
+    // The checker is not a rubber stamp: a graph with a dangling input is refused.
+    let broken = fp32.parent().expect("tempdir").join("broken.onnx");
+    let bytes = std::fs::read(fp32.join("encoder.onnx"))?;
+    let mut model = <candle_onnx::onnx::ModelProto as prost::Message>::decode(bytes.as_slice())?;
+    let graph = model.graph.as_mut().expect("graph");
+    graph.node[0].input[0] = "no_such_value".into();
+    std::fs::write(&broken, prost::Message::encode_to_vec(&model))?;
+    let refused = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&broken)
+        .output()?;
+    assert!(
+        !refused.status.success(),
+        "the checker accepted a dangling input"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_committed_bundles_are_the_export_of_the_committed_model() -> TestResult {
+    // Export is deterministic, so the committed bundles' checksums are those of a fresh export:
+    // a retrained model or a changed exporter without a re-export fails here.
+    let (_, fp32, int4) = bundles();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundles");
+    for (fresh, committed) in [(int4, root.join("tiny")), (fp32, root.join("tiny-fp32"))] {
+        let fresh = meit::infer::bundle::read_manifest(fresh)?;
+        let committed = meit::infer::bundle::read_manifest(&committed)?;
+        assert_eq!(
+            fresh.files, committed.files,
+            "re-export: meit-models export --model models/trained/tiny --out models/bundles/..."
+        );
+        assert_eq!(fresh.preprocess, committed.preprocess);
+        assert_eq!(fresh.prompt, committed.prompt);
+    }
+    Ok(())
+}
+
+#[test]
+fn int4_scores_within_one_point_of_fp32_on_128_held_out_records() -> TestResult {
+    use meit_models::eval::suite::{Suite, evaluate, variants};
+    use meit_models::generate::BundleReporter;
+    let (config, _, encoder) = load_model(&model_dir())?;
+    let data = config.data.synth.clone().expect("synthetic data");
+    let rows: Vec<_> = variants(Suite::Quick, &data)
+        .into_iter()
+        .filter(|v| v.name == "test")
+        .collect();
+    let mut scores = Vec::new();
+    for dir in [&bundles().1, &bundles().2] {
+        let mut reporter = BundleReporter {
+            engine: engine(dir),
+            batch: 32,
+        };
+        let report = evaluate(&config, &mut reporter, &encoder, 128, &rows, |_| {})?;
+        let row = &report.results[0];
+        scores.push((
+            row.clinical.macro_f1.expect("macro F1"),
+            row.text.corpus.bleu_4,
+        ));
+    }
+    let ((f1_fp32, bleu_fp32), (f1_int4, bleu_int4)) = (scores[0], scores[1]);
+    // A model that reads the ECG at all: far above the shuffled-ECG control (~0.08).
+    assert!(
+        f1_fp32 > 0.9 && bleu_fp32 > 0.9,
+        "fp32 {f1_fp32} {bleu_fp32}"
+    );
+    assert!(
+        (f1_int4 - f1_fp32).abs() <= 0.01 && (bleu_int4 - bleu_fp32).abs() <= 0.01,
+        "int4 F1 {f1_int4} BLEU-4 {bleu_int4} vs fp32 {f1_fp32} {bleu_fp32}"
+    );
+    Ok(())
+}

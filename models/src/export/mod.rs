@@ -102,13 +102,6 @@ pub fn export(
     options: &ExportOptions,
 ) -> Result<Manifest, ExportError> {
     let (config, model, encoder) = load_model(model_dir)?;
-    let tokenizer_src = model_dir.join(TOKENIZER);
-    if !tokenizer_src.exists() {
-        return Err(ExportError::Unsupported(format!(
-            "{} has no {TOKENIZER}: a bundle needs the decoder's tokenizer file",
-            model_dir.display()
-        )));
-    }
     let weights = Weights::of(&model);
     let mc = &config.model;
     let encoder_graph = encoder::build(&weights, &mc.encoder, &mc.decoder)?;
@@ -129,11 +122,9 @@ pub fn export(
     };
     write(ENCODER_FILE, &graph::encode(&encoder_graph))?;
     write(DECODER_FILE, &graph::encode(&decoder_graph))?;
-    let tokenizer_bytes = std::fs::read(&tokenizer_src).map_err(|source| ExportError::Write {
-        path: tokenizer_src.clone(),
-        source,
-    })?;
-    write(TOKENIZER, &tokenizer_bytes)?;
+    // The tokenizer the model was trained with (trained on reports, or the base's own).
+    let tokenizer_json = encoder.tokenizer().to_json().map_err(TrainError::from)?;
+    write(TOKENIZER, tokenizer_json.as_bytes())?;
 
     let mut files = BTreeMap::new();
     for name in [ENCODER_FILE, DECODER_FILE, TOKENIZER] {

@@ -1,0 +1,186 @@
+//! The committed default bundle (`models/bundles/tiny`) opens and verifies; damaged copies of it
+//! are refused with a message that names the file and what is wrong.
+//!
+//! Needs the project-local ONNX Runtime (`scripts/fetch-onnxruntime.sh`, run by `make test`).
+
+use std::path::{Path, PathBuf};
+
+use meit::infer::bundle::{Bundle, BundleError, FORMAT_VERSION, Precision, sha256_file};
+use meit::infer::runtime::OnnxRuntime;
+use serde_json::Value;
+
+fn committed() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/bundles/tiny")
+}
+
+/// ONNX Runtime allows one environment per process: the tests share it.
+fn runtime() -> &'static OnnxRuntime {
+    static RT: std::sync::OnceLock<OnnxRuntime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| OnnxRuntime::load(None).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// A writable copy of the committed bundle.
+fn copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(committed()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut Value)) {
+    let path = dir.join("manifest.json");
+    let mut value: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut value);
+    std::fs::write(&path, serde_json::to_string_pretty(&value).unwrap()).unwrap();
+}
+
+fn refusal(dir: &Path) -> String {
+    let err = Bundle::open(dir, runtime()).expect_err("the bundle must be refused");
+    err.to_string()
+}
+
+#[test]
+fn the_committed_bundle_opens_and_describes_itself() {
+    let bundle = Bundle::open(&committed(), runtime()).unwrap_or_else(|e| panic!("{e}"));
+    let m = &bundle.manifest;
+    assert_eq!(m.format_version, FORMAT_VERSION);
+    assert_eq!(m.decoder_graph.precision, Precision::Int4);
+    assert_eq!(m.decoder_graph.block_size, Some(32));
+    assert_eq!(m.preprocess.model_rate_hz, 100.0);
+    assert_eq!(m.encoder.samples, 1000);
+    assert_eq!(m.prompt.ids.first().copied(), m.tokens.begin_id);
+    assert!(m.tokens.stop_ids.contains(&m.tokens.end_id));
+    // The headline rows were written by `meit-models eval --bundle` on this bundle.
+    assert!(m.evaluation["test.macro_f1"] > 0.9, "{:?}", m.evaluation);
+    assert!(
+        m.evaluation["shuffled-ecg.macro_f1"] < 0.3,
+        "{:?}",
+        m.evaluation
+    );
+}
+
+#[test]
+fn a_truncated_graph_is_refused_by_checksum_and_by_onnx_runtime() {
+    let dir = copy();
+    let graph = dir.path().join("decoder.onnx");
+    let bytes = std::fs::read(&graph).unwrap();
+    std::fs::write(&graph, &bytes[..bytes.len() / 2]).unwrap();
+    let e = refusal(dir.path());
+    assert!(
+        e.contains("decoder.onnx") && e.contains("does not match"),
+        "{e}"
+    );
+    // With the checksum made to agree, ONNX Runtime itself refuses the half graph.
+    let sum = sha256_file(&graph).unwrap();
+    edit_manifest(dir.path(), |m| {
+        m["files"]["decoder.onnx"] = Value::String(sum)
+    });
+    let e = refusal(dir.path());
+    assert!(
+        e.contains("decoder.onnx") && e.contains("cannot open the graph"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_changed_tokenizer_fails_its_checksum() {
+    let dir = copy();
+    let path = dir.path().join("tokenizer.json");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push('\n');
+    std::fs::write(&path, text).unwrap();
+    match Bundle::open(dir.path(), runtime()) {
+        Err(BundleError::Checksum { path, .. }) => assert!(path.ends_with("tokenizer.json")),
+        other => panic!("expected a checksum error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_manifest_of_a_newer_format_is_refused_before_its_fields_are_read() {
+    let dir = copy();
+    edit_manifest(dir.path(), |m| {
+        m["format_version"] = Value::from(FORMAT_VERSION + 1);
+        m["a_field_from_the_future"] = Value::from(1);
+    });
+    let e = refusal(dir.path());
+    assert!(
+        e.contains("manifest.json")
+            && e.contains(&format!("format version {}", FORMAT_VERSION + 1)),
+        "{e}"
+    );
+}
+
+#[test]
+fn graph_inputs_that_disagree_with_the_manifest_are_named() {
+    let dir = copy();
+    edit_manifest(dir.path(), |m| {
+        m["decoder_graph"]["inputs"][0]["name"] = Value::from("tokens");
+    });
+    let e = refusal(dir.path());
+    assert!(
+        e.contains("decoder.onnx") && e.contains("`input_ids`") && e.contains("`tokens`"),
+        "{e}"
+    );
+
+    let dir = copy();
+    edit_manifest(dir.path(), |m| {
+        m["encoder_graph"]["inputs"][0]["shape"][1] = Value::from(8);
+    });
+    let e = refusal(dir.path());
+    assert!(
+        e.contains("encoder.onnx") && e.contains("axis 1 is 12 in the graph, 8"),
+        "{e}"
+    );
+
+    let dir = copy();
+    edit_manifest(dir.path(), |m| {
+        m["decoder_graph"]["outputs"].as_array_mut().unwrap().pop();
+    });
+    let e = refusal(dir.path());
+    assert!(
+        e.contains("decoder.onnx") && e.contains("outputs in the graph"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_preprocessing_spec_the_daemon_cannot_run_is_refused() {
+    let dir = copy();
+    edit_manifest(dir.path(), |m| {
+        m["preprocess"]["model_rate_hz"] = Value::from(-100.0);
+    });
+    let e = refusal(dir.path());
+    assert!(
+        e.contains("manifest.json") && e.contains("preprocessing") && e.contains("model_rate_hz"),
+        "{e}"
+    );
+
+    let dir = copy();
+    edit_manifest(dir.path(), |m| {
+        m["preprocess"]["lead_order"] = serde_json::json!(["I", "II"]);
+    });
+    let e = refusal(dir.path());
+    assert!(
+        e.contains("lead_order has 2 leads, the encoder takes 12"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_missing_or_garbled_manifest_is_named() {
+    let dir = copy();
+    std::fs::write(dir.path().join("manifest.json"), "{ not json").unwrap();
+    let e = refusal(dir.path());
+    assert!(
+        e.contains("manifest.json") && e.contains("not a valid bundle manifest"),
+        "{e}"
+    );
+    std::fs::remove_file(dir.path().join("manifest.json")).unwrap();
+    let e = refusal(dir.path());
+    assert!(
+        e.contains("manifest.json") && e.contains("cannot read"),
+        "{e}"
+    );
+}
