@@ -70,7 +70,6 @@ impl Default for SiteConfig {
     }
 }
 
-
 /// Wire protocol spoken by a serial device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -237,8 +236,6 @@ impl UsbId {
         })
     }
 }
-
-
 
 /// A secret string: never printed, never logged.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]

@@ -171,7 +171,8 @@ pub fn start(
             sample_rate_hz,
             ..
         } => {
-            let recording = replay::load(file, *sample_rate_hz).map_err(|source| SourceError::Replay { bed, source })?;
+            let recording = replay::load(file, *sample_rate_hz)
+                .map_err(|source| SourceError::Replay { bed, source })?;
             let settings = ReplaySettings {
                 block_frames: (recording.sample_rate_hz / 10.0).round().max(1.0) as usize,
                 realtime: *realtime,

@@ -76,7 +76,10 @@ pub fn load_model(config: &Config) -> anyhow::Result<LoadedModel> {
 /// Starts every source and publishes window reports until stopped.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (config, name) = load_config(args.config.as_deref())?;
-    anyhow::ensure!(!config.sources.is_empty(), "{name}: no [[source]] configured");
+    anyhow::ensure!(
+        !config.sources.is_empty(),
+        "{name}: no [[source]] configured"
+    );
     tracing::info!(config = %name, sources = config.sources.len(), "starting");
     let model = load_model(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

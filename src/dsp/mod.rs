@@ -28,8 +28,8 @@ pub mod window;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-pub use config::DspConfig;
 use crate::ecg::{Lead, LeadSet, Recording};
+pub use config::DspConfig;
 use filter::{FilterError, FilterSpec, filter_recording};
 use leads::{LeadMapper, LeadMask, LeadSetMismatch};
 use normalize::Normalization;

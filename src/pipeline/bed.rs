@@ -168,9 +168,8 @@ impl BedPipeline {
             .mask()
             .missing();
         if !masked.is_empty() {
-            let names = |l: &[crate::ecg::Lead]| {
-                l.iter().map(|l| l.name()).collect::<Vec<_>>().join(",")
-            };
+            let names =
+                |l: &[crate::ecg::Lead]| l.iter().map(|l| l.name()).collect::<Vec<_>>().join(",");
             tracing::info!(bed = %self.bed, device_leads = %names(&leads.0), masked = %names(&masked), "leads this device lacks are masked");
         }
         Ok(Device {
@@ -338,7 +337,10 @@ pub(crate) mod tests {
     }
 
     /// Cuts a recording into 100 ms sample blocks, as a device would send them.
-    pub(crate) fn blocks(rec: &Recording, lead_off: impl Fn(usize) -> Vec<bool>) -> Vec<SampleBlock> {
+    pub(crate) fn blocks(
+        rec: &Recording,
+        lead_off: impl Fn(usize) -> Vec<bool>,
+    ) -> Vec<SampleBlock> {
         let per_block = (rec.sample_rate_hz / 10.0) as usize;
         (0..rec.len() / per_block)
             .map(|b| {
@@ -401,7 +403,10 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(outputs.len(), 2);
         let BedOutput::Pending(first) = &outputs[0] else {
-            panic!("a clean window goes to the model: {}", outputs[0].report().to_line())
+            panic!(
+                "a clean window goes to the model: {}",
+                outputs[0].report().to_line()
+            )
         };
         assert_eq!(first.samples.dim(), (12, 1000), "12 leads x 10 s at 100 Hz");
         let BedOutput::Done(second) = &outputs[1] else {
@@ -414,7 +419,10 @@ pub(crate) mod tests {
     fn a_three_lead_monitor_gets_its_missing_leads_masked_not_required() {
         let (rec, _) = record("normal", 10.0, 15);
         let keep = [Lead::I, Lead::II, Lead::V1];
-        let rows: Vec<usize> = keep.iter().map(|l| rec.leads.position(*l).unwrap()).collect();
+        let rows: Vec<usize> = keep
+            .iter()
+            .map(|l| rec.leads.position(*l).unwrap())
+            .collect();
         let monitor = Recording {
             sample_rate_hz: rec.sample_rate_hz,
             leads: LeadSet(keep.to_vec()),

@@ -333,11 +333,8 @@ fn generate(engine: &mut Engine, windows: Vec<PendingWindow>, waited_ms: &[f64])
                 .zip(waited_ms)
                 .map(|((w, g), &waited)| {
                     let mut report = w.report;
-                    report.outcome = Outcome::report(
-                        g.text,
-                        report.measurements.as_ref(),
-                        &report.masked_leads,
-                    );
+                    report.outcome =
+                        Outcome::report(g.text, report.measurements.as_ref(), &report.masked_leads);
                     report.timings.queue_ms = Some(waited);
                     report.timings.inference = Some(inference);
                     Finished {
@@ -456,7 +453,10 @@ mod tests {
             queue.push(window("a", i));
         }
         let stats = queue.stats();
-        assert_eq!((stats.dropped_full, stats.depth, stats.max_depth), (3, 2, 2));
+        assert_eq!(
+            (stats.dropped_full, stats.depth, stats.max_depth),
+            (3, 2, 2)
+        );
         let batch = queue.next_batch().unwrap();
         let dropped: Vec<u64> = batch
             .dropped

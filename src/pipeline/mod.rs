@@ -121,7 +121,10 @@ impl PipelineConfig {
     /// The first unusable field, as (`field`, what is allowed).
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         if !(1..=256).contains(&self.max_batch) {
-            return Err(("max_batch", format!("is {}; allowed: 1 to 256", self.max_batch)));
+            return Err((
+                "max_batch",
+                format!("is {}; allowed: 1 to 256", self.max_batch),
+            ));
         }
         if self.max_wait_ms > 10_000 {
             return Err((
@@ -274,7 +277,9 @@ pub async fn run<S: Sink + 'static>(
             .await
             .is_err()
         {
-            tracing::warn!("stop deadline: windows still waiting for inference are published as not reported");
+            tracing::warn!(
+                "stop deadline: windows still waiting for inference are published as not reported"
+            );
             queue.abandon();
             missed = true;
             let _ = tokio::time::timeout_at(deadline, &mut join).await;
