@@ -118,6 +118,13 @@ pub enum SourceConfig {
         /// Seed of the signal (default: derived from the bed name).
         #[serde(default)]
         seed: Option<u64>,
+        /// Leads the simulated device measures, in channel order (default: the standard 12),
+        /// e.g. `["I", "II", "V1"]` for a 3-lead monitor.
+        #[serde(default)]
+        leads: Option<Vec<Lead>>,
+        /// Electrodes the device reports off: `RA`, `LA`, `LL`, `RL`, `V1` .. `V6`.
+        #[serde(default)]
+        electrodes_off: Vec<String>,
     },
     /// A serial device.
     Serial {
@@ -572,10 +579,35 @@ impl Config {
                 sample_rate_hz,
                 heart_rate_bpm,
                 noise,
+                leads,
+                electrodes_off,
                 ..
             } = source
             {
                 let field = |name: &str| format!("source[{i}].{name}");
+                if let Some(l) = leads {
+                    let mut distinct = l.clone();
+                    distinct.sort();
+                    distinct.dedup();
+                    if l.is_empty() || distinct.len() != l.len() {
+                        return invalid(
+                            &field("leads"),
+                            format!("is {l:?}; allowed: 1 to 12 distinct standard leads"),
+                        );
+                    }
+                }
+                if let Some(bad) = electrodes_off
+                    .iter()
+                    .find(|e| crate::acquire::simulator::electrode_bit(e).is_none())
+                {
+                    return invalid(
+                        &field("electrodes_off"),
+                        format!(
+                            "names {bad:?}; allowed: {}",
+                            crate::acquire::simulator::ELECTRODE_NAMES.join(", ")
+                        ),
+                    );
+                }
                 if let Err(e) = ConditionSet::parse_list(condition) {
                     return invalid(&field("condition"), format!("is {condition:?}: {e}"));
                 }

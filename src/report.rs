@@ -167,6 +167,10 @@ impl WindowReport {
                 show(m.axis_deg, " deg"),
             ));
         }
+        if !self.masked_leads.is_empty() {
+            let names: Vec<&str> = self.masked_leads.iter().map(|l| l.name()).collect();
+            line.push_str(&format!(", masked {}", names.join(",")));
+        }
         if self.interpolated_fraction > 0.0 {
             line.push_str(&format!(
                 ", {:.1}% interpolated",

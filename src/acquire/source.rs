@@ -124,6 +124,8 @@ pub fn start(
             heart_rate_bpm,
             noise,
             seed,
+            leads,
+            electrodes_off,
             ..
         } => {
             let invalid = |source: SignalError| SourceError::Signal {
@@ -135,11 +137,18 @@ pub fn start(
                 conditions: ConditionSet::parse_list(condition).map_err(|e| invalid(e.into()))?,
                 heart_rate_bpm: *heart_rate_bpm,
                 noise: noise.unwrap_or(DEFAULT_NOISE),
-                leads: LeadSet::standard_12(),
+                leads: leads.clone().map_or_else(LeadSet::standard_12, LeadSet),
                 seed: seed.unwrap_or_else(|| seed_of(&bed)),
             };
             let generator = SynthSignal::new(&settings).map_err(invalid)?;
-            let mut device = Device::new(Box::new(generator), DeviceSettings::default());
+            let device_settings = DeviceSettings {
+                electrodes_off: electrodes_off
+                    .iter()
+                    .filter_map(|e| super::simulator::electrode_bit(e))
+                    .fold(0, |bits, b| bits | b),
+                ..DeviceSettings::default()
+            };
+            let mut device = Device::new(Box::new(generator), device_settings);
             let link = std::env::temp_dir().join(format!("meit-sim-{bed}"));
             let stop = Arc::new(AtomicBool::new(false));
             let (l, s) = (link.clone(), Arc::clone(&stop));
@@ -229,6 +238,8 @@ mod tests {
             heart_rate_bpm: Some(66.0),
             noise: Some(0.2),
             seed: Some(7),
+            leads: None,
+            electrodes_off: Vec::new(),
         }
     }
 
