@@ -100,8 +100,18 @@ impl BedPipeline {
         &self.bed
     }
 
-    /// Takes one source event; returns what the windows it completed yield.
+    /// Takes one source event; returns what the windows it completed yield (windowing and
+    /// judging in one call; [`BedPipeline::windows`] leaves the judging to the caller).
     pub fn on_event(&mut self, event: &SourceEvent) -> Vec<BedOutput> {
+        self.windows(event)
+            .into_iter()
+            .map(WindowJob::judge)
+            .collect()
+    }
+
+    /// Takes one source event; returns the windows it completed, to be judged
+    /// ([`WindowJob::judge`], the costly part: run it off the async threads).
+    pub fn windows(&mut self, event: &SourceEvent) -> Vec<WindowJob> {
         match event {
             SourceEvent::Block(block) => self.on_block(block),
             SourceEvent::Disconnected { reason } => {
@@ -129,7 +139,7 @@ impl BedPipeline {
         }
     }
 
-    fn on_block(&mut self, block: &SampleBlock) -> Vec<BedOutput> {
+    fn on_block(&mut self, block: &SampleBlock) -> Vec<WindowJob> {
         let same_device = self
             .device
             .as_ref()
@@ -149,8 +159,23 @@ impl BedPipeline {
         };
         match device.windower.push(block) {
             Ok(windows) => {
-                let now = Instant::now();
-                windows.iter().map(|w| self.judge(w, now)).collect()
+                let completed_at = Instant::now();
+                let preprocessor = device.preprocessor.clone();
+                windows
+                    .into_iter()
+                    .map(|window| {
+                        let index = self.next_index;
+                        self.next_index += 1;
+                        WindowJob {
+                            bed: self.bed.clone(),
+                            index,
+                            window,
+                            preprocessor: preprocessor.clone(),
+                            model_unavailable: self.model_unavailable.clone(),
+                            completed_at,
+                        }
+                    })
+                    .collect()
             }
             Err(e) => {
                 tracing::warn!(bed = %self.bed, error = %e, "block rejected by the windower");
@@ -179,18 +204,35 @@ impl BedPipeline {
             preprocessor,
         })
     }
+}
 
-    /// Decides what a finished window yields.
-    fn judge(&mut self, window: &Window, completed_at: Instant) -> BedOutput {
-        let index = self.next_index;
-        self.next_index += 1;
+/// A finished window of one bed with what is needed to judge it.
+pub struct WindowJob {
+    bed: String,
+    index: u64,
+    window: Window,
+    preprocessor: Preprocessor,
+    model_unavailable: Option<String>,
+    completed_at: Instant,
+}
+
+impl WindowJob {
+    /// Preprocesses the window, judges its quality, measures its beats and decides what it
+    /// yields (milliseconds of CPU: run it on a blocking thread in async code).
+    pub fn judge(self) -> BedOutput {
+        let WindowJob {
+            bed,
+            index,
+            window,
+            preprocessor,
+            model_unavailable,
+            completed_at,
+        } = self;
+        let window = &window;
         let started = Instant::now();
-        let processed = match self.device.as_ref() {
-            Some(d) => d.preprocessor.process_window(window),
-            None => Err(DspError::MissingFilteredWindow),
-        };
+        let processed = preprocessor.process_window(window);
         let mut report = WindowReport {
-            bed: self.bed.clone(),
+            bed,
             window_index: index,
             device_start_ns: window.start_device_time_ns,
             device_end_ns: window.end_device_time_ns,
@@ -248,11 +290,9 @@ impl BedPipeline {
                 completed_at,
             });
         }
-        match &self.model_unavailable {
+        match model_unavailable {
             Some(reason) => {
-                report.outcome = Outcome::NoModel {
-                    reason: reason.clone(),
-                };
+                report.outcome = Outcome::NoModel { reason };
                 BedOutput::Done(Finished {
                     report,
                     completed_at,

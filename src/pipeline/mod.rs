@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 use crate::acquire::{SourceEvent, source};
 use crate::config::Config;
 use crate::publish::{PublishError, Sink};
-pub use bed::{BedOutput, BedPipeline, Finished, PendingWindow};
+pub use bed::{BedOutput, BedPipeline, Finished, PendingWindow, WindowJob};
 pub use inference::{BatchSettings, InferenceQueue, QueueStats};
 pub use model::LoadedModel;
 pub use publisher::PublishStats;
@@ -340,7 +340,12 @@ async fn bed_task(
     _alive: mpsc::Sender<()>,
 ) {
     while let Some(event) = events.recv().await {
-        for output in bed.on_event(&event) {
+        for job in bed.windows(&event) {
+            // Preprocessing, quality and beats take milliseconds: off the async threads.
+            let Ok(output) = tokio::task::spawn_blocking(move || job.judge()).await else {
+                tracing::error!(bed = %bed.bed(), "judging a window failed");
+                continue;
+            };
             match output {
                 BedOutput::Done(finished) => {
                     if out.send(finished).await.is_err() {
