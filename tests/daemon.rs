@@ -323,3 +323,66 @@ fn a_two_lead_holter_replay_is_reported_on_what_two_leads_support() {
     }
     assert!(reported >= 2, "{stdout}");
 }
+
+#[test]
+fn when_inference_falls_behind_the_oldest_windows_are_dropped_published_and_counted() {
+    let tag = std::process::id();
+    let dir = tempfile::tempdir().unwrap();
+    // Inference slowed to 1.5 s a window, one window at a time, room for one waiting: of four
+    // beds whose windows end together, the first is generated and the oldest waiting go.
+    let mut text = format!(
+        "[model]\nbundle = \"{}\"\n\n[pipeline]\nmax_batch = 1\nmax_wait_ms = 0\nqueue_windows = 1\ninference_delay_ms = 1500\n",
+        bundle().display()
+    );
+    let beds: Vec<String> = (0..4).map(|i| format!("slow{i}-{tag}")).collect();
+    for bed in &beds {
+        text.push_str(&format!(
+            "\n[[source]]\nkind = \"simulated\"\nbed = \"{bed}\"\nheart_rate_bpm = 70\nnoise = 0.05\n"
+        ));
+    }
+    let config = dir.path().join("slow.toml");
+    std::fs::write(&config, text).unwrap();
+    let daemon = Daemon::start(&config, dir.path(), &[]);
+    let reports = daemon.collect(Duration::from_secs(45), |r| {
+        beds.iter().all(|bed| !reports_of(r, bed).is_empty())
+    });
+    let (took, ok, stderr) = daemon.terminate();
+    assert!(ok && took < Duration::from_secs(5), "{took:?} {stderr}");
+    let first: Vec<&Value> = beds
+        .iter()
+        .map(|bed| {
+            *reports_of(&reports, bed)
+                .first()
+                .unwrap_or_else(|| panic!("nothing for {bed}: {reports:?}\n{stderr}"))
+        })
+        .collect();
+    let dropped: Vec<&&Value> = first
+        .iter()
+        .filter(|r| {
+            r["outcome"]["kind"] == "no_report"
+                && r["outcome"]["reasons"]
+                    .to_string()
+                    .contains("inference fell behind")
+        })
+        .collect();
+    let generated = first
+        .iter()
+        .filter(|r| r["outcome"]["kind"] == "report")
+        .count();
+    assert!(!dropped.is_empty() && generated >= 1, "{first:?}\n{stderr}");
+    // A dropped window still carries what the signal showed.
+    for r in &dropped {
+        assert!(
+            r["measurements"]["heart_rate_bpm"].as_f64().is_some(),
+            "{r}"
+        );
+    }
+    let counted = stderr
+        .lines()
+        .find(|l| l.contains("stopped"))
+        .and_then(|l| l.split("dropped=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(counted >= dropped.len() as u64, "{counted}: {stderr}");
+}

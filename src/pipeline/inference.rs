@@ -43,6 +43,8 @@ pub struct BatchSettings {
     pub capacity: usize,
     /// Longest a window may wait before it is dropped as stale.
     pub max_queue_age: Duration,
+    /// Test hook: a pause before each batch, simulating slow inference (zero in production).
+    pub delay: Duration,
 }
 
 impl Default for BatchSettings {
@@ -52,6 +54,7 @@ impl Default for BatchSettings {
             max_wait: Duration::from_millis(50),
             capacity: 256,
             max_queue_age: Duration::from_secs(10),
+            delay: Duration::ZERO,
         }
     }
 }
@@ -302,6 +305,9 @@ pub fn spawn_worker(
                 if batch.windows.is_empty() {
                     continue;
                 }
+                if !queue.settings.delay.is_zero() {
+                    std::thread::sleep(queue.settings.delay);
+                }
                 for finished in generate(&mut engine, batch.windows, &batch.waited_ms) {
                     if out.blocking_send(finished).is_err() {
                         return;
@@ -475,6 +481,7 @@ mod tests {
             max_wait: Duration::ZERO,
             capacity: 16,
             max_queue_age: Duration::from_millis(20),
+            delay: Duration::ZERO,
         });
         queue.push(window("a", 0));
         queue.push(window("b", 0));

@@ -89,6 +89,10 @@ pub struct PipelineConfig {
     /// made are finished, the sink is flushed (0.5-60).
     #[serde(default = "default_stop_seconds")]
     pub stop_seconds: f64,
+    /// Test hook: extra milliseconds the worker waits before each batch, to simulate slow
+    /// inference (0-60000; 0, the default, in production).
+    #[serde(default)]
+    pub inference_delay_ms: u64,
 }
 
 fn default_max_batch() -> usize {
@@ -113,6 +117,7 @@ impl Default for PipelineConfig {
             max_queue_seconds: None,
             when_behind: WhenBehind::default(),
             stop_seconds: default_stop_seconds(),
+            inference_delay_ms: 0,
         }
     }
 }
@@ -146,6 +151,12 @@ impl PipelineConfig {
                 format!("is {s}; allowed: above 0 and at most 3600 s"),
             ));
         }
+        if self.inference_delay_ms > 60_000 {
+            return Err((
+                "inference_delay_ms",
+                format!("is {}; allowed: 0 to 60000 ms", self.inference_delay_ms),
+            ));
+        }
         if !(0.5..=60.0).contains(&self.stop_seconds) {
             return Err((
                 "stop_seconds",
@@ -170,6 +181,7 @@ impl PipelineConfig {
             max_wait: Duration::from_millis(self.max_wait_ms),
             capacity: self.queue_windows,
             max_queue_age: age,
+            delay: Duration::from_millis(self.inference_delay_ms),
         }
     }
 }
