@@ -386,3 +386,30 @@ fn when_inference_falls_behind_the_oldest_windows_are_dropped_published_and_coun
         .unwrap_or_else(|| panic!("{stderr}"));
     assert!(counted >= dropped.len() as u64, "{counted}: {stderr}");
 }
+
+#[test]
+fn every_example_config_passes_check_config() {
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(repo().join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_meit"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(": ok ("),
+            "{}: {stdout}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    for required in ["meit.toml", "bedside.toml", "ward-gateway.toml"] {
+        assert!(checked.iter().any(|c| c == required), "{checked:?}");
+    }
+}

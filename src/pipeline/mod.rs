@@ -227,9 +227,19 @@ pub async fn run<S: Sink + 'static>(
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let mut handles = Vec::new();
     let mut beds: Vec<JoinHandle<()>> = Vec::new();
+    let mut failed = Vec::new();
     for source_config in &config.sources {
         let (events_tx, events) = mpsc::channel(1024);
-        handles.push(source::start(source_config, events_tx)?);
+        // One bed that cannot start (a BLE bed in a build without BLE, a replay file that
+        // went missing) must not take the other beds of a gateway down with it.
+        match source::start(source_config, events_tx) {
+            Ok(handle) => handles.push(handle),
+            Err(e) => {
+                tracing::error!(bed = source_config.bed(), error = %e, "source cannot start; the other beds run on");
+                failed.push(e);
+                continue;
+            }
+        }
         let bed = BedPipeline::new(source_config.bed(), spec.clone(), unavailable.clone());
         beds.push(tokio::spawn(bed_task(
             bed,
@@ -242,6 +252,12 @@ pub async fn run<S: Sink + 'static>(
         tracing::info!(bed = source_config.bed(), "source started");
     }
     drop((alive_tx, finished_tx));
+    if handles.is_empty()
+        && let Some(first) = failed.into_iter().next()
+    {
+        queue.close();
+        return Err(PipelineError::Source(first));
+    }
 
     let mut publisher = publisher;
     let mut published_early = None;
