@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 pub use crate::dsp::config::DspConfig;
 pub use crate::infer::config::{ExecutionProviderKind, ModelConfig, RuntimeConfig};
+pub use crate::metrics::MetricsConfig;
 pub use crate::pipeline::PipelineConfig;
 
 use crate::acquire::signal::NOISE_RANGE;
@@ -46,6 +47,9 @@ pub struct Config {
     /// Batching, backpressure and shutdown of the daemon's stages.
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// The Prometheus metrics endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The MQTT broker reports are published to.
     #[serde(default)]
     pub mqtt: MqttConfig,

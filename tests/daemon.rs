@@ -330,8 +330,9 @@ fn when_inference_falls_behind_the_oldest_windows_are_dropped_published_and_coun
     let dir = tempfile::tempdir().unwrap();
     // Inference slowed to 1.5 s a window, one window at a time, room for one waiting: of four
     // beds whose windows end together, the first is generated and the oldest waiting go.
+    let port = free_port();
     let mut text = format!(
-        "[model]\nbundle = \"{}\"\n\n[pipeline]\nmax_batch = 1\nmax_wait_ms = 0\nqueue_windows = 1\ninference_delay_ms = 1500\n",
+        "[model]\nbundle = \"{}\"\n\n[pipeline]\nmax_batch = 1\nmax_wait_ms = 0\nqueue_windows = 1\ninference_delay_ms = 1500\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
         bundle().display()
     );
     let beds: Vec<String> = (0..4).map(|i| format!("slow{i}-{tag}")).collect();
@@ -346,6 +347,9 @@ fn when_inference_falls_behind_the_oldest_windows_are_dropped_published_and_coun
     let reports = daemon.collect(Duration::from_secs(45), |r| {
         beds.iter().all(|bed| !reports_of(r, bed).is_empty())
     });
+    // The counters follow the sink by a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    let exposition = scrape(port);
     let (took, ok, stderr) = daemon.terminate();
     assert!(ok && took < Duration::from_secs(5), "{took:?} {stderr}");
     let first: Vec<&Value> = beds
@@ -385,6 +389,54 @@ fn when_inference_falls_behind_the_oldest_windows_are_dropped_published_and_coun
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or_else(|| panic!("{stderr}"));
     assert!(counted >= dropped.len() as u64, "{counted}: {stderr}");
+    // The metrics endpoint saw the same: drops by cause, reports, frames, latency.
+    let value = |prefix: &str| -> f64 {
+        exposition
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        value("meit_inference_dropped_total") >= dropped.len() as f64,
+        "{exposition}"
+    );
+    assert!(
+        value("meit_no_report_total{") >= dropped.len() as f64,
+        "{exposition}"
+    );
+    assert!(value("meit_windows_total{") >= 4.0, "{exposition}");
+    assert!(value("meit_frames_total{") >= 4.0 * 5000.0, "{exposition}");
+    assert!(
+        value("meit_end_to_end_seconds_count") >= 4.0,
+        "{exposition}"
+    );
+    assert_eq!(value("meit_model_ready{"), 1.0, "{exposition}");
+}
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP GET of /metrics; the body.
+fn scrape(port: u16) -> String {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
 }
 
 #[test]

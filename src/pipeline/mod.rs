@@ -25,6 +25,7 @@ pub mod model;
 pub mod publisher;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -33,6 +34,7 @@ use tokio::task::JoinHandle;
 
 use crate::acquire::{SourceEvent, source};
 use crate::config::Config;
+use crate::metrics::{self, Metrics};
 use crate::publish::{PublishError, Sink};
 pub use bed::{BedOutput, BedPipeline, Finished, PendingWindow, WindowJob};
 pub use inference::{BatchSettings, InferenceQueue, QueueStats};
@@ -51,6 +53,14 @@ pub enum PipelineError {
     /// A stage's thread could not start.
     #[error("starting the inference worker: {0}")]
     Worker(std::io::Error),
+    /// The metrics endpoint could not listen.
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// What to do when inference falls behind.
@@ -222,7 +232,29 @@ pub async fn run<S: Sink + 'static>(
         ),
         Err(_) => None,
     };
-    let publisher = tokio::spawn(publisher::publish_stage(sink, finished_rx, max_windows));
+    let metrics = Arc::new(Metrics::default());
+    metrics.watch_queue(queue.clone());
+    metrics.set_model_ready(unavailable.is_none());
+    let _metrics_server = match config.metrics.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| PipelineError::Metrics { addr, source })?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            tracing::info!(address = %format!("http://{bound}/metrics"), "metrics served");
+            Some(AbortOnDrop(tokio::spawn(metrics::serve(
+                listener,
+                Arc::clone(&metrics),
+            ))))
+        }
+        None => None,
+    };
+    let publisher = tokio::spawn(publisher::publish_stage(
+        sink,
+        finished_rx,
+        max_windows,
+        Arc::clone(&metrics),
+    ));
 
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let mut handles = Vec::new();
@@ -248,6 +280,7 @@ pub async fn run<S: Sink + 'static>(
             config.pipeline.when_behind,
             finished_tx.clone(),
             alive_tx.clone(),
+            Arc::clone(&metrics),
         )));
         tracing::info!(bed = source_config.bed(), "source started");
     }
@@ -357,6 +390,15 @@ pub async fn run<S: Sink + 'static>(
     Ok(summary)
 }
 
+/// Aborts a task when dropped (the metrics server ends with the run).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// One bed's dsp stage: events in; finished windows to the publisher, reportable ones to the
 /// inference queue.
 async fn bed_task(
@@ -366,8 +408,14 @@ async fn bed_task(
     when_behind: WhenBehind,
     out: mpsc::Sender<Finished>,
     _alive: mpsc::Sender<()>,
+    metrics: Arc<Metrics>,
 ) {
     while let Some(event) = events.recv().await {
+        match &event {
+            SourceEvent::Block(block) => metrics.frames(bed.bed(), block.frames()),
+            SourceEvent::Gap(_) => metrics.gap(bed.bed()),
+            _ => {}
+        }
         for job in bed.windows(&event) {
             // Preprocessing, quality and beats take milliseconds: off the async threads.
             let Ok(output) = tokio::task::spawn_blocking(move || job.judge()).await else {

@@ -6,11 +6,13 @@
 //! bed, reports leave in window order.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
 use super::bed::Finished;
+use crate::metrics::Metrics;
 use crate::publish::{PublishError, Sink};
 
 /// Windows held back per bed, waiting for an earlier one, before the earlier one is given up
@@ -34,11 +36,13 @@ struct BedOrder {
 }
 
 /// Publishes reports from `finished` into `sink` in per-bed window order until the channel
-/// closes or `max_windows` have been published; then closes the sink.
+/// closes or `max_windows` have been published; then closes the sink. Each report is counted
+/// in `metrics`.
 pub async fn publish_stage<S: Sink>(
     mut sink: S,
     mut finished: mpsc::Receiver<Finished>,
     max_windows: Option<u64>,
+    metrics: Arc<Metrics>,
 ) -> Result<PublishStats, PublishError> {
     let mut beds: HashMap<String, BedOrder> = HashMap::new();
     let mut stats = PublishStats::default();
@@ -59,7 +63,7 @@ pub async fn publish_stage<S: Sink>(
         }
         while let Some(ready) = order.held.remove(&order.next) {
             order.next += 1;
-            send(&mut sink, ready).await?;
+            send(&mut sink, ready, &metrics).await?;
             stats.published += 1;
             if limit_reached(&stats) {
                 break 'receive;
@@ -70,7 +74,7 @@ pub async fn publish_stage<S: Sink>(
     if !limit_reached(&stats) {
         'flush: for order in beds.values_mut() {
             for (_, ready) in std::mem::take(&mut order.held) {
-                send(&mut sink, ready).await?;
+                send(&mut sink, ready, &metrics).await?;
                 stats.published += 1;
                 if limit_reached(&stats) {
                     break 'flush;
@@ -82,12 +86,18 @@ pub async fn publish_stage<S: Sink>(
     Ok(stats)
 }
 
-async fn send<S: Sink>(sink: &mut S, mut item: Finished) -> Result<(), PublishError> {
+async fn send<S: Sink>(
+    sink: &mut S,
+    mut item: Finished,
+    metrics: &Metrics,
+) -> Result<(), PublishError> {
     item.report.timings.latency_ms = Instant::now()
         .duration_since(item.completed_at)
         .as_secs_f64()
         * 1e3;
-    sink.publish(&item.report).await
+    sink.publish(&item.report).await?;
+    metrics.published(&item.report);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -123,9 +133,14 @@ mod tests {
         }
         drop(tx);
         let mut out = Vec::new();
-        let stats = publish_stage(LineSink::new(&mut out, LineFormat::Json), rx, None)
-            .await
-            .unwrap();
+        let stats = publish_stage(
+            LineSink::new(&mut out, LineFormat::Json),
+            rx,
+            None,
+            Arc::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(stats.published, 5);
         let text = String::from_utf8(out).unwrap();
         let a: Vec<u64> = text
@@ -144,9 +159,14 @@ mod tests {
             tx.send(finished("a", i)).await.unwrap();
         }
         let mut out = Vec::new();
-        let stats = publish_stage(LineSink::new(&mut out, LineFormat::Json), rx, Some(2))
-            .await
-            .unwrap();
+        let stats = publish_stage(
+            LineSink::new(&mut out, LineFormat::Json),
+            rx,
+            Some(2),
+            Arc::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(stats.published, 2);
         assert_eq!(String::from_utf8(out).unwrap().lines().count(), 2);
     }
