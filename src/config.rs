@@ -17,6 +17,7 @@ pub use crate::pipeline::PipelineConfig;
 
 use crate::acquire::signal::NOISE_RANGE;
 use crate::ecg::Lead;
+pub use crate::publish::config::MqttConfig;
 use crate::synth::stream::SAMPLE_RATE_RANGE_HZ;
 use crate::synth::{ConditionSet, HEART_RATE_RANGE_BPM};
 
@@ -260,60 +261,15 @@ impl Secret {
     }
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
     }
 }
 
-/// MQTT broker settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttConfig {
-    /// Broker host name or address.
-    #[serde(default = "default_host")]
-    pub host: String,
-    /// Broker port.
-    #[serde(default = "default_port")]
-    pub port: u16,
-    /// Topic prefix (first topic level).
-    #[serde(default = "default_prefix")]
-    pub topic_prefix: String,
-    /// MQTT client identifier.
-    #[serde(default = "default_client_id")]
-    pub client_id: String,
-    /// User name (or `MEIT_MQTT_USERNAME`).
-    pub username: Option<String>,
-    /// Password (prefer `MEIT_MQTT_PASSWORD`).
-    pub password: Option<Secret>,
-    /// CA certificate file; when set, the connection uses TLS.
-    pub ca_file: Option<PathBuf>,
-}
-
-fn default_host() -> String {
-    "127.0.0.1".into()
-}
-fn default_port() -> u16 {
-    1883
-}
-fn default_prefix() -> String {
-    "meit".into()
-}
-fn default_client_id() -> String {
-    "meit-gateway".into()
-}
-
-impl Default for MqttConfig {
-    fn default() -> Self {
-        MqttConfig {
-            host: default_host(),
-            port: default_port(),
-            topic_prefix: default_prefix(),
-            client_id: default_client_id(),
-            username: None,
-            password: None,
-            ca_file: None,
-        }
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
     }
 }
 
@@ -458,8 +414,8 @@ impl Config {
         if self.runtime.intra_threads == 0 {
             return invalid("runtime.intra_threads", "is 0; allowed: 1 or more".into());
         }
-        if self.mqtt.port == 0 {
-            return invalid("mqtt.port", "is 0; allowed: 1-65535".into());
+        if let Err((field, reason)) = self.mqtt.validate(&self.site.name, &self.site.unit) {
+            return invalid(&field, reason);
         }
         let mut beds = std::collections::HashSet::new();
         for (i, source) in self.sources.iter().enumerate() {

@@ -99,6 +99,10 @@ enum Command {
         /// Model id in the manifest (default: meit-<model directory name>).
         #[arg(long)]
         id: Option<String>,
+        /// Keep LoRA adapters as a float branch beside the base weights instead of merging them
+        /// (larger and slower; for comparison, models/README.md).
+        #[arg(long)]
+        lora_branch: bool,
     },
     /// Score line-aligned hypothesis and reference reports: BLEU-1..4, METEOR, ROUGE-L,
     /// CIDEr-D as JSON. Several references on one line are separated by `|||`.
@@ -218,6 +222,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             precision,
             accuracy_level,
             id,
+            lora_branch,
         } => {
             let options = meit_models::export::ExportOptions {
                 precision: match precision {
@@ -226,6 +231,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 },
                 accuracy_level,
                 model_id: id,
+                lora: if lora_branch {
+                    meit_models::export::decoder::LoraExport::Branch
+                } else {
+                    meit_models::export::decoder::LoraExport::Merge
+                },
                 ..Default::default()
             };
             let manifest = meit_models::export::export(&model, &out, &options)

@@ -6,6 +6,7 @@ mod doctor;
 mod replay;
 mod run;
 mod simulate;
+mod subscribe;
 mod synth;
 
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Synthesize ECG records and data sets.
     Synth(synth::SynthArgs),
+    /// Print reports from the MQTT broker as a nursing station sees them, one line each.
+    Subscribe(subscribe::SubscribeArgs),
     /// Measure throughput and latency of the pipeline stages.
     Bench,
     /// Check a configuration file and report the first problem with its line and field.
@@ -61,6 +64,7 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => simulate::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Synth(args) => synth::run(args),
+        Command::Subscribe(args) => subscribe::run(args),
         Command::Bench => not_yet("bench", "the stage benchmarks"),
     }
 }

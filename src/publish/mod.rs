@@ -1,9 +1,18 @@
 //! Publishing: sinks that deliver [`WindowReport`]s.
 //!
-//! A sink is the last stage of the pipeline; adding one (MQTT with a durable outbox, TLS and
-//! FHIR payloads lands with the publishing issue) touches one file here.
+//! A sink is the last stage of the pipeline: [`stdout`] prints lines, [`mqtt`] publishes the
+//! versioned [`payload`]s on the documented [`topic`]s through the durable [`outbox`], with
+//! TLS and credentials from [`config`], optionally also as HL7 FHIR ([`fhir`]). [`subscribe`] is the nursing-station side.
 
+pub mod config;
+pub mod fhir;
+pub mod mqtt;
+pub mod outbox;
+pub mod payload;
+pub mod schema;
 pub mod stdout;
+pub mod subscribe;
+pub mod topic;
 
 use std::future::Future;
 
@@ -21,6 +30,26 @@ pub enum PublishError {
     /// The stage downstream has stopped.
     #[error("the publishing stage has stopped")]
     Closed,
+    /// An id cannot be a topic level.
+    #[error(transparent)]
+    Topic(#[from] topic::TopicError),
+    /// The encoded report is larger than the broker accepts; it was not queued.
+    #[error(
+        "report for bed {bed:?} window {window} is {size} bytes, over mqtt.max_payload_bytes = {max} (the broker's limit): not queued"
+    )]
+    PayloadTooLarge {
+        /// The bed.
+        bed: String,
+        /// The window index.
+        window: u64,
+        /// Encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The outbox refused or failed to store the report.
+    #[error(transparent)]
+    Outbox(#[from] outbox::OutboxError),
 }
 
 /// A destination for window reports.

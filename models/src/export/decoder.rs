@@ -28,14 +28,44 @@ use meit::infer::bundle::{Dim as ManifestDim, Precision, TensorSpec};
 use super::ExportError;
 use super::graph::{Dim, Elem, Graph, attr_int, attr_ints, named};
 use super::int4;
-use super::weights::{Array, Weights};
+use super::weights::{Array, Projection, Weights};
 use crate::model::llama::LlamaConfig;
 
-/// How the decoder's linear layers are stored.
+/// Where a LoRA adapter goes in the exported graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoraExport {
+    /// Folded into the weight before quantisation (`W + B A`, one MatMulNBits): the default
+    /// (models/README.md, "LoRA: merged or a float branch").
+    #[default]
+    Merge,
+    /// Kept as a float branch beside the (quantised) base weight: `x W^T + (x A^T) B^T`.
+    Branch,
+}
+
+/// How attention is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AttentionExport {
+    /// Plain ONNX operators (MatMul, Softmax, ...): the default, chosen by measured speed on
+    /// the CPU provider (models/README.md, "Attention: plain operators or GroupQueryAttention").
+    #[default]
+    Ops,
+    /// ONNX Runtime's fused com.microsoft `GroupQueryAttention` (RoPE inside, packed QKV).
+    Gqa,
+}
+
+/// How the decoder is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinearFormat {
+    /// Attention as plain operators or the fused contrib operator.
+    pub attention: AttentionExport,
     /// fp32 or int4.
     pub precision: Precision,
+    /// Merged or branch LoRA.
+    pub lora: LoraExport,
+    /// int4 zero points: packed 4-bit or float.
+    pub zero_points: int4::ZeroPoints,
+    /// Keep the output head in fp32 even in an int4 graph.
+    pub float_head: bool,
     /// int4 block size along K.
     pub block_size: usize,
     /// `MatMulNBits` accuracy level (4: int8 compute on the CPU provider).
@@ -100,13 +130,246 @@ struct Builder<'a> {
     w: &'a Weights,
 }
 
+/// The cache names of one layer.
+struct LayerCache<'a> {
+    past_k: &'a str,
+    past_v: &'a str,
+    present_k: &'a str,
+    present_v: &'a str,
+}
+
+/// Values every layer's attention shares, built once per graph.
+enum AttentionContext {
+    /// Plain operators: RoPE tables gathered at the position ids `[b, 1, T, d]`, and the
+    /// additive mask `[b, 1, 1, T, S]`.
+    Ops {
+        cos: String,
+        sin: String,
+        bias: String,
+    },
+    /// GroupQueryAttention: per-row `seqlens_k` (attended entries - 1, int32), the total length
+    /// (int32 scalar), and half-width RoPE caches `[max_positions, d / 2]`.
+    Gqa {
+        seqlens: String,
+        total: String,
+        cos: String,
+        sin: String,
+    },
+}
+
+/// RoPE tables gathered at `positions`, and the mask: 0 where key j is in `attention_mask` and
+/// j <= S - T + i (the causal order of the new tokens), the most negative float elsewhere.
+fn ops_context(
+    g: &mut Graph,
+    c: &LlamaConfig,
+    ids: &str,
+    mask: &str,
+    positions: &str,
+) -> AttentionContext {
+    let d = c.head_dim;
+    g.set_prefix("rope");
+    let (cos_table, sin_table) = rope_tables(c);
+    let cos_t = g.weight_f32("rope.cos", &[c.max_positions, d], &cos_table);
+    let sin_t = g.weight_f32("rope.signed_sin", &[c.max_positions, d], &sin_table);
+    let axis1 = g.const_i64(&[1]);
+    let cos = g.op("Gather", &[&cos_t, positions], vec![attr_int("axis", 0)]);
+    let cos = g.op("Unsqueeze", &[&cos, &axis1], vec![]);
+    let sin = g.op("Gather", &[&sin_t, positions], vec![attr_int("axis", 0)]);
+    let sin = g.op("Unsqueeze", &[&sin, &axis1], vec![]);
+
+    g.set_prefix("mask");
+    let mask_shape = g.op("Shape", &[mask], vec![]);
+    let ids_shape = g.op("Shape", &[ids], vec![]);
+    let one = g.scalar_i64(1);
+    let zero = g.scalar_i64(0);
+    let total = g.op("Gather", &[&mask_shape, &one], vec![attr_int("axis", 0)]);
+    let new = g.op("Gather", &[&ids_shape, &one], vec![attr_int("axis", 0)]);
+    let start = g.op("Sub", &[&total, &new], vec![]);
+    let keys = g.op("Range", &[&zero, &total, &one], vec![]);
+    let queries = g.op("Range", &[&start, &total, &one], vec![]);
+    let axis0 = g.const_i64(&[0]);
+    let keys = g.op("Unsqueeze", &[&keys, &axis0], vec![]);
+    let queries = g.op("Unsqueeze", &[&queries, &axis1], vec![]);
+    let causal = g.op("LessOrEqual", &[&keys, &queries], vec![]);
+    let attend = g.op("Cast", &[mask], vec![attr_int("to", 9)]);
+    let axes = g.const_i64(&[1, 2, 3]);
+    let attend = g.op("Unsqueeze", &[&attend, &axes], vec![]);
+    let allowed = g.op("And", &[&attend, &causal], vec![]);
+    let open = g.scalar_f32(0.0);
+    let closed = g.scalar_f32(f32::MIN);
+    let bias = g.op("Where", &[&allowed, &open, &closed], vec![]);
+    AttentionContext::Ops { cos, sin, bias }
+}
+
+/// GroupQueryAttention's inputs derived from `attention_mask` (right-padded rows: the attended
+/// entries come first), and its half-width RoPE caches.
+fn gqa_context(g: &mut Graph, c: &LlamaConfig, mask: &str) -> AttentionContext {
+    g.set_prefix("gqa");
+    let (cos_table, sin_table) = rope_tables(c);
+    let (d, half) = (c.head_dim, c.head_dim / 2);
+    // The full tables repeat each angle for both halves, with the sine's first half negated:
+    // GroupQueryAttention takes each angle once, unsigned.
+    let pick = |table: &[f32], sign: f32| -> Vec<f32> {
+        table
+            .chunks(d)
+            .flat_map(|row| row[half..].iter().map(move |v| v * sign))
+            .collect()
+    };
+    let cos = g.weight_f32(
+        "gqa.cos_cache",
+        &[c.max_positions, half],
+        &pick(&cos_table, 1.0),
+    );
+    let sin = g.weight_f32(
+        "gqa.sin_cache",
+        &[c.max_positions, half],
+        &pick(&sin_table, 1.0),
+    );
+    let axis = g.const_i64(&[1]);
+    let attended = g.op("ReduceSum", &[mask, &axis], vec![attr_int("keepdims", 0)]);
+    let one = g.scalar_i64(1);
+    let last = g.op("Sub", &[&attended, &one], vec![]);
+    let seqlens = g.op("Cast", &[&last], vec![attr_int("to", 6)]);
+    let shape = g.op("Shape", &[mask], vec![]);
+    let width = g.op("Gather", &[&shape, &one], vec![attr_int("axis", 0)]);
+    let total = g.op("Cast", &[&width], vec![attr_int("to", 6)]);
+    AttentionContext::Gqa {
+        seqlens,
+        total,
+        cos,
+        sin,
+    }
+}
+
 impl Builder<'_> {
+    /// Attention as plain operators over the packed `qkv` `[b, T, (heads + 2 kv) d]`; binds the
+    /// layer's present outputs and returns `[b, T, hidden]`.
+    fn attention_ops(
+        &mut self,
+        c: &LlamaConfig,
+        qkv: &str,
+        cos: &str,
+        sin: &str,
+        bias: &str,
+        cache: &LayerCache<'_>,
+    ) -> String {
+        let (h, d, heads, kv) = (c.hidden_size, c.head_dim, c.num_heads, c.num_kv_heads);
+        let group = heads / kv;
+        let sizes = self
+            .g
+            .const_i64(&[(heads * d) as i64, (kv * d) as i64, (kv * d) as i64]);
+        let parts = self
+            .g
+            .op_multi("Split", &[qkv, &sizes], 3, vec![attr_int("axis", 2)]);
+        let q = self.split_heads(&parts[0], heads, d);
+        let k = self.split_heads(&parts[1], kv, d);
+        let v = self.split_heads(&parts[2], kv, d);
+        let q = self.rope(&q, cos, sin);
+        let k = self.rope(&k, cos, sin);
+        let g = &mut self.g;
+        let keys = g.op("Concat", &[cache.past_k, &k], vec![attr_int("axis", 2)]);
+        let values = g.op("Concat", &[cache.past_v, &v], vec![attr_int("axis", 2)]);
+        g.bind_output(&keys, cache.present_k);
+        g.bind_output(&values, cache.present_v);
+        // Grouped-query attention by broadcasting over the group axis.
+        let q_shape = g.const_i64(&[0, kv as i64, group as i64, -1, d as i64]);
+        let q5 = g.op("Reshape", &[&q, &q_shape], vec![]);
+        let axis2 = g.const_i64(&[2]);
+        let k5 = g.op("Unsqueeze", &[&keys, &axis2], vec![]);
+        let k5t = g.op(
+            "Transpose",
+            &[&k5],
+            vec![attr_ints("perm", &[0, 1, 2, 4, 3])],
+        );
+        let scores = g.op("MatMul", &[&q5, &k5t], vec![]);
+        let scores = g.op("Add", &[&scores, bias], vec![]);
+        let probs = g.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
+        let v5 = g.op("Unsqueeze", &[&values, &axis2], vec![]);
+        let out = g.op("MatMul", &[&probs, &v5], vec![]);
+        let heads_shape = g.const_i64(&[0, heads as i64, -1, d as i64]);
+        let out = g.op("Reshape", &[&out, &heads_shape], vec![]);
+        let out = g.op("Transpose", &[&out], vec![attr_ints("perm", &[0, 2, 1, 3])]);
+        let flat = g.const_i64(&[0, 0, h as i64]);
+        g.op("Reshape", &[&out, &flat], vec![])
+    }
+
+    /// Attention as com.microsoft `GroupQueryAttention` on the packed `qkv` (RoPE inside, at
+    /// positions continuing each row's cache: the same numbering as the plain graph).
+    #[allow(clippy::too_many_arguments)]
+    fn attention_gqa(
+        &mut self,
+        c: &LlamaConfig,
+        qkv: &str,
+        seqlens: &str,
+        total: &str,
+        cos: &str,
+        sin: &str,
+        cache: &LayerCache<'_>,
+    ) -> String {
+        let out = self.g.fresh_name("gqa");
+        self.g.node(
+            "GroupQueryAttention",
+            &[
+                qkv,
+                "",
+                "",
+                cache.past_k,
+                cache.past_v,
+                seqlens,
+                total,
+                cos,
+                sin,
+            ],
+            &[&out, cache.present_k, cache.present_v],
+            vec![
+                attr_int("num_heads", c.num_heads as i64),
+                attr_int("kv_num_heads", c.num_kv_heads as i64),
+                attr_int("do_rotary", 1),
+                attr_int("rotary_interleaved", 0),
+                // 1 / sqrt(head_dim) is folded into the query weights.
+                super::graph::attr_float("scale", 1.0),
+            ],
+            super::graph::MS_DOMAIN,
+        );
+        out
+    }
+}
+
+impl Builder<'_> {
+    /// `x` through a projection: the base weight (merged with its update, or with the update
+    /// as a float branch, per [`LoraExport`]).
+    fn project(&mut self, name: &str, p: &Projection, x: &str) -> Result<String, ExportError> {
+        match (&p.low_rank, self.format.lora) {
+            (Some(update), LoraExport::Branch) => {
+                let y = self.linear(name, &p.base, x);
+                let a_t = update.a.transposed();
+                let b_t = update.b.transposed();
+                let a = self
+                    .g
+                    .weight_f32(&format!("{name}.lora_a_t"), &a_t.dims, &a_t.data);
+                let b = self
+                    .g
+                    .weight_f32(&format!("{name}.lora_b_t"), &b_t.dims, &b_t.data);
+                let low = self.g.op("MatMul", &[x, &a], vec![]);
+                let delta = self.g.op("MatMul", &[&low, &b], vec![]);
+                Ok(self.g.op("Add", &[&y, &delta], vec![]))
+            }
+            _ => Ok(self.linear(name, &p.merged()?, x)),
+        }
+    }
+
     /// `x @ weight^T` for `weight` `[out, in]`, as MatMul (fp32) or MatMulNBits (int4).
     fn linear(&mut self, name: &str, weight: &Array, x: &str) -> String {
         let (n, k) = (weight.dims[0], weight.dims[1]);
         match self.format.precision {
             Precision::Int4 => {
-                let q = int4::quantize(&weight.data, n, k, self.format.block_size);
+                let q = int4::quantize(
+                    &weight.data,
+                    n,
+                    k,
+                    self.format.block_size,
+                    self.format.zero_points,
+                );
                 let blocks = q.blocks();
                 let b = self.g.weight_u8(
                     &format!("{name}.q4"),
@@ -116,11 +379,18 @@ impl Builder<'_> {
                 let scales = self
                     .g
                     .weight_f32(&format!("{name}.scales"), &[n * blocks], &q.scales);
-                let zp = self.g.weight_u8(
-                    &format!("{name}.zero_points"),
-                    &[n * blocks.div_ceil(2)],
-                    q.zero_points,
-                );
+                let zp = match self.format.zero_points {
+                    int4::ZeroPoints::Packed => self.g.weight_u8(
+                        &format!("{name}.zero_points"),
+                        &[n * blocks.div_ceil(2)],
+                        q.zero_points,
+                    ),
+                    int4::ZeroPoints::Float => self.g.weight_f32(
+                        &format!("{name}.zero_points"),
+                        &[n * blocks],
+                        &q.float_zero_points,
+                    ),
+                };
                 let attrs = vec![
                     attr_int("K", k as i64),
                     attr_int("N", n as i64),
@@ -182,16 +452,6 @@ impl Builder<'_> {
     }
 }
 
-/// Rows `[out, in]` of several weights stacked into one `[sum(out), in]`.
-fn stack_rows(parts: &[Array]) -> Array {
-    let cols = parts[0].dims[1];
-    let rows = parts.iter().map(|p| p.dims[0]).sum();
-    Array {
-        dims: vec![rows, cols],
-        data: parts.iter().flat_map(|p| p.data.iter().copied()).collect(),
-    }
-}
-
 /// Builds the decoder graph.
 pub fn build(
     w: &Weights,
@@ -208,8 +468,7 @@ pub fn build(
         format,
         w,
     };
-    let (h, d, heads, kv) = (c.hidden_size, c.head_dim, c.num_heads, c.num_kv_heads);
-    let group = heads / kv;
+    let (d, kv) = (c.head_dim, c.num_kv_heads);
     let batch = named("batch");
     let ids =
         b.g.input("input_ids", Elem::I64, &[batch.clone(), named("sequence")]);
@@ -261,45 +520,9 @@ pub fn build(
         b.g.weight_f32("embed_tokens.weight", &embed.dims, &embed.data);
     let mut x = b.g.op("Gather", &[&table, &ids], vec![attr_int("axis", 0)]);
 
-    // RoPE tables gathered at the position ids: [b, 1, T, d].
-    b.g.set_prefix("rope");
-    let (cos_table, sin_table) = rope_tables(c);
-    let cos_t =
-        b.g.weight_f32("rope.cos", &[c.max_positions, d], &cos_table);
-    let sin_t =
-        b.g.weight_f32("rope.signed_sin", &[c.max_positions, d], &sin_table);
-    let axis1 = b.g.const_i64(&[1]);
-    let cos =
-        b.g.op("Gather", &[&cos_t, &positions], vec![attr_int("axis", 0)]);
-    let cos = b.g.op("Unsqueeze", &[&cos, &axis1], vec![]);
-    let sin =
-        b.g.op("Gather", &[&sin_t, &positions], vec![attr_int("axis", 0)]);
-    let sin = b.g.op("Unsqueeze", &[&sin, &axis1], vec![]);
-
-    // Additive mask [b, 1, 1, T, S]: 0 where key j is in the mask and j <= S - T + i.
-    b.g.set_prefix("mask");
-    let bias = {
-        let g = &mut b.g;
-        let mask_shape = g.op("Shape", &[&mask], vec![]);
-        let ids_shape = g.op("Shape", &[&ids], vec![]);
-        let one = g.scalar_i64(1);
-        let zero = g.scalar_i64(0);
-        let total = g.op("Gather", &[&mask_shape, &one], vec![attr_int("axis", 0)]);
-        let new = g.op("Gather", &[&ids_shape, &one], vec![attr_int("axis", 0)]);
-        let start = g.op("Sub", &[&total, &new], vec![]);
-        let keys = g.op("Range", &[&zero, &total, &one], vec![]);
-        let queries = g.op("Range", &[&start, &total, &one], vec![]);
-        let axis0 = g.const_i64(&[0]);
-        let keys = g.op("Unsqueeze", &[&keys, &axis0], vec![]);
-        let queries = g.op("Unsqueeze", &[&queries, &axis1], vec![]);
-        let causal = g.op("LessOrEqual", &[&keys, &queries], vec![]);
-        let attend = g.op("Cast", &[&mask], vec![attr_int("to", 9)]);
-        let axes = g.const_i64(&[1, 2, 3]);
-        let attend = g.op("Unsqueeze", &[&attend, &axes], vec![]);
-        let allowed = g.op("And", &[&attend, &causal], vec![]);
-        let open = g.scalar_f32(0.0);
-        let closed = g.scalar_f32(f32::MIN);
-        g.op("Where", &[&allowed, &open, &closed], vec![])
+    let context = match format.attention {
+        AttentionExport::Ops => ops_context(&mut b.g, c, &ids, &mask, &positions),
+        AttentionExport::Gqa => gqa_context(&mut b.g, c, &mask),
     };
 
     let q_scale = 1.0 / (d as f32).sqrt();
@@ -307,50 +530,33 @@ pub fn build(
         let p = format!("decoder.layers.{layer}");
         b.g.set_prefix(format!("layers.{layer}"));
         let normed = b.rms_norm(&format!("{p}.input_layernorm"), &x, c.rms_norm_eps)?;
-        let mut q_w = w.linear(&format!("{p}.self_attn.q_proj"))?;
-        q_w.data.iter_mut().for_each(|v| *v *= q_scale);
-        let k_w = w.linear(&format!("{p}.self_attn.k_proj"))?;
-        let v_w = w.linear(&format!("{p}.self_attn.v_proj"))?;
-        let qkv_w = stack_rows(&[q_w, k_w, v_w]);
-        let qkv = b.linear(&format!("{p}.self_attn.qkv_proj"), &qkv_w, &normed);
-        let sizes =
-            b.g.const_i64(&[(heads * d) as i64, (kv * d) as i64, (kv * d) as i64]);
-        let parts =
-            b.g.op_multi("Split", &[&qkv, &sizes], 3, vec![attr_int("axis", 2)]);
-        let q = b.split_heads(&parts[0], heads, d);
-        let k = b.split_heads(&parts[1], kv, d);
-        let v = b.split_heads(&parts[2], kv, d);
-        let q = b.rope(&q, &cos, &sin);
-        let k = b.rope(&k, &cos, &sin);
+        let mut q_w = w.projection(&format!("{p}.self_attn.q_proj"))?;
+        q_w.scale_rows(q_scale);
+        let k_w = w.projection(&format!("{p}.self_attn.k_proj"))?;
+        let v_w = w.projection(&format!("{p}.self_attn.v_proj"))?;
+        let qkv_w = Projection::stack(vec![q_w, k_w, v_w]);
+        let qkv = b.project(&format!("{p}.self_attn.qkv_proj"), &qkv_w, &normed)?;
         let [_, _, present_k, present_v] = cache_names(layer);
         let (past_k, past_v) = &past[layer];
-        let g = &mut b.g;
-        let keys = g.op("Concat", &[past_k, &k], vec![attr_int("axis", 2)]);
-        let values = g.op("Concat", &[past_v, &v], vec![attr_int("axis", 2)]);
-        g.bind_output(&keys, &present_k);
-        g.bind_output(&values, &present_v);
-        // Grouped-query attention by broadcasting over the group axis.
-        let q_shape = g.const_i64(&[0, kv as i64, group as i64, -1, d as i64]);
-        let q5 = g.op("Reshape", &[&q, &q_shape], vec![]);
-        let axis2 = g.const_i64(&[2]);
-        let k5 = g.op("Unsqueeze", &[&keys, &axis2], vec![]);
-        let k5t = g.op(
-            "Transpose",
-            &[&k5],
-            vec![attr_ints("perm", &[0, 1, 2, 4, 3])],
-        );
-        let scores = g.op("MatMul", &[&q5, &k5t], vec![]);
-        let scores = g.op("Add", &[&scores, &bias], vec![]);
-        let probs = g.op("Softmax", &[&scores], vec![attr_int("axis", -1)]);
-        let v5 = g.op("Unsqueeze", &[&values, &axis2], vec![]);
-        let out = g.op("MatMul", &[&probs, &v5], vec![]);
-        let heads_shape = g.const_i64(&[0, heads as i64, -1, d as i64]);
-        let out = g.op("Reshape", &[&out, &heads_shape], vec![]);
-        let out = g.op("Transpose", &[&out], vec![attr_ints("perm", &[0, 2, 1, 3])]);
-        let flat = g.const_i64(&[0, 0, h as i64]);
-        let out = g.op("Reshape", &[&out, &flat], vec![]);
-        let o_w = w.linear(&format!("{p}.self_attn.o_proj"))?;
-        let attended = b.linear(&format!("{p}.self_attn.o_proj"), &o_w, &out);
+        let names = LayerCache {
+            past_k,
+            past_v,
+            present_k: &present_k,
+            present_v: &present_v,
+        };
+        let out = match &context {
+            AttentionContext::Ops { cos, sin, bias } => {
+                b.attention_ops(c, &qkv, cos, sin, bias, &names)
+            }
+            AttentionContext::Gqa {
+                seqlens,
+                total,
+                cos,
+                sin,
+            } => b.attention_gqa(c, &qkv, seqlens, total, cos, sin, &names),
+        };
+        let o_w = w.projection(&format!("{p}.self_attn.o_proj"))?;
+        let attended = b.project(&format!("{p}.self_attn.o_proj"), &o_w, &out)?;
         let hidden = b.g.op("Add", &[&x, &attended], vec![]);
 
         let normed = b.rms_norm(
@@ -358,17 +564,17 @@ pub fn build(
             &hidden,
             c.rms_norm_eps,
         )?;
-        let gate_up = stack_rows(&[
-            w.linear(&format!("{p}.mlp.gate_proj"))?,
-            w.linear(&format!("{p}.mlp.up_proj"))?,
+        let gate_up = Projection::stack(vec![
+            w.projection(&format!("{p}.mlp.gate_proj"))?,
+            w.projection(&format!("{p}.mlp.up_proj"))?,
         ]);
-        let gu = b.linear(&format!("{p}.mlp.gate_up_proj"), &gate_up, &normed);
+        let gu = b.project(&format!("{p}.mlp.gate_up_proj"), &gate_up, &normed)?;
         let halves = b.g.op_multi("Split", &[&gu], 2, vec![attr_int("axis", 2)]);
         let sig = b.g.op("Sigmoid", &[&halves[0]], vec![]);
         let silu = b.g.op("Mul", &[&halves[0], &sig], vec![]);
         let act = b.g.op("Mul", &[&silu, &halves[1]], vec![]);
-        let down_w = w.linear(&format!("{p}.mlp.down_proj"))?;
-        let down = b.linear(&format!("{p}.mlp.down_proj"), &down_w, &act);
+        let down_w = w.projection(&format!("{p}.mlp.down_proj"))?;
+        let down = b.project(&format!("{p}.mlp.down_proj"), &down_w, &act)?;
         x = b.g.op("Add", &[&hidden, &down], vec![]);
     }
 
@@ -379,7 +585,13 @@ pub fn build(
     } else {
         w.get("decoder.lm_head.weight")?
     };
-    let logits = b.linear("lm_head", &head, &normed);
+    let logits = if format.float_head {
+        let t = head.transposed();
+        let w = b.g.weight_f32("lm_head.weight_t", &t.dims, &t.data);
+        b.g.op("MatMul", &[&normed, &w], vec![])
+    } else {
+        b.linear("lm_head", &head, &normed)
+    };
     b.g.bind_output(&logits, "logits");
     Ok(b.g.into_model(
         "meit_decoder",

@@ -140,6 +140,11 @@ impl Graph {
         self.prefix = prefix.into();
     }
 
+    /// A fresh value name (for nodes with several named outputs).
+    pub fn fresh_name(&mut self, what: &str) -> String {
+        self.fresh(what)
+    }
+
     fn fresh(&mut self, what: &str) -> String {
         self.counter += 1;
         if self.prefix.is_empty() {

@@ -10,6 +10,21 @@
 //! Layout (ONNX Runtime's contrib-op documentation): `B` uint8 `[N, blocks, block_size / 2]`,
 //! two values a byte, the first in the low nibble; `scales` float `[N * blocks]`; `zero_points`
 //! uint8 `[N * ceil(blocks / 2)]`, two a byte per row, the first in the low nibble.
+//!
+//! [`ZeroPoints::Float`] is the other layout `MatMulNBits` takes: one float zero point per block
+//! (`[N * blocks]`, the type of A). The range is then each block's own `[min, max]` (0 need not
+//! be inside it), so a block quantised by llama.cpp's Q4_1 (`d * q + m`, float `d` and `m`, the
+//! SmolLM2 base) is reproduced exactly: `scale = d`, `zero_point = -m / d`.
+
+/// How zero points are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ZeroPoints {
+    /// 4-bit integers, packed two a byte; each block's range includes 0.
+    #[default]
+    Packed,
+    /// One float per block; each block's range is its own `[min, max]`.
+    Float,
+}
 
 /// A quantised weight ready to become `MatMulNBits` initializers.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,8 +39,10 @@ pub struct QuantizedWeight {
     pub packed: Vec<u8>,
     /// One scale per block, `[N * blocks]`.
     pub scales: Vec<f32>,
-    /// Packed zero points, `[N * ceil(blocks / 2)]`.
+    /// Packed zero points, `[N * ceil(blocks / 2)]` (empty with float zero points).
     pub zero_points: Vec<u8>,
+    /// Float zero points, `[N * blocks]` (empty with packed zero points).
+    pub float_zero_points: Vec<f32>,
 }
 
 impl QuantizedWeight {
@@ -50,14 +67,19 @@ impl QuantizedWeight {
                 } else {
                     byte >> 4
                 };
-                let zp_byte = self.zero_points[row * zp_row + block / 2];
-                let zp = if block % 2 == 0 {
-                    zp_byte & 0x0f
-                } else {
-                    zp_byte >> 4
+                let zp = match self.float_zero_points.get(row * blocks + block) {
+                    Some(&zp) => zp,
+                    None => {
+                        let byte = self.zero_points[row * zp_row + block / 2];
+                        f32::from(if block % 2 == 0 {
+                            byte & 0x0f
+                        } else {
+                            byte >> 4
+                        })
+                    }
                 };
                 let scale = self.scales[row * blocks + block];
-                out.push((f32::from(q) - f32::from(zp)) * scale);
+                out.push((f32::from(q) - zp) * scale);
             }
         }
         out
@@ -65,7 +87,13 @@ impl QuantizedWeight {
 }
 
 /// Quantises `weight` `[n, k]` (row-major) to 4 bits in blocks of `block_size` (even).
-pub fn quantize(weight: &[f32], n: usize, k: usize, block_size: usize) -> QuantizedWeight {
+pub fn quantize(
+    weight: &[f32],
+    n: usize,
+    k: usize,
+    block_size: usize,
+    zero_points_as: ZeroPoints,
+) -> QuantizedWeight {
     assert_eq!(weight.len(), n * k, "weight is not [n, k]");
     assert!(block_size >= 2 && block_size.is_multiple_of(2));
     let blocks = k.div_ceil(block_size);
@@ -73,12 +101,40 @@ pub fn quantize(weight: &[f32], n: usize, k: usize, block_size: usize) -> Quanti
     let half = block_size / 2;
     let mut packed = vec![0u8; n * blocks * half];
     let mut scales = vec![0f32; n * blocks];
-    let mut zero_points = vec![0u8; n * zp_row];
+    let float = zero_points_as == ZeroPoints::Float;
+    let mut zero_points = if float {
+        Vec::new()
+    } else {
+        vec![0u8; n * zp_row]
+    };
+    let mut float_zero_points = if float {
+        vec![0f32; n * blocks]
+    } else {
+        Vec::new()
+    };
     for row in 0..n {
         for block in 0..blocks {
             let start = block * block_size;
             let end = (start + block_size).min(k);
             let values = &weight[row * k + start..row * k + end];
+            if float {
+                // The block's own range; a padded block keeps 0 inside it so padding is exact.
+                let padded = end - start < block_size;
+                let first = if padded { 0.0 } else { values[0] };
+                let lo = values.iter().copied().fold(first, f32::min);
+                let hi = values.iter().copied().fold(first, f32::max);
+                let scale = if hi > lo { (hi - lo) / 15.0 } else { 1.0 };
+                let zp = -lo / scale;
+                scales[row * blocks + block] = scale;
+                float_zero_points[row * blocks + block] = zp;
+                for within in 0..block_size {
+                    let w = values.get(within).copied().unwrap_or(0.0);
+                    let q = ((w - lo) / scale).round().clamp(0.0, 15.0) as u8;
+                    let index = (row * blocks + block) * half + within / 2;
+                    packed[index] |= if within % 2 == 0 { q } else { q << 4 };
+                }
+                continue;
+            }
             let lo = values.iter().copied().fold(0f32, f32::min);
             let hi = values.iter().copied().fold(0f32, f32::max);
             let (scale, zp) = if hi > lo {
@@ -107,6 +163,7 @@ pub fn quantize(weight: &[f32], n: usize, k: usize, block_size: usize) -> Quanti
         packed,
         scales,
         zero_points,
+        float_zero_points,
     }
 }
 
@@ -121,7 +178,7 @@ mod tests {
         // K = 44: one whole block and a padded one.
         let (n, k) = (5, 44);
         let w: Vec<f32> = (0..n * k).map(|_| rng.random_range(-0.3..0.2)).collect();
-        let q = quantize(&w, n, k, 32);
+        let q = quantize(&w, n, k, 32, ZeroPoints::Packed);
         assert_eq!(q.packed.len(), n * 2 * 16);
         assert_eq!(q.zero_points.len(), n);
         let back = q.dequantize();
@@ -136,9 +193,29 @@ mod tests {
     }
 
     #[test]
+    fn float_zero_points_reproduce_a_q4_1_block_exactly() {
+        // A block as llama.cpp's Q4_1 stores it: d * q + m with q spanning 0..=15.
+        let (d, m) = (0.013f32, -0.071f32);
+        let w: Vec<f32> = (0..32).map(|i| d * ((i * 7 % 16) as f32) + m).collect();
+        let q = quantize(&w, 1, 32, 32, ZeroPoints::Float);
+        assert!(q.zero_points.is_empty() && q.float_zero_points.len() == 1);
+        for (a, b) in w.iter().zip(q.dequantize()) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        // Packed zero points cannot: 0 must be on the grid.
+        let packed = quantize(&w, 1, 32, 32, ZeroPoints::Packed).dequantize();
+        let worst = w
+            .iter()
+            .zip(&packed)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst > 1e-4, "{worst}");
+    }
+
+    #[test]
     fn zero_is_exact_and_a_constant_block_is_kept() {
         let w = [0.0f32, 0.5, -0.25, 0.0, 0.0, 0.0, 0.0, 0.0];
-        let q = quantize(&w, 1, 8, 4);
+        let q = quantize(&w, 1, 8, 4, ZeroPoints::Packed);
         let back = q.dequantize();
         assert_eq!(back[0], 0.0);
         assert_eq!(&back[4..], &[0.0; 4]);

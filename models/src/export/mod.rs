@@ -76,6 +76,14 @@ pub struct ExportOptions {
     pub block_size: usize,
     /// int4 `MatMulNBits` accuracy level.
     pub accuracy_level: i64,
+    /// LoRA merged into the weights or kept as a float branch.
+    pub lora: decoder::LoraExport,
+    /// Attention as plain operators or GroupQueryAttention.
+    pub attention: decoder::AttentionExport,
+    /// int4 zero points: packed 4-bit or float.
+    pub zero_points: int4::ZeroPoints,
+    /// Keep the output head fp32 in an int4 graph.
+    pub float_head: bool,
     /// Model id in the manifest (default: `meit-<model directory name>`).
     pub model_id: Option<String>,
     /// Headline evaluation rows to record in the manifest.
@@ -88,6 +96,10 @@ impl Default for ExportOptions {
             precision: Precision::Int4,
             block_size: DEFAULT_BLOCK_SIZE,
             accuracy_level: DEFAULT_ACCURACY_LEVEL,
+            lora: decoder::LoraExport::Merge,
+            attention: decoder::AttentionExport::Ops,
+            zero_points: int4::ZeroPoints::Packed,
+            float_head: false,
             model_id: None,
             evaluation: BTreeMap::new(),
         }
@@ -109,6 +121,10 @@ pub fn export(
         precision: options.precision,
         block_size: options.block_size,
         accuracy_level: options.accuracy_level,
+        lora: options.lora,
+        attention: options.attention,
+        zero_points: options.zero_points,
+        float_head: options.float_head,
     };
     let decoder_graph = decoder::build(&weights, &mc.decoder, format)?;
 

@@ -34,6 +34,104 @@ impl Array {
     }
 }
 
+/// A LoRA update `B A` with the scale folded into `B`: `a` `[rank, in]`, `b` `[out, rank]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LowRank {
+    /// `[rank, in]`.
+    pub a: Array,
+    /// `[out, rank]`, times `alpha / rank`.
+    pub b: Array,
+}
+
+/// A linear layer: its base weight `[out, in]` and an optional low-rank update.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Projection {
+    /// The (pretrained, frozen) weight.
+    pub base: Array,
+    /// The LoRA update, if the layer was adapted.
+    pub low_rank: Option<LowRank>,
+}
+
+impl Projection {
+    /// `base + B A` (the update merged; the base alone without one).
+    pub fn merged(&self) -> Result<Array, ExportError> {
+        let mut out = self.base.clone();
+        if let Some(LowRank { a, b }) = &self.low_rank {
+            let (rows, rank, cols) = (b.dims[0], b.dims[1], a.dims[1]);
+            if a.dims[0] != rank || out.dims != [rows, cols] {
+                return Err(ExportError::Tensor(format!(
+                    "LoRA shapes {:?} x {:?} do not fit the weight {:?}",
+                    b.dims, a.dims, out.dims
+                )));
+            }
+            for r in 0..rows {
+                for k in 0..rank {
+                    let bv = b.data[r * rank + k];
+                    if bv == 0.0 {
+                        continue;
+                    }
+                    let row = &mut out.data[r * cols..(r + 1) * cols];
+                    for (o, av) in row.iter_mut().zip(&a.data[k * cols..(k + 1) * cols]) {
+                        *o += bv * av;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Multiplies every output row (of the base and of the update) by `factor`.
+    pub fn scale_rows(&mut self, factor: f32) {
+        self.base.data.iter_mut().for_each(|v| *v *= factor);
+        if let Some(low_rank) = &mut self.low_rank {
+            low_rank.b.data.iter_mut().for_each(|v| *v *= factor);
+        }
+    }
+
+    /// Several projections of the same input as one (output rows stacked): the bases stacked,
+    /// the updates as one `A` (ranks stacked) and a block-diagonal `B`.
+    pub fn stack(parts: Vec<Projection>) -> Projection {
+        let base = stack_rows(parts.iter().map(|p| &p.base));
+        let low_rank = if parts.iter().all(|p| p.low_rank.is_some()) {
+            let updates: Vec<&LowRank> = parts.iter().filter_map(|p| p.low_rank.as_ref()).collect();
+            let a = stack_rows(updates.iter().map(|u| &u.a));
+            let ranks: usize = updates.iter().map(|u| u.b.dims[1]).sum();
+            let rows: usize = updates.iter().map(|u| u.b.dims[0]).sum();
+            let mut b = vec![0f32; rows * ranks];
+            let (mut row0, mut col0) = (0, 0);
+            for u in &updates {
+                let (r, k) = (u.b.dims[0], u.b.dims[1]);
+                for i in 0..r {
+                    b[(row0 + i) * ranks + col0..(row0 + i) * ranks + col0 + k]
+                        .copy_from_slice(&u.b.data[i * k..(i + 1) * k]);
+                }
+                row0 += r;
+                col0 += k;
+            }
+            Some(LowRank {
+                a,
+                b: Array {
+                    dims: vec![rows, ranks],
+                    data: b,
+                },
+            })
+        } else {
+            None
+        };
+        Projection { base, low_rank }
+    }
+}
+
+/// Rows `[out, in]` of several arrays stacked into one `[sum(out), in]`.
+pub fn stack_rows<'a>(parts: impl Iterator<Item = &'a Array> + Clone) -> Array {
+    let cols = parts.clone().next().map_or(0, |p| p.dims[1]);
+    let rows = parts.clone().map(|p| p.dims[0]).sum();
+    Array {
+        dims: vec![rows, cols],
+        data: parts.flat_map(|p| p.data.iter().copied()).collect(),
+    }
+}
+
 /// BatchNorm's epsilon in the encoder (candle-nn's and PyTorch's default).
 pub const BATCH_NORM_EPS: f32 = 1e-5;
 
@@ -70,24 +168,24 @@ impl Weights {
     /// A linear layer's weight `[out, in]` under `prefix` (`prefix.weight`), with its LoRA
     /// adapter (`prefix.lora_a.weight`, `prefix.lora_b.weight`) merged when it has one.
     pub fn linear(&self, prefix: &str) -> Result<Array, ExportError> {
-        let mut weight = self.get(&format!("{prefix}.weight"))?;
+        self.projection(prefix)?.merged()
+    }
+
+    /// A linear layer under `prefix` as its base weight and, if it has a LoRA adapter, the
+    /// low-rank update `(alpha / r) B A` kept apart.
+    pub fn projection(&self, prefix: &str) -> Result<Projection, ExportError> {
+        let base = self.get(&format!("{prefix}.weight"))?;
         let a_name = format!("{prefix}.lora_a.weight");
-        if let (Some(a), Some(scale)) = (self.tensors.get(&a_name), self.lora_scale) {
-            let b_name = format!("{prefix}.lora_b.weight");
-            let b = self
-                .tensors
-                .get(&b_name)
-                .ok_or_else(|| ExportError::MissingWeight(b_name.clone()))?;
-            let delta = b
-                .matmul(a)
-                .and_then(|d| d * scale)
-                .map_err(|e| ExportError::Tensor(format!("merging LoRA of {prefix}: {e}")))?;
-            let delta = to_array(&b_name, &delta)?;
-            for (w, d) in weight.data.iter_mut().zip(&delta.data) {
-                *w += d;
+        let low_rank = match (self.tensors.contains_key(&a_name), self.lora_scale) {
+            (true, Some(scale)) => {
+                let a = self.get(&a_name)?;
+                let mut b = self.get(&format!("{prefix}.lora_b.weight"))?;
+                b.data.iter_mut().for_each(|v| *v *= scale as f32);
+                Some(LowRank { a, b })
             }
-        }
-        Ok(weight)
+            _ => None,
+        };
+        Ok(Projection { base, low_rank })
     }
 
     /// BatchNorm under `prefix` as a per-channel affine map `x * scale + shift` (inference form).
