@@ -124,8 +124,13 @@ fn open(dir: &Path, runtime: &RuntimeConfig) -> Result<Engine, String> {
         .iter()
         .find(|p| **p != ExecutionProviderKind::Cpu)
     {
+        let name = match other {
+            ExecutionProviderKind::Cuda => "cuda",
+            ExecutionProviderKind::Tensorrt => "tensorrt",
+            ExecutionProviderKind::Cpu => "cpu",
+        };
         return Err(format!(
-            "execution provider {other:?} is not supported by the engine in this build (use [runtime] execution_providers = [\"cpu\"])"
+            "execution provider {name} is not supported by the engine in this build (use [runtime] execution_providers = [\"cpu\"])"
         ));
     }
     // Manifest, checksums and preprocessing first: they name the bundle's own files.
