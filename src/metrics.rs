@@ -162,6 +162,11 @@ impl Metrics {
         m.latency_count += 1;
     }
 
+    /// Reports handed to the sink so far, all beds and outcomes.
+    pub fn published_total(&self) -> u64 {
+        self.lock().windows.values().sum()
+    }
+
     /// The text exposition (Prometheus format 0.0.4).
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -103,7 +103,7 @@ pub enum Outcome {
         /// The report text.
         text: String,
         /// The statement codes read back from the text
-        /// ([`parse_report`](crate::synth::report::parse_report)), e.g. `SR`, `AFIB`.
+        /// ([`parse_report`]), e.g. `SR`, `AFIB`.
         codes: Vec<String>,
         /// Where the text's stated rhythm or rate disagrees with the measured signal, or
         /// states what the available leads cannot support (see [`contradictions`] and
@@ -229,7 +229,7 @@ const RATE_TOLERANCE_BPM: f32 = 10.0;
 /// slack at the 60 and 100 bpm borders) and regularity, atrial fibrillation against regularity,
 /// and any stated ventricular rate ("rate 75", "75 bpm", read by [`stated_rates`]) against the
 /// measured one. Ectopic beats excuse irregularity. Case-insensitive; unknown statements are not judged. Rhythm claims are
-/// found by substring, not by [`parse_report`](crate::synth::report::parse_report): free text
+/// found by substring, not by [`parse_report`]: free text
 /// such as "sinus rhythm with PVCs" is still checked.
 pub fn contradictions(text: &str, measured: &Measurements) -> Vec<String> {
     let text = text.to_lowercase();

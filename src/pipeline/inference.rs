@@ -118,6 +118,7 @@ struct State {
     pending: VecDeque<Queued>,
     dropped: Vec<(PendingWindow, DropCause)>,
     closed: bool,
+    abandoned: bool,
     stats: QueueStats,
 }
 
@@ -153,6 +154,7 @@ impl InferenceQueue {
                     pending: VecDeque::new(),
                     dropped: Vec::new(),
                     closed: false,
+                    abandoned: false,
                     stats: QueueStats::default(),
                 }),
                 Condvar::new(),
@@ -198,6 +200,7 @@ impl InferenceQueue {
     pub fn abandon(&self) {
         let mut state = self.lock();
         state.closed = true;
+        state.abandoned = true;
         let pending: Vec<Queued> = state.pending.drain(..).collect();
         state.stats.dropped_shutdown += pending.len() as u64;
         state
@@ -271,6 +274,29 @@ impl InferenceQueue {
         })
     }
 
+    /// The test hook's pause before a batch ([`BatchSettings::delay`]); cut short when the
+    /// queue is abandoned, so that the stop deadline holds.
+    fn test_delay(&self) {
+        let delay = self.settings.delay;
+        if delay.is_zero() {
+            return;
+        }
+        let until = Instant::now() + delay;
+        let mut state = self.lock();
+        while !state.abandoned {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            state = self
+                .shared
+                .1
+                .wait_timeout(state, until - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     fn record_batch(&self, windows: usize) {
         let mut state = self.lock();
         state.stats.batches += 1;
@@ -305,9 +331,7 @@ pub fn spawn_worker(
                 if batch.windows.is_empty() {
                     continue;
                 }
-                if !queue.settings.delay.is_zero() {
-                    std::thread::sleep(queue.settings.delay);
-                }
+                queue.test_delay();
                 for finished in generate(&mut engine, batch.windows, &batch.waited_ms) {
                     if out.blocking_send(finished).is_err() {
                         return;

@@ -362,7 +362,10 @@ pub async fn run<S: Sink + 'static>(
                     abort.abort();
                     missed = true;
                     tracing::error!("stop deadline: the sink did not finish in time");
-                    Ok(Ok(PublishStats::default()))
+                    Ok(Ok(PublishStats {
+                        published: metrics.published_total(),
+                        skipped: 0,
+                    }))
                 }
             }
         }
