@@ -16,7 +16,7 @@ use super::serial::{PortSelector, SerialError, SerialSettings, SerialSource};
 use super::signal::{DEFAULT_NOISE, SignalError, SynthSettings, SynthSignal};
 use super::simulator::{Device, DeviceSettings, run_on_pty};
 use super::{LinkStats, SourceEvent};
-use crate::config::{SerialProtocol, SourceConfig};
+use crate::acquire::config::{SerialProtocol, SourceConfig};
 use crate::ecg::LeadSet;
 use crate::synth::ConditionSet;
 
