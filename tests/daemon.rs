@@ -133,6 +133,10 @@ fn simulated_beds_get_reports_matching_their_condition_or_honest_no_reports_in_o
             "leadoff",
             "condition = \"normal\"\nnoise = 0.05\nelectrodes_off = [\"V2\"]\n",
         ),
+        (
+            "monitor",
+            "condition = \"normal\"\nheart_rate_bpm = 72\nnoise = 0.05\nleads = [\"I\", \"II\", \"V1\"]\n",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     let mut text = format!("[model]\nbundle = \"{}\"\n", bundle().display());
@@ -190,6 +194,20 @@ fn simulated_beds_get_reports_matching_their_condition_or_honest_no_reports_in_o
                         r["timings"]["inference"]["batch"].as_u64().unwrap() >= 1,
                         "{r}"
                     );
+                }
+                "monitor" => {
+                    // A 3-lead monitor: the chest leads it lacks are masked and named, and the
+                    // report says only what I, II (and the limb leads derived from them) and V1
+                    // support.
+                    assert_eq!(
+                        r["masked_leads"],
+                        serde_json::json!(["V2", "V3", "V4", "V5", "V6"]),
+                        "{r}"
+                    );
+                    assert_eq!(outcome["kind"], "report", "{r}");
+                    let have = |l: Lead| !["V2", "V3", "V4", "V5", "V6"].contains(&l.name());
+                    assert!(codes(r).iter().all(|c| is_supported(c, have)), "{r}");
+                    assert!(codes(r).iter().any(|c| c == "SR"), "{r}");
                 }
                 "noisy" => {
                     assert_eq!(outcome["kind"], "no_report", "{r}");
