@@ -225,13 +225,6 @@ pub async fn run<S: Sink + 'static>(
     let queue = InferenceQueue::new(settings);
     let (finished_tx, finished_rx) = mpsc::channel::<Finished>(1024);
     let unavailable = engine.as_ref().err().cloned();
-    let worker = match engine {
-        Ok(engine) => Some(
-            inference::spawn_worker(engine, queue.clone(), finished_tx.clone())
-                .map_err(PipelineError::Worker)?,
-        ),
-        Err(_) => None,
-    };
     let metrics = Arc::new(Metrics::default());
     metrics.watch_queue(queue.clone());
     metrics.set_model_ready(unavailable.is_none());
@@ -248,6 +241,15 @@ pub async fn run<S: Sink + 'static>(
             ))))
         }
         None => None,
+    };
+    // The worker after the metrics endpoint: a port that cannot be bound stops the start
+    // before any thread runs.
+    let worker = match engine {
+        Ok(engine) => Some(
+            inference::spawn_worker(engine, queue.clone(), finished_tx.clone())
+                .map_err(PipelineError::Worker)?,
+        ),
+        Err(_) => None,
     };
     let publisher = tokio::spawn(publisher::publish_stage(
         sink,
