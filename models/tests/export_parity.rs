@@ -435,3 +435,50 @@ fn int4_scores_within_one_point_of_fp32_on_128_held_out_records() -> TestResult 
     );
     Ok(())
 }
+
+#[test]
+fn group_query_attention_export_gives_the_plain_graphs_logits() -> TestResult {
+    use meit_models::export::decoder::AttentionExport;
+    let dir = tempfile::tempdir()?;
+    export(
+        &model_dir(),
+        dir.path(),
+        &ExportOptions {
+            precision: Precision::Fp32,
+            attention: AttentionExport::Gqa,
+            ..Default::default()
+        },
+    )?;
+    let inputs = held_out(1, false);
+    let ecg = batch(&inputs);
+    let ids = fixed_tokens();
+    let t = ids.len();
+    let mut plain = engine(&bundles().1);
+    let mut gqa = engine(dir.path());
+    let id_row = || Array2::from_shape_fn((1, t), |(_, j)| i64::from(ids[j]));
+    let positions = || Array2::from_shape_fn((1, t), |(_, j)| j as i64 + 1);
+    let slots = plain.slots(ecg.clone())?;
+    let (want, _) = plain.decode(id_row(), positions(), Array2::ones((1, t + 1)), slots)?;
+    let slots = gqa.slots(ecg.clone())?;
+    let (got, _) = gqa.decode(id_row(), positions(), Array2::ones((1, t + 1)), slots)?;
+    let e = relative_error(
+        &got.iter().copied().collect::<Vec<_>>(),
+        &want.iter().copied().collect::<Vec<_>>(),
+    );
+    assert!(e <= 1e-4, "prefill after the slot: {e}");
+    // Step by step with the cache.
+    let mut past = gqa.slots(ecg)?;
+    for j in 0..t {
+        let (logits, present) = gqa.decode(
+            Array2::from_elem((1, 1), i64::from(ids[j])),
+            Array2::from_elem((1, 1), j as i64 + 1),
+            Array2::ones((1, j + 2)),
+            past,
+        )?;
+        past = present;
+        let row: Vec<f32> = want.index_axis(Axis(1), j).iter().copied().collect();
+        let e = relative_error(&logits.iter().copied().collect::<Vec<_>>(), &row);
+        assert!(e <= 1e-4, "step {j}: {e}");
+    }
+    Ok(())
+}

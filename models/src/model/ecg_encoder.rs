@@ -465,6 +465,7 @@ mod tests {
     use candle_core::{DType, Device};
 
     use super::*;
+    use crate::model::meit::random_ecg;
 
     fn tiny(block: BlockKind) -> EcgEncoderConfig {
         EcgEncoderConfig {
@@ -485,11 +486,16 @@ mod tests {
         let dev = Device::Cpu;
         for (stride, kernel) in [(1, 3), (2, 3), (2, 7), (2, 1), (1, 1)] {
             let padding = kernel / 2;
-            let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 17), &dev)?)?;
-            let w =
-                candle_core::Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 3, kernel), &dev)?)?;
+            let x = candle_core::Var::from_tensor(&random_ecg(
+                2,
+                3,
+                17,
+                1 + stride as u64 * 10 + kernel as u64,
+                &dev,
+            )?)?;
+            let w = candle_core::Var::from_tensor(&random_ecg(4, 3, kernel, 2, &dev)?)?;
             let t_out = (17 + 2 * padding - kernel) / stride + 1;
-            let probe = Tensor::randn(0f32, 1.0, (2, 4, t_out), &dev)?;
+            let probe = random_ecg(2, 4, t_out, 3, &dev)?;
             let value = |x: &Tensor, w: &Tensor| -> candle_core::Result<f32> {
                 let conv = Convolution {
                     weight: w.clone(),
@@ -540,8 +546,8 @@ mod tests {
     #[allow(clippy::needless_range_loop)] // the indices are the definition being checked
     fn convolution_equals_a_direct_sum() -> Result<(), Box<dyn std::error::Error>> {
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (2, 3, 11), &dev)?;
-        let w = Tensor::randn(0f32, 1.0, (4, 3, 5), &dev)?;
+        let x = random_ecg(2, 3, 11, 4, &dev)?;
+        let w = random_ecg(4, 3, 5, 5, &dev)?;
         let conv = Convolution {
             weight: w.clone(),
             stride: 2,

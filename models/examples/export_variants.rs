@@ -1,9 +1,11 @@
-//! LoRA in an int4 bundle: merged into the weights before quantisation, or kept as a float
-//! branch beside `MatMulNBits`? Measures both on size, decode speed and logits error against
+//! Export choices measured side by side on one model: LoRA merged into the weights before
+//! quantisation or kept as a float branch beside `MatMulNBits`; packed 4-bit or float zero
+//! points; an int4 or fp32 output head; attention as plain operators or com.microsoft
+//! `GroupQueryAttention`. For each: decoder size, decode step latency, and logits error against
 //! the fp32 export (itself checked against candle by the parity tests).
 //!
 //! ```text
-//! cargo run --release -p meit-models --example lora_export -- --model DIR [--lora-std 0.02] [--only 1,2]
+//! cargo run --release -p meit-models --example export_variants -- --model DIR [--lora-std 0.02] [--only 1,2]
 //! ```
 //!
 //! DIR is a model directory with LoRA adapters (a SmolLM2 run, e.g. from `make smollm2-bundle`).
@@ -16,7 +18,7 @@ use std::time::Instant;
 use meit::infer::bundle::{Bundle, Precision};
 use meit::infer::engine::Engine;
 use meit::infer::runtime::OnnxRuntime;
-use meit_models::export::decoder::LoraExport;
+use meit_models::export::decoder::{AttentionExport, LoraExport};
 use meit_models::export::int4::ZeroPoints;
 use meit_models::export::{ExportOptions, export};
 use ndarray::{Array2, Array3, Axis};
@@ -45,6 +47,10 @@ fn main() -> anyhow::Result<()> {
         float_head,
         ..base.clone()
     };
+    let gqa = |options: ExportOptions| ExportOptions {
+        attention: AttentionExport::Gqa,
+        ..options
+    };
     let mut variants = vec![
         (
             "fp32 (reference, merged)",
@@ -68,6 +74,21 @@ fn main() -> anyhow::Result<()> {
         (
             "int4, LoRA float branch",
             int4(LoraExport::Branch, ZeroPoints::Packed, false),
+        ),
+        (
+            "int4, LoRA merged, GroupQueryAttention",
+            gqa(int4(LoraExport::Merge, ZeroPoints::Packed, false)),
+        ),
+        (
+            "int4, LoRA merged, fp32 head",
+            int4(LoraExport::Merge, ZeroPoints::Packed, true),
+        ),
+        (
+            "fp32, GroupQueryAttention",
+            gqa(ExportOptions {
+                precision: Precision::Fp32,
+                ..base.clone()
+            }),
         ),
     ];
     if let Some(only) = arg("--only") {
