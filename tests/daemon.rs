@@ -492,3 +492,31 @@ fn every_example_config_passes_check_config() {
         assert!(checked.iter().any(|c| c == required), "{checked:?}");
     }
 }
+
+#[test]
+fn a_required_model_that_cannot_be_used_stops_the_start_naming_the_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("required.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nbundle = \"{}\"\nrequired = true\n\n[[source]]\nkind = \"simulated\"\nbed = \"req-{}\"\n",
+            dir.path().join("gone").display(),
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_meit"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no model bundle at")
+            && stderr.contains("gone")
+            && stderr.contains("required = true"),
+        "{stderr}"
+    );
+}
