@@ -180,11 +180,13 @@ impl PipelineConfig {
     pub fn batch_settings(&self, hop_seconds: f64) -> BatchSettings {
         let age = match self.when_behind {
             WhenBehind::Wait => Duration::MAX,
-            WhenBehind::DropOldest => Duration::from_secs_f64(
+            // A hop that is not a usable number (a damaged manifest) must not panic here.
+            WhenBehind::DropOldest => Duration::try_from_secs_f64(
                 self.max_queue_seconds
                     .unwrap_or(hop_seconds)
                     .clamp(0.001, 3600.0),
-            ),
+            )
+            .unwrap_or(Duration::from_secs(10)),
         };
         BatchSettings {
             max_batch: self.max_batch,
@@ -475,5 +477,7 @@ mod tests {
         }
         .batch_settings(10.0);
         assert_eq!(replay.max_queue_age, Duration::MAX);
+        let odd = PipelineConfig::default().batch_settings(f64::NAN);
+        assert_eq!(odd.max_queue_age, Duration::from_secs(10));
     }
 }
