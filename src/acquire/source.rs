@@ -182,15 +182,7 @@ pub fn start(
         } => {
             let recording = replay::load(file, *sample_rate_hz)
                 .map_err(|source| SourceError::Replay { bed, source })?;
-            let settings = ReplaySettings {
-                block_frames: (recording.sample_rate_hz / 10.0).round().max(1.0) as usize,
-                realtime: *realtime,
-            };
-            handle.task = Some(tokio::spawn(async move {
-                if let Err(e) = replay::stream(&recording, settings, &events).await {
-                    tracing::error!(error = %e, "replay stopped");
-                }
-            }));
+            return Ok(start_recording(recording, *realtime, events));
         }
         SourceConfig::Ble { device, .. } => {
             #[cfg(feature = "ble")]
@@ -213,6 +205,28 @@ pub fn start(
         }
     }
     Ok(handle)
+}
+
+/// Streams a recording already in memory as a replay source would (blocks of 100 ms, at
+/// real-time pace or as fast as the channel takes them). Call from inside a tokio runtime.
+pub fn start_recording(
+    recording: crate::ecg::Recording,
+    realtime: bool,
+    events: mpsc::Sender<SourceEvent>,
+) -> SourceHandle {
+    let settings = ReplaySettings {
+        block_frames: (recording.sample_rate_hz / 10.0).round().max(1.0) as usize,
+        realtime,
+    };
+    SourceHandle {
+        serial: None,
+        simulator: None,
+        task: Some(tokio::spawn(async move {
+            if let Err(e) = replay::stream(&recording, settings, &events).await {
+                tracing::error!(error = %e, "replay stopped");
+            }
+        })),
+    }
 }
 
 /// The seed of a simulated bed without one: a hash of its name (FNV-1a), so that each bed

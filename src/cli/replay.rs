@@ -60,7 +60,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         if args.fast { "fast" } else { "real time" },
         model.spec.window_seconds,
     );
-    drop(recording);
+    let mut preloaded = Some(recording);
     // JSON lines stay parseable: the header goes to standard error there.
     match args.output {
         LineFormat::Text => println!("{header}"),
@@ -70,12 +70,19 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let summary = rt.block_on(pipeline::run(
+    // The record is read once: the source streams the recording already loaded.
+    let summary = rt.block_on(pipeline::run_with_sources(
         &config,
         model,
         LineSink::stdout(args.output),
         std::future::pending(),
         None,
+        |source, events| match preloaded.take() {
+            Some(recording) => Ok(meit::acquire::source::start_recording(
+                recording, !args.fast, events,
+            )),
+            None => meit::acquire::source::start(source, events),
+        },
     ))?;
     if summary.published.published == 0 {
         println!("no complete window: the record is shorter than one window");

@@ -222,6 +222,22 @@ pub async fn run<S: Sink + 'static>(
     shutdown: impl Future<Output = ()>,
     max_windows: Option<u64>,
 ) -> Result<RunSummary, PipelineError> {
+    run_with_sources(config, model, sink, shutdown, max_windows, source::start).await
+}
+
+/// [`run`] with the sources started by `start` instead of [`source::start`] (an in-process
+/// source, a recording already in memory); `start` gets each `[[source]]` table in turn.
+pub async fn run_with_sources<S: Sink + 'static>(
+    config: &Config,
+    model: LoadedModel,
+    sink: S,
+    shutdown: impl Future<Output = ()>,
+    max_windows: Option<u64>,
+    mut start: impl FnMut(
+        &crate::config::SourceConfig,
+        mpsc::Sender<SourceEvent>,
+    ) -> Result<source::SourceHandle, source::SourceError>,
+) -> Result<RunSummary, PipelineError> {
     let LoadedModel { engine, spec, .. } = model;
     let settings = config.pipeline.batch_settings(spec.hop_seconds);
     let queue = InferenceQueue::new(settings);
@@ -268,7 +284,7 @@ pub async fn run<S: Sink + 'static>(
         let (events_tx, events) = mpsc::channel(1024);
         // One bed that cannot start (a BLE bed in a build without BLE, a replay file that
         // went missing) must not take the other beds of a gateway down with it.
-        match source::start(source_config, events_tx) {
+        match start(source_config, events_tx) {
             Ok(handle) => handles.push(handle),
             Err(e) => {
                 tracing::error!(bed = source_config.bed(), error = %e, "source cannot start; the other beds run on");
