@@ -128,7 +128,7 @@ fn main() -> anyhow::Result<()> {
         &config,
         loaded,
         sink,
-        tokio::time::sleep(Duration::from_secs_f64(seconds)),
+        async move { tokio::time::sleep(Duration::from_secs_f64(seconds)).await },
         None,
         |_, events| {
             let recording = records[next % records.len()].clone();
