@@ -41,7 +41,10 @@ fn report(bed: &str, index: u64) -> WindowReport {
         outcome: Outcome::report(
             "Sinus rhythm. Normal ECG. Ventricular rate 72 bpm, PR 160 ms, QRS 90 ms.",
             None,
+            &[],
         ),
+        masked_leads: vec![],
+        timings: meit::report::WindowTimings::default(),
     }
 }
 

@@ -10,8 +10,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::acquire::config::{SerialProtocol, SourceConfig, UsbId};
+pub use crate::dsp::config::DspConfig;
+pub use crate::infer::config::{ExecutionProviderKind, ModelConfig, RuntimeConfig};
+pub use crate::metrics::MetricsConfig;
+pub use crate::pipeline::PipelineConfig;
+
 use crate::acquire::signal::NOISE_RANGE;
-use crate::ecg::Lead;
 pub use crate::publish::config::MqttConfig;
 use crate::synth::stream::SAMPLE_RATE_RANGE_HZ;
 use crate::synth::{ConditionSet, HEART_RATE_RANGE_BPM};
@@ -40,6 +45,12 @@ pub struct Config {
     /// The model bundle to serve.
     #[serde(default)]
     pub model: ModelConfig,
+    /// Batching, backpressure and shutdown of the daemon's stages.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// The Prometheus metrics endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The MQTT broker reports are published to.
     #[serde(default)]
     pub mqtt: MqttConfig,
@@ -60,311 +71,6 @@ impl Default for SiteConfig {
         SiteConfig {
             name: "demo-site".into(),
             unit: "demo-unit".into(),
-        }
-    }
-}
-
-/// An ONNX Runtime execution provider the engine may use, in order of preference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecutionProviderKind {
-    /// The CPU provider (always available).
-    Cpu,
-    /// NVIDIA CUDA.
-    Cuda,
-    /// NVIDIA TensorRT (Jetson).
-    Tensorrt,
-}
-
-/// ONNX Runtime settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuntimeConfig {
-    /// Path to `libonnxruntime.so*`; when absent, `ORT_DYLIB_PATH` and then the project-local
-    /// folder `.onnxruntime/<arch>/` are tried.
-    pub onnxruntime: Option<PathBuf>,
-    /// Execution providers in order of preference; a provider that cannot start is an error,
-    /// never a silent fallback.
-    #[serde(default = "default_providers")]
-    pub execution_providers: Vec<ExecutionProviderKind>,
-    /// Threads per inference session.
-    #[serde(default = "default_threads")]
-    pub intra_threads: usize,
-}
-
-fn default_providers() -> Vec<ExecutionProviderKind> {
-    vec![ExecutionProviderKind::Cpu]
-}
-fn default_threads() -> usize {
-    2
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        RuntimeConfig {
-            onnxruntime: None,
-            execution_providers: default_providers(),
-            intra_threads: default_threads(),
-        }
-    }
-}
-
-/// Wire protocol spoken by a serial device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SerialProtocol {
-    /// The project's own `firmware-bridge` framing.
-    FirmwareBridge,
-    /// OpenBCI Cyton 33-byte packets.
-    OpenbciCyton,
-    /// ProtoCentral OpenView packets.
-    ProtocentralOpenview,
-}
-
-impl SerialProtocol {
-    /// The name used in configuration files.
-    pub fn name(self) -> &'static str {
-        match self {
-            SerialProtocol::FirmwareBridge => "firmware-bridge",
-            SerialProtocol::OpenbciCyton => "openbci-cyton",
-            SerialProtocol::ProtocentralOpenview => "protocentral-openview",
-        }
-    }
-}
-
-/// One acquisition source (`[[source]]`), tagged by `kind`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum SourceConfig {
-    /// The built-in device simulator on a pty pair.
-    Simulated {
-        /// Bed or device identifier, used in topics.
-        bed: String,
-        /// Conditions to synthesize: names from `meit synth --list`, joined by `+` or `,`
-        /// (e.g. "normal", "af", "af+pvc").
-        #[serde(default = "default_condition")]
-        condition: String,
-        /// Device sample rate in Hz (100-1000).
-        #[serde(default = "default_rate")]
-        sample_rate_hz: f64,
-        /// Mean heart rate in bpm (20-250); by default one that fits the conditions is drawn.
-        #[serde(default)]
-        heart_rate_bpm: Option<f32>,
-        /// Severity (0-1) of baseline wander, mains, muscle noise and electrode motion
-        /// (default 0.1).
-        #[serde(default)]
-        noise: Option<f32>,
-        /// Seed of the signal (default: derived from the bed name).
-        #[serde(default)]
-        seed: Option<u64>,
-    },
-    /// A serial device.
-    Serial {
-        /// Bed or device identifier, used in topics.
-        bed: String,
-        /// Port path such as `/dev/ttyACM0` (give this or `usb`).
-        #[serde(default)]
-        path: Option<PathBuf>,
-        /// USB device as hex `VID:PID` or `VID:PID:SERIAL`, e.g. `"0483:5740"` (give this or
-        /// `path`); found through sysfs whenever the source (re)connects.
-        #[serde(default)]
-        usb: Option<String>,
-        /// Wire protocol.
-        #[serde(default = "default_protocol")]
-        protocol: SerialProtocol,
-        /// Baud rate (ignored by USB CDC and ptys).
-        #[serde(default = "default_baud")]
-        baud: u32,
-        /// Cyton and OpenView: lead of each channel in arrival order (a firmware-bridge device
-        /// announces its own). Defaults: Cyton I, II, V1..V6; OpenView I, II, V1.
-        #[serde(default)]
-        leads: Option<Vec<Lead>>,
-        /// Cyton: programmable gain of the ADS1299 channels (1, 2, 4, 6, 8, 12 or 24; default 24).
-        #[serde(default)]
-        gain: Option<f64>,
-        /// OpenView: bytes per channel value, 2 to 4 (default 4).
-        #[serde(default)]
-        sample_bytes: Option<usize>,
-        /// OpenView: microvolts per count (default 1).
-        #[serde(default)]
-        uv_per_count: Option<f64>,
-        /// OpenView: packet rate of the board's sketch in Hz (default 200).
-        #[serde(default)]
-        sample_rate_hz: Option<f64>,
-    },
-    /// A recorded file (WFDB `.hea` or CSV) replayed as if live.
-    Replay {
-        /// Bed or device identifier, used in topics.
-        bed: String,
-        /// The record to replay.
-        file: PathBuf,
-        /// Replay at real-time pace (true) or as fast as possible.
-        #[serde(default = "default_true")]
-        realtime: bool,
-    },
-    /// A Polar H10 chest strap over BLE.
-    Ble {
-        /// Bed or device identifier, used in topics.
-        bed: String,
-        /// Advertised name or address of the strap.
-        device: String,
-    },
-}
-
-fn default_condition() -> String {
-    "normal".into()
-}
-fn default_rate() -> f64 {
-    500.0
-}
-fn default_protocol() -> SerialProtocol {
-    SerialProtocol::FirmwareBridge
-}
-fn default_baud() -> u32 {
-    921_600
-}
-fn default_true() -> bool {
-    true
-}
-
-impl SourceConfig {
-    /// The bed or device identifier of this source.
-    pub fn bed(&self) -> &str {
-        match self {
-            SourceConfig::Simulated { bed, .. }
-            | SourceConfig::Serial { bed, .. }
-            | SourceConfig::Replay { bed, .. }
-            | SourceConfig::Ble { bed, .. } => bed,
-        }
-    }
-}
-
-/// A USB serial device named by vendor id, product id and optionally serial number.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsbId {
-    /// Vendor id.
-    pub vid: u16,
-    /// Product id.
-    pub pid: u16,
-    /// Serial number string.
-    pub serial_number: Option<String>,
-}
-
-impl UsbId {
-    /// Parses hex `VID:PID` or `VID:PID:SERIAL`; the error says what is allowed.
-    pub fn parse(text: &str) -> Result<UsbId, String> {
-        let mut parts = text.splitn(3, ':');
-        let hex = |p: Option<&str>| {
-            p.and_then(|h| u16::from_str_radix(h.trim(), 16).ok())
-                .ok_or_else(|| {
-                    format!(
-                        "is {text:?}; allowed: hex VID:PID or VID:PID:SERIAL, e.g. \"0483:5740\""
-                    )
-                })
-        };
-        let vid = hex(parts.next())?;
-        let pid = hex(parts.next())?;
-        let serial_number = parts.next().map(str::to_string).filter(|s| !s.is_empty());
-        Ok(UsbId {
-            vid,
-            pid,
-            serial_number,
-        })
-    }
-}
-
-/// Signal processing and windowing settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DspConfig {
-    /// High-pass corner in Hz: 0.05 (diagnostic) or 0.5 (monitoring).
-    #[serde(default = "default_highpass")]
-    pub highpass_hz: f64,
-    /// Mains frequency to notch out: 50, 60, or 0 for none.
-    #[serde(default = "default_notch")]
-    pub notch_hz: f64,
-    /// Also notch the mains harmonics below the low-pass corner.
-    #[serde(default)]
-    pub notch_harmonics: bool,
-    /// Low-pass corner in Hz (40, 100 or 150).
-    #[serde(default = "default_lowpass")]
-    pub lowpass_hz: f64,
-    /// Window length in seconds.
-    #[serde(default = "default_window")]
-    pub window_seconds: f64,
-    /// Hop between window starts in seconds.
-    #[serde(default = "default_window")]
-    pub hop_seconds: f64,
-    /// Order of the Butterworth high-pass and low-pass filters (2, 4, 6 or 8; each pair of
-    /// orders is one second-order section).
-    #[serde(default = "default_filter_order")]
-    pub filter_order: usize,
-    /// Filter forward and backward (no phase distortion, for diagnostic ST analysis). Costs a
-    /// whole window of latency: a window is filtered only once it is complete.
-    #[serde(default)]
-    pub zero_phase: bool,
-    /// Longest gap in the device stream, in seconds, that is bridged by linear interpolation
-    /// (and flagged); a longer gap closes the window being filled.
-    #[serde(default = "default_max_gap")]
-    pub max_gap_seconds: f64,
-}
-
-fn default_highpass() -> f64 {
-    0.5
-}
-fn default_notch() -> f64 {
-    50.0
-}
-fn default_lowpass() -> f64 {
-    40.0
-}
-fn default_window() -> f64 {
-    10.0
-}
-fn default_filter_order() -> usize {
-    2
-}
-fn default_max_gap() -> f64 {
-    0.1
-}
-
-impl Default for DspConfig {
-    fn default() -> Self {
-        DspConfig {
-            highpass_hz: default_highpass(),
-            notch_hz: default_notch(),
-            notch_harmonics: false,
-            lowpass_hz: default_lowpass(),
-            window_seconds: default_window(),
-            hop_seconds: default_window(),
-            filter_order: default_filter_order(),
-            zero_phase: false,
-            max_gap_seconds: default_max_gap(),
-        }
-    }
-}
-
-/// Which model bundle to serve.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    /// Directory of the model bundle (manifest, encoder, decoder, tokenizer).
-    #[serde(default = "default_bundle")]
-    pub bundle: PathBuf,
-    /// Leads the daemon insists on before it reports (others are masked and flagged).
-    #[serde(default)]
-    pub required_leads: Vec<Lead>,
-}
-
-fn default_bundle() -> PathBuf {
-    PathBuf::from("models/bundles/tiny")
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        ModelConfig {
-            bundle: default_bundle(),
-            required_leads: Vec::new(),
         }
     }
 }
@@ -467,6 +173,9 @@ impl Config {
                 reason,
             })
         };
+        if let Err((field, reason)) = self.pipeline.check() {
+            return invalid(&format!("pipeline.{field}"), reason);
+        }
         let d = &self.dsp;
         if !(d.highpass_hz >= 0.0 && d.highpass_hz < 5.0) {
             return invalid(
@@ -656,10 +365,35 @@ impl Config {
                 sample_rate_hz,
                 heart_rate_bpm,
                 noise,
+                leads,
+                electrodes_off,
                 ..
             } = source
             {
                 let field = |name: &str| format!("source[{i}].{name}");
+                if let Some(l) = leads {
+                    let mut distinct = l.clone();
+                    distinct.sort();
+                    distinct.dedup();
+                    if l.is_empty() || distinct.len() != l.len() {
+                        return invalid(
+                            &field("leads"),
+                            format!("is {l:?}; allowed: 1 to 12 distinct standard leads"),
+                        );
+                    }
+                }
+                if let Some(bad) = electrodes_off
+                    .iter()
+                    .find(|e| crate::acquire::simulator::electrode_bit(e).is_none())
+                {
+                    return invalid(
+                        &field("electrodes_off"),
+                        format!(
+                            "names {bad:?}; allowed: {}",
+                            crate::acquire::simulator::ELECTRODE_NAMES.join(", ")
+                        ),
+                    );
+                }
                 if let Err(e) = ConditionSet::parse_list(condition) {
                     return invalid(&field("condition"), format!("is {condition:?}: {e}"));
                 }

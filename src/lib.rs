@@ -24,6 +24,7 @@ pub mod doctor;
 pub mod dsp;
 pub mod ecg;
 pub mod infer;
+pub mod metrics;
 pub mod pipeline;
 pub mod publish;
 pub mod report;

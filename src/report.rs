@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use crate::dsp::beats::BeatAnalysis;
 use crate::dsp::quality::QualityReason;
-use crate::synth::report::stated_rates;
+use crate::ecg::Lead;
+use crate::synth::report::{is_supported, parse_report, stated_rates};
 
 /// The published result for one window of one bed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -25,11 +26,45 @@ pub struct WindowReport {
     pub quality_index: f64,
     /// Every quality finding, including those that do not block a report.
     pub quality_reasons: Vec<QualityReason>,
+    /// Leads of the model's order that this device neither measures nor allows to derive:
+    /// the model saw them masked, and a report says nothing that needs them.
+    pub masked_leads: Vec<Lead>,
     /// Rate and rhythm measured from the signal; absent when the window as a whole is unusable
     /// (too much interpolated, quality index too low) or no beats could be found.
     pub measurements: Option<Measurements>,
     /// What came of the window.
     pub outcome: Outcome,
+    /// Where the window's time went, stage by stage.
+    pub timings: WindowTimings,
+}
+
+/// Where one window's time went, from its last sample's arrival to the sink.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WindowTimings {
+    /// Preprocessing (resampling, lead mapping, quality, normalisation) and beat
+    /// measurements, ms.
+    pub dsp_ms: f64,
+    /// Waiting for the inference worker, ms (absent when the model was not run).
+    pub queue_ms: Option<f64>,
+    /// The inference batch the window was generated in (absent when the model was not run).
+    pub inference: Option<InferenceTimings>,
+    /// From the window's last block arriving to the report being handed to the sink, ms.
+    pub latency_ms: f64,
+}
+
+/// The inference batch a report was generated in; its times are the whole batch's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct InferenceTimings {
+    /// Windows in the batch (from all beds).
+    pub batch: usize,
+    /// Encoder run, ms.
+    pub encode_ms: f64,
+    /// Prompt prefill, ms.
+    pub prefill_ms: f64,
+    /// All decode steps, ms.
+    pub decode_ms: f64,
+    /// Decode steps run.
+    pub decode_steps: usize,
 }
 
 /// Rate, rhythm and conduction measured from the signal by the beat analysis.
@@ -67,8 +102,13 @@ pub enum Outcome {
     Report {
         /// The report text.
         text: String,
-        /// Where the text's stated rhythm or rate disagrees with the measured signal (see
-        /// [`contradictions`]); a non-empty list marks the report for a clinician's attention.
+        /// The statement codes read back from the text
+        /// ([`parse_report`]), e.g. `SR`, `AFIB`.
+        codes: Vec<String>,
+        /// Where the text's stated rhythm or rate disagrees with the measured signal, or
+        /// states what the available leads cannot support (see [`contradictions`] and
+        /// [`unsupported_claims`]); a non-empty list marks the report for a clinician's
+        /// attention.
         contradictions: Vec<String>,
     },
     /// The signal cannot be judged: no sentence is generated.
@@ -84,15 +124,23 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// A generated report, checked against what was measured from the same window.
-    pub fn report(text: impl Into<String>, measured: Option<&Measurements>) -> Outcome {
+    /// A generated report, checked against what was measured from the same window and
+    /// against the leads that were `masked`.
+    pub fn report(
+        text: impl Into<String>,
+        measured: Option<&Measurements>,
+        masked: &[Lead],
+    ) -> Outcome {
         let text = text.into();
-        let contradictions = measured
+        let parsed = parse_report(&text);
+        let mut found = measured
             .map(|m| contradictions(&text, m))
             .unwrap_or_default();
+        found.extend(unsupported_claims(&parsed.codes, masked));
         Outcome::Report {
+            codes: parsed.codes.iter().map(ToString::to_string).collect(),
             text,
-            contradictions,
+            contradictions: found,
         }
     }
 }
@@ -119,6 +167,10 @@ impl WindowReport {
                 show(m.axis_deg, " deg"),
             ));
         }
+        if !self.masked_leads.is_empty() {
+            let names: Vec<&str> = self.masked_leads.iter().map(|l| l.name()).collect();
+            line.push_str(&format!(", masked {}", names.join(",")));
+        }
         if self.interpolated_fraction > 0.0 {
             line.push_str(&format!(
                 ", {:.1}% interpolated",
@@ -129,10 +181,12 @@ impl WindowReport {
             Outcome::Report {
                 text,
                 contradictions,
+                ..
             } if contradictions.is_empty() => line.push_str(&format!(": {text}")),
             Outcome::Report {
                 text,
                 contradictions,
+                ..
             } => line.push_str(&format!(": {text} [CHECK: {}]", contradictions.join("; "))),
             Outcome::NoReport { reasons } => {
                 line.push_str(&format!(": NO REPORT ({})", reasons.join("; ")))
@@ -141,6 +195,22 @@ impl WindowReport {
         }
         line
     }
+}
+
+/// The statements among `codes` that need a lead of `masked`: a report from a reduced lead
+/// set that claims them goes beyond what the device can show.
+pub fn unsupported_claims(codes: &[&str], masked: &[Lead]) -> Vec<String> {
+    codes
+        .iter()
+        .filter(|code| !is_supported(code, |lead| !masked.contains(&lead)))
+        .map(|code| {
+            let names: Vec<&str> = masked.iter().map(|l| l.name()).collect();
+            format!(
+                "states {code}, which needs leads this device lacks ({})",
+                names.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// Statements a report's rhythm and rate claims must agree with, and the measured ranges that
@@ -159,7 +229,7 @@ const RATE_TOLERANCE_BPM: f32 = 10.0;
 /// slack at the 60 and 100 bpm borders) and regularity, atrial fibrillation against regularity,
 /// and any stated ventricular rate ("rate 75", "75 bpm", read by [`stated_rates`]) against the
 /// measured one. Ectopic beats excuse irregularity. Case-insensitive; unknown statements are not judged. Rhythm claims are
-/// found by substring, not by [`parse_report`](crate::synth::report::parse_report): free text
+/// found by substring, not by [`parse_report`]: free text
 /// such as "sinus rhythm with PVCs" is still checked.
 pub fn contradictions(text: &str, measured: &Measurements) -> Vec<String> {
     let text = text.to_lowercase();
@@ -286,6 +356,28 @@ mod tests {
     }
 
     #[test]
+    fn reports_carry_their_codes_and_flag_claims_the_leads_cannot_support() {
+        let masked = [Lead::V1, Lead::V2, Lead::V3, Lead::V4, Lead::V6];
+        let Outcome::Report {
+            codes,
+            contradictions,
+            ..
+        } = Outcome::report("sinus rhythm. left ventricular hypertrophy", None, &masked)
+        else {
+            panic!("not a report")
+        };
+        assert_eq!(codes, ["SR", "LVH"]);
+        assert_eq!(contradictions.len(), 1, "{contradictions:?}");
+        assert!(contradictions[0].contains("LVH"), "{contradictions:?}");
+        let Outcome::Report { contradictions, .. } =
+            Outcome::report("sinus rhythm. left ventricular hypertrophy", None, &[])
+        else {
+            panic!("not a report")
+        };
+        assert!(contradictions.is_empty(), "{contradictions:?}");
+    }
+
+    #[test]
     fn contradicted_reports_print_a_check_marker() {
         let report = WindowReport {
             bed: "b".into(),
@@ -295,11 +387,14 @@ mod tests {
             interpolated_fraction: 0.0,
             quality_index: 0.9,
             quality_reasons: vec![],
+            masked_leads: vec![],
             measurements: None,
             outcome: Outcome::Report {
                 text: "Sinus bradycardia".into(),
+                codes: vec!["SBRAD".into()],
                 contradictions: vec!["x".into()],
             },
+            timings: WindowTimings::default(),
         };
         assert!(
             report.to_line().ends_with(": Sinus bradycardia [CHECK: x]"),

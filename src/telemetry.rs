@@ -1,5 +1,7 @@
 //! Logging setup: `tracing` with an environment filter and text or JSON output.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Environment variable holding the log filter (falls back to `RUST_LOG`, then `info`).
@@ -15,8 +17,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber writing to stderr. Safe to call once per process; a second
-/// call is ignored.
+/// Installs the global subscriber writing to stderr, with colours only when stderr is a
+/// terminal (never ANSI escape codes in a file or a pipe). Safe to call once per process; a
+/// second call is ignored.
 pub fn init(format: LogFormat) {
     let filter = std::env::var(ENV_LOG)
         .ok()
@@ -25,7 +28,8 @@ pub fn init(format: LogFormat) {
         .unwrap_or_else(|| EnvFilter::new("info,ort=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -90,13 +90,14 @@ fn replay_fast_runs_the_dsp_stage_and_prints_a_verdict_per_window() {
         .filter(|l| l.starts_with("rec window"))
         .collect();
     assert_eq!(windows.len(), 2, "{stdout}");
-    // Only I and II were recorded: the chest leads are missing, so no report, with reasons.
+    // Only I and II were recorded: the limb leads are derived, the chest leads masked (named),
+    // not "missing (required)".
     assert!(
         windows[0].starts_with("rec window 0 [0.0-10.0 s]"),
         "{stdout}"
     );
     assert!(
-        windows[0].contains("NO REPORT (") && windows[0].contains("V1 missing (required)"),
+        windows[0].contains("masked V1,V2,V3,V4,V5,V6") && !windows[0].contains("V1 missing"),
         "{stdout}"
     );
 }
@@ -190,11 +191,11 @@ fn replay_of_wfdb_leaves_out_signals_that_are_not_standard_leads_with_a_note() {
     );
     let windows = window_lines(&stdout);
     assert_eq!(windows.len(), 2, "{stdout}");
-    // Without V1 the model cannot judge the record: no report, with the reason.
+    // V1-V3 are masked (named), not required: the rest is judged reportable.
     assert!(
         windows[0].starts_with("rec window 0 [0.0-10.0 s]")
-            && windows[0].contains("NO REPORT (")
-            && windows[0].contains("V1 missing (required)"),
+            && windows[0].contains("masked V1,V2,V3:")
+            && windows[0].contains("signal reportable, no report generated"),
         "{stdout}"
     );
 }
@@ -202,13 +203,13 @@ fn replay_of_wfdb_leaves_out_signals_that_are_not_standard_leads_with_a_note() {
 #[test]
 fn replay_of_a_wfdb_record_without_a_standard_lead_fails_naming_its_signals() {
     let dir = tempfile::tempdir().unwrap();
-    let names = ["vx", "vy", "vz", "Resp", "MLII", "", "", "", "", "", "", ""];
+    let names = ["vx", "vy", "vz", "Resp", "ABP", "", "", "", "", "", "", ""];
     write_wfdb(dir.path(), "normal", 250.0, 2.0, names);
     let (out, _) = replay_fast(dir.path(), &dir.path().join("rec.hea"));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("no standard ECG lead among the signals (vx, vy, vz, Resp, MLII"),
+        stderr.contains("no standard ECG lead among the signals (vx, vy, vz, Resp, ABP"),
         "{stderr}"
     );
 }

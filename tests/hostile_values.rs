@@ -5,10 +5,10 @@
 use meit::acquire::SourceEvent;
 use meit::acquire::replay::{self, ReplaySettings};
 use meit::config::Config;
-use meit::dsp::Preprocessor;
 use meit::dsp::quality::{LeadIssue, QualityReason};
 use meit::ecg::{Lead, Recording, SampleBlock};
-use meit::pipeline::{self, BedPipeline};
+use meit::pipeline::BedPipeline;
+use meit::pipeline::model::fallback_spec;
 use meit::report::{Outcome, WindowReport};
 use meit::synth::{ConditionSet, RecordSpec, generate};
 use meit::wfdb::{SignalFormat, WriteOptions, write_record};
@@ -36,8 +36,8 @@ fn through_wfdb(recording: &Recording, dir: &std::path::Path, name: &str) -> Rec
 /// Every window report of `recording` replayed through the daemon's bed pipeline.
 fn replay_reports(recording: &Recording) -> Vec<WindowReport> {
     let config = Config::default();
-    let preprocessor = Preprocessor::new(pipeline::preprocess_spec(&config)).unwrap();
-    let mut bed = BedPipeline::new("hostile", preprocessor, "no model in this test");
+    let spec = fallback_spec(&config.dsp);
+    let mut bed = BedPipeline::new("hostile", spec, Some("no model in this test".into()));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -56,7 +56,11 @@ fn replay_reports(recording: &Recording) -> Vec<WindowReport> {
         }
         events
     });
-    events.iter().flat_map(|e| bed.on_event(e)).collect()
+    events
+        .iter()
+        .flat_map(|e| bed.on_event(e))
+        .map(|o| o.report().clone())
+        .collect()
 }
 
 fn axis(report: &WindowReport) -> f32 {
@@ -156,11 +160,12 @@ fn an_infinite_device_sample_refuses_only_its_window() {
         .collect();
     let run = |events: &[SourceEvent]| {
         let config = Config::default();
-        let preprocessor = Preprocessor::new(pipeline::preprocess_spec(&config)).unwrap();
-        let mut bed = BedPipeline::new("device", preprocessor, "no model in this test");
+        let spec = fallback_spec(&config.dsp);
+        let mut bed = BedPipeline::new("device", spec, Some("no model in this test".into()));
         events
             .iter()
             .flat_map(|e| bed.on_event(e))
+            .map(|o| o.report().clone())
             .collect::<Vec<_>>()
     };
     let clean = run(&blocks);

@@ -212,6 +212,8 @@ fn window(bed: &str, index: u64, outcome: Outcome) -> WindowReport {
             axis_deg: Some(40.0),
         }),
         outcome,
+        masked_leads: vec![],
+        timings: meit::report::WindowTimings::default(),
     }
 }
 
@@ -219,7 +221,7 @@ fn report(bed: &str, index: u64) -> WindowReport {
     window(
         bed,
         index,
-        Outcome::report("Sinus rhythm. Normal ECG", None),
+        Outcome::report("Sinus rhythm. Normal ECG", None, &[]),
     )
 }
 
@@ -620,7 +622,7 @@ async fn a_payload_over_the_broker_limit_is_refused_loudly_and_later_reports_arr
         .unwrap();
     assert!(publisher.wait_connected(Duration::from_secs(10)).await);
     let mut sink = publisher.sink();
-    let huge = window("bed-1", 0, Outcome::report("x".repeat(8000), None));
+    let huge = window("bed-1", 0, Outcome::report("x".repeat(8000), None, &[]));
     let err = sink.publish(&huge).await.unwrap_err();
     assert!(matches!(err, PublishError::PayloadTooLarge { .. }), "{err}");
     let text = err.to_string();
@@ -1048,9 +1050,13 @@ async fn a_stored_report_over_a_lowered_limit_is_dropped_once_and_the_rest_deliv
         .await
         .unwrap();
     let mut sink = first.sink();
-    sink.publish(&window("bed-1", 0, Outcome::report("x".repeat(8000), None)))
-        .await
-        .unwrap();
+    sink.publish(&window(
+        "bed-1",
+        0,
+        Outcome::report("x".repeat(8000), None, &[]),
+    ))
+    .await
+    .unwrap();
     sink.publish(&report("bed-1", 1)).await.unwrap();
     first.abort().await;
 

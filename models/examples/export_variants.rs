@@ -109,7 +109,7 @@ fn main() -> anyhow::Result<()> {
         table.push('\n');
     };
     line(
-        "| variant | decoder MB | decode ms/token (median, batch 1, 2 threads, interleaved rounds) | max |logit err| / max |logit| | top-1 agreement |"
+        "| variant | decoder MB | decode ms/token (median, batch 1, 2 threads, interleaved rounds) | max abs logit error / max abs logit | top-1 agreement |"
             .to_string(),
     );
     line("|---|---:|---:|---:|---:|".to_string());

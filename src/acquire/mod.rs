@@ -9,6 +9,7 @@
 #[cfg(feature = "ble")]
 pub mod ble;
 pub mod bridge;
+pub mod config;
 pub mod cyton;
 pub mod openview;
 pub mod pmd;

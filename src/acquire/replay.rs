@@ -442,11 +442,11 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_wfdb(
             dir.path(),
-            &["x", "y", "z", "Resp", "MLII", "", "", "", "", "", "", ""],
+            &["x", "y", "z", "Resp", "ABP", "", "", "", "", "", "", ""],
         );
         let e = load(&dir.path().join("r.hea"), None).unwrap_err();
         assert!(matches!(e, ReplayError::NoLeads { .. }), "{e}");
-        assert!(e.to_string().contains("x, y, z, Resp, MLII"), "{e}");
+        assert!(e.to_string().contains("x, y, z, Resp, ABP"), "{e}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::bridge::BridgeDecoder;
 use super::cyton::{self, CytonDecoder};
 use super::openview::{OpenViewDecoder, OpenViewLayout};
 use super::{Decoded, LinkStats, SourceEvent, WireDecoder};
-use crate::config::{SerialProtocol, SourceConfig, UsbId};
+use crate::acquire::config::{SerialProtocol, SourceConfig, UsbId};
 use crate::ecg::LeadSet;
 
 /// Which port to open.

@@ -59,6 +59,22 @@ pub struct DeviceSettings {
     pub stream_blocks: Option<u64>,
     /// Record when each block was handed to the port (for latency measurements).
     pub log_send_times: bool,
+    /// Electrodes the device reports off (firmware-bridge lead-off bits, see
+    /// [`electrode_bit`]), announced in every status frame.
+    pub electrodes_off: u16,
+}
+
+/// Electrode names accepted by [`electrode_bit`].
+pub const ELECTRODE_NAMES: [&str; 10] =
+    ["RA", "LA", "LL", "RL", "V1", "V2", "V3", "V4", "V5", "V6"];
+
+/// The firmware-bridge lead-off bit of an electrode named as in [`ELECTRODE_NAMES`]
+/// (case-insensitive).
+pub fn electrode_bit(name: &str) -> Option<u16> {
+    ELECTRODE_NAMES
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case(name.trim()))
+        .map(|i| 1u16 << i)
 }
 
 /// What the device has sent, for checking a receiver's accounting.
@@ -83,6 +99,7 @@ impl Default for DeviceSettings {
             epoch: Instant::now(),
             stream_blocks: None,
             log_send_times: false,
+            electrodes_off: 0,
         }
     }
 }
@@ -275,7 +292,7 @@ impl Device {
             if transmit && now >= s.next_status {
                 s.next_status = now + Duration::from_secs(1);
                 let status = Status {
-                    lead_off: 0,
+                    lead_off: self.settings.electrodes_off,
                     battery_percent: BATTERY_UNKNOWN,
                     errors: 0,
                 };

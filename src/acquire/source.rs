@@ -16,7 +16,7 @@ use super::serial::{PortSelector, SerialError, SerialSettings, SerialSource};
 use super::signal::{DEFAULT_NOISE, SignalError, SynthSettings, SynthSignal};
 use super::simulator::{Device, DeviceSettings, run_on_pty};
 use super::{LinkStats, SourceEvent};
-use crate::config::{SerialProtocol, SourceConfig};
+use crate::acquire::config::{SerialProtocol, SourceConfig};
 use crate::ecg::LeadSet;
 use crate::synth::ConditionSet;
 
@@ -124,6 +124,8 @@ pub fn start(
             heart_rate_bpm,
             noise,
             seed,
+            leads,
+            electrodes_off,
             ..
         } => {
             let invalid = |source: SignalError| SourceError::Signal {
@@ -135,11 +137,18 @@ pub fn start(
                 conditions: ConditionSet::parse_list(condition).map_err(|e| invalid(e.into()))?,
                 heart_rate_bpm: *heart_rate_bpm,
                 noise: noise.unwrap_or(DEFAULT_NOISE),
-                leads: LeadSet::standard_12(),
+                leads: leads.clone().map_or_else(LeadSet::standard_12, LeadSet),
                 seed: seed.unwrap_or_else(|| seed_of(&bed)),
             };
             let generator = SynthSignal::new(&settings).map_err(invalid)?;
-            let mut device = Device::new(Box::new(generator), DeviceSettings::default());
+            let device_settings = DeviceSettings {
+                electrodes_off: electrodes_off
+                    .iter()
+                    .filter_map(|e| super::simulator::electrode_bit(e))
+                    .fold(0, |bits, b| bits | b),
+                ..DeviceSettings::default()
+            };
+            let mut device = Device::new(Box::new(generator), device_settings);
             let link = std::env::temp_dir().join(format!("meit-sim-{bed}"));
             let stop = Arc::new(AtomicBool::new(false));
             let (l, s) = (link.clone(), Arc::clone(&stop));
@@ -165,18 +174,15 @@ pub fn start(
                     .map_err(|source| SourceError::Serial { bed, source })?,
             );
         }
-        SourceConfig::Replay { file, realtime, .. } => {
-            let recording =
-                replay::load(file, None).map_err(|source| SourceError::Replay { bed, source })?;
-            let settings = ReplaySettings {
-                block_frames: (recording.sample_rate_hz / 10.0).round().max(1.0) as usize,
-                realtime: *realtime,
-            };
-            handle.task = Some(tokio::spawn(async move {
-                if let Err(e) = replay::stream(&recording, settings, &events).await {
-                    tracing::error!(error = %e, "replay stopped");
-                }
-            }));
+        SourceConfig::Replay {
+            file,
+            realtime,
+            sample_rate_hz,
+            ..
+        } => {
+            let recording = replay::load(file, *sample_rate_hz)
+                .map_err(|source| SourceError::Replay { bed, source })?;
+            return Ok(start_recording(recording, *realtime, events));
         }
         SourceConfig::Ble { device, .. } => {
             #[cfg(feature = "ble")]
@@ -199,6 +205,28 @@ pub fn start(
         }
     }
     Ok(handle)
+}
+
+/// Streams a recording already in memory as a replay source would (blocks of 100 ms, at
+/// real-time pace or as fast as the channel takes them). Call from inside a tokio runtime.
+pub fn start_recording(
+    recording: crate::ecg::Recording,
+    realtime: bool,
+    events: mpsc::Sender<SourceEvent>,
+) -> SourceHandle {
+    let settings = ReplaySettings {
+        block_frames: (recording.sample_rate_hz / 10.0).round().max(1.0) as usize,
+        realtime,
+    };
+    SourceHandle {
+        serial: None,
+        simulator: None,
+        task: Some(tokio::spawn(async move {
+            if let Err(e) = replay::stream(&recording, settings, &events).await {
+                tracing::error!(error = %e, "replay stopped");
+            }
+        })),
+    }
 }
 
 /// The seed of a simulated bed without one: a hash of its name (FNV-1a), so that each bed
@@ -224,6 +252,8 @@ mod tests {
             heart_rate_bpm: Some(66.0),
             noise: Some(0.2),
             seed: Some(7),
+            leads: None,
+            electrodes_off: Vec::new(),
         }
     }
 
@@ -273,6 +303,7 @@ mod tests {
             bed: "b".into(),
             file: dir.path().join("r.hea"),
             realtime: false,
+            sample_rate_hz: None,
         };
         let (tx, mut rx) = mpsc::channel(1024);
         let _handle = start(&config, tx).unwrap();

@@ -9,6 +9,15 @@ use meit::config::Config;
 pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(file)?;
     tracing::info!(file = %file.display(), sources = config.sources.len(), "configuration valid");
+    for source in &config.sources {
+        if matches!(source, meit::config::SourceConfig::Ble { .. }) && !cfg!(feature = "ble") {
+            eprintln!(
+                "warning: {}: source {:?} is a BLE bed, which this build cannot run (build with `--features ble`); `meit run` starts the other beds without it",
+                file.display(),
+                source.bed()
+            );
+        }
+    }
     println!(
         "{}: ok ({} source(s), bundle {}, broker {}:{})",
         file.display(),

@@ -1,16 +1,16 @@
 //! `meit replay FILE`: stream a recorded file through the acquisition path as if it were live,
-//! through the same bed pipeline as `meit run`, printing one line per window.
+//! through the same pipeline as `meit run` (bed task, inference worker, publisher), printing
+//! one line per window. Nothing is dropped: the replay waits for inference.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use meit::acquire::replay::{self, ReplaySettings};
-use meit::config::Config;
-use meit::dsp::Preprocessor;
-use meit::pipeline::{self, BedPipeline};
+use meit::acquire::replay;
+use meit::config::{Config, SourceConfig};
+use meit::pipeline::{self, WhenBehind};
 use meit::publish::stdout::{LineFormat, LineSink};
-use tokio::sync::mpsc;
+
+use super::run::load_model;
 
 /// Options of `meit replay`.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,7 +23,8 @@ pub struct ReplayArgs {
     /// Sample rate in Hz: for a CSV file without a time column; overrides the file's rate.
     #[arg(long)]
     pub sample_rate: Option<f64>,
-    /// Configuration whose `[dsp]` table sets filters and windows (defaults when omitted).
+    /// Configuration whose `[model]`, `[runtime]`, `[dsp]` and `[pipeline]` tables apply
+    /// (defaults when omitted; its sources are not used).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// How window reports are printed.
@@ -31,50 +32,59 @@ pub struct ReplayArgs {
     pub output: LineFormat,
 }
 
-/// Replays the file through the dsp stage and prints one line per window.
+/// Replays the file through the pipeline and prints one line per window.
 pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
     let recording = replay::load(&args.file, args.sample_rate)?;
-    let preprocessor =
-        Preprocessor::new(pipeline::preprocess_spec(&config)).context("dsp settings")?;
-    println!(
+    let bed = args
+        .file
+        .file_stem()
+        .map_or_else(|| "replay".into(), |s| s.to_string_lossy().into_owned());
+    config.sources = vec![SourceConfig::Replay {
+        bed,
+        file: args.file.clone(),
+        realtime: !args.fast,
+        sample_rate_hz: args.sample_rate,
+    }];
+    config.pipeline.when_behind = WhenBehind::Wait;
+    let model = load_model(&config)?;
+    let header = format!(
         "{}: {} leads at {} Hz, {:.1} s ({}); windows of {} s",
         args.file.display(),
         recording.leads.len(),
         recording.sample_rate_hz,
         recording.duration_s(),
         if args.fast { "fast" } else { "real time" },
-        config.dsp.window_seconds,
+        model.spec.window_seconds,
     );
-    let bed = args
-        .file
-        .file_stem()
-        .map_or_else(|| "replay".into(), |s| s.to_string_lossy().into_owned());
-    let pipeline = BedPipeline::new(bed, preprocessor, pipeline::model_status(&config));
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let mut preloaded = Some(recording);
+    // JSON lines stay parseable: the header goes to standard error there.
+    match args.output {
+        LineFormat::Text => println!("{header}"),
+        LineFormat::Json => eprintln!("{header}"),
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()?;
-    let published = rt.block_on(async {
-        let (tx, rx) = mpsc::channel(256);
-        let settings = ReplaySettings {
-            block_frames: (recording.sample_rate_hz / 10.0).round().max(1.0) as usize,
-            realtime: !args.fast,
-        };
-        let producer = async {
-            let streamed = replay::stream(&recording, settings, &tx).await;
-            drop(tx);
-            streamed
-        };
-        let mut sink = LineSink::stdout(args.output);
-        let consumer = pipeline::run(pipeline, rx, &mut sink, None);
-        let (streamed, published) = tokio::join!(producer, consumer);
-        streamed?;
-        published.map_err(anyhow::Error::from)
-    })?;
-    if published == 0 {
+    // The record is read once: the source streams the recording already loaded.
+    let summary = rt.block_on(pipeline::run_with_sources(
+        &config,
+        model,
+        LineSink::stdout(args.output),
+        std::future::pending(),
+        None,
+        |source, events| match preloaded.take() {
+            Some(recording) => Ok(meit::acquire::source::start_recording(
+                recording, !args.fast, events,
+            )),
+            None => meit::acquire::source::start(source, events),
+        },
+    ))?;
+    if summary.published.published == 0 {
         println!("no complete window: the record is shorter than one window");
     }
     Ok(ExitCode::SUCCESS)

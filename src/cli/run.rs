@@ -1,88 +1,126 @@
-//! `meit run`: the daemon. Every `[[source]]` feeds its own bed pipeline; all beds fan in to
-//! one publishing stage (standard output until the MQTT sink lands).
+//! `meit run`: the daemon. Every `[[source]]` feeds its own bed task; one inference worker
+//! serves all beds; one publishing stage delivers the reports (standard output until the MQTT
+//! sink lands). Without `--config` it runs `configs/meit.toml` when the working directory has
+//! one, and the embedded default (one simulated bed, the default bundle) otherwise.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use meit::acquire::source;
 use meit::config::Config;
-use meit::dsp::Preprocessor;
-use meit::pipeline::{self, BedPipeline};
+use meit::pipeline::{self, LoadedModel, model};
 use meit::publish::Sink;
 use meit::publish::stdout::{LineFormat, LineSink};
-use meit::report::WindowReport;
-use tokio::sync::mpsc;
+
+/// The configuration used when `--config` is not given and the working directory has no
+/// `configs/meit.toml`: the demo's (one simulated bed, the default bundle).
+pub const EMBEDDED_CONFIG: &str = include_str!("../../configs/meit.toml");
+/// The configuration looked for in the working directory when `--config` is not given.
+pub const LOCAL_CONFIG: &str = "configs/meit.toml";
 
 /// Options of `meit run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Configuration file.
-    #[arg(long, short, default_value = "configs/meit.toml")]
-    pub config: PathBuf,
+    /// Configuration file (default: `configs/meit.toml` if present, else the embedded demo
+    /// configuration: one simulated bed, the default bundle, reports on standard output).
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
     /// How reports are printed on standard output.
     #[arg(long, value_enum, default_value_t = LineFormat::Text)]
     pub output: LineFormat,
-    /// Stop after this many window reports (all beds together); runs until Ctrl-C otherwise.
+    /// Stop after this many window reports (all beds together); runs until SIGTERM or
+    /// Ctrl-C otherwise.
     #[arg(long)]
     pub max_windows: Option<u64>,
 }
 
+/// The configuration `meit run` uses, and a name for it in logs.
+pub fn load_config(given: Option<&Path>) -> anyhow::Result<(Config, String)> {
+    if let Some(path) = given {
+        return Ok((Config::load(path)?, path.display().to_string()));
+    }
+    let local = Path::new(LOCAL_CONFIG);
+    if local.is_file() {
+        return Ok((Config::load(local)?, LOCAL_CONFIG.to_string()));
+    }
+    let name = "embedded default configuration";
+    let mut config = Config::parse(EMBEDDED_CONFIG, Path::new(name))?;
+    config.apply_env(|k| std::env::var(k).ok());
+    Ok((config, name.to_string()))
+}
+
+/// Loads the model as `config` says, logging whether reports will be generated; fails only
+/// when `[model] required = true` and the bundle cannot be used.
+pub fn load_model(config: &Config) -> anyhow::Result<LoadedModel> {
+    let loaded = model::load(&config.model, &config.runtime, &config.dsp);
+    match &loaded.engine {
+        Ok(engine) => {
+            let m = &engine.bundle().manifest.model;
+            tracing::info!(
+                bundle = %engine.bundle().dir.display(),
+                model = %m.id,
+                version = %m.version,
+                "model loaded; reports will be generated"
+            );
+        }
+        Err(reason) if config.model.required => {
+            anyhow::bail!("{reason} ([model] required = true)");
+        }
+        Err(reason) => {
+            tracing::error!(%reason, "model unavailable: windows get quality and measurements but no report text");
+        }
+    }
+    Ok(loaded)
+}
+
 /// Starts every source and publishes window reports until stopped.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config)?;
+    let (config, name) = load_config(args.config.as_deref())?;
     anyhow::ensure!(
         !config.sources.is_empty(),
-        "{}: no [[source]] configured",
-        args.config.display()
+        "{name}: no [[source]] configured"
     );
-    let preprocessor =
-        Preprocessor::new(pipeline::preprocess_spec(&config)).context("dsp settings")?;
-    let model_status = pipeline::model_status(&config);
+    tracing::info!(config = %name, sources = config.sources.len(), "starting");
+    let model = load_model(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        let (reports_tx, mut reports) = mpsc::channel::<WindowReport>(64);
-        let mut handles = Vec::new();
-        for source_config in &config.sources {
-            let (events_tx, events) = mpsc::channel(1024);
-            handles.push(source::start(source_config, events_tx)?);
-            let bed = BedPipeline::new(
-                source_config.bed(),
-                preprocessor.clone(),
-                model_status.clone(),
-            );
-            let mut to_publisher = reports_tx.clone();
-            tokio::spawn(async move {
-                if let Err(e) = pipeline::run(bed, events, &mut to_publisher, None).await {
-                    tracing::error!(error = %e, "bed pipeline stopped");
-                }
-            });
-            tracing::info!(bed = source_config.bed(), "source started");
-        }
-        drop(reports_tx);
-        let mut sink = LineSink::stdout(args.output);
-        let mut published = 0u64;
-        loop {
-            tokio::select! {
-                report = reports.recv() => {
-                    let Some(report) = report else { break };
-                    sink.publish(&report).await?;
-                    published += 1;
-                    if args.max_windows.is_some_and(|max| published >= max) {
-                        break;
-                    }
-                }
-                _ = tokio::signal::ctrl_c() => {
-                    tracing::info!("interrupted; stopping");
-                    break;
-                }
-            }
-        }
-        drop(handles);
-        anyhow::Ok(())
-    })?;
+    // One arm per sink kind: the MQTT sink joins here.
+    let summary = runtime.block_on(serve(
+        &config,
+        model,
+        LineSink::stdout(args.output),
+        args.max_windows,
+    ))?;
+    // Threads of sources that did not stop in time must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    if summary.deadline_missed {
+        tracing::warn!("the stop deadline passed; some windows were published as not reported");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the pipeline into `sink` until SIGTERM, SIGINT or `max_windows`.
+pub async fn serve<S: Sink + 'static>(
+    config: &Config,
+    model: LoadedModel,
+    sink: S,
+    max_windows: Option<u64>,
+) -> anyhow::Result<pipeline::RunSummary> {
+    let stop = stop_signal().context("installing signal handlers")?;
+    Ok(pipeline::run(config, model, sink, stop, max_windows).await?)
+}
+
+/// A future that completes on SIGTERM or SIGINT.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+    })
 }

@@ -25,7 +25,7 @@ use biquad::{Coefficients, ToHertz, Type};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-use crate::config::DspConfig;
+use crate::dsp::config::DspConfig;
 use crate::ecg::Recording;
 
 /// Stages whose corner lies above this fraction of the sample rate are left out: the device's

@@ -17,6 +17,7 @@
 //! `zero_phase` both filter each window forward and backward, which costs one window of latency.
 
 pub mod beats;
+pub mod config;
 pub mod filter;
 pub mod leads;
 pub mod normalize;
@@ -27,8 +28,8 @@ pub mod window;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-use crate::config::DspConfig;
 use crate::ecg::{Lead, LeadSet, Recording};
+pub use config::DspConfig;
 use filter::{FilterError, FilterSpec, filter_recording};
 use leads::{LeadMapper, LeadMask, LeadSetMismatch};
 use normalize::Normalization;

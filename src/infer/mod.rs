@@ -1,12 +1,14 @@
 //! Inference: ONNX Runtime provisioning and sessions.
 //!
 //! - [`runtime`]: finding, checking and loading the ONNX Runtime shared library.
+//! - [`config`]: the `[runtime]` and `[model]` configuration tables.
 //! - [`bundle`]: the model bundle format (`manifest.json`, graphs, tokenizer) and its checks.
 //! - [`engine`]: the bundle's graphs on ONNX Runtime: encoder -> ECG slot as KV-cache entry 0
 //!   -> prompt prefill -> greedy decoding, windows of several beds in one batch.
 //! - [`detokenize`]: token ids -> text for the bundle's byte-level BPE tokenizer.
 
 pub mod bundle;
+pub mod config;
 pub mod detokenize;
 pub mod engine;
 pub mod runtime;

@@ -187,6 +187,8 @@ mod tests {
             quality_reasons: vec![],
             measurements,
             outcome,
+            masked_leads: vec![],
+            timings: crate::report::WindowTimings::default(),
         };
         let identity = Identity {
             site: "st-mary".into(),
@@ -306,6 +308,7 @@ mod tests {
         let p = payload(
             Outcome::Report {
                 text: "Sinus rhythm".into(),
+                codes: vec![],
                 contradictions: vec!["rate".into()],
             },
             Some(Measurements {
@@ -353,7 +356,7 @@ mod tests {
 
     #[test]
     fn the_rule_check_catches_broken_resources() {
-        let mut r = diagnostic_report(&payload(Outcome::report("x", None), None));
+        let mut r = diagnostic_report(&payload(Outcome::report("x", None, &[]), None));
         r["result"][0]["reference"] = json!("#missing");
         r["status"] = json!("done");
         r["note"] = json!([]);

@@ -59,6 +59,12 @@ pub trait Sink: Send {
         &mut self,
         report: &WindowReport,
     ) -> impl Future<Output = Result<(), PublishError>> + Send;
+
+    /// Delivers (or persists) whatever the sink still holds; called once when the daemon
+    /// stops, within its stop deadline. Sinks that hold nothing need not implement it.
+    fn close(&mut self) -> impl Future<Output = Result<(), PublishError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// A channel to the publishing stage is itself a sink: beds fan in to one publisher.

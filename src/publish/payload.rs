@@ -60,7 +60,7 @@ pub struct ReportPayload {
     pub kind: &'static str,
     /// The generated text (`kind = report` only).
     pub text: Option<String>,
-    /// Coded statements of the report (empty until the model emits codes).
+    /// Statement codes read back from the report text (`synth::report::parse_report`).
     pub statement_codes: Vec<String>,
     /// Why no report was generated (`no_report`, `no_model`).
     pub reasons: Vec<String>,
@@ -116,7 +116,8 @@ pub struct ModelPart {
 /// Latencies, ms.
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyPart {
-    /// Encoder + decoder time for this window (null until the inference engine lands).
+    /// Encoder + decoder time of the batch this window was generated in (null when the model
+    /// did not run).
     pub inference: Option<f64>,
 }
 
@@ -132,13 +133,20 @@ impl ReportPayload {
         let start = now
             .checked_sub(Duration::from_nanos(span_ns))
             .unwrap_or(UNIX_EPOCH);
-        let (kind, text, reasons, flags) = match &report.outcome {
+        let (kind, text, codes, reasons, flags) = match &report.outcome {
             Outcome::Report {
                 text,
+                codes,
                 contradictions,
-            } => ("report", Some(text.clone()), vec![], contradictions.clone()),
-            Outcome::NoReport { reasons } => ("no_report", None, reasons.clone(), vec![]),
-            Outcome::NoModel { reason } => ("no_model", None, vec![reason.clone()], vec![]),
+            } => (
+                "report",
+                Some(text.clone()),
+                codes.clone(),
+                vec![],
+                contradictions.clone(),
+            ),
+            Outcome::NoReport { reasons } => ("no_report", None, vec![], reasons.clone(), vec![]),
+            Outcome::NoModel { reason } => ("no_model", None, vec![], vec![reason.clone()], vec![]),
         };
         ReportPayload {
             schema: REPORT_SCHEMA_ID,
@@ -156,7 +164,7 @@ impl ReportPayload {
             },
             kind,
             text,
-            statement_codes: vec![],
+            statement_codes: codes,
             reasons,
             consistency_flags: flags,
             quality: QualityPart {
@@ -170,7 +178,12 @@ impl ReportPayload {
                 version: identity.model_version.clone(),
                 execution_provider: identity.execution_provider.clone(),
             },
-            latency_ms: LatencyPart { inference: None },
+            latency_ms: LatencyPart {
+                inference: report
+                    .timings
+                    .inference
+                    .map(|i| i.encode_ms + i.prefill_ms + i.decode_ms),
+            },
         }
     }
 
@@ -343,6 +356,8 @@ mod tests {
                 axis_deg: Some(45.0),
             }),
             outcome,
+            masked_leads: vec![],
+            timings: crate::report::WindowTimings::default(),
         }
     }
 
@@ -357,9 +372,10 @@ mod tests {
     #[test]
     fn every_outcome_matches_the_committed_schema() {
         for outcome in [
-            Outcome::report("Sinus rhythm. Normal ECG", None),
+            Outcome::report("Sinus rhythm. Normal ECG", None, &[]),
             Outcome::Report {
                 text: "Sinus bradycardia".into(),
+                codes: vec![],
                 contradictions: vec!["states sinus bradycardia but ...".into()],
             },
             Outcome::NoReport {
@@ -390,7 +406,7 @@ mod tests {
 
     #[test]
     fn the_schema_catches_a_payload_that_drifts() {
-        let p = ReportPayload::new(&identity(), &window(Outcome::report("x", None)));
+        let p = ReportPayload::new(&identity(), &window(Outcome::report("x", None, &[])));
         let mut doc: serde_json::Value = serde_json::from_slice(&p.to_json().unwrap()).unwrap();
         let schema: serde_json::Value = serde_json::from_str(REPORT_SCHEMA_V1).unwrap();
         doc["quality"]["index"] = serde_json::json!("high");

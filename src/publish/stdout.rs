@@ -70,10 +70,12 @@ mod tests {
             interpolated_fraction: 0.0,
             quality_index: 0.25,
             quality_reasons: vec![],
+            masked_leads: vec![],
             measurements: None,
             outcome: Outcome::NoReport {
                 reasons: vec!["V1 lead off (required)".into()],
             },
+            timings: crate::report::WindowTimings::default(),
         }
     }
 

@@ -246,6 +246,8 @@ mod tests {
             quality_reasons: vec![],
             measurements: None,
             outcome,
+            masked_leads: vec![],
+            timings: crate::report::WindowTimings::default(),
         };
         ReportPayload::new(&Identity::default(), &r)
             .to_json()
@@ -265,6 +267,7 @@ mod tests {
         let l = line(
             report(Outcome::Report {
                 text: "Sinus bradycardia".into(),
+                codes: vec![],
                 contradictions: vec!["rate 88".into()],
             }),
             false,

@@ -357,9 +357,23 @@ pub struct LeadSelection {
 
 /// The standard lead a signal description names, in the spellings found in PhysioNet
 /// records: any case (`I`, `ii`, `aVR`, `AVR`, `avr`, `V1`, `v1`), optionally after an `ECG`
-/// or `lead` prefix (`ECG I`, `Lead_II`). Anything else (`MLII`, `vx`, `Resp`) is `None`.
+/// or `lead` prefix (`ECG I`, `Lead_II`); MIT-BIH's modified limb leads (`MLI`, `MLII`,
+/// `MLIII`, Holter electrodes on the torso) are read as their limb lead. Anything else (`vx`,
+/// `Resp`) is `None`.
 pub fn lead_of(description: &str) -> Option<Lead> {
     let d = description.trim();
+    if let Some(limb) = d
+        .get(..2)
+        .filter(|p| p.eq_ignore_ascii_case("ml"))
+        .and_then(|_| d.get(2..))
+    {
+        return match limb.to_ascii_uppercase().as_str() {
+            "I" => Some(Lead::I),
+            "II" => Some(Lead::II),
+            "III" => Some(Lead::III),
+            _ => None,
+        };
+    }
     let bare = ["ecg", "lead"]
         .iter()
         .find_map(|prefix| {
@@ -508,10 +522,13 @@ mod tests {
             ("ECG I", Lead::I),
             ("Lead_II", Lead::II),
             ("lead-aVF", Lead::AVF),
+            ("MLII", Lead::II),
+            ("MLI", Lead::I),
+            ("mliii", Lead::III),
         ] {
             assert_eq!(lead_of(d), Some(lead), "{d}");
         }
-        for d in ["MLII", "vx", "X", "Y", "Z", "Resp", "ECG", "", "V7", "lead"] {
+        for d in ["MLIV", "vx", "X", "Y", "Z", "Resp", "ECG", "", "V7", "lead"] {
             assert_eq!(lead_of(d), None, "{d}");
         }
     }

@@ -1,0 +1,455 @@
+//! Prometheus metrics of the daemon: counters kept by the stages, and a tiny hand-written
+//! text exposition (format 0.0.4) served over a tokio `TcpListener` (`[metrics] listen`).
+//!
+//! No patient data is exposed: beds by identifier, counts and durations only.
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `meit_frames_total` | counter | `bed` |
+//! | `meit_source_gaps_total` | counter | `bed` (lost-block events) |
+//! | `meit_windows_total` | counter | `bed`, `outcome` (`report`, `no_report`, `no_model`) |
+//! | `meit_no_report_total` | counter | `bed`, `reason` (`noisy`, `lead_off`, `railed`, `flat`, `missing`, `gaps`, `low_quality`, `non_finite`, `dropped`, `stopping`, `other`) |
+//! | `meit_report_flags_total` | counter | `bed` (reports with a consistency flag) |
+//! | `meit_inference_dropped_total` | counter | `cause` (`full`, `stale`, `stopping`) |
+//! | `meit_inference_queue_depth` / `meit_inference_queue_max_depth` | gauge | |
+//! | `meit_inference_batches_total` / `meit_inference_windows_total` | counter | |
+//! | `meit_stage_seconds` | summary (`_sum`, `_count`) | `stage` (`dsp`, `queue`, `inference`, `end_to_end`) |
+//! | `meit_end_to_end_seconds` | histogram | (window end -> handed to the sink) |
+//! | `meit_model_ready` | gauge | `provider` |
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::pipeline::InferenceQueue;
+use crate::report::{Outcome, WindowReport};
+
+/// The `[metrics]` table.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to serve `/metrics` on, e.g. `"127.0.0.1:9464"` (keep it on localhost or a
+    /// management network); absent: no metrics endpoint.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// Upper bounds of the end-to-end latency histogram, seconds.
+const LATENCY_BUCKETS_S: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
+
+#[derive(Default)]
+struct Inner {
+    frames: BTreeMap<String, u64>,
+    gaps: BTreeMap<String, u64>,
+    windows: BTreeMap<(String, &'static str), u64>,
+    no_report: BTreeMap<(String, &'static str), u64>,
+    flagged: BTreeMap<String, u64>,
+    stage_sum_s: BTreeMap<&'static str, f64>,
+    stage_count: BTreeMap<&'static str, u64>,
+    latency_buckets: [u64; LATENCY_BUCKETS_S.len()],
+    latency_sum_s: f64,
+    latency_count: u64,
+}
+
+/// The daemon's counters, shared by the stages.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+    queue: Mutex<Option<InferenceQueue>>,
+    model_ready: Mutex<Option<bool>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// The reason class of a no-report reason phrase (the label keeps cardinality low).
+pub fn reason_class(reason: &str) -> &'static str {
+    let r = reason.to_ascii_lowercase();
+    [
+        ("inference fell behind", "dropped"),
+        ("daemon was stopping", "stopping"),
+        ("lead off", "lead_off"),
+        ("noisy", "noisy"),
+        ("railed", "railed"),
+        ("flat", "flat"),
+        ("missing", "missing"),
+        ("interpolated", "gaps"),
+        ("non-finite", "non_finite"),
+        ("quality index", "low_quality"),
+    ]
+    .iter()
+    .find(|(needle, _)| r.contains(needle))
+    .map_or("other", |(_, class)| class)
+}
+
+impl Metrics {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lets the exposition read the inference queue's counters.
+    pub fn watch_queue(&self, queue: InferenceQueue) {
+        *self.queue.lock().unwrap_or_else(|p| p.into_inner()) = Some(queue);
+    }
+
+    /// Records whether the model is loaded.
+    pub fn set_model_ready(&self, ready: bool) {
+        *self.model_ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(ready);
+    }
+
+    /// Counts frames received from a bed's device.
+    pub fn frames(&self, bed: &str, frames: usize) {
+        *self.lock().frames.entry(bed.to_string()).or_default() += frames as u64;
+    }
+
+    /// Counts a gap (lost blocks) reported by a bed's source.
+    pub fn gap(&self, bed: &str) {
+        *self.lock().gaps.entry(bed.to_string()).or_default() += 1;
+    }
+
+    /// Records a report handed to the sink.
+    pub fn published(&self, report: &WindowReport) {
+        let mut m = self.lock();
+        let bed = report.bed.clone();
+        let outcome = match &report.outcome {
+            Outcome::Report { contradictions, .. } => {
+                if !contradictions.is_empty() {
+                    *m.flagged.entry(bed.clone()).or_default() += 1;
+                }
+                "report"
+            }
+            Outcome::NoReport { reasons } => {
+                let mut classes: Vec<&'static str> =
+                    reasons.iter().map(|r| reason_class(r)).collect();
+                classes.sort_unstable();
+                classes.dedup();
+                for class in classes {
+                    *m.no_report.entry((bed.clone(), class)).or_default() += 1;
+                }
+                "no_report"
+            }
+            Outcome::NoModel { .. } => "no_model",
+        };
+        *m.windows.entry((bed, outcome)).or_default() += 1;
+        let t = &report.timings;
+        let mut stage = |name: &'static str, ms: f64| {
+            *m.stage_sum_s.entry(name).or_default() += ms / 1e3;
+            *m.stage_count.entry(name).or_default() += 1;
+        };
+        stage("dsp", t.dsp_ms);
+        if let Some(q) = t.queue_ms {
+            stage("queue", q);
+        }
+        if let Some(i) = t.inference {
+            stage("inference", i.encode_ms + i.prefill_ms + i.decode_ms);
+        }
+        stage("end_to_end", t.latency_ms);
+        let seconds = t.latency_ms / 1e3;
+        for (bucket, bound) in m.latency_buckets.iter_mut().zip(LATENCY_BUCKETS_S) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+        m.latency_sum_s += seconds;
+        m.latency_count += 1;
+    }
+
+    /// Reports handed to the sink so far, all beds and outcomes.
+    pub fn published_total(&self) -> u64 {
+        self.lock().windows.values().sum()
+    }
+
+    /// The text exposition (Prometheus format 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let m = self.lock();
+        let esc = |v: &str| {
+            v.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
+        let section = |out: &mut String, name: &str, kind: &str, help: &str, lines: String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            out.push_str(&lines);
+        };
+        let lines = m
+            .frames
+            .iter()
+            .map(|(bed, n)| format!("meit_frames_total{{bed=\"{}\"}} {n}\n", esc(bed)))
+            .collect();
+        section(
+            &mut out,
+            "meit_frames_total",
+            "counter",
+            "Frames received per bed.",
+            lines,
+        );
+        let lines = m
+            .gaps
+            .iter()
+            .map(|(bed, n)| format!("meit_source_gaps_total{{bed=\"{}\"}} {n}\n", esc(bed)))
+            .collect();
+        section(
+            &mut out,
+            "meit_source_gaps_total",
+            "counter",
+            "Lost-block events per bed.",
+            lines,
+        );
+        let lines = m
+            .windows
+            .iter()
+            .map(|((bed, o), n)| {
+                format!(
+                    "meit_windows_total{{bed=\"{}\",outcome=\"{o}\"}} {n}\n",
+                    esc(bed)
+                )
+            })
+            .collect();
+        section(
+            &mut out,
+            "meit_windows_total",
+            "counter",
+            "Windows published per bed and outcome.",
+            lines,
+        );
+        let lines = m
+            .no_report
+            .iter()
+            .map(|((bed, r), n)| {
+                format!(
+                    "meit_no_report_total{{bed=\"{}\",reason=\"{r}\"}} {n}\n",
+                    esc(bed)
+                )
+            })
+            .collect();
+        section(
+            &mut out,
+            "meit_no_report_total",
+            "counter",
+            "No-report windows per bed and reason class.",
+            lines,
+        );
+        let lines = m
+            .flagged
+            .iter()
+            .map(|(bed, n)| format!("meit_report_flags_total{{bed=\"{}\"}} {n}\n", esc(bed)))
+            .collect();
+        section(
+            &mut out,
+            "meit_report_flags_total",
+            "counter",
+            "Reports with a consistency flag per bed.",
+            lines,
+        );
+        let mut lines = String::new();
+        for (stage, sum) in &m.stage_sum_s {
+            let count = m.stage_count.get(stage).copied().unwrap_or(0);
+            let _ = writeln!(lines, "meit_stage_seconds_sum{{stage=\"{stage}\"}} {sum}");
+            let _ = writeln!(
+                lines,
+                "meit_stage_seconds_count{{stage=\"{stage}\"}} {count}"
+            );
+        }
+        section(
+            &mut out,
+            "meit_stage_seconds",
+            "summary",
+            "Time per window in each stage (inference: the whole batch's).",
+            lines,
+        );
+        let mut lines = String::new();
+        for (n, bound) in m.latency_buckets.iter().zip(LATENCY_BUCKETS_S) {
+            let _ = writeln!(
+                lines,
+                "meit_end_to_end_seconds_bucket{{le=\"{bound}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            lines,
+            "meit_end_to_end_seconds_bucket{{le=\"+Inf\"}} {}",
+            m.latency_count
+        );
+        let _ = writeln!(lines, "meit_end_to_end_seconds_sum {}", m.latency_sum_s);
+        let _ = writeln!(lines, "meit_end_to_end_seconds_count {}", m.latency_count);
+        section(
+            &mut out,
+            "meit_end_to_end_seconds",
+            "histogram",
+            "Window end (last block arrived) to the report handed to the sink.",
+            lines,
+        );
+        drop(m);
+        let queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(InferenceQueue::stats)
+            .unwrap_or_default();
+        let lines = format!(
+            "meit_inference_dropped_total{{cause=\"full\"}} {}\nmeit_inference_dropped_total{{cause=\"stale\"}} {}\nmeit_inference_dropped_total{{cause=\"stopping\"}} {}\n",
+            queue.dropped_full, queue.dropped_stale, queue.dropped_shutdown
+        );
+        section(
+            &mut out,
+            "meit_inference_dropped_total",
+            "counter",
+            "Windows dropped because inference fell behind, by cause.",
+            lines,
+        );
+        for (name, kind, help, value) in [
+            (
+                "meit_inference_queue_depth",
+                "gauge",
+                "Windows waiting for inference.",
+                queue.depth,
+            ),
+            (
+                "meit_inference_queue_max_depth",
+                "gauge",
+                "Most windows ever waiting for inference.",
+                queue.max_depth,
+            ),
+            (
+                "meit_inference_batches_total",
+                "counter",
+                "Inference batches run.",
+                queue.batches,
+            ),
+            (
+                "meit_inference_windows_total",
+                "counter",
+                "Windows generated.",
+                queue.generated,
+            ),
+        ] {
+            section(&mut out, name, kind, help, format!("{name} {value}\n"));
+        }
+        if let Some(ready) = *self.model_ready.lock().unwrap_or_else(|p| p.into_inner()) {
+            section(
+                &mut out,
+                "meit_model_ready",
+                "gauge",
+                "1 when the model bundle is loaded, by execution provider.",
+                format!("meit_model_ready{{provider=\"cpu\"}} {}\n", u8::from(ready)),
+            );
+        }
+        out
+    }
+}
+
+/// Serves [`Metrics::render`] to every HTTP request on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            // The request itself does not matter (every path gets the metrics); read what the
+            // client sent so that it sees a clean response.
+            let mut buf = [0u8; 1024];
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_millis(500), stream.read(&mut buf))
+                    .await;
+            let body = metrics.render();
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{InferenceTimings, WindowTimings};
+
+    fn report(bed: &str, outcome: Outcome, latency_ms: f64) -> WindowReport {
+        WindowReport {
+            bed: bed.into(),
+            window_index: 0,
+            device_start_ns: 0,
+            device_end_ns: 0,
+            interpolated_fraction: 0.0,
+            quality_index: 1.0,
+            quality_reasons: vec![],
+            masked_leads: vec![],
+            measurements: None,
+            outcome,
+            timings: WindowTimings {
+                dsp_ms: 2.0,
+                queue_ms: Some(10.0),
+                inference: Some(InferenceTimings {
+                    batch: 2,
+                    encode_ms: 1.0,
+                    prefill_ms: 2.0,
+                    decode_ms: 7.0,
+                    decode_steps: 5,
+                }),
+                latency_ms,
+            },
+        }
+    }
+
+    #[test]
+    fn the_exposition_counts_outcomes_reasons_and_latency() {
+        let m = Metrics::default();
+        m.frames("b\"1", 500);
+        m.published(&report(
+            "b1",
+            Outcome::Report {
+                text: "x".into(),
+                codes: vec![],
+                contradictions: vec!["y".into()],
+            },
+            300.0,
+        ));
+        m.published(&report(
+            "b1",
+            Outcome::NoReport {
+                reasons: vec!["I noisy (required)".into(), "II noisy (required)".into()],
+            },
+            3000.0,
+        ));
+        let text = m.render();
+        for line in [
+            "meit_frames_total{bed=\"b\\\"1\"} 500",
+            "meit_windows_total{bed=\"b1\",outcome=\"report\"} 1",
+            "meit_windows_total{bed=\"b1\",outcome=\"no_report\"} 1",
+            "meit_no_report_total{bed=\"b1\",reason=\"noisy\"} 1",
+            "meit_report_flags_total{bed=\"b1\"} 1",
+            "meit_end_to_end_seconds_bucket{le=\"0.5\"} 1",
+            "meit_end_to_end_seconds_bucket{le=\"5\"} 2",
+            "meit_end_to_end_seconds_count 2",
+            "meit_stage_seconds_count{stage=\"inference\"} 2",
+            "meit_inference_dropped_total{cause=\"full\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+        assert!(text.contains("# TYPE meit_end_to_end_seconds histogram"));
+    }
+
+    #[test]
+    fn reasons_fall_into_few_classes() {
+        assert_eq!(reason_class("V2 lead off (required)"), "lead_off");
+        assert_eq!(reason_class("quality index 0.12 too low"), "low_quality");
+        assert_eq!(
+            reason_class("not reported: inference fell behind and the queue was full"),
+            "dropped"
+        );
+        assert_eq!(reason_class("something new"), "other");
+    }
+}

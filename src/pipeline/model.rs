@@ -1,0 +1,206 @@
+//! The daemon's model: where its bundle is, whether it opens, and the preprocessing the beds
+//! run.
+//!
+//! Policy when the bundle is missing or refused (a checksum, a format version, ONNX Runtime
+//! missing): the daemon still starts and keeps every bed's signal quality and measurements
+//! flowing, logs the reason once at startup as an error, and every reportable window carries
+//! it as its outcome (`no_model`: "no report generated: model bundle ... cannot be used:
+//! ..."). A nurse still sees rate and lead-off on the station screen, and the biomedical
+//! engineer sees on every window why there is no text. `[model] required = true` makes the
+//! daemon refuse to start instead (for deployments where reports are the point).
+
+use std::path::{Path, PathBuf};
+
+use crate::dsp::normalize::Normalization;
+use crate::dsp::{DspConfig, PreprocessSpec};
+use crate::ecg::LeadSet;
+use crate::infer::bundle::{Bundle, read_manifest};
+use crate::infer::config::{ExecutionProviderKind, ModelConfig, RuntimeConfig};
+use crate::infer::engine::Engine;
+use crate::infer::runtime::OnnxRuntime;
+
+/// Environment variable naming an installed data directory holding `bundles/<name>/`.
+pub const ENV_DATA_DIR: &str = "MEIT_DATA_DIR";
+/// Installed data directories searched after `MEIT_DATA_DIR`.
+pub const SYSTEM_DATA_DIRS: [&str; 2] = ["/usr/local/share/meit", "/usr/share/meit"];
+/// The model rate used when no manifest says otherwise: the default model's (100 Hz, mV).
+const FALLBACK_MODEL_RATE_HZ: f64 = 100.0;
+
+/// Where a relative bundle path is looked for, in order: the working directory, the
+/// executable's folder and its ancestors (a build tree or an unpacked release), then the data
+/// directories (`$MEIT_DATA_DIR`, `/usr/local/share/meit`, `/usr/share/meit`) as `DIR/PATH` and
+/// `DIR/bundles/NAME`. An absolute path is taken as it is.
+pub fn bundle_candidates(configured: &Path) -> Vec<PathBuf> {
+    if configured.is_absolute() {
+        return vec![configured.to_path_buf()];
+    }
+    let mut out = vec![configured.to_path_buf()];
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        out.extend(exe_dir.ancestors().map(|a| a.join(configured)));
+    }
+    let mut data_dirs: Vec<PathBuf> = std::env::var_os(ENV_DATA_DIR)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    data_dirs.extend(SYSTEM_DATA_DIRS.iter().map(PathBuf::from));
+    for dir in data_dirs {
+        out.push(dir.join(configured));
+        if let Some(name) = configured.file_name() {
+            out.push(dir.join("bundles").join(name));
+        }
+    }
+    out.dedup();
+    out
+}
+
+/// The first candidate holding a manifest, or `None` with every place tried.
+pub fn resolve_bundle(configured: &Path) -> Result<PathBuf, Vec<PathBuf>> {
+    let candidates = bundle_candidates(configured);
+    candidates
+        .iter()
+        .find(|c| c.join(crate::infer::bundle::MANIFEST_FILE).is_file())
+        .cloned()
+        .ok_or(candidates)
+}
+
+/// The model as the daemon will run it.
+pub struct LoadedModel {
+    /// The engine, or why there is none.
+    pub engine: Result<Engine, String>,
+    /// The preprocessing every bed runs (the manifest's when one could be read).
+    pub spec: PreprocessSpec,
+    /// The bundle directory found, if any.
+    pub bundle_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("ready", &self.engine.is_ok())
+            .field("bundle_dir", &self.bundle_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Finds, verifies and opens the bundle of `model` on ONNX Runtime. Never fails: an unusable
+/// bundle is an `Err` reason in [`LoadedModel::engine`] (see the module docs for the policy).
+pub fn load(model: &ModelConfig, runtime: &RuntimeConfig, dsp: &DspConfig) -> LoadedModel {
+    let mut spec = fallback_spec(dsp);
+    let bundle_dir = resolve_bundle(&model.bundle).ok();
+    let engine = match &bundle_dir {
+        None => Err(format!(
+            "no report generated: no model bundle at {} (looked in the working directory, next to the executable and in the data directories; set [model] bundle or {ENV_DATA_DIR})",
+            model.bundle.display()
+        )),
+        Some(dir) => {
+            if let Ok(manifest) = read_manifest(dir) {
+                spec = manifest.preprocess;
+            }
+            open(dir, runtime).map_err(|e| {
+                format!(
+                    "no report generated: model bundle {} cannot be used: {e}",
+                    dir.display()
+                )
+            })
+        }
+    };
+    if !model.required_leads.is_empty() {
+        spec.required_leads = model.required_leads.clone();
+    }
+    LoadedModel {
+        engine,
+        spec,
+        bundle_dir,
+    }
+}
+
+fn open(dir: &Path, runtime: &RuntimeConfig) -> Result<Engine, String> {
+    if let Some(other) = runtime
+        .execution_providers
+        .iter()
+        .find(|p| **p != ExecutionProviderKind::Cpu)
+    {
+        let name = match other {
+            ExecutionProviderKind::Cuda => "cuda",
+            ExecutionProviderKind::Tensorrt => "tensorrt",
+            ExecutionProviderKind::Cpu => "cpu",
+        };
+        return Err(format!(
+            "execution provider {name} is not supported by the engine in this build (use [runtime] execution_providers = [\"cpu\"])"
+        ));
+    }
+    // Manifest, checksums and preprocessing first: they name the bundle's own files.
+    Bundle::open_unchecked_graphs(dir).map_err(|e| e.to_string())?;
+    let ort = OnnxRuntime::load(runtime.onnxruntime.as_deref()).map_err(|e| e.to_string())?;
+    let bundle = Bundle::open(dir, &ort).map_err(|e| e.to_string())?;
+    Engine::new(bundle, &ort, runtime.intra_threads.max(1)).map_err(|e| e.to_string())
+}
+
+/// The preprocessing without a manifest: the deployment's `[dsp]` filters and windows, with
+/// the default model's conventions (12 standard leads, 100 Hz, millivolts), so quality and
+/// measurements still run.
+pub fn fallback_spec(dsp: &DspConfig) -> PreprocessSpec {
+    PreprocessSpec::from_config(
+        dsp,
+        FALLBACK_MODEL_RATE_HZ,
+        LeadSet::standard_12(),
+        Normalization::Millivolts,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_bundle_is_looked_for_next_to_the_executable_and_in_data_dirs() {
+        let c = bundle_candidates(Path::new("models/bundles/tiny"));
+        assert_eq!(c[0], Path::new("models/bundles/tiny"));
+        let exe_dir = std::env::current_exe().unwrap();
+        let exe_dir = exe_dir.parent().unwrap();
+        assert!(c.contains(&exe_dir.join("models/bundles/tiny")));
+        assert!(c.contains(&PathBuf::from("/usr/share/meit/bundles/tiny")));
+        assert_eq!(
+            bundle_candidates(Path::new("/opt/b")),
+            [PathBuf::from("/opt/b")]
+        );
+    }
+
+    #[test]
+    fn a_missing_bundle_is_a_reason_not_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = ModelConfig {
+            bundle: dir.path().join("nothing-here"),
+            ..ModelConfig::default()
+        };
+        let loaded = load(&model, &RuntimeConfig::default(), &DspConfig::default());
+        let reason = loaded.engine.err().unwrap();
+        assert!(
+            reason.contains("no model bundle at") && reason.contains("nothing-here"),
+            "{reason}"
+        );
+        assert_eq!(loaded.spec.model_rate_hz, FALLBACK_MODEL_RATE_HZ);
+    }
+
+    #[test]
+    fn a_corrupt_bundle_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("manifest.json"), "{").unwrap();
+        let model = ModelConfig {
+            bundle: dir.path().to_path_buf(),
+            ..ModelConfig::default()
+        };
+        let reason = load(&model, &RuntimeConfig::default(), &DspConfig::default())
+            .engine
+            .err()
+            .unwrap();
+        assert!(
+            reason.contains("cannot be used") && reason.contains("manifest.json"),
+            "{reason}"
+        );
+    }
+}

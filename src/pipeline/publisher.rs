@@ -1,0 +1,173 @@
+//! The publishing stage: every bed's finished windows in, one [`Sink`] out.
+//!
+//! Windows reach this stage by two roads (straight from the bed when no model is needed, or
+//! through the inference worker), so a no-report window can overtake an earlier window still
+//! being generated. The stage puts each bed's windows back in order before publishing: per
+//! bed, reports leave in window order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::bed::Finished;
+use crate::metrics::Metrics;
+use crate::publish::{PublishError, Sink};
+
+/// Windows held back per bed, waiting for an earlier one, before the earlier one is given up
+/// (it can only be missing if a stage failed): keeps memory bounded whatever happens.
+const MAX_HELD_PER_BED: usize = 64;
+
+/// What the publishing stage did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishStats {
+    /// Reports handed to the sink.
+    pub published: u64,
+    /// Windows given up as missing (a stage failed before they arrived).
+    pub skipped: u64,
+}
+
+/// Per-bed order.
+#[derive(Default)]
+struct BedOrder {
+    next: u64,
+    held: BTreeMap<u64, Finished>,
+}
+
+/// Publishes reports from `finished` into `sink` in per-bed window order until the channel
+/// closes or `max_windows` have been published; then closes the sink. Each report is counted
+/// in `metrics`.
+pub async fn publish_stage<S: Sink>(
+    mut sink: S,
+    mut finished: mpsc::Receiver<Finished>,
+    max_windows: Option<u64>,
+    metrics: Arc<Metrics>,
+) -> Result<PublishStats, PublishError> {
+    let mut beds: HashMap<String, BedOrder> = HashMap::new();
+    let mut stats = PublishStats::default();
+    let limit_reached = |stats: &PublishStats| max_windows.is_some_and(|m| stats.published >= m);
+    'receive: while let Some(item) = finished.recv().await {
+        let order = beds.entry(item.report.bed.clone()).or_default();
+        order.held.insert(item.report.window_index, item);
+        if order.held.len() > MAX_HELD_PER_BED
+            && let Some((&first, _)) = order.held.first_key_value()
+        {
+            tracing::warn!(
+                missing_from = order.next,
+                resumed_at = first,
+                "windows never reached the publisher; skipping them"
+            );
+            stats.skipped += first.saturating_sub(order.next);
+            order.next = first;
+        }
+        while let Some(ready) = order.held.remove(&order.next) {
+            order.next += 1;
+            send(&mut sink, ready, &metrics).await?;
+            stats.published += 1;
+            if limit_reached(&stats) {
+                break 'receive;
+            }
+        }
+    }
+    // The channel closed (shutdown): what is held waits for nothing more.
+    if !limit_reached(&stats) {
+        'flush: for order in beds.values_mut() {
+            for (_, ready) in std::mem::take(&mut order.held) {
+                send(&mut sink, ready, &metrics).await?;
+                stats.published += 1;
+                if limit_reached(&stats) {
+                    break 'flush;
+                }
+            }
+        }
+    }
+    sink.close().await?;
+    Ok(stats)
+}
+
+async fn send<S: Sink>(
+    sink: &mut S,
+    mut item: Finished,
+    metrics: &Metrics,
+) -> Result<(), PublishError> {
+    item.report.timings.latency_ms = Instant::now()
+        .duration_since(item.completed_at)
+        .as_secs_f64()
+        * 1e3;
+    sink.publish(&item.report).await?;
+    metrics.published(&item.report);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::stdout::{LineFormat, LineSink};
+    use crate::report::{Outcome, WindowReport, WindowTimings};
+
+    fn finished(bed: &str, index: u64) -> Finished {
+        Finished {
+            report: WindowReport {
+                bed: bed.into(),
+                window_index: index,
+                device_start_ns: 0,
+                device_end_ns: 0,
+                interpolated_fraction: 0.0,
+                quality_index: 1.0,
+                quality_reasons: vec![],
+                masked_leads: vec![],
+                measurements: None,
+                outcome: Outcome::NoReport { reasons: vec![] },
+                timings: WindowTimings::default(),
+            },
+            completed_at: Instant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_beds_reports_leave_in_window_order() {
+        let (tx, rx) = mpsc::channel(16);
+        for (bed, i) in [("a", 1), ("b", 0), ("a", 0), ("a", 3), ("a", 2)] {
+            tx.send(finished(bed, i)).await.unwrap();
+        }
+        drop(tx);
+        let mut out = Vec::new();
+        let stats = publish_stage(
+            LineSink::new(&mut out, LineFormat::Json),
+            rx,
+            None,
+            Arc::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(stats.published, 5);
+        let text = String::from_utf8(out).unwrap();
+        let a: Vec<u64> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["bed"] == "a")
+            .map(|v| v["window_index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(a, [0, 1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn publishing_stops_after_max_windows() {
+        let (tx, rx) = mpsc::channel(16);
+        for i in 0..5 {
+            tx.send(finished("a", i)).await.unwrap();
+        }
+        let mut out = Vec::new();
+        let stats = publish_stage(
+            LineSink::new(&mut out, LineFormat::Json),
+            rx,
+            Some(2),
+            Arc::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(stats.published, 2);
+        assert_eq!(String::from_utf8(out).unwrap().lines().count(), 2);
+    }
+}
