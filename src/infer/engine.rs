@@ -205,7 +205,8 @@ impl Engine {
         positions: Array2<i64>,
         mask: Array2<i64>,
         past: KvCache,
-    ) -> Result<(Array3<f32>, KvCache), EngineError> {        let tensor = |a: Array2<i64>| Tensor::from_array(a).map_err(run_error("decoder"));
+    ) -> Result<(Array3<f32>, KvCache), EngineError> {
+        let tensor = |a: Array2<i64>| Tensor::from_array(a).map_err(run_error("decoder"));
         let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
             ("input_ids".into(), tensor(ids)?.into()),
             ("attention_mask".into(), tensor(mask)?.into()),
