@@ -86,8 +86,8 @@ fn main() -> anyhow::Result<()> {
     let batch = arg("--batch", 16.0) as usize;
 
     let mut config = Config::default();
-    config.model.bundle = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("models/bundles/tiny");
+    config.model.bundle =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/bundles/tiny");
     config.pipeline.max_batch = batch;
     config.pipeline.queue_windows = beds.max(256) * 2;
     config.sources = (0..beds)

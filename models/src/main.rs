@@ -99,6 +99,10 @@ enum Command {
         /// Model id in the manifest (default: meit-<model directory name>).
         #[arg(long)]
         id: Option<String>,
+        /// Attention: plain ONNX operators (default: batched prefill after the ECG slot) or
+        /// com.microsoft GroupQueryAttention (faster decode steps, batch-1 prefill only).
+        #[arg(long, value_enum, default_value = "ops")]
+        attention: AttentionArg,
         /// Keep LoRA adapters as a float branch beside the base weights instead of merging them
         /// (larger and slower; for comparison, models/README.md).
         #[arg(long)]
@@ -170,6 +174,15 @@ enum PrecisionArg {
     Fp32,
 }
 
+/// `--attention` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AttentionArg {
+    /// com.microsoft GroupQueryAttention.
+    Gqa,
+    /// Plain ONNX operators.
+    Ops,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
@@ -222,6 +235,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             precision,
             accuracy_level,
             id,
+            attention,
             lora_branch,
         } => {
             let options = meit_models::export::ExportOptions {
@@ -231,6 +245,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 },
                 accuracy_level,
                 model_id: id,
+                attention: match attention {
+                    AttentionArg::Gqa => meit_models::export::decoder::AttentionExport::Gqa,
+                    AttentionArg::Ops => meit_models::export::decoder::AttentionExport::Ops,
+                },
                 lora: if lora_branch {
                     meit_models::export::decoder::LoraExport::Branch
                 } else {

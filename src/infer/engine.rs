@@ -61,8 +61,8 @@ fn run_error(graph: &'static str) -> impl Fn(ort::Error) -> EngineError {
     }
 }
 
-/// Every layer's key and value cache, as ONNX Runtime values.
-pub type KvCache = Vec<(DynValue, DynValue)>;
+/// One layer's key and value cache as ONNX Runtime values (`[batch, kv_heads, len, head_dim]`).
+pub type LayerKv = (DynValue, DynValue);
 
 /// One generated report.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,7 +158,7 @@ impl Engine {
 
     /// Every layer's ECG-slot key and value for a batch `ecg` `[batch, leads, samples]`, as
     /// ONNX Runtime values (the decoder's first past).
-    pub fn slots(&mut self, ecg: Array3<f32>) -> Result<Vec<(DynValue, DynValue)>, EngineError> {
+    pub fn slots(&mut self, ecg: Array3<f32>) -> Result<Vec<LayerKv>, EngineError> {
         let leads = self.bundle.manifest.encoder.leads;
         if ecg.dim().1 != leads || ecg.dim().0 == 0 || ecg.dim().2 < 8 {
             return Err(EngineError::Input(format!(
@@ -201,8 +201,8 @@ impl Engine {
         ids: Array2<i64>,
         positions: Array2<i64>,
         mask: Array2<i64>,
-        past: Vec<(DynValue, DynValue)>,
-    ) -> Result<(Array3<f32>, KvCache), EngineError> {
+        past: Vec<LayerKv>,
+    ) -> Result<(Array3<f32>, Vec<LayerKv>), EngineError> {
         let tensor = |a: Array2<i64>| Tensor::from_array(a).map_err(run_error("decoder"));
         let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
             ("input_ids".into(), tensor(ids)?.into()),

@@ -14,9 +14,10 @@
 //!
 //! Per layer, as `model/llama.rs`: `h = x + o(attention(rope(q), rope(k), v))` over the RMS-
 //! normalised `x`, then `x' = h + down(silu(gate(n)) * up(n))` over the RMS-normalised `h`.
-//! Attention is plain ONNX ops (chosen over com.microsoft `GroupQueryAttention`: see
-//! `models/README.md`), grouped-query by broadcasting: queries `[b, kv, group, T, d]` against
-//! keys `[b, kv, 1, S, d]`, so no key/value head is copied. Folds that are exact up to rounding:
+//! Attention is plain ONNX ops by default, grouped-query by broadcasting: queries
+//! `[b, kv, group, T, d]` against keys `[b, kv, 1, S, d]`, so no key/value head is copied; or
+//! com.microsoft `GroupQueryAttention` (faster per decode step, but no batched prefill after a
+//! past on the CPU provider: `models/README.md`, "Export choices"). Folds that are exact up to rounding:
 //! `1 / sqrt(head_dim)` is folded into the query weights; q/k/v are one projection and gate/up
 //! another (one MatMul each, then Split); `rotate_half(x) * sin` is `swap_halves(x) * [-sin, sin]`.
 //! The mask is built once per call from `attention_mask` and the causal order of the new
@@ -45,11 +46,15 @@ pub enum LoraExport {
 /// How attention is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttentionExport {
-    /// Plain ONNX operators (MatMul, Softmax, ...): the default, chosen by measured speed on
-    /// the CPU provider (models/README.md, "Attention: plain operators or GroupQueryAttention").
+    /// Plain ONNX operators (MatMul, Softmax, ...): the default. Any attention mask, and a
+    /// batch of windows prefilled in one call after the slot.
     #[default]
     Ops,
-    /// ONNX Runtime's fused com.microsoft `GroupQueryAttention` (RoPE inside, packed QKV).
+    /// ONNX Runtime's fused com.microsoft `GroupQueryAttention` (RoPE inside, packed QKV):
+    /// twice as fast per decode step on the tiny model, but ONNX Runtime 1.31's CPU kernel
+    /// refuses a prompt of several tokens after a past in a batch of more than one ("batch_size
+    /// must be 1 when sequence_length > 1 and past context is given"), so batches would have
+    /// to prefill row by row (models/README.md, "Export choices").
     Gqa,
 }
 
@@ -526,7 +531,7 @@ pub fn build(
     };
 
     let q_scale = 1.0 / (d as f32).sqrt();
-    for layer in 0..c.num_layers {
+    for (layer, (past_k, past_v)) in past.iter().enumerate() {
         let p = format!("decoder.layers.{layer}");
         b.g.set_prefix(format!("layers.{layer}"));
         let normed = b.rms_norm(&format!("{p}.input_layernorm"), &x, c.rms_norm_eps)?;
@@ -537,7 +542,6 @@ pub fn build(
         let qkv_w = Projection::stack(vec![q_w, k_w, v_w]);
         let qkv = b.project(&format!("{p}.self_attn.qkv_proj"), &qkv_w, &normed)?;
         let [_, _, present_k, present_v] = cache_names(layer);
-        let (past_k, past_v) = &past[layer];
         let names = LayerCache {
             past_k,
             past_v,
