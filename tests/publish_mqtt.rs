@@ -1082,3 +1082,62 @@ async fn a_stored_report_over_a_lowered_limit_is_dropped_once_and_the_rest_deliv
     assert!(second.link().borrow().connected);
     second.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+/// The whole daemon into a real broker: `meit run` with simulated beds and the committed
+/// bundle, `[mqtt] enabled`, and a station subscribed before it starts. Every window of every
+/// bed arrives as a schema-valid report, in order per bed; the AF bed's report says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meit_run_publishes_generated_reports_that_a_station_receives() {
+    let Some(bin) = mosquitto() else { return };
+    let broker = Broker::start(&bin, "");
+    let dir = tempfile::tempdir().unwrap();
+    let mut sub = station(&broker.mqtt(), "station-run", &["meit/v1/#"], false).await;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = format!(
+        "[site]\nname = \"{SITE}\"\nunit = \"{UNIT}\"\n\n[model]\nbundle = \"{}\"\nrequired = true\n\n\
+         [mqtt]\nenabled = true\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"gw-run\"\n\n\
+         [mqtt.outbox]\ndir = \"{}\"\n\n\
+         [[source]]\nkind = \"simulated\"\nbed = \"sinus\"\ncondition = \"normal\"\nheart_rate_bpm = 70\nnoise = 0.05\nseed = 3\n\n\
+         [[source]]\nkind = \"simulated\"\nbed = \"af\"\ncondition = \"af\"\nnoise = 0.05\nseed = 3\n",
+        repo.join("models/bundles/tiny").display(),
+        broker.port,
+        dir.path().join("outbox").display(),
+    );
+    let path = dir.path().join("run.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_meit"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .args(["--max-windows", "4"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (reports, _) = collect_reports(&mut sub, Duration::from_secs(60), |r| r.len() >= 4).await;
+    let status = daemon.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "meit run failed: {stderr}");
+    assert_eq!(reports.len(), 4, "reports: {reports:?}\n{stderr}");
+    let report_schema: Value = serde_json::from_str(REPORT_SCHEMA_V1).unwrap();
+    for r in &reports {
+        schema::validate(&report_schema, r).unwrap_or_else(|e| panic!("{e:?}: {r}"));
+        assert_eq!(r["kind"], "report", "{r}");
+        assert!(r["text"].as_str().is_some_and(|t| !t.is_empty()), "{r}");
+        assert_eq!(r["model"]["id"], "meit-tiny", "{r}");
+    }
+    let beds = by_bed(&reports);
+    assert_in_order(&beds);
+    assert_eq!(beds.len(), 2, "{beds:?}");
+    let codes = |bed: &str| -> Vec<String> {
+        reports
+            .iter()
+            .filter(|r| r["bed"] == bed)
+            .flat_map(|r| r["statement_codes"].as_array().unwrap().clone())
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(codes("af").contains(&"AFIB".to_string()), "{reports:?}");
+    assert!(!codes("sinus").contains(&"AFIB".to_string()), "{reports:?}");
+}

@@ -1,6 +1,6 @@
 //! `meit run`: the daemon. Every `[[source]]` feeds its own bed task; one inference worker
-//! serves all beds; one publishing stage delivers the reports (standard output until the MQTT
-//! sink lands). Without `--config` it runs `configs/meit.toml` when the working directory has
+//! serves all beds; one publishing stage delivers the reports: over MQTT through the durable
+//! outbox when `[mqtt] enabled = true`, and as lines on standard output. Without `--config` it runs `configs/meit.toml` when the working directory has
 //! one, and the embedded default (one simulated bed, the default bundle) otherwise.
 
 use std::path::{Path, PathBuf};
@@ -9,14 +9,19 @@ use std::process::ExitCode;
 use anyhow::Context;
 use meit::config::Config;
 use meit::pipeline::{self, LoadedModel, model};
-use meit::publish::Sink;
+use meit::publish::mqtt::MqttPublisher;
+use meit::publish::payload::Identity;
 use meit::publish::stdout::{LineFormat, LineSink};
+use meit::publish::{Sink, Tee};
 
 /// The configuration used when `--config` is not given and the working directory has no
 /// `configs/meit.toml`: the demo's (one simulated bed, the default bundle).
 pub const EMBEDDED_CONFIG: &str = include_str!("../../configs/meit.toml");
 /// The configuration looked for in the working directory when `--config` is not given.
 pub const LOCAL_CONFIG: &str = "configs/meit.toml";
+
+/// How long a stopping daemon waits for the broker to acknowledge what is in flight.
+const MQTT_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Options of `meit run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -86,13 +91,43 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    // One arm per sink kind: the MQTT sink joins here.
-    let summary = runtime.block_on(serve(
-        &config,
-        model,
-        LineSink::stdout(args.output),
-        args.max_windows,
-    ))?;
+    let lines = LineSink::stdout(args.output);
+    let summary = if config.mqtt.enabled {
+        // Reports go to the durable outbox and the broker, and are printed as published.
+        let identity = Identity {
+            site: config.site.name.clone(),
+            unit: config.site.unit.clone(),
+            gateway: config.mqtt.client_id.clone(),
+            model_id: model
+                .engine
+                .as_ref()
+                .ok()
+                .map(|e| e.bundle().manifest.model.id.clone()),
+            model_version: model
+                .engine
+                .as_ref()
+                .ok()
+                .map(|e| e.bundle().manifest.model.version.clone()),
+            execution_provider: model.engine.as_ref().ok().map(|_| "cpu".to_string()),
+        };
+        runtime.block_on(async {
+            let publisher = MqttPublisher::start(&config.mqtt, identity)
+                .await
+                .context("starting MQTT publishing ([mqtt])")?;
+            let sink = Tee {
+                first: publisher.sink(),
+                second: lines,
+            };
+            let summary = serve(&config, model, sink, args.max_windows).await;
+            // Whatever is not acknowledged by then stays in the outbox for the next start.
+            if let Err(e) = publisher.shutdown(MQTT_DRAIN).await {
+                tracing::warn!(error = %e, "MQTT shutdown: undelivered reports stay in the outbox");
+            }
+            summary
+        })?
+    } else {
+        runtime.block_on(serve(&config, model, lines, args.max_windows))?
+    };
     // Threads of sources that did not stop in time must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     if summary.deadline_missed {

@@ -15,6 +15,9 @@ use crate::config::Secret;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
+    /// Publish reports over MQTT (`meit run`); off: standard output only.
+    #[serde(default)]
+    pub enabled: bool,
     /// Broker host name or address.
     #[serde(default = "default_host")]
     pub host: String,
@@ -130,6 +133,7 @@ fn default_outbox_age() -> u64 {
 impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
+            enabled: false,
             host: default_host(),
             port: default_port(),
             topic_prefix: default_prefix(),

@@ -75,3 +75,25 @@ impl Sink for tokio::sync::mpsc::Sender<WindowReport> {
             .map_err(|_| PublishError::Closed)
     }
 }
+
+/// Two sinks in turn: a report is handed to `first`, then to `second` (MQTT, then the
+/// station-style line on standard output). An error of either is the report's error.
+pub struct Tee<A, B> {
+    /// The sink that takes responsibility first (the durable one).
+    pub first: A,
+    /// The sink that follows.
+    pub second: B,
+}
+
+impl<A: Sink, B: Sink> Sink for Tee<A, B> {
+    async fn publish(&mut self, report: &WindowReport) -> Result<(), PublishError> {
+        self.first.publish(report).await?;
+        self.second.publish(report).await
+    }
+
+    async fn close(&mut self) -> Result<(), PublishError> {
+        let first = self.first.close().await;
+        let second = self.second.close().await;
+        first.and(second)
+    }
+}
