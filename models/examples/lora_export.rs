@@ -142,7 +142,7 @@ fn measure(engine: &mut Engine) -> anyhow::Result<(Array3<f32>, f64)> {
     let manifest = engine.bundle().manifest.clone();
     let (leads, samples) = (manifest.encoder.leads, manifest.encoder.samples);
     let ecg = Array3::from_shape_fn((1, leads, samples), |(_, l, s)| {
-        ((s as f32 * 0.07 + l as f32).sin() * 0.5) as f32
+        (s as f32 * 0.07 + l as f32).sin() * 0.5
     });
     let vocab = manifest.decoder.vocab_size as i64;
     let mut ids: Vec<i64> = manifest.prompt.ids.iter().map(|&i| i64::from(i)).collect();

@@ -526,7 +526,7 @@ pub fn build(
     };
 
     let q_scale = 1.0 / (d as f32).sqrt();
-    for layer in 0..c.num_layers {
+    for (layer, (past_k, past_v)) in past.iter().enumerate() {
         let p = format!("decoder.layers.{layer}");
         b.g.set_prefix(format!("layers.{layer}"));
         let normed = b.rms_norm(&format!("{p}.input_layernorm"), &x, c.rms_norm_eps)?;
@@ -537,7 +537,6 @@ pub fn build(
         let qkv_w = Projection::stack(vec![q_w, k_w, v_w]);
         let qkv = b.project(&format!("{p}.self_attn.qkv_proj"), &qkv_w, &normed)?;
         let [_, _, present_k, present_v] = cache_names(layer);
-        let (past_k, past_v) = &past[layer];
         let names = LayerCache {
             past_k,
             past_v,

@@ -62,7 +62,7 @@ impl QuantizedWeight {
                 let block = col / self.block_size;
                 let within = col % self.block_size;
                 let byte = self.packed[(row * blocks + block) * half + within / 2];
-                let q = if within % 2 == 0 {
+                let q = if within.is_multiple_of(2) {
                     byte & 0x0f
                 } else {
                     byte >> 4
@@ -71,7 +71,7 @@ impl QuantizedWeight {
                     Some(&zp) => zp,
                     None => {
                         let byte = self.zero_points[row * zp_row + block / 2];
-                        f32::from(if block % 2 == 0 {
+                        f32::from(if block.is_multiple_of(2) {
                             byte & 0x0f
                         } else {
                             byte >> 4
@@ -131,7 +131,7 @@ pub fn quantize(
                     let w = values.get(within).copied().unwrap_or(0.0);
                     let q = ((w - lo) / scale).round().clamp(0.0, 15.0) as u8;
                     let index = (row * blocks + block) * half + within / 2;
-                    packed[index] |= if within % 2 == 0 { q } else { q << 4 };
+                    packed[index] |= if within.is_multiple_of(2) { q } else { q << 4 };
                 }
                 continue;
             }
@@ -145,14 +145,14 @@ pub fn quantize(
             };
             scales[row * blocks + block] = scale;
             let zp_index = row * zp_row + block / 2;
-            zero_points[zp_index] |= if block % 2 == 0 { zp } else { zp << 4 };
+            zero_points[zp_index] |= if block.is_multiple_of(2) { zp } else { zp << 4 };
             for within in 0..block_size {
                 let q = match values.get(within) {
                     Some(&w) => ((w / scale).round() + f32::from(zp)).clamp(0.0, 15.0) as u8,
                     None => zp,
                 };
                 let index = (row * blocks + block) * half + within / 2;
-                packed[index] |= if within % 2 == 0 { q } else { q << 4 };
+                packed[index] |= if within.is_multiple_of(2) { q } else { q << 4 };
             }
         }
     }
@@ -187,7 +187,7 @@ mod tests {
             assert!((a - b).abs() <= scale / 2.0 + 1e-6, "{i}: {a} vs {b}");
         }
         // The padding of the second block stands for zeros.
-        let last_byte = q.packed[(2 - 1) * 16 + 15];
+        let last_byte = q.packed[16 + 15];
         let zp = q.zero_points[0] >> 4;
         assert_eq!(last_byte, zp | (zp << 4));
     }
