@@ -247,6 +247,21 @@ class LlamaCpp:
         return (t1 - t0) * 1e3, (t2 - t1) * 1e3, ids
 
 
+def llama_cpp_problem(gguf: Path) -> str | None:
+    """Why llama.cpp cannot run here (None when it can). Probed in a child process: a build for
+    the wrong instruction set dies of SIGILL, which would end this script too."""
+    if not gguf.is_file():
+        return f"no GGUF at {gguf} (make smollm2)"
+    probe = ("from llama_cpp import Llama\n"
+             f"llm = Llama(model_path={str(gguf)!r}, n_ctx=64, n_threads=1, verbose=False)\n"
+             "llm.eval([1, 2, 3])\n")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    if r.returncode != 0:
+        tail = (r.stderr.strip().splitlines() or [""])[-1]
+        return f"llama-cpp-python does not run (exit {r.returncode}: {tail})"
+    return None
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -262,12 +277,13 @@ def llm_comparison(args, manifest: dict, bundle: Path) -> dict:
     t = time.perf_counter()
     runtimes.append(Genai(tmp, prompt, n))
     load[runtimes[-1].name] = time.perf_counter() - t
-    if args.gguf.is_file():
+    llama_missing = llama_cpp_problem(args.gguf)
+    if llama_missing is None:
         t = time.perf_counter()
         runtimes.append(LlamaCpp(args.gguf, prompt, n, args.threads))
         load[runtimes[-1].name] = time.perf_counter() - t
     else:
-        print(f"no GGUF at {args.gguf}: llama.cpp left out (make smollm2)", file=sys.stderr)
+        print(f"llama.cpp left out: {llama_missing}", file=sys.stderr)
     for r in runtimes:  # warm-up round
         r.run()
     results = {r.name: {"prefill": [], "decode": [], "ids": None} for r in runtimes}
@@ -290,7 +306,7 @@ def llm_comparison(args, manifest: dict, bundle: Path) -> dict:
     return {"results": results, "names": names, "load_s": load, "prompt_tokens": len(prompt),
             "onnxruntime": runtimes[0].ready.get("onnxruntime"),
             "new_tokens": n, "meit_peak_rss_mib": meit_rss,
-            "meit_equals_genai": meit_ids == genai_ids,
+            "meit_equals_genai": meit_ids == genai_ids, "llama_missing": llama_missing,
             "first_difference": next((i for i, (a, b) in enumerate(zip(meit_ids, genai_ids)) if a != b), None)}
 
 
@@ -380,6 +396,8 @@ def write_doc(args, start: str, tiny: dict, candle: dict, llm: dict | None, smol
         for name in names[1:]:
             w(f"- vs {name}: decode **{med(meit, 'decode') / med(res[name], 'decode'):.2f}x**, "
               f"prefill **{med(meit, 'prefill') / med(res[name], 'prefill'):.2f}x**")
+        if llm.get("llama_missing"):
+            w(f"- llama.cpp is not in this run: {llm['llama_missing']}.")
         w("")
         w(f"- Greedy tokens of the engine and genai on the same graph: "
           f"{'identical' if llm['meit_equals_genai'] else 'differ from token ' + str(llm['first_difference'])} "

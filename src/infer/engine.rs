@@ -123,11 +123,16 @@ impl Engine {
         Engine::with_options(bundle, runtime, &Engine::session_options(threads))
     }
 
-    /// The CPU session settings [`Engine::new`] uses with `threads` intra-op threads (chosen by
-    /// measurement: `docs/bench/infer.md`).
+    /// The CPU session settings [`Engine::new`] uses with `threads` intra-op threads: ONNX
+    /// Runtime's defaults except that idle intra-op threads sleep instead of spinning. On the
+    /// 2-core build box, shared with other jobs, spinning threads took the cores the decode
+    /// steps needed: tiny int4 report p50 25-40 ms with spinning, 4-12 ms without, same run
+    /// (`meit bench infer --spinning true|false`; graph optimization level and memory pattern
+    /// made no difference beyond the noise).
     pub fn session_options(threads: usize) -> CpuSessionOptions {
         CpuSessionOptions {
             intra_threads: threads.max(1),
+            spinning: Some(false),
             ..CpuSessionOptions::default()
         }
     }
