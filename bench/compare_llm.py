@@ -395,6 +395,9 @@ def write_doc(args, start: str, tiny: dict, candle: dict, llm: dict | None, smol
         for name in names[1:]:
             w(f"- vs {name}: decode **{med(meit, 'decode') / med(res[name], 'decode'):.2f}x**, "
               f"prefill **{med(meit, 'prefill') / med(res[name], 'prefill'):.2f}x**")
+        w("- Session settings: the engine's own (`Engine::session_options`: intra-op threads sleep instead of "
+          "spinning); genai its defaults from genai_config.json (only the thread count set); llama.cpp "
+          "`n_threads = n_threads_batch = threads`.")
         if llm.get("llama_missing"):
             w(f"- llama.cpp is not in this run: {llm['llama_missing']}.")
         w("")
