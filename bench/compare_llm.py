@@ -231,17 +231,23 @@ class LlamaCpp:
                          n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False)
         self.prompt = prompt
         self.n = new_tokens
+        self.vocab = self.llm.n_vocab()
+
+    def last_argmax(self) -> int:
+        # 0.3.36 keeps `scores` only with logits_all; read the last token's logits directly.
+        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.vocab,))
+        return int(np.argmax(logits))
 
     def run(self) -> tuple[float, float, list[int]]:
         llm = self.llm
         llm.reset()
         t0 = time.perf_counter()
         llm.eval(self.prompt)
-        ids = [int(np.argmax(llm.scores[llm.n_tokens - 1]))]
+        ids = [self.last_argmax()]
         t1 = time.perf_counter()
         for _ in range(self.n - 1):
             llm.eval([ids[-1]])
-            ids.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+            ids.append(self.last_argmax())
         t2 = time.perf_counter()
         return (t1 - t0) * 1e3, (t2 - t1) * 1e3, ids
 
