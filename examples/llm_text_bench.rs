@@ -3,7 +3,7 @@
 //! (stop ids ignored, as the peers are told to).
 //!
 //! ```text
-//! cargo run --release --example llm_text_bench -- --bundle DIR [--threads 2] [--new-tokens 128] [--prompt-ids 1,2,3]
+//! cargo run --release --example llm_text_bench -- --bundle DIR [--threads 2] [--new-tokens 128] [--prompt-ids 1,2,3] [--spinning true|false]
 //! ```
 //!
 //! A line protocol, so the script can interleave rounds with the other runtimes while every
@@ -25,6 +25,7 @@ fn main() -> anyhow::Result<()> {
     let mut bundle_dir: Option<PathBuf> = None;
     let (mut threads, mut new_tokens) = (2usize, 128usize);
     let mut prompt: Option<Vec<u32>> = None;
+    let mut spinning: Option<bool> = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
@@ -32,6 +33,7 @@ fn main() -> anyhow::Result<()> {
             "--bundle" => bundle_dir = Some(value()?.into()),
             "--threads" => threads = value()?.parse()?,
             "--new-tokens" => new_tokens = value()?.parse()?,
+            "--spinning" => spinning = Some(value()?.parse()?),
             "--prompt-ids" => {
                 prompt = Some(
                     value()?
@@ -48,7 +50,11 @@ fn main() -> anyhow::Result<()> {
     let bundle = Bundle::open(&bundle_dir, &runtime)?;
     let prompt = prompt.unwrap_or_else(|| bundle.manifest.prompt.ids.clone());
     let load = Instant::now();
-    let mut engine = Engine::new(bundle, &runtime, threads)?;
+    let mut options = Engine::session_options(threads);
+    if spinning.is_some() {
+        options.spinning = spinning;
+    }
+    let mut engine = Engine::with_options(bundle, &runtime, &options)?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
