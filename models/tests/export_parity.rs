@@ -321,6 +321,75 @@ fn batched_generation_equals_one_window_at_a_time() -> TestResult {
 }
 
 #[test]
+fn rows_that_finish_leave_the_batch_and_the_rest_are_unchanged() -> TestResult {
+    // 16 windows whose reports end at different lengths: the engine drops finished rows from
+    // the cache (a compaction) and every report still equals its single run.
+    let inputs = held_out(16, true);
+    let mut engine = engine(&bundles().2);
+    let views: Vec<_> = inputs.iter().map(|i| i.samples.view()).collect();
+    let (together, timings) = engine.generate(&views)?;
+    let lengths: std::collections::BTreeSet<usize> = together.iter().map(|g| g.ids.len()).collect();
+    assert!(
+        lengths.len() > 1,
+        "all reports have the same length: {lengths:?}"
+    );
+    assert!(timings.compactions > 0, "no finished row left the batch");
+    assert_eq!(
+        timings.generated_tokens,
+        together.iter().map(|g| g.ids.len()).sum::<usize>()
+    );
+    for (i, view) in views.iter().enumerate() {
+        let (alone, _) = engine.generate(std::slice::from_ref(view))?;
+        assert_eq!(alone[0], together[i], "window {i}");
+    }
+    Ok(())
+}
+
+#[test]
+fn text_only_generation_is_greedy_decoding_from_an_empty_cache() -> TestResult {
+    let mut engine = engine(&bundles().2);
+    let manifest = engine.bundle().manifest.clone();
+    let prompt = manifest.prompt.ids.clone();
+    let (ids, timings) = engine.generate_text(&prompt, 6, false)?;
+    assert_eq!(ids.len(), 6);
+    assert_eq!(timings.prompt_tokens, prompt.len());
+    // The same by hand: empty past, positions from 0, argmax of the last logits each step.
+    let d = &manifest.decoder;
+    let empty = || -> Result<ort::value::DynValue, Box<dyn std::error::Error>> {
+        let a = ndarray::Array4::<f32>::zeros((1, d.num_kv_heads, 0, d.head_dim));
+        Ok(ort::value::Tensor::from_array(a)?.into_dyn())
+    };
+    let mut past = (0..d.num_layers)
+        .map(|_| Ok((empty()?, empty()?)))
+        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
+    let mut tokens: Vec<i64> = prompt.iter().map(|&t| i64::from(t)).collect();
+    let mut position = 0i64;
+    let mut by_hand = Vec::new();
+    for _ in 0..6 {
+        let t = tokens.len();
+        let ids_row = Array2::from_shape_vec((1, t), tokens.clone())?;
+        let positions = Array2::from_shape_fn((1, t), |(_, j)| position + j as i64);
+        let total = position as usize + t;
+        let (logits, present) =
+            engine.decode(ids_row, positions, Array2::ones((1, total)), past)?;
+        past = present;
+        position = total as i64;
+        let last = logits.index_axis(Axis(1), t - 1);
+        let row = last.row(0);
+        let mut best = 0usize;
+        for (i, &v) in row.iter().enumerate() {
+            if v > row[best] {
+                best = i;
+            }
+        }
+        by_hand.push(best as u32);
+        tokens = vec![best as i64];
+    }
+    assert_eq!(ids, by_hand);
+    Ok(())
+}
+
+#[test]
 fn the_bundle_detokenizer_agrees_with_the_training_tokenizer_on_every_id() -> TestResult {
     let (_, encoder) = model();
     let engine = engine(&bundles().1);

@@ -1,6 +1,7 @@
 //! Subcommands of the `meit` binary. Each command's body lives in its own file; this one only
 //! declares the command line and dispatches.
 
+mod bench;
 mod check_config;
 mod doctor;
 mod replay;
@@ -40,8 +41,8 @@ pub enum Command {
     Synth(synth::SynthArgs),
     /// Print reports from the MQTT broker as a nursing station sees them, one line each.
     Subscribe(subscribe::SubscribeArgs),
-    /// Measure throughput and latency of the pipeline stages.
-    Bench,
+    /// Measure throughput and latency of the pipeline stages (all of them, or `infer`).
+    Bench(bench::BenchArgs),
     /// Check a configuration file and report the first problem with its line and field.
     CheckConfig {
         /// Configuration file.
@@ -65,12 +66,6 @@ pub fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay::run(args),
         Command::Synth(args) => synth::run(args),
         Command::Subscribe(args) => subscribe::run(args),
-        Command::Bench => not_yet("bench", "the stage benchmarks"),
+        Command::Bench(args) => bench::run(args),
     }
-}
-
-/// A command whose capability has not landed: says so and fails, never pretends.
-fn not_yet(command: &str, what: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("meit {command}: not implemented yet: {what} has not landed in this build");
-    Ok(ExitCode::from(2))
 }

@@ -22,7 +22,7 @@ use ort::value::{DynValue, Tensor};
 
 use super::bundle::{Bundle, BundleError};
 use super::detokenize::{DetokenizeError, Detokenizer};
-use super::runtime::OnnxRuntime;
+use super::runtime::{CpuSessionOptions, OnnxRuntime};
 
 /// Why the engine cannot start or run.
 #[derive(Debug, thiserror::Error)]
@@ -61,11 +61,9 @@ fn run_error(graph: &'static str) -> impl Fn(ort::Error) -> EngineError {
     }
 }
 
-/// One layer's key and value cache as ONNX Runtime values (`[batch, kv_heads, len, head_dim]`).
-pub type LayerKv = (DynValue, DynValue);
-
-/// Every layer's key and value cache, as ONNX Runtime values.
-pub type KvCache = Vec<LayerKv>;
+/// A decoder cache: every layer's key and value, as ONNX Runtime values
+/// `[batch, kv_heads, entries, head_dim]`.
+pub type Cache = Vec<(DynValue, DynValue)>;
 
 /// One generated report.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +85,12 @@ pub struct Timings {
     pub decode_ms: f64,
     /// Decode steps run.
     pub decode_steps: usize,
+    /// Prompt tokens prefilled per row.
+    pub prompt_tokens: usize,
+    /// Tokens generated over all rows (the prefill's first token included).
+    pub generated_tokens: usize,
+    /// Times finished rows were dropped from the batch's cache.
+    pub compactions: usize,
 }
 
 /// The two sessions of a bundle and its tokenizer.
@@ -97,6 +101,7 @@ pub struct Engine {
     detokenizer: Detokenizer,
     past_names: Vec<(String, String)>,
     present_names: Vec<(String, String)>,
+    threads: usize,
 }
 
 impl std::fmt::Debug for Engine {
@@ -108,16 +113,40 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Opens `bundle`'s graphs on the CPU provider with `threads` intra-op threads.
+    /// Opens `bundle`'s graphs on the CPU provider with `threads` intra-op threads and the
+    /// engine's session settings ([`Engine::session_options`]).
     pub fn new(
         bundle: Bundle,
         runtime: &OnnxRuntime,
         threads: usize,
     ) -> Result<Engine, EngineError> {
+        Engine::with_options(bundle, runtime, &Engine::session_options(threads))
+    }
+
+    /// The CPU session settings [`Engine::new`] uses with `threads` intra-op threads: ONNX
+    /// Runtime's defaults except that idle intra-op threads sleep instead of spinning. On the
+    /// 2-core build box, shared with other jobs, spinning threads took the cores the decode
+    /// steps needed: tiny int4 report p50 25-40 ms with spinning, 4-12 ms without, same run
+    /// (`meit bench infer --spinning true|false`; graph optimization level and memory pattern
+    /// made no difference beyond the noise).
+    pub fn session_options(threads: usize) -> CpuSessionOptions {
+        CpuSessionOptions {
+            intra_threads: threads.max(1),
+            spinning: Some(false),
+            ..CpuSessionOptions::default()
+        }
+    }
+
+    /// Opens `bundle`'s graphs on the CPU provider with explicit session settings.
+    pub fn with_options(
+        bundle: Bundle,
+        runtime: &OnnxRuntime,
+        options: &CpuSessionOptions,
+    ) -> Result<Engine, EngineError> {
         let open = |file: &str| {
             let path = bundle.path(file);
             runtime
-                .cpu_session(&path, threads)
+                .cpu_session_with(&path, options)
                 .map_err(|e| EngineError::Session {
                     path,
                     reason: e.to_string(),
@@ -146,7 +175,13 @@ impl Engine {
             detokenizer,
             past_names,
             present_names,
+            threads: options.intra_threads.max(1),
         })
+    }
+
+    /// Intra-op threads of each session.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// The bundle the engine runs.
@@ -161,7 +196,7 @@ impl Engine {
 
     /// Every layer's ECG-slot key and value for a batch `ecg` `[batch, leads, samples]`, as
     /// ONNX Runtime values (the decoder's first past).
-    pub fn slots(&mut self, ecg: Array3<f32>) -> Result<KvCache, EngineError> {
+    pub fn slots(&mut self, ecg: Array3<f32>) -> Result<Vec<(DynValue, DynValue)>, EngineError> {
         let leads = self.bundle.manifest.encoder.leads;
         if ecg.dim().1 != leads || ecg.dim().0 == 0 || ecg.dim().2 < 8 {
             return Err(EngineError::Input(format!(
@@ -204,14 +239,32 @@ impl Engine {
         ids: Array2<i64>,
         positions: Array2<i64>,
         mask: Array2<i64>,
-        past: KvCache,
-    ) -> Result<(Array3<f32>, KvCache), EngineError> {
+        past: Vec<(DynValue, DynValue)>,
+    ) -> Result<(Array3<f32>, Cache), EngineError> {
+        self.decoder_call(ids, positions, mask, past, |logits| {
+            logits
+                .into_dimensionality::<ndarray::Ix3>()
+                .map(|l| l.to_owned())
+                .map_err(|e| format!("logits: {e}"))
+        })
+    }
+
+    /// One decoder call that hands the logits view `[batch, T, vocab]` to `read` instead of
+    /// copying them out.
+    fn decoder_call<R>(
+        &mut self,
+        ids: Array2<i64>,
+        positions: Array2<i64>,
+        mask: Array2<i64>,
+        past: Vec<(DynValue, DynValue)>,
+        read: impl FnOnce(ndarray::ArrayViewD<'_, f32>) -> Result<R, String>,
+    ) -> Result<(R, Cache), EngineError> {
         let tensor = |a: Array2<i64>| Tensor::from_array(a).map_err(run_error("decoder"));
-        let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
-            ("input_ids".into(), tensor(ids)?.into()),
-            ("attention_mask".into(), tensor(mask)?.into()),
-            ("position_ids".into(), tensor(positions)?.into()),
-        ];
+        let mut inputs: Vec<(String, SessionInputValue<'_>)> =
+            Vec::with_capacity(3 + 2 * self.past_names.len());
+        inputs.push(("input_ids".into(), tensor(ids)?.into()));
+        inputs.push(("attention_mask".into(), tensor(mask)?.into()));
+        inputs.push(("position_ids".into(), tensor(positions)?.into()));
         for ((k, v), (k_name, v_name)) in past.into_iter().zip(&self.past_names) {
             inputs.push((k_name.clone(), k.into()));
             inputs.push((v_name.clone(), v.into()));
@@ -219,13 +272,11 @@ impl Engine {
         let mut outputs = self.decoder.run(inputs).map_err(run_error("decoder"))?;
         let logits = outputs["logits"]
             .try_extract_array::<f32>()
-            .map_err(run_error("decoder"))?
-            .into_dimensionality::<ndarray::Ix3>()
-            .map_err(|e| EngineError::Run {
-                graph: "decoder",
-                reason: format!("logits: {e}"),
-            })?
-            .to_owned();
+            .map_err(run_error("decoder"))?;
+        let read = read(logits).map_err(|reason| EngineError::Run {
+            graph: "decoder",
+            reason,
+        })?;
         let mut present = Vec::with_capacity(self.present_names.len());
         for (k_name, v_name) in &self.present_names {
             let missing = |name: &str| EngineError::Run {
@@ -236,11 +287,35 @@ impl Engine {
             let v = outputs.remove(v_name).ok_or_else(|| missing(v_name))?;
             present.push((k, v));
         }
-        Ok((logits, present))
+        Ok((read, present))
+    }
+
+    /// One decoder call returning each row's argmax token at the last new position.
+    fn decode_argmax(
+        &mut self,
+        ids: Array2<i64>,
+        positions: Array2<i64>,
+        mask: Array2<i64>,
+        past: Vec<(DynValue, DynValue)>,
+    ) -> Result<(Vec<u32>, Cache), EngineError> {
+        self.decoder_call(ids, positions, mask, past, |logits| {
+            let logits = logits
+                .into_dimensionality::<ndarray::Ix3>()
+                .map_err(|e| format!("logits: {e}"))?;
+            let last = logits.dim().1.checked_sub(1).ok_or("logits: no position")?;
+            Ok(logits
+                .index_axis(Axis(1), last)
+                .rows()
+                .into_iter()
+                .map(argmax)
+                .collect())
+        })
     }
 
     /// Greedy reports for a batch of preprocessed windows (each `leads x samples`, the same
-    /// length), generated together.
+    /// length), generated together. A row that generates a stop id is finished; finished rows
+    /// are dropped from the batch (their cache rows removed) once they are a quarter of it, so
+    /// the remaining rows decode without carrying them.
     pub fn generate(
         &mut self,
         windows: &[ArrayView2<'_, f32>],
@@ -260,60 +335,23 @@ impl Engine {
             row.assign(w);
         }
         let manifest = &self.bundle.manifest;
-        let prompt: Vec<i64> = manifest.prompt.ids.iter().map(|&i| i64::from(i)).collect();
-        let stop_ids = manifest.tokens.stop_ids.clone();
-        let max_new = manifest.tokens.max_new_tokens;
-        let max_positions = manifest.decoder.max_positions;
-        let pad = i64::from(manifest.tokens.pad_id);
-        if prompt.is_empty() {
+        if manifest.prompt.ids.is_empty() {
             return Err(EngineError::Input("the manifest's prompt is empty".into()));
         }
+        let prompt = manifest.prompt.ids.clone();
+        let limits = Limits {
+            stop_ids: manifest.tokens.stop_ids.clone(),
+            max_new: manifest.tokens.max_new_tokens,
+            max_positions: manifest.decoder.max_positions,
+        };
 
-        let mut timings = Timings::default();
         let start = Instant::now();
-        let mut past = self.slots(ecg)?;
-        timings.encode_ms = ms(start);
-
-        // Mirrors `Meit::generate_greedy`: before each call the cache holds `cache_len`
-        // entries (the slot, then text); stop at max_new tokens or the last position.
-        let mut cache_len = 1usize;
-        let mut ids = Array2::from_shape_fn((batch, prompt.len()), |(_, t)| prompt[t]);
-        let mut positions = Array2::from_shape_fn((batch, prompt.len()), |(_, t)| (t + 1) as i64);
-        let mut mask_row: Vec<Vec<i64>> = vec![vec![1; 1 + prompt.len()]; batch];
-        let mut generated: Vec<Vec<u32>> = vec![Vec::new(); batch];
-        let mut done = vec![false; batch];
-        let mut step = 0usize;
-        while step < max_new && cache_len < max_positions && done.iter().any(|d| !d) {
-            let t0 = Instant::now();
-            let new = ids.ncols();
-            let total = cache_len + new;
-            let mask = Array2::from_shape_fn((batch, total), |(b, j)| mask_row[b][j]);
-            let (logits, present) = self.decode(ids, positions, mask, past)?;
-            past = present;
-            cache_len = total;
-            let last = logits.index_axis(Axis(1), new - 1);
-            let mut next = Array2::<i64>::from_elem((batch, 1), pad);
-            for b in 0..batch {
-                if done[b] {
-                    mask_row[b].push(0);
-                    continue;
-                }
-                let token = argmax(last.row(b));
-                generated[b].push(token);
-                next[[b, 0]] = i64::from(token);
-                done[b] = stop_ids.contains(&token);
-                mask_row[b].push(1);
-            }
-            if step == 0 {
-                timings.prefill_ms = ms(t0);
-            } else {
-                timings.decode_ms += ms(t0);
-                timings.decode_steps += 1;
-            }
-            step += 1;
-            ids = next;
-            positions = Array2::from_elem((batch, 1), cache_len as i64);
-        }
+        let past = self.slots(ecg)?;
+        let encode_ms = ms(start);
+        // Mirrors `Meit::generate_greedy`: the cache starts with the slot (1 entry), text
+        // positions start at 1; stop at max_new tokens or the last position.
+        let (generated, mut timings) = self.greedy(batch, &prompt, past, 1, &limits)?;
+        timings.encode_ms = encode_ms;
         let reports = generated
             .into_iter()
             .map(|ids| Generated {
@@ -323,6 +361,141 @@ impl Engine {
             .collect();
         Ok((reports, timings))
     }
+
+    /// Greedy text-only generation from `prompt` (no ECG slot: an empty cache, positions from
+    /// 0), exactly `new_tokens` tokens unless `stop` and a stop id comes first. This is the
+    /// decoder alone, as LLM runtimes run it (`bench/compare_llm.py`).
+    pub fn generate_text(
+        &mut self,
+        prompt: &[u32],
+        new_tokens: usize,
+        stop: bool,
+    ) -> Result<(Vec<u32>, Timings), EngineError> {
+        if prompt.is_empty() {
+            return Err(EngineError::Input("empty prompt".into()));
+        }
+        let d = &self.bundle.manifest.decoder;
+        let shape = [1usize, d.num_kv_heads, 0, d.head_dim];
+        let empty = || -> Result<DynValue, EngineError> {
+            Ok(Tensor::from_array(ndarray::Array4::<f32>::zeros(shape))
+                .map_err(run_error("decoder"))?
+                .into_dyn())
+        };
+        let past = (0..d.num_layers)
+            .map(|_| Ok((empty()?, empty()?)))
+            .collect::<Result<Vec<_>, EngineError>>()?;
+        let limits = Limits {
+            stop_ids: if stop {
+                self.bundle.manifest.tokens.stop_ids.clone()
+            } else {
+                Vec::new()
+            },
+            max_new: new_tokens,
+            max_positions: d.max_positions,
+        };
+        let (mut generated, timings) = self.greedy(1, prompt, past, 0, &limits)?;
+        Ok((generated.pop().unwrap_or_default(), timings))
+    }
+
+    /// The greedy loop: `prompt` at positions `cache_len..` after `past` (`cache_len` entries),
+    /// then one token per call until every row stops or a limit is reached.
+    fn greedy(
+        &mut self,
+        batch: usize,
+        prompt: &[u32],
+        mut past: Vec<(DynValue, DynValue)>,
+        mut cache_len: usize,
+        limits: &Limits,
+    ) -> Result<(Vec<Vec<u32>>, Timings), EngineError> {
+        let mut timings = Timings {
+            prompt_tokens: prompt.len(),
+            ..Timings::default()
+        };
+        let first = cache_len as i64;
+        let mut ids = Array2::from_shape_fn((batch, prompt.len()), |(_, t)| i64::from(prompt[t]));
+        let mut positions = Array2::from_shape_fn((batch, prompt.len()), |(_, t)| first + t as i64);
+        let mut generated: Vec<Vec<u32>> = vec![Vec::new(); batch];
+        // The original row of each row of the current batch, and whether it still generates.
+        let mut rows: Vec<(usize, bool)> = (0..batch).map(|b| (b, true)).collect();
+        let pad = i64::from(self.bundle.manifest.tokens.pad_id);
+        let mut step = 0usize;
+        while step < limits.max_new && cache_len < limits.max_positions {
+            let t0 = Instant::now();
+            let total = cache_len + ids.ncols();
+            // Every row attends to its whole cache: rows never see each other, and a finished
+            // row's entries are never read for an active one.
+            let mask = Array2::<i64>::ones((rows.len(), total));
+            let (next, present) = self.decode_argmax(ids, positions, mask, past)?;
+            past = present;
+            cache_len = total;
+            for ((original, active), &token) in rows.iter_mut().zip(&next) {
+                if *active {
+                    generated[*original].push(token);
+                    timings.generated_tokens += 1;
+                    *active = !limits.stop_ids.contains(&token);
+                }
+            }
+            let finished = rows.iter().filter(|(_, active)| !active).count();
+            if finished == rows.len() {
+                record_step(&mut timings, step, t0);
+                break;
+            }
+            let mut tokens: Vec<i64> = next.iter().map(|&t| i64::from(t)).collect();
+            if finished > 0 && 4 * finished >= rows.len() {
+                let keep: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].1).collect();
+                past = compact(past, &keep)?;
+                rows = keep.iter().map(|&r| rows[r]).collect();
+                tokens = keep.iter().map(|&r| tokens[r]).collect();
+                timings.compactions += 1;
+            }
+            for (token, (_, active)) in tokens.iter_mut().zip(&rows) {
+                if !active {
+                    *token = pad;
+                }
+            }
+            ids = Array2::from_shape_vec((rows.len(), 1), tokens)
+                .map_err(|e| EngineError::Input(format!("next ids: {e}")))?;
+            positions = Array2::from_elem((rows.len(), 1), cache_len as i64);
+            record_step(&mut timings, step, t0);
+            step += 1;
+        }
+        Ok((generated, timings))
+    }
+}
+
+/// When greedy generation stops.
+struct Limits {
+    stop_ids: Vec<u32>,
+    max_new: usize,
+    max_positions: usize,
+}
+
+fn record_step(timings: &mut Timings, step: usize, t0: Instant) {
+    if step == 0 {
+        timings.prefill_ms = ms(t0);
+    } else {
+        timings.decode_ms += ms(t0);
+        timings.decode_steps += 1;
+    }
+}
+
+/// The cache with only the batch rows `keep`, in that order.
+fn compact(
+    past: Vec<(DynValue, DynValue)>,
+    keep: &[usize],
+) -> Result<Vec<(DynValue, DynValue)>, EngineError> {
+    let select = |v: &DynValue| -> Result<DynValue, EngineError> {
+        let a = v
+            .try_extract_array::<f32>()
+            .map_err(run_error("decoder"))?
+            .select(Axis(0), keep);
+        Ok(Tensor::from_array(a)
+            .map_err(run_error("decoder"))?
+            .into_dyn())
+    };
+    past.iter()
+        .map(|(k, v)| Ok((select(k)?, select(v)?)))
+        .collect()
 }
 
 fn ms(since: Instant) -> f64 {

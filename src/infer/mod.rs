@@ -6,7 +6,9 @@
 //! - [`engine`]: the bundle's graphs on ONNX Runtime: encoder -> ECG slot as KV-cache entry 0
 //!   -> prompt prefill -> greedy decoding, windows of several beds in one batch.
 //! - [`detokenize`]: token ids -> text for the bundle's byte-level BPE tokenizer.
+//! - [`bench`]: the measurements behind `meit bench infer`.
 
+pub mod bench;
 pub mod bundle;
 pub mod config;
 pub mod detokenize;

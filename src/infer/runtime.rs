@@ -321,22 +321,103 @@ impl OnnxRuntime {
         ]
     }
 
-    /// Opens an ONNX model on the CPU execution provider with `threads` intra-op threads.
+    /// Opens an ONNX model on the CPU execution provider with `threads` intra-op threads and
+    /// ONNX Runtime's defaults otherwise.
     pub fn cpu_session(
         &self,
         model: &Path,
         threads: usize,
     ) -> Result<ort::session::Session, RuntimeError> {
+        self.cpu_session_with(
+            model,
+            &CpuSessionOptions {
+                intra_threads: threads,
+                ..CpuSessionOptions::default()
+            },
+        )
+    }
+
+    /// Opens an ONNX model on the CPU execution provider with `options`.
+    pub fn cpu_session_with(
+        &self,
+        model: &Path,
+        options: &CpuSessionOptions,
+    ) -> Result<ort::session::Session, RuntimeError> {
         let fail = |e: String| RuntimeError::Session {
             path: model.to_path_buf(),
             reason: e,
         };
-        ort::session::Session::builder(&self.environment)
+        let mut builder = ort::session::Session::builder(&self.environment)
             .map_err(|e| fail(e.to_string()))?
-            .with_intra_threads(threads)
-            .map_err(|e| fail(e.to_string()))?
+            .with_intra_threads(options.intra_threads.max(1))
+            .map_err(|e| fail(e.to_string()))?;
+        if let Some(level) = options.optimization {
+            builder = builder
+                .with_optimization_level(level.into())
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        if let Some(enable) = options.memory_pattern {
+            builder = builder
+                .with_memory_pattern(enable)
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        if let Some(enable) = options.spinning {
+            builder = builder
+                .with_intra_op_spinning(enable)
+                .map_err(|e| fail(e.to_string()))?;
+        }
+        builder
             .commit_from_file(model)
             .map_err(|e| fail(e.to_string()))
+    }
+}
+
+/// ONNX Runtime's graph optimization levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptimizationLevel {
+    /// No graph rewrites.
+    Disable,
+    /// Constant folding, redundant node removal, simple fusions.
+    Basic,
+    /// Basic plus complex fusions (the CPU and CUDA providers).
+    Extended,
+    /// Everything, layout rewrites included.
+    All,
+}
+
+impl From<OptimizationLevel> for ort::session::builder::GraphOptimizationLevel {
+    fn from(level: OptimizationLevel) -> Self {
+        use ort::session::builder::GraphOptimizationLevel as G;
+        match level {
+            OptimizationLevel::Disable => G::Disable,
+            OptimizationLevel::Basic => G::Level1,
+            OptimizationLevel::Extended => G::Level2,
+            OptimizationLevel::All => G::All,
+        }
+    }
+}
+
+/// How a CPU session is set up; `None` leaves ONNX Runtime's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuSessionOptions {
+    /// Intra-op threads (at least 1).
+    pub intra_threads: usize,
+    /// Graph optimization level.
+    pub optimization: Option<OptimizationLevel>,
+    /// Memory pattern planning (reuses one allocation plan for inputs of the same shape).
+    pub memory_pattern: Option<bool>,
+    /// Whether intra-op threads spin before sleeping.
+    pub spinning: Option<bool>,
+}
+
+impl Default for CpuSessionOptions {
+    fn default() -> Self {
+        CpuSessionOptions {
+            intra_threads: 1,
+            optimization: None,
+            memory_pattern: None,
+            spinning: None,
+        }
     }
 }
 
