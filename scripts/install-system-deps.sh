@@ -6,9 +6,10 @@
 #   mosquitto   the MQTT broker the tests and the demo start on loopback
 #   protobuf-compiler  `protoc` for candle-onnx's build (meit-models writes ONNX with its types)
 #   python3-venv       the pinned Python checkers (onnx.checker) in .venv-tools/
+#   libdbus-1-dev, pkg-config   the `ble` feature's build (btleplug over BlueZ/D-Bus), built by CI
 set -euo pipefail
 
-packages=(socat mosquitto mosquitto-clients protobuf-compiler python3-venv)
+packages=(socat mosquitto mosquitto-clients protobuf-compiler python3-venv libdbus-1-dev pkg-config)
 
 missing=()
 for p in "${packages[@]}"; do
