@@ -286,37 +286,27 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let rows = eval::suite::variants(suite, data);
             let progress = |name: &str| eprintln!("meit-models eval: {name} ({records} records)");
             let out_dir = bundle.clone().unwrap_or_else(|| model.clone());
-            let report = match &bundle {
+            let mut reporter: Box<dyn generate::Reporter + '_> = match &bundle {
                 Some(dir) => {
                     let runtime = meit::infer::runtime::OnnxRuntime::load(None)?;
                     let opened = meit::infer::bundle::Bundle::open(dir, &runtime)?;
                     let engine = meit::infer::engine::Engine::new(opened, &runtime, 1)?;
-                    let mut reporter = generate::BundleReporter { engine, batch: 32 };
-                    eval::suite::evaluate(
-                        &config,
-                        &mut reporter,
-                        &encoder,
-                        records,
-                        &rows,
-                        progress,
-                    )?
+                    Box::new(generate::BundleReporter { engine, batch: 32 })
                 }
-                None => {
-                    let mut reporter = generate::CandleReporter {
-                        model: &meit,
-                        encoder: &encoder,
-                        max_new_tokens: config.train.max_tokens,
-                    };
-                    eval::suite::evaluate(
-                        &config,
-                        &mut reporter,
-                        &encoder,
-                        records,
-                        &rows,
-                        progress,
-                    )?
-                }
+                None => Box::new(generate::CandleReporter {
+                    model: &meit,
+                    encoder: &encoder,
+                    max_new_tokens: config.train.max_tokens,
+                }),
             };
+            let report = eval::suite::evaluate(
+                &config,
+                reporter.as_mut(),
+                &encoder,
+                records,
+                &rows,
+                progress,
+            )?;
             if let Some(dir) = &bundle {
                 // The manifest records the figures measured on its own graphs (the checksums
                 // cover the graphs and the tokenizer, not the manifest).
