@@ -12,7 +12,9 @@ use serde::Deserialize;
 
 pub use crate::acquire::config::{SerialProtocol, SourceConfig, UsbId};
 pub use crate::dsp::config::DspConfig;
-pub use crate::infer::config::{ExecutionProviderKind, ModelConfig, RuntimeConfig};
+pub use crate::infer::config::{
+    ExecutionProviderKind, ModelConfig, ProviderConfig, ProviderPolicy, RuntimeConfig,
+};
 pub use crate::metrics::MetricsConfig;
 pub use crate::pipeline::PipelineConfig;
 
@@ -231,14 +233,8 @@ impl Config {
                 ),
             );
         }
-        if self.runtime.execution_providers.is_empty() {
-            return invalid(
-                "runtime.execution_providers",
-                "is empty; allowed: a list of \"cpu\", \"cuda\", \"tensorrt\"".into(),
-            );
-        }
-        if self.runtime.intra_threads == 0 {
-            return invalid("runtime.intra_threads", "is 0; allowed: 1 or more".into());
+        if let Err((field, reason)) = self.runtime.validate() {
+            return invalid(&field, reason);
         }
         if let Err((field, reason)) = self.mqtt.validate(&self.site.name, &self.site.unit) {
             return invalid(&field, reason);
@@ -507,9 +503,68 @@ mod tests {
         assert_eq!(c.mqtt.port, 1883);
         assert_eq!(
             c.runtime.execution_providers,
-            vec![ExecutionProviderKind::Cpu]
+            vec![ProviderConfig::new(
+                ExecutionProviderKind::Cpu,
+                ProviderPolicy::Required
+            )]
         );
         assert!(c.sources.is_empty());
+    }
+
+    #[test]
+    fn providers_are_names_or_tables_with_a_policy() {
+        let c = parse(
+            "[runtime]\nexecution_providers = [\n  { kind = \"tensorrt\", policy = \"preferred\", fp16 = true, engine_cache_dir = \"/var/lib/meit/trt\", dla_core = 1 },\n  \"cuda\",\n  \"cpu\",\n]\n",
+        )
+        .unwrap();
+        let p = &c.runtime.execution_providers;
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0].kind, ExecutionProviderKind::Tensorrt);
+        assert_eq!(p[0].policy, ProviderPolicy::Preferred);
+        assert!(p[0].fp16);
+        assert_eq!(p[0].dla_core, Some(1));
+        assert_eq!(
+            p[0].engine_cache_dir.as_deref(),
+            Some(Path::new("/var/lib/meit/trt"))
+        );
+        assert_eq!(
+            p[1],
+            ProviderConfig::new(ExecutionProviderKind::Cuda, ProviderPolicy::Required)
+        );
+    }
+
+    #[test]
+    fn bad_provider_lists_name_the_entry_and_why() {
+        for (text, expect) in [
+            (
+                "[runtime]\nexecution_providers = [\"cpu\", \"cuda\"]\n",
+                "runtime.execution_providers[0]: cpu must be the last provider",
+            ),
+            (
+                "[runtime]\nexecution_providers = [\"cuda\", \"cuda\"]\n",
+                "runtime.execution_providers[1]: cuda is listed twice",
+            ),
+            (
+                "[runtime]\nexecution_providers = [{ kind = \"cuda\", fp16 = true }]\n",
+                "runtime.execution_providers[0]: cuda has no setting fp16",
+            ),
+            (
+                "[runtime]\nexecution_providers = [{ kind = \"cuda\", polcy = \"preferred\" }]\n",
+                "unknown field `polcy`",
+            ),
+            (
+                "[runtime]\nexecution_providers = [\"rocm\"]\n",
+                "unknown variant `rocm`",
+            ),
+            ("[runtime]\nexecution_providers = []\n", "is empty"),
+            (
+                "[runtime]\ninter_threads = 0\n",
+                "runtime.inter_threads: is 0",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(expect), "{text}: {err}");
+        }
     }
 
     #[test]

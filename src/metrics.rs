@@ -61,7 +61,7 @@ struct Inner {
 pub struct Metrics {
     inner: Mutex<Inner>,
     queue: Mutex<Option<InferenceQueue>>,
-    model_ready: Mutex<Option<bool>>,
+    model_ready: Mutex<Option<Option<&'static str>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,9 +100,10 @@ impl Metrics {
         *self.queue.lock().unwrap_or_else(|p| p.into_inner()) = Some(queue);
     }
 
-    /// Records whether the model is loaded.
-    pub fn set_model_ready(&self, ready: bool) {
-        *self.model_ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(ready);
+    /// Records whether the model is loaded, and on which execution provider its decoder runs
+    /// (`None`: not loaded).
+    pub fn set_model_ready(&self, provider: Option<&'static str>) {
+        *self.model_ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(provider);
     }
 
     /// Counts frames received from a bed's device.
@@ -334,13 +335,17 @@ impl Metrics {
         ] {
             section(&mut out, name, kind, help, format!("{name} {value}\n"));
         }
-        if let Some(ready) = *self.model_ready.lock().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(provider) = *self.model_ready.lock().unwrap_or_else(|p| p.into_inner()) {
             section(
                 &mut out,
                 "meit_model_ready",
                 "gauge",
-                "1 when the model bundle is loaded, by execution provider.",
-                format!("meit_model_ready{{provider=\"cpu\"}} {}\n", u8::from(ready)),
+                "1 when the model bundle is loaded, labelled with the execution provider its decoder runs on.",
+                format!(
+                    "meit_model_ready{{provider=\"{}\"}} {}\n",
+                    provider.unwrap_or("none"),
+                    u8::from(provider.is_some())
+                ),
             );
         }
         out

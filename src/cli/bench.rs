@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use meit::dsp::Preprocessor;
 use meit::infer::bench::{self, BED_WINDOW_SECONDS, BenchOptions, InferBench, Spread};
 use meit::infer::bundle::Bundle;
+use meit::infer::config::{ExecutionProviderKind, ProviderConfig, ProviderPolicy};
 use meit::infer::engine::Engine;
 use meit::infer::runtime::{OnnxRuntime, OptimizationLevel};
 use meit::synth::{ConditionSet, RecordSpec, generate};
@@ -73,6 +74,32 @@ pub struct InferArgs {
     /// Profiling: ONNX Runtime memory pattern planning (default: the engine's).
     #[arg(long)]
     pub memory_pattern: Option<bool>,
+    /// Execution providers in priority order, each required (`cuda`, `tensorrt`; the CPU
+    /// provider always takes what they do not), e.g. `--provider cuda` on a GPU machine.
+    #[arg(long = "provider", value_enum)]
+    pub providers: Vec<Provider>,
+}
+
+/// Execution providers `meit bench infer` can be asked for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Provider {
+    /// NVIDIA CUDA.
+    Cuda,
+    /// NVIDIA TensorRT.
+    Tensorrt,
+    /// The CPU provider.
+    Cpu,
+}
+
+impl From<Provider> for ProviderConfig {
+    fn from(p: Provider) -> Self {
+        let kind = match p {
+            Provider::Cuda => ExecutionProviderKind::Cuda,
+            Provider::Tensorrt => ExecutionProviderKind::Tensorrt,
+            Provider::Cpu => ExecutionProviderKind::Cpu,
+        };
+        ProviderConfig::new(kind, ProviderPolicy::Required)
+    }
 }
 
 /// ONNX Runtime graph optimization levels, for profiling.
@@ -128,7 +155,8 @@ fn run_infer(args: InferArgs) -> anyhow::Result<ExitCode> {
     if args.memory_pattern.is_some() {
         session.memory_pattern = args.memory_pattern;
     }
-    let mut engine = Engine::with_options(opened, &runtime, &session)?;
+    let providers: Vec<ProviderConfig> = args.providers.iter().map(|&p| p.into()).collect();
+    let mut engine = Engine::with_providers(opened, &runtime, &session, &providers)?;
     let options = BenchOptions {
         windows: args.windows.max(1),
         max_batch: args.batch.max(1),

@@ -65,7 +65,13 @@ pub fn load_model(config: &Config) -> anyhow::Result<LoadedModel> {
                 bundle = %engine.bundle().dir.display(),
                 model = %m.id,
                 version = %m.version,
+                provider = engine.primary_provider(),
                 "model loaded; reports will be generated"
+            );
+        }
+        Err(reason) if loaded.provider_refused => {
+            anyhow::bail!(
+                "{reason} (an execution provider in [runtime] is `required`; make it `preferred` to fall back)"
             );
         }
         Err(reason) if config.model.required => {
@@ -108,7 +114,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .ok()
                 .map(|e| e.bundle().manifest.model.version.clone()),
-            execution_provider: model.engine.as_ref().ok().map(|_| "cpu".to_string()),
+            execution_provider: model
+                .engine
+                .as_ref()
+                .ok()
+                .map(|e| e.primary_provider().to_string()),
         };
         runtime.block_on(async {
             let publisher = MqttPublisher::start(&config.mqtt, identity)

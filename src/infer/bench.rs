@@ -129,6 +129,8 @@ pub struct InferBench {
     pub model: String,
     /// The decoder's precision (`int4`, `fp32`).
     pub precision: String,
+    /// The execution provider the decoder runs on first.
+    pub provider: String,
     /// Intra-op threads of each session.
     pub threads: usize,
     /// Distinct input windows.
@@ -149,8 +151,11 @@ pub struct InferBench {
     pub best: BatchFigures,
     /// Every batch size measured.
     pub sweep: Vec<BatchFigures>,
-    /// Peak resident memory of this process (VmHWM), MiB, if the OS reports it.
+    /// Peak resident memory of this process (VmHWM), MiB, if the OS reports it: includes the
+    /// transient peak of ONNX Runtime reading the graphs at session start.
     pub peak_rss_mib: Option<f64>,
+    /// Resident memory after the runs (VmRSS), MiB: what a long-running daemon holds.
+    pub resident_mib: Option<f64>,
 }
 
 /// Synthesized, preprocessed windows for `manifest`'s model: `n` records with random
@@ -215,8 +220,17 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
 /// Peak resident memory of this process (`VmHWM` of `/proc/self/status`), bytes; `None` where
 /// the OS does not report it.
 pub fn peak_rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmHWM:")
+}
+
+/// Resident memory of this process now (`VmRSS`), bytes; `None` where the OS does not report it.
+pub fn rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmRSS:")
+}
+
+fn proc_status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
@@ -313,6 +327,7 @@ pub fn run(
         bundle: engine.bundle().dir.display().to_string(),
         model: format!("{} {}", manifest.model.id, manifest.model.version),
         precision: format!("{:?}", manifest.decoder_graph.precision).to_lowercase(),
+        provider: engine.primary_provider().to_string(),
         threads: engine.threads(),
         windows: windows.len(),
         prompt_tokens,
@@ -324,6 +339,7 @@ pub fn run(
         best,
         sweep,
         peak_rss_mib: peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
+        resident_mib: rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
     })
 }
 
@@ -368,8 +384,8 @@ impl InferBench {
         );
         line(
             &mut out,
-            "precision / threads",
-            format!("{} / {}", self.precision, self.threads),
+            "precision / threads / provider",
+            format!("{} / {} / {}", self.precision, self.threads, self.provider),
         );
         line(
             &mut out,
@@ -412,6 +428,13 @@ impl InferBench {
         ));
         if let Some(rss) = self.peak_rss_mib {
             line(&mut out, "peak RSS (VmHWM)", format!("{rss:.1} MiB"));
+        }
+        if let Some(rss) = self.resident_mib {
+            line(
+                &mut out,
+                "resident after the runs (VmRSS)",
+                format!("{rss:.1} MiB"),
+            );
         }
         out
     }

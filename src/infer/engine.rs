@@ -21,8 +21,9 @@ use ort::session::SessionInputValue;
 use ort::value::{DynValue, Tensor};
 
 use super::bundle::{Bundle, BundleError};
+use super::config::ProviderConfig;
 use super::detokenize::{DetokenizeError, Detokenizer};
-use super::runtime::{CpuSessionOptions, OnnxRuntime};
+use super::runtime::{CpuSessionOptions, OnnxRuntime, RuntimeError, SessionProviders};
 
 /// Why the engine cannot start or run.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,9 @@ pub enum EngineError {
         /// ONNX Runtime's message.
         reason: String,
     },
+    /// An execution provider the configuration requires cannot run a graph.
+    #[error(transparent)]
+    ProviderRequired(RuntimeError),
     /// Input that does not fit the model.
     #[error("input: {0}")]
     Input(String),
@@ -102,6 +106,7 @@ pub struct Engine {
     past_names: Vec<(String, String)>,
     present_names: Vec<(String, String)>,
     threads: usize,
+    providers: [SessionProviders; 2],
 }
 
 impl std::fmt::Debug for Engine {
@@ -143,18 +148,33 @@ impl Engine {
         runtime: &OnnxRuntime,
         options: &CpuSessionOptions,
     ) -> Result<Engine, EngineError> {
+        Engine::with_providers(bundle, runtime, options, &[])
+    }
+
+    /// Opens `bundle`'s graphs on `providers` in priority order (see
+    /// [`OnnxRuntime::session`]: a required provider that cannot run a graph is
+    /// [`EngineError::ProviderRequired`], a preferred one falls back with a warning).
+    pub fn with_providers(
+        bundle: Bundle,
+        runtime: &OnnxRuntime,
+        options: &CpuSessionOptions,
+        providers: &[ProviderConfig],
+    ) -> Result<Engine, EngineError> {
         let open = |file: &str| {
             let path = bundle.path(file);
             runtime
-                .cpu_session_with(&path, options)
-                .map_err(|e| EngineError::Session {
-                    path,
-                    reason: e.to_string(),
+                .session(&path, options, providers)
+                .map_err(|e| match e {
+                    RuntimeError::ProviderRequired { .. } => EngineError::ProviderRequired(e),
+                    other => EngineError::Session {
+                        path,
+                        reason: other.to_string(),
+                    },
                 })
         };
         let manifest = &bundle.manifest;
-        let encoder = open(&manifest.encoder_graph.file)?;
-        let decoder = open(&manifest.decoder_graph.file)?;
+        let (encoder, encoder_providers) = open(&manifest.encoder_graph.file)?;
+        let (decoder, decoder_providers) = open(&manifest.decoder_graph.file)?;
         let detokenizer = Detokenizer::from_file(&bundle.path(&manifest.tokenizer))?;
         let layers = manifest.decoder.num_layers;
         let past_names = (0..layers)
@@ -176,7 +196,18 @@ impl Engine {
             past_names,
             present_names,
             threads: options.intra_threads.max(1),
+            providers: [encoder_providers, decoder_providers],
         })
+    }
+
+    /// The providers the encoder and the decoder session run on, in that order.
+    pub fn providers(&self) -> &[SessionProviders; 2] {
+        &self.providers
+    }
+
+    /// The provider that runs the decoder first (what a report's generation mostly ran on).
+    pub fn primary_provider(&self) -> &'static str {
+        self.providers[1].primary()
     }
 
     /// Intra-op threads of each session.

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 
 use ort::ep::ExecutionProvider;
 
+use super::config::{ExecutionProviderKind, ProviderConfig, ProviderPolicy};
+
 /// The ONNX Runtime version `scripts/fetch-onnxruntime.sh` provisions.
 pub const PINNED_VERSION: &str = "1.31.1";
 /// Oldest ONNX Runtime minor version meit accepts: `ort` asks for C API 17 when no `api-N`
@@ -87,6 +89,16 @@ pub enum RuntimeError {
     /// ONNX Runtime loaded but its environment could not be created.
     #[error("ONNX Runtime environment could not start: {0}")]
     Environment(String),
+    /// An execution provider the configuration requires cannot run this model.
+    #[error("required execution provider {provider} cannot be used for {}: {reason}", path.display())]
+    ProviderRequired {
+        /// ONNX Runtime's name of the provider (`CUDAExecutionProvider`).
+        provider: &'static str,
+        /// The model file.
+        path: PathBuf,
+        /// Why: missing from this ONNX Runtime build, or ONNX Runtime's message.
+        reason: String,
+    },
     /// A model could not be opened as a session.
     #[error("cannot open model {}: {reason}", path.display())]
     Session {
@@ -343,6 +355,137 @@ impl OnnxRuntime {
         model: &Path,
         options: &CpuSessionOptions,
     ) -> Result<ort::session::Session, RuntimeError> {
+        self.session(model, options, &[])
+            .map(|(session, _)| session)
+    }
+
+    /// Opens an ONNX model on `providers` in priority order (CPU always last, for the nodes the
+    /// others do not take), with `options` for threads and graph settings.
+    ///
+    /// A `required` provider that this ONNX Runtime build lacks, that does not register, or
+    /// with which the session does not start is a [`RuntimeError::ProviderRequired`] naming it
+    /// and why. A `preferred` one is skipped with a warning and the reason is kept in
+    /// [`SessionProviders::skipped`].
+    pub fn session(
+        &self,
+        model: &Path,
+        options: &CpuSessionOptions,
+        providers: &[ProviderConfig],
+    ) -> Result<(ort::session::Session, SessionProviders), RuntimeError> {
+        let mut skipped = Vec::new();
+        let mut give_up = |p: &ProviderConfig, reason: String| -> Result<(), RuntimeError> {
+            let provider = p.kind.ort_name();
+            match p.policy {
+                ProviderPolicy::Required => Err(RuntimeError::ProviderRequired {
+                    provider,
+                    path: model.to_path_buf(),
+                    reason,
+                }),
+                ProviderPolicy::Preferred => {
+                    tracing::warn!(
+                        provider,
+                        model = %model.display(),
+                        %reason,
+                        "preferred execution provider not used; falling back to the next"
+                    );
+                    skipped.push(ProviderFallback { provider, reason });
+                    Ok(())
+                }
+            }
+        };
+        let mut chosen: Vec<&ProviderConfig> = Vec::new();
+        for p in providers
+            .iter()
+            .filter(|p| p.kind != ExecutionProviderKind::Cpu)
+        {
+            match provider_available(p.kind) {
+                Ok(true) => chosen.push(p),
+                Ok(false) => give_up(
+                    p,
+                    format!(
+                        "this ONNX Runtime build ({} {}) was compiled without it (it has: {})",
+                        self.library.path.display(),
+                        self.version,
+                        self.available_names().join(", ")
+                    ),
+                )?,
+                Err(e) => give_up(p, e.to_string())?,
+            }
+        }
+        loop {
+            let mut builder = self.builder(model, options)?;
+            let mut active = Vec::new();
+            let mut registered = Vec::new();
+            for p in &chosen {
+                match register(p, &mut builder) {
+                    Ok(()) => {
+                        active.push(p.kind.ort_name());
+                        registered.push(*p);
+                    }
+                    Err(e) => give_up(p, format!("it did not register: {e}"))?,
+                }
+            }
+            active.push(ort::ep::CPU::NAME);
+            match builder.commit_from_file(model) {
+                Ok(session) => {
+                    tracing::info!(
+                        model = %model.display(),
+                        providers = %active.join(", "),
+                        "inference session ready"
+                    );
+                    return Ok((session, SessionProviders { active, skipped }));
+                }
+                Err(e) => {
+                    let reason = format!("the session did not start with it: {e}");
+                    if let Some(p) = registered
+                        .iter()
+                        .find(|p| p.policy == ProviderPolicy::Required)
+                        .filter(|_| {
+                            registered
+                                .iter()
+                                .all(|p| p.policy == ProviderPolicy::Required)
+                        })
+                    {
+                        return Err(RuntimeError::ProviderRequired {
+                            provider: p.kind.ort_name(),
+                            path: model.to_path_buf(),
+                            reason,
+                        });
+                    }
+                    if registered.is_empty() {
+                        return Err(RuntimeError::Session {
+                            path: model.to_path_buf(),
+                            reason: e.to_string(),
+                        });
+                    }
+                    // Retry without the preferred providers; the required ones stay.
+                    for p in registered
+                        .iter()
+                        .filter(|p| p.policy == ProviderPolicy::Preferred)
+                    {
+                        give_up(p, reason.clone())?;
+                    }
+                    chosen.retain(|p| p.policy == ProviderPolicy::Required);
+                }
+            }
+        }
+    }
+
+    /// Names of the providers this build has, of those meit knows.
+    fn available_names(&self) -> Vec<&'static str> {
+        self.providers()
+            .into_iter()
+            .filter(|p| p.available)
+            .map(|p| p.name)
+            .collect()
+    }
+
+    /// A session builder with `options` applied.
+    fn builder(
+        &self,
+        model: &Path,
+        options: &CpuSessionOptions,
+    ) -> Result<ort::session::builder::SessionBuilder, RuntimeError> {
         let fail = |e: String| RuntimeError::Session {
             path: model.to_path_buf(),
             reason: e,
@@ -351,6 +494,13 @@ impl OnnxRuntime {
             .map_err(|e| fail(e.to_string()))?
             .with_intra_threads(options.intra_threads.max(1))
             .map_err(|e| fail(e.to_string()))?;
+        if let Some(threads) = options.inter_threads {
+            builder = builder
+                .with_parallel_execution(true)
+                .map_err(|e| fail(e.to_string()))?
+                .with_inter_threads(threads.max(1))
+                .map_err(|e| fail(e.to_string()))?;
+        }
         if let Some(level) = options.optimization {
             builder = builder
                 .with_optimization_level(level.into())
@@ -366,9 +516,89 @@ impl OnnxRuntime {
                 .with_intra_op_spinning(enable)
                 .map_err(|e| fail(e.to_string()))?;
         }
-        builder
-            .commit_from_file(model)
-            .map_err(|e| fail(e.to_string()))
+        Ok(builder)
+    }
+}
+
+/// Whether this ONNX Runtime build has `kind`.
+fn provider_available(kind: ExecutionProviderKind) -> ort::Result<bool> {
+    match kind {
+        ExecutionProviderKind::Cpu => ort::ep::CPU::is_available(),
+        ExecutionProviderKind::Cuda => ort::ep::CUDA::is_available(),
+        ExecutionProviderKind::Tensorrt => ort::ep::TensorRT::is_available(),
+    }
+}
+
+/// Registers `p` with its settings on `builder`.
+fn register(
+    p: &ProviderConfig,
+    builder: &mut ort::session::builder::SessionBuilder,
+) -> ort::Result<()> {
+    let device = p.device_id.map(|d| d as i32);
+    match p.kind {
+        ExecutionProviderKind::Cpu => ort::ep::CPU::default().register(builder),
+        ExecutionProviderKind::Cuda => {
+            let mut ep = ort::ep::CUDA::default();
+            if let Some(d) = device {
+                ep = ep.with_device_id(d);
+            }
+            ep.register(builder)
+        }
+        ExecutionProviderKind::Tensorrt => {
+            let mut ep = ort::ep::TensorRT::default().with_fp16(p.fp16);
+            if let Some(d) = device {
+                ep = ep.with_device_id(d);
+            }
+            if let Some(dir) = &p.engine_cache_dir {
+                ep = ep
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(dir.display());
+            }
+            if let Some(dir) = &p.timing_cache_dir {
+                ep = ep
+                    .with_timing_cache(true)
+                    .with_timing_cache_path(dir.display());
+            }
+            if let Some(core) = p.dla_core {
+                ep = ep.with_dla(true).with_dla_core(core);
+            }
+            if let Some(s) = &p.profile_min_shapes {
+                ep = ep.with_profile_min_shapes(s);
+            }
+            if let Some(s) = &p.profile_opt_shapes {
+                ep = ep.with_profile_opt_shapes(s);
+            }
+            if let Some(s) = &p.profile_max_shapes {
+                ep = ep.with_profile_max_shapes(s);
+            }
+            ep.register(builder)
+        }
+    }
+}
+
+/// A preferred provider a session was opened without, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderFallback {
+    /// ONNX Runtime's name of the provider.
+    pub provider: &'static str,
+    /// Why it was not used.
+    pub reason: String,
+}
+
+/// The providers an opened session runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionProviders {
+    /// Registered providers in priority order, `CPUExecutionProvider` last (it runs every node
+    /// the others do not take).
+    pub active: Vec<&'static str>,
+    /// Preferred providers that were skipped, with the reason.
+    pub skipped: Vec<ProviderFallback>,
+}
+
+impl SessionProviders {
+    /// The provider that takes the session's nodes first.
+    pub fn primary(&self) -> &'static str {
+        self.active.first().copied().unwrap_or(ort::ep::CPU::NAME)
     }
 }
 
@@ -408,6 +638,9 @@ pub struct CpuSessionOptions {
     pub memory_pattern: Option<bool>,
     /// Whether intra-op threads spin before sleeping.
     pub spinning: Option<bool>,
+    /// Inter-op threads (parallel execution of independent graph branches); sequential
+    /// execution when `None`.
+    pub inter_threads: Option<usize>,
 }
 
 impl Default for CpuSessionOptions {
@@ -417,6 +650,7 @@ impl Default for CpuSessionOptions {
             optimization: None,
             memory_pattern: None,
             spinning: None,
+            inter_threads: None,
         }
     }
 }

@@ -245,7 +245,12 @@ pub async fn run_with_sources<S: Sink + 'static>(
     let unavailable = engine.as_ref().err().cloned();
     let metrics = Arc::new(Metrics::default());
     metrics.watch_queue(queue.clone());
-    metrics.set_model_ready(unavailable.is_none());
+    metrics.set_model_ready(
+        engine
+            .as_ref()
+            .ok()
+            .map(crate::infer::engine::Engine::primary_provider),
+    );
     let _metrics_server = match config.metrics.listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)

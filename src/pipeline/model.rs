@@ -15,9 +15,9 @@ use crate::dsp::normalize::Normalization;
 use crate::dsp::{DspConfig, PreprocessSpec};
 use crate::ecg::LeadSet;
 use crate::infer::bundle::{Bundle, read_manifest};
-use crate::infer::config::{ExecutionProviderKind, ModelConfig, RuntimeConfig};
-use crate::infer::engine::Engine;
-use crate::infer::runtime::OnnxRuntime;
+use crate::infer::config::{ModelConfig, RuntimeConfig};
+use crate::infer::engine::{Engine, EngineError};
+use crate::infer::runtime::{CpuSessionOptions, OnnxRuntime};
 
 /// Environment variable naming an installed data directory holding `bundles/<name>/`.
 pub const ENV_DATA_DIR: &str = "MEIT_DATA_DIR";
@@ -75,6 +75,9 @@ pub struct LoadedModel {
     pub spec: PreprocessSpec,
     /// The bundle directory found, if any.
     pub bundle_dir: Option<PathBuf>,
+    /// A required execution provider could not run the bundle: the daemon must not start,
+    /// whatever `[model] required` says (the deployment asked for that hardware).
+    pub provider_refused: bool,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -90,6 +93,7 @@ impl std::fmt::Debug for LoadedModel {
 /// bundle is an `Err` reason in [`LoadedModel::engine`] (see the module docs for the policy).
 pub fn load(model: &ModelConfig, runtime: &RuntimeConfig, dsp: &DspConfig) -> LoadedModel {
     let mut spec = fallback_spec(dsp);
+    let mut provider_refused = false;
     let bundle_dir = resolve_bundle(&model.bundle).ok();
     let engine = match &bundle_dir {
         None => Err(format!(
@@ -100,11 +104,15 @@ pub fn load(model: &ModelConfig, runtime: &RuntimeConfig, dsp: &DspConfig) -> Lo
             if let Ok(manifest) = read_manifest(dir) {
                 spec = manifest.preprocess;
             }
-            open(dir, runtime).map_err(|e| {
-                format!(
-                    "no report generated: model bundle {} cannot be used: {e}",
+            open(dir, runtime).map_err(|e| match e {
+                OpenError::Unusable(reason) => format!(
+                    "no report generated: model bundle {} cannot be used: {reason}",
                     dir.display()
-                )
+                ),
+                OpenError::ProviderRequired(reason) => {
+                    provider_refused = true;
+                    reason
+                }
             })
         }
     };
@@ -115,29 +123,33 @@ pub fn load(model: &ModelConfig, runtime: &RuntimeConfig, dsp: &DspConfig) -> Lo
         engine,
         spec,
         bundle_dir,
+        provider_refused,
     }
 }
 
-fn open(dir: &Path, runtime: &RuntimeConfig) -> Result<Engine, String> {
-    if let Some(other) = runtime
-        .execution_providers
-        .iter()
-        .find(|p| **p != ExecutionProviderKind::Cpu)
-    {
-        let name = match other {
-            ExecutionProviderKind::Cuda => "cuda",
-            ExecutionProviderKind::Tensorrt => "tensorrt",
-            ExecutionProviderKind::Cpu => "cpu",
-        };
-        return Err(format!(
-            "execution provider {name} is not supported by the engine in this build (use [runtime] execution_providers = [\"cpu\"])"
-        ));
-    }
+/// Why a bundle did not open: a reason to publish on every window, or a required execution
+/// provider that cannot run (a startup error whatever `[model] required` says).
+enum OpenError {
+    Unusable(String),
+    ProviderRequired(String),
+}
+
+fn open(dir: &Path, runtime: &RuntimeConfig) -> Result<Engine, OpenError> {
+    let unusable = |e: &dyn std::fmt::Display| OpenError::Unusable(e.to_string());
     // Manifest, checksums and preprocessing first: they name the bundle's own files.
-    Bundle::open_unchecked_graphs(dir).map_err(|e| e.to_string())?;
-    let ort = OnnxRuntime::load(runtime.onnxruntime.as_deref()).map_err(|e| e.to_string())?;
-    let bundle = Bundle::open(dir, &ort).map_err(|e| e.to_string())?;
-    Engine::new(bundle, &ort, runtime.intra_threads.max(1)).map_err(|e| e.to_string())
+    Bundle::open_unchecked_graphs(dir).map_err(|e| unusable(&e))?;
+    let ort = OnnxRuntime::load(runtime.onnxruntime.as_deref()).map_err(|e| unusable(&e))?;
+    let bundle = Bundle::open(dir, &ort).map_err(|e| unusable(&e))?;
+    let options = CpuSessionOptions {
+        inter_threads: runtime.inter_threads,
+        ..Engine::session_options(runtime.intra_threads)
+    };
+    Engine::with_providers(bundle, &ort, &options, &runtime.execution_providers).map_err(
+        |e| match e {
+            EngineError::ProviderRequired(_) => OpenError::ProviderRequired(e.to_string()),
+            other => unusable(&other),
+        },
+    )
 }
 
 /// The preprocessing without a manifest: the deployment's `[dsp]` filters and windows, with
