@@ -494,6 +494,189 @@ impl Engine {
     }
 }
 
+/// A beam-search result: the best hypothesis and its score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BeamReport {
+    /// The report of the best hypothesis.
+    pub report: Generated,
+    /// Its summed log-probability (natural log) over the generated ids, stop id included.
+    pub log_prob: f64,
+}
+
+/// A hypothesis of [`Engine::generate_beam`].
+#[derive(Debug, Clone)]
+struct Hypothesis {
+    ids: Vec<u32>,
+    log_prob: f64,
+}
+
+impl Hypothesis {
+    /// Length-normalised score (mean log-probability per token): longer reports are not
+    /// penalised merely for having more tokens.
+    fn normalised(&self) -> f64 {
+        self.log_prob / self.ids.len().max(1) as f64
+    }
+}
+
+impl Engine {
+    /// Beam search over one preprocessed window with `beams` hypotheses (1 is greedy). Each
+    /// step keeps the `beams` best continuations by summed log-probability; a hypothesis that
+    /// generates a stop id is finished. The search ends when `beams` hypotheses have finished,
+    /// none is active, or a limit is reached; the best finished one by mean log-probability
+    /// per token wins (an unfinished one only when none finished). The cache rows follow
+    /// their hypotheses (rows are gathered by parent after every step).
+    pub fn generate_beam(
+        &mut self,
+        window: ArrayView2<'_, f32>,
+        beams: usize,
+    ) -> Result<(BeamReport, Timings), EngineError> {
+        let beams = beams.max(1);
+        let (leads, samples) = window.dim();
+        let ecg = window
+            .to_owned()
+            .into_shape_with_order((1, leads, samples))
+            .map_err(|e| EngineError::Input(format!("window: {e}")))?;
+        let manifest = &self.bundle.manifest;
+        if manifest.prompt.ids.is_empty() {
+            return Err(EngineError::Input("the manifest's prompt is empty".into()));
+        }
+        let prompt = manifest.prompt.ids.clone();
+        let stop_ids = manifest.tokens.stop_ids.clone();
+        let max_new = manifest.tokens.max_new_tokens;
+        let max_positions = manifest.decoder.max_positions;
+        let mut timings = Timings {
+            prompt_tokens: prompt.len(),
+            ..Timings::default()
+        };
+
+        let start = Instant::now();
+        let mut past = self.slots(ecg)?;
+        timings.encode_ms = ms(start);
+        let mut cache_len = 1usize;
+        let mut ids = Array2::from_shape_fn((1, prompt.len()), |(_, t)| i64::from(prompt[t]));
+        let mut positions =
+            Array2::from_shape_fn((1, prompt.len()), |(_, t)| (cache_len + t) as i64);
+        let mut active = vec![Hypothesis {
+            ids: Vec::new(),
+            log_prob: 0.0,
+        }];
+        let mut finished: Vec<Hypothesis> = Vec::new();
+        let mut step = 0usize;
+        while step < max_new && cache_len < max_positions {
+            let t0 = Instant::now();
+            let total = cache_len + ids.ncols();
+            let mask = Array2::<i64>::ones((active.len(), total));
+            // Per row: the `beams` best (log-probability, token) of the last position.
+            let (candidates, present) =
+                self.decoder_call(ids, positions, mask, past, |logits| {
+                    let logits = logits
+                        .into_dimensionality::<ndarray::Ix3>()
+                        .map_err(|e| format!("logits: {e}"))?;
+                    let last = logits.dim().1.checked_sub(1).ok_or("logits: no position")?;
+                    Ok(logits
+                        .index_axis(Axis(1), last)
+                        .rows()
+                        .into_iter()
+                        .map(|row| top_log_probs(row, beams))
+                        .collect::<Vec<_>>())
+                })?;
+            cache_len = total;
+            let mut expanded: Vec<(f64, usize, u32)> = Vec::new();
+            for (parent, (hyp, row)) in active.iter().zip(&candidates).enumerate() {
+                for &(lp, token) in row {
+                    expanded.push((hyp.log_prob + lp, parent, token));
+                }
+            }
+            expanded.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let mut next = Vec::with_capacity(beams);
+            let mut parents = Vec::with_capacity(beams);
+            for (log_prob, parent, token) in expanded {
+                if next.len() == beams || finished.len() >= beams {
+                    break;
+                }
+                let mut hyp_ids = active[parent].ids.clone();
+                hyp_ids.push(token);
+                let hyp = Hypothesis {
+                    ids: hyp_ids,
+                    log_prob,
+                };
+                timings.generated_tokens += 1;
+                if stop_ids.contains(&token) {
+                    finished.push(hyp);
+                } else {
+                    next.push(hyp);
+                    parents.push(parent);
+                }
+            }
+            record_step(&mut timings, step, t0);
+            step += 1;
+            if next.is_empty() || finished.len() >= beams {
+                active = next;
+                break;
+            }
+            ids = Array2::from_shape_fn((next.len(), 1), |(r, _)| {
+                i64::from(*next[r].ids.last().unwrap_or(&0))
+            });
+            positions = Array2::from_elem((next.len(), 1), cache_len as i64);
+            past = compact(present, &parents)?;
+            active = next;
+        }
+        let pool = if finished.is_empty() {
+            active
+        } else {
+            finished
+        };
+        let best = pool
+            .into_iter()
+            .max_by(|a, b| a.normalised().total_cmp(&b.normalised()))
+            .unwrap_or(Hypothesis {
+                ids: Vec::new(),
+                log_prob: 0.0,
+            });
+        let text = self.detokenizer.decode(&best.ids, true).trim().to_string();
+        Ok((
+            BeamReport {
+                report: Generated {
+                    ids: best.ids,
+                    text,
+                },
+                log_prob: best.log_prob,
+            },
+            timings,
+        ))
+    }
+}
+
+/// The `k` largest log-softmax values of `logits` with their token ids, best first (NaN
+/// logits never chosen).
+fn top_log_probs(logits: ndarray::ArrayView1<'_, f32>, k: usize) -> Vec<(f64, u32)> {
+    let max = logits
+        .iter()
+        .copied()
+        .filter(|v| !v.is_nan())
+        .fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = f64::from(max)
+        + logits
+            .iter()
+            .filter(|v| !v.is_nan())
+            .map(|&v| f64::from(v - max).exp())
+            .sum::<f64>()
+            .ln();
+    let mut top: Vec<(f64, u32)> = Vec::with_capacity(k + 1);
+    for (i, &v) in logits.iter().enumerate() {
+        if v.is_nan() {
+            continue;
+        }
+        let lp = f64::from(v) - log_sum;
+        if top.len() < k || lp > top[top.len() - 1].0 {
+            let at = top.partition_point(|&(x, _)| x >= lp);
+            top.insert(at, (lp, i as u32));
+            top.truncate(k);
+        }
+    }
+    top
+}
+
 /// When greedy generation stops.
 struct Limits {
     stop_ids: Vec<u32>,
@@ -549,6 +732,17 @@ fn argmax(row: ndarray::ArrayView1<'_, f32>) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_log_probs_are_normalised_sorted_and_skip_nan() {
+        let row = ndarray::arr1(&[1.0f32, 3.0, f32::NAN, 2.0, 3.0]);
+        let top = top_log_probs(row.view(), 3);
+        let ids: Vec<u32> = top.iter().map(|t| t.1).collect();
+        assert_eq!(ids, vec![1, 4, 3], "ties keep the first index first");
+        let total: f64 = [1.0f64, 3.0, 2.0, 3.0].iter().map(|v| v.exp()).sum::<f64>();
+        assert!((top[0].0 - (3.0f64.exp() / total).ln()).abs() < 1e-9);
+        assert!(top.windows(2).all(|w| w[0].0 >= w[1].0));
+    }
 
     #[test]
     fn argmax_takes_the_first_maximum_and_ignores_nan() {
