@@ -80,10 +80,10 @@ check_contents() {
 }
 
 # Runs the unpacked package's own binary, runtime and bundle: the packaged configuration must
-# pass check-config, and a synthesized record must get a generated report. `run` is the command
-# prefix (empty, or qemu-aarch64 -L ...).
+# pass check-config, and a synthesized record must get a generated report. The arguments after
+# the architecture and folder are the command prefix (none, or cross/qemu-aarch64.sh).
 check_runs() {
-  local dest=$1; shift
+  local arch=$1 dest=$2; shift 2
   local run=("$@")
   "${run[@]}" "$dest/usr/bin/meit" check-config "$dest/etc/meit/meit.toml" >/dev/null 2>&1 ||
     fail "the packaged meit.toml does not pass the packaged meit's check-config"
@@ -101,14 +101,14 @@ if not rows or kinds != ["report"] * len(rows):
     sys.exit(f"expected generated reports, got {kinds}")
 print(rows[0]["outcome"]["text"])
 ' <<<"$out" > "$work/text" || fail "packaged replay: $(cat "$work/text")"
-  ok "packaged binary + ONNX Runtime + bundle: check-config passes, replay reports \"$(cat "$work/text")\""
+  ok "$arch: packaged binary + ONNX Runtime + bundle: check-config passes, replay reports \"$(cat "$work/text")\""
 }
 
 # --- amd64 (this machine) ---------------------------------------------------------------------
 [[ "$(uname -m)" == x86_64 ]] || fail "run on x86_64 (the arm64 package is checked from there)"
 deb=$("$root/deploy/build-deb.sh" --arch amd64 --binary "$binary" --fast --out "$work/deb" | tail -1)
 check_contents "$deb" amd64 "$work/x"
-check_runs "$work/x"
+check_runs amd64 "$work/x"
 
 # dpkg --root: a scratch root with dpkg's database; maintainer scripts run outside a chroot
 # with DPKG_ROOT set, and ours touch nothing outside it. Dependencies (libc6 ...) are not in
@@ -163,7 +163,7 @@ if [[ -x "$arm_bin" ]] && command -v aarch64-linux-gnu-strip >/dev/null; then
   check_contents "$deb" arm64 "$work/a"
   readelf -h "$work/a/usr/bin/meit" | grep -q 'Machine:.*AArch64' || fail "arm64 package: /usr/bin/meit is not AArch64"
   if command -v qemu-aarch64 >/dev/null && [[ -d /usr/aarch64-linux-gnu/lib ]]; then
-    check_runs "$work/a" qemu-aarch64 -L /usr/aarch64-linux-gnu
+    check_runs arm64 "$work/a" "$root/cross/qemu-aarch64.sh"
   else
     echo "SKIPPED: check-deb arm64 run: qemu-aarch64 or the arm64 libc (qemu-user, libc6-arm64-cross) is not installed"
   fi
