@@ -76,6 +76,10 @@ check_contents() {
     fail "$deb: meit.toml does not name /usr/share/meit/bundles/tiny"
   grep -q "^ExecStart=/usr/bin/meit run --config /etc/meit/meit.toml" "$dest/usr/lib/systemd/system/meit.service" ||
     fail "$deb: the unit does not run /usr/bin/meit with /etc/meit/meit.toml"
+  local doc
+  for doc in $(sed -n 's/^Documentation=//p' "$dest/usr/lib/systemd/system/meit.service"); do
+    [[ -e "$dest/${doc#file:///}" ]] || fail "$deb: the unit's Documentation $doc is not in the package"
+  done
   ok "$(basename "$deb"): control fields, conffiles, $(dpkg-deb -c "$deb" | wc -l) entries, libc6 >= $glibc"
 }
 
