@@ -3,6 +3,7 @@
 #
 # It is taken from the PyPI wheel `onnxruntime` by package name, pinned by version and by the
 # wheel's sha256, so nothing is downloaded from any other host (no ort download-binaries).
+# ONNX Runtime's LICENSE and ThirdPartyNotices.txt come along (the Debian package ships them).
 #
 #   scripts/fetch-onnxruntime.sh            # this machine's architecture
 #   scripts/fetch-onnxruntime.sh aarch64    # for a Jetson / cross build (CPU build of ORT;
@@ -21,7 +22,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dest="$root/.onnxruntime/$arch"
 stamp="$dest/.wheel-sha256"
 
-if [[ -f "$stamp" && "$(cat "$stamp")" == "${SHA256[$arch]}" && -f "$dest/libonnxruntime.so.$VERSION" ]]; then
+if [[ -f "$stamp" && "$(cat "$stamp")" == "${SHA256[$arch]}" && -f "$dest/libonnxruntime.so.$VERSION" && -f "$dest/LICENSE" ]]; then
   echo "ONNX Runtime $VERSION ($arch) already in $dest"
   exit 0
 fi
@@ -48,6 +49,7 @@ with zipfile.ZipFile(wheel) as z:
     names = [n for n in z.namelist() if n.startswith("onnxruntime/capi/libonnxruntime")]
     if not any(".so." in n for n in names):
         sys.exit("fetch-onnxruntime: no libonnxruntime.so.* inside " + wheel)
+    names += ["onnxruntime/LICENSE", "onnxruntime/ThirdPartyNotices.txt"]
     for n in names:
         out = os.path.join(dest, os.path.basename(n))
         with z.open(n) as src, open(out + ".part", "wb") as dst:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian/Ubuntu packages meit's build, tests and demo use, and only those missing.
 # Runs unattended (CI=true, no stdin). Needs root or sudo for apt-get.
+# With arguments it installs those packages instead (the same check-then-install, used by
+# cross/build-aarch64.sh for the aarch64 linker):  scripts/install-system-deps.sh PKG...
 #
 #   socat       pty pairs for serial tests and for wiring the simulator by hand
 #   mosquitto   the MQTT broker the tests and the demo start on loopback
@@ -10,6 +12,7 @@
 set -euo pipefail
 
 packages=(socat mosquitto mosquitto-clients protobuf-compiler python3-venv libdbus-1-dev pkg-config)
+[[ $# -gt 0 ]] && packages=("$@")
 
 missing=()
 for p in "${packages[@]}"; do
