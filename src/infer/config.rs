@@ -19,7 +19,7 @@ pub enum ExecutionProviderKind {
 }
 
 /// ONNX Runtime settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// Path to `libonnxruntime.so*`; when absent, `ORT_DYLIB_PATH` and then the project-local
@@ -52,7 +52,7 @@ impl Default for RuntimeConfig {
 }
 
 /// Which model bundle to serve.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// Directory of the model bundle (manifest, encoder, decoder, tokenizer).
