@@ -839,16 +839,17 @@ fn is_dropped(report: &Value) -> bool {
 }
 
 /// The check: inference slowed 10x for 2 minutes (the `inference_slowdown` test hook,
-/// applied live by SIGHUP) on four beds with the tiny bundle. Takes about three minutes.
+/// applied live by SIGHUP) on six beds with the tiny bundle. Takes about three minutes.
 #[test]
 fn inference_slowed_10x_for_2_minutes_keeps_memory_flat_counts_drops_and_recovers() {
     let tag = std::process::id();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let beds: Vec<String> = (0..4).map(|i| format!("slow10x{i}-{tag}")).collect();
+    let beds: Vec<String> = (0..6).map(|i| format!("slow10x{i}-{tag}")).collect();
     let config = dir.path().join("slowdown.toml");
-    // One window at a time; every bed makes a 10 s window each second (its own 1 s hop), so
-    // that 10x slower inference cannot keep up.
+    // One window at a time; every bed makes a 10 s window every 0.5 s (its own hop): 12
+    // windows a second, which the tiny model generates in a fraction of a second, and 10x
+    // slower inference cannot.
     let write = |slowdown: u32| {
         let mut text = format!(
             "[model]\nbundle = \"{}\"\n\n[pipeline]\nmax_batch = 1\nmax_wait_ms = 0\ninference_slowdown = {slowdown}\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
@@ -856,7 +857,7 @@ fn inference_slowed_10x_for_2_minutes_keeps_memory_flat_counts_drops_and_recover
         );
         for bed in &beds {
             text.push_str(&format!(
-                "\n[[source]]\nkind = \"simulated\"\nbed = \"{bed}\"\nsample_rate_hz = 250\nleads = [\"I\", \"II\", \"V1\"]\nheart_rate_bpm = 70\nnoise = 0.05\nhop_seconds = 1\n"
+                "\n[[source]]\nkind = \"simulated\"\nbed = \"{bed}\"\nsample_rate_hz = 250\nleads = [\"I\", \"II\", \"V1\"]\nheart_rate_bpm = 70\nnoise = 0.05\nhop_seconds = 0.5\n"
             ));
         }
         std::fs::write(&config, text).unwrap();
@@ -900,6 +901,10 @@ fn inference_slowed_10x_for_2_minutes_keeps_memory_flat_counts_drops_and_recover
         rss_max = rss_max.max(rss_kb(pid));
     }
     let dropped_during = during.iter().filter(|(_, v)| is_dropped(v)).count();
+    eprintln!(
+        "slowdown: {} windows published, {dropped_during} dropped; rss {rss_start} -> max {rss_max} kB",
+        during.len()
+    );
     assert!(dropped_during > 0, "10x slower inference dropped nothing");
     let dropped_counted: f64 = scrape(port)
         .lines()
