@@ -1,12 +1,17 @@
 //! How many beds one daemon keeps in real time: N in-process beds (each a synthesized 12-lead
 //! 500 Hz recording streamed at real-time pace, so the measurement is of the daemon, not of N
 //! pty writers) through the real pipeline: bed tasks, the shared inference worker with the
-//! committed default bundle, the publisher. Every bed starts at once, so the windows of all
-//! beds end together (the worst case for batching).
+//! committed default bundle, the publisher.
 //!
 //! ```text
-//! cargo run --release --example daemon_beds -- --beds 256 --seconds 45 --batch 16
+//! cargo run --release --example daemon_beds -- --beds 256 --seconds 45 --batch 16 [--phase sync]
 //! ```
+//!
+//! `--phase spread` (the default): each bed's device starts at its own offset, drawn uniformly
+//! (seeded) over one hop, as real beds are switched on at unrelated moments, so their windows
+//! end at different instants. `--phase sync`: every bed starts at once and all windows end
+//! together, the worst case for latency (a burst of one window per bed every hop).
+//! Latency is measured from a window's end, so a bed's start offset is not counted in it.
 //!
 //! Prints windows published by outcome, windows dropped, window end -> sink latency (p50, p99,
 //! max) of generated reports, CPU seconds used and resident memory.
@@ -14,12 +19,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use meit::acquire::source::start_recording;
+use meit::acquire::source::start_recording_after;
 use meit::config::{Config, SourceConfig};
 use meit::pipeline::{self, model};
 use meit::publish::{PublishError, Sink};
 use meit::report::{Outcome, WindowReport};
 use meit::synth::{ConditionSet, RecordSpec, generate};
+use rand::SeedableRng;
 
 /// Collects outcome kinds and latencies.
 #[derive(Clone, Default)]
@@ -50,6 +56,16 @@ fn arg(name: &str, default: f64) -> f64 {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The value of `--NAME` (a word), or `default`.
+fn word_arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
 }
 
 fn cpu_seconds() -> f64 {
@@ -96,6 +112,8 @@ fn main() -> anyhow::Result<()> {
             file: "in-process".into(),
             realtime: true,
             sample_rate_hz: None,
+            window_seconds: None,
+            hop_seconds: None,
         })
         .collect();
     let loaded = model::load(&config.model, &config.runtime, &config.dsp);
@@ -124,6 +142,24 @@ fn main() -> anyhow::Result<()> {
     let cpu0 = cpu_seconds();
     let started = Instant::now();
     let mut next = 0usize;
+    let hop = loaded.spec.hop_seconds;
+    let phase = word_arg("--phase", "spread");
+    anyhow::ensure!(
+        phase == "spread" || phase == "sync",
+        "--phase {phase}: allowed: spread, sync"
+    );
+    // Seeded: every run spreads the beds the same way.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+    let offsets: Vec<Duration> = (0..beds)
+        .map(|_| {
+            let u: f64 = rand::Rng::random(&mut rng);
+            if phase == "spread" {
+                Duration::from_secs_f64(u * hop)
+            } else {
+                Duration::ZERO
+            }
+        })
+        .collect();
     let summary = runtime.block_on(pipeline::run_with_sources(
         &config,
         loaded,
@@ -132,8 +168,9 @@ fn main() -> anyhow::Result<()> {
         None,
         |_, events| {
             let recording = records[next % records.len()].clone();
+            let delay = offsets[next % offsets.len()];
             next += 1;
-            Ok(start_recording(recording, true, events))
+            Ok(start_recording_after(recording, true, delay, events))
         },
     ))?;
     let wall = started.elapsed().as_secs_f64();
@@ -153,7 +190,7 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or(f64::NAN)
     };
     println!(
-        "beds {beds}, {seconds:.0} s, max_batch {batch}: windows {} (report {}, no_report {}, dropped {}, no_model {}), batches {}, queue max depth {}",
+        "beds {beds}, {seconds:.0} s, max_batch {batch}, phase {phase}: windows {} (report {}, no_report {}, dropped {}, no_model {}), batches {}, queue max depth {}",
         results.len(),
         count("report"),
         count("no_report"),

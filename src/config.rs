@@ -17,6 +17,7 @@ pub use crate::infer::config::{
 };
 pub use crate::metrics::MetricsConfig;
 pub use crate::pipeline::PipelineConfig;
+pub use crate::telemetry::LogConfig;
 
 use crate::acquire::signal::NOISE_RANGE;
 pub use crate::publish::config::MqttConfig;
@@ -56,10 +57,13 @@ pub struct Config {
     /// The MQTT broker reports are published to.
     #[serde(default)]
     pub mqtt: MqttConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 /// Site identity, used to build topic names `<prefix>/v1/<site>/<unit>/<bed>/<kind>`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
     /// Hospital or vehicle identifier.
@@ -141,13 +145,18 @@ pub enum ConfigError {
 impl Config {
     /// Reads, parses, applies environment overrides and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_text(path).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], also returning the file's text.
+    pub fn load_with_text(path: &Path) -> Result<(Config, String), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
         let mut config = Config::parse(&text, path)?;
         config.apply_env(|k| std::env::var(k).ok());
-        Ok(config)
+        Ok((config, text))
     }
 
     /// Parses and validates configuration text; `path` is used in error messages only.
@@ -177,6 +186,9 @@ impl Config {
         };
         if let Err((field, reason)) = self.pipeline.check() {
             return invalid(&format!("pipeline.{field}"), reason);
+        }
+        if let Err((field, reason)) = self.log.check() {
+            return invalid(&format!("log.{field}"), reason);
         }
         let d = &self.dsp;
         if !(d.highpass_hz >= 0.0 && d.highpass_hz < 5.0) {
@@ -255,6 +267,9 @@ impl Config {
                     &format!("source[{i}].bed"),
                     format!("{bed:?} is used by two sources; each bed needs its own name"),
                 );
+            }
+            if let Err((name, reason)) = source.window().check() {
+                return invalid(&format!("source[{i}].{name}"), reason);
             }
             if let SourceConfig::Serial {
                 protocol,
@@ -659,6 +674,19 @@ mod tests {
                 .to_string()
                 .contains("used by two sources")
         );
+    }
+
+    #[test]
+    fn a_beds_own_window_and_hop_are_checked_naming_the_source() {
+        let base = "[[source]]\nkind = \"simulated\"\nbed = \"b1\"\n";
+        let err = |extra: &str| parse(&format!("{base}{extra}")).unwrap_err().to_string();
+        assert!(err("hop_seconds = 0\n").contains("`source[0].hop_seconds` is 0"));
+        assert!(err("window_seconds = 0.5\n").contains("`source[0].window_seconds` is 0.5"));
+        assert!(err("window_seconds = 10\nhop_seconds = 12\n").contains(
+            "`source[0].hop_seconds` is 12; allowed: above 0 and at most the window (10 s)"
+        ));
+        let ok = parse(&format!("{base}window_seconds = 10\nhop_seconds = 2\n")).unwrap();
+        assert_eq!(ok.sources[0].window().hop_seconds, Some(2.0));
     }
 
     #[test]

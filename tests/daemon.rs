@@ -36,7 +36,10 @@ impl Daemon {
         if !config.as_os_str().is_empty() {
             cmd.arg("--config").arg(config);
         }
+        // The log filter is the configuration's (the SIGHUP test changes it).
         let mut child = cmd
+            .env_remove("MEIT_LOG")
+            .env_remove("RUST_LOG")
             .current_dir(cwd)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -480,15 +483,31 @@ fn every_example_config_passes_check_config() {
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success() && stdout.contains(": ok ("),
-            "{}: {stdout}{}",
+            "{}: {stdout}{stderr}",
             path.display(),
-            String::from_utf8_lossy(&out.stderr)
         );
-        checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        // A BLE bed in a build without BLE: valid, with a warning that `meit run` will not
+        // start that bed.
+        if name == "polar-h10.toml" {
+            assert_eq!(
+                stderr.contains("build with `--features ble`"),
+                !cfg!(feature = "ble"),
+                "{stderr}"
+            );
+        }
+        checked.push(name);
     }
-    for required in ["meit.toml", "bedside.toml", "ward-gateway.toml"] {
+    for required in [
+        "meit.toml",
+        "bedside.toml",
+        "ward-gateway.toml",
+        "ambulance.toml",
+        "polar-h10.toml",
+    ] {
         assert!(checked.iter().any(|c| c == required), "{checked:?}");
     }
 }
@@ -519,4 +538,423 @@ fn a_required_model_that_cannot_be_used_stops_the_start_naming_the_bundle() {
             && stderr.contains("required = true"),
         "{stderr}"
     );
+}
+
+/// A clean 12-lead 500 Hz sinus record with `hum_uv` of 60 Hz mains hum on every lead, as a
+/// WFDB record `hum` in `dir`.
+fn write_hum_record(dir: &Path, seconds: f64, hum_uv: f32) -> PathBuf {
+    let spec = RecordSpec {
+        seconds,
+        ..RecordSpec::ten_seconds(ConditionSet::parse_list("normal").unwrap())
+    };
+    let mut rec = generate(&spec, 21).unwrap().recording;
+    let rate = rec.sample_rate_hz;
+    for (t, mut column) in rec.samples_uv.columns_mut().into_iter().enumerate() {
+        let hum = hum_uv * (2.0 * std::f64::consts::PI * 60.0 * t as f64 / rate).sin() as f32;
+        column.iter_mut().for_each(|v| *v += hum);
+    }
+    let options = WriteOptions {
+        format: SignalFormat::Format16,
+        adc_gain_per_mv: 1000.0,
+    };
+    write_record(dir, "hum", &rec, options, &[]).unwrap();
+    dir.join("hum.hea")
+}
+
+/// `meit replay --fast` of `record` with the tiny bundle and `[dsp] notch_hz = notch`.
+fn replay_with_notch(dir: &Path, record: &Path, notch: u32) -> (Vec<Value>, String) {
+    let config = dir.join(format!("notch{notch}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nbundle = \"{}\"\n\n[dsp]\nnotch_hz = {notch}\n",
+            bundle().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_meit"))
+        .args(["replay", "--fast", "--output", "json", "--config"])
+        .arg(&config)
+        .arg(record)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let reports = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (reports, stderr)
+}
+
+#[test]
+fn the_sites_60_hz_notch_applies_with_a_bundle_loaded_and_removes_60_hz_hum() {
+    let dir = tempfile::tempdir().unwrap();
+    // 400 uV of 60 Hz hum: far above the noise limit unless a 60 Hz notch removes it.
+    let record = write_hum_record(dir.path(), 20.0, 400.0);
+    let (at_60, stderr) = replay_with_notch(dir.path(), &record, 60);
+    assert!(stderr.contains("model loaded"), "{stderr}");
+    assert!(
+        stderr.contains("site_notch_hz=60"),
+        "the bundle's 50 Hz notch must give way to the site's: {stderr}"
+    );
+    assert_eq!(at_60.len(), 2, "{at_60:?}");
+    for r in &at_60 {
+        assert_eq!(r["outcome"]["kind"], "report", "{r}");
+        assert!(
+            !r["quality_reasons"].to_string().contains("nois"),
+            "hum left after the 60 Hz notch: {r}"
+        );
+        assert!(codes(r).iter().any(|c| c == "SR"), "{r}");
+    }
+    // The same record at a site configured for 50 Hz mains: the hum stays and the windows
+    // are refused as noisy (so the notch above is what removed it).
+    let (at_50, _) = replay_with_notch(dir.path(), &record, 50);
+    assert_eq!(at_50.len(), 2, "{at_50:?}");
+    for r in &at_50 {
+        assert_eq!(r["outcome"]["kind"], "no_report", "{r}");
+        assert!(r["outcome"]["reasons"].to_string().contains("nois"), "{r}");
+    }
+}
+
+#[test]
+fn a_bed_window_the_bundles_encoder_does_not_take_is_a_config_error_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("window.toml");
+    let write = |bed_window: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[model]\nbundle = \"{}\"\n\n[[source]]\nkind = \"simulated\"\nbed = \"w\"\n\n[[source]]\nkind = \"simulated\"\nbed = \"x\"\n{bed_window}",
+                bundle().display()
+            ),
+        )
+        .unwrap();
+    };
+    let check = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_meit"))
+            .arg("check-config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // The tiny bundle's encoder takes 1000 samples at 100 Hz: 10 s windows.
+    write("window_seconds = 5\n");
+    let (ok, out) = check();
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(
+            "`source[1].window_seconds` is 5; allowed: 10 s, the window the model's encoder takes"
+        ),
+        "{out}"
+    );
+    // `meit run` refuses it the same way before starting any bed.
+    let run = Command::new(env!("CARGO_BIN_EXE_meit"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("`source[1].window_seconds` is 5"),
+        "{stderr}"
+    );
+    // Its own hop with the model's window is fine.
+    write("window_seconds = 10\nhop_seconds = 2.5\n");
+    let (ok, out) = check();
+    assert!(ok, "{out}");
+}
+
+/// `kill -SIG pid`.
+fn signal(child: &Child, sig: &str) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Reports with the moment each arrived, until `done` says so or `limit` passes.
+fn collect_timed(
+    daemon: &Daemon,
+    limit: Duration,
+    mut done: impl FnMut(&[(Instant, Value)]) -> bool,
+) -> Vec<(Instant, Value)> {
+    let end = Instant::now() + limit;
+    let mut out = Vec::new();
+    while !done(&out) {
+        let left = end.saturating_duration_since(Instant::now());
+        match daemon.lines.recv_timeout(left) {
+            Ok(line) => out.push((
+                Instant::now(),
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")),
+            )),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+#[test]
+fn sighup_applies_beds_pipeline_and_log_filter_names_what_needs_a_restart_and_keeps_running_on_an_invalid_file()
+ {
+    let tag = std::process::id();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let other_port = free_port();
+    let (a, b) = (format!("hup-a-{tag}"), format!("hup-b-{tag}"));
+    // No bundle (windows get quality and measurements; no ONNX Runtime needed) and 2 s
+    // windows, so that beds report within seconds.
+    let config = dir.path().join("hup.toml");
+    let write = |metrics_port: u16, extra: &str, beds: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "{extra}[model]\nbundle = \"{}\"\n\n[dsp]\nwindow_seconds = 2\nhop_seconds = 2\n\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n{beds}",
+                dir.path().join("no-bundle").display()
+            ),
+        )
+        .unwrap();
+    };
+    let bed = |name: &str, more: &str| {
+        format!(
+            "\n[[source]]\nkind = \"simulated\"\nbed = \"{name}\"\nsample_rate_hz = 250\nleads = [\"I\", \"II\", \"V1\"]\n{more}"
+        )
+    };
+    write(port, "", &bed(&a, ""));
+    let mut daemon = Daemon::start(&config, dir.path(), &[]);
+    let first = collect_timed(&daemon, Duration::from_secs(40), |r| {
+        r.iter().any(|(_, v)| v["bed"] == a.as_str())
+    });
+    assert!(!first.is_empty(), "no report from {a}");
+
+    // Bed a removed, bed b added with its own 1 s hop, the queue smaller, the log filter
+    // raised to warn; a new bundle, broker and metrics address need a restart.
+    write(
+        other_port,
+        "[log]\nfilter = \"warn\"\n\n[mqtt]\nport = 1884\n\n[pipeline]\nqueue_windows = 8\n\n",
+        &bed(&b, "hop_seconds = 1\n"),
+    );
+    signal(&daemon.child, "HUP");
+    let reloaded = Instant::now();
+    let after = collect_timed(&daemon, Duration::from_secs(40), |r| {
+        r.iter().filter(|(_, v)| v["bed"] == b.as_str()).count() >= 4
+    });
+    let of_b: Vec<&Value> = after
+        .iter()
+        .filter(|(_, v)| v["bed"] == b.as_str())
+        .map(|(_, v)| v)
+        .collect();
+    assert!(of_b.len() >= 4, "bed b was not added: {after:?}");
+    // Its windows hop by 1 s.
+    let starts: Vec<u64> = of_b
+        .iter()
+        .map(|v| v["device_start_ns"].as_u64().unwrap())
+        .collect();
+    for pair in starts.windows(2) {
+        assert_eq!(pair[1] - pair[0], 1_000_000_000, "{starts:?}");
+    }
+    // Bed a stopped: nothing of it arrives once it has drained.
+    let late_a = after
+        .iter()
+        .filter(|(at, v)| {
+            v["bed"] == a.as_str() && at.duration_since(reloaded) > Duration::from_secs(3)
+        })
+        .count();
+    assert_eq!(late_a, 0, "{after:?}");
+    // The metrics address needs a restart: still served where it was.
+    assert!(scrape(port).contains("meit_windows_total"));
+
+    // An invalid file: refused with its field, the running configuration goes on.
+    write(
+        port,
+        "[pipeline]\nqueue_windows = 0\n\n",
+        &bed(&b, "hop_seconds = 1\n"),
+    );
+    signal(&daemon.child, "HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    let still = collect_timed(&daemon, Duration::from_secs(20), |r| {
+        r.iter().filter(|(_, v)| v["bed"] == b.as_str()).count() >= 3
+    });
+    assert!(
+        still.iter().filter(|(_, v)| v["bed"] == b.as_str()).count() >= 3,
+        "bed b stopped after an invalid reload"
+    );
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon exited"
+    );
+    let (took, ok, stderr) = daemon.terminate();
+    assert!(ok && took < Duration::from_secs(5), "{took:?} {stderr}");
+    for field in ["metrics.listen", "mqtt.port"] {
+        assert!(
+            stderr.contains(&format!("needs restart: {field}")),
+            "{field}: {stderr}"
+        );
+    }
+    assert!(!stderr.contains("needs restart: pipeline"), "{stderr}");
+    assert!(
+        stderr.contains("configuration reload refused")
+            && stderr.contains("`pipeline.queue_windows` is 0"),
+        "{stderr}"
+    );
+    // The warn filter applied live: the reload's own info lines before it show, the bed
+    // changes after it do not.
+    assert!(
+        stderr.contains("SIGHUP: reloading the configuration"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("bed added"), "{stderr}");
+}
+
+/// Resident memory of `pid` in kB (VmRSS of /proc/PID/status).
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap()
+}
+
+fn is_dropped(report: &Value) -> bool {
+    report["outcome"]["reasons"]
+        .to_string()
+        .contains("inference fell behind")
+}
+
+/// The check: inference slowed 10x for 2 minutes (the `inference_slowdown` test hook,
+/// applied live by SIGHUP) on six beds with the tiny bundle. Takes about three minutes.
+#[test]
+fn inference_slowed_10x_for_2_minutes_keeps_memory_flat_counts_drops_and_recovers() {
+    let tag = std::process::id();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let beds: Vec<String> = (0..6).map(|i| format!("slow10x{i}-{tag}")).collect();
+    let config = dir.path().join("slowdown.toml");
+    // One window at a time; every bed makes a 10 s window every 0.5 s (its own hop): 12
+    // windows a second, which the tiny model generates in a fraction of a second, and 10x
+    // slower inference cannot.
+    let write = |slowdown: u32| {
+        let mut text = format!(
+            "[model]\nbundle = \"{}\"\n\n[pipeline]\nmax_batch = 1\nmax_wait_ms = 0\ninference_slowdown = {slowdown}\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+            bundle().display()
+        );
+        for bed in &beds {
+            text.push_str(&format!(
+                "\n[[source]]\nkind = \"simulated\"\nbed = \"{bed}\"\nsample_rate_hz = 250\nleads = [\"I\", \"II\", \"V1\"]\nheart_rate_bpm = 70\nnoise = 0.05\nhop_seconds = 0.5\n"
+            ));
+        }
+        std::fs::write(&config, text).unwrap();
+    };
+    write(1);
+    let mut daemon = Daemon::start(&config, dir.path(), &[]);
+    let pid = daemon.child.id();
+    // Warm-up: every bed reporting for 15 s, so that the allocator and the model's buffers
+    // have reached their working size before the reference is taken.
+    let mut seen = collect_timed(&daemon, Duration::from_secs(60), |r| {
+        beds.iter()
+            .all(|b| r.iter().any(|(_, v)| v["bed"] == b.as_str()))
+    });
+    assert!(
+        beds.iter()
+            .all(|b| seen.iter().any(|(_, v)| v["bed"] == b.as_str())),
+        "not every bed reported: {seen:?}"
+    );
+    seen.extend(collect_timed(&daemon, Duration::from_secs(15), |_| false));
+    let warm: Vec<&Value> = seen.iter().map(|(_, v)| v).collect();
+    assert!(
+        warm.iter()
+            .filter(|v| v["outcome"]["kind"] == "report")
+            .count()
+            >= 20,
+        "too few reports while warming up: {warm:?}"
+    );
+
+    let rss_start = rss_kb(pid);
+    write(10);
+    signal(&daemon.child, "HUP");
+    let slow_from = Instant::now();
+    let mut rss_max = rss_start;
+    let mut during = Vec::new();
+    while slow_from.elapsed() < Duration::from_secs(120) {
+        during.extend(collect_timed(&daemon, Duration::from_secs(2), |_| false));
+        assert!(
+            daemon.child.try_wait().unwrap().is_none(),
+            "the daemon exited"
+        );
+        rss_max = rss_max.max(rss_kb(pid));
+    }
+    let dropped_during = during.iter().filter(|(_, v)| is_dropped(v)).count();
+    eprintln!(
+        "slowdown: {} windows published, {dropped_during} dropped; rss {rss_start} -> max {rss_max} kB",
+        during.len()
+    );
+    assert!(dropped_during > 0, "10x slower inference dropped nothing");
+    let dropped_counted: f64 = scrape(port)
+        .lines()
+        .filter(|l| l.starts_with("meit_inference_dropped_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        dropped_counted >= 1.0,
+        "drops not counted by the metrics endpoint"
+    );
+
+    write(1);
+    signal(&daemon.child, "HUP");
+    let fast_from = Instant::now();
+    let after = collect_timed(&daemon, Duration::from_secs(30), |_| false);
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon exited"
+    );
+    let rss_end = rss_kb(pid);
+    let (took, ok, stderr) = daemon.terminate();
+    assert!(ok && took < Duration::from_secs(5), "{took:?} {stderr}");
+    eprintln!(
+        "rss start {rss_start} kB, max during the slowdown {rss_max} kB, end {rss_end} kB; dropped {dropped_during} windows on stdout, {dropped_counted} counted"
+    );
+    assert!(
+        rss_max as f64 <= rss_start as f64 * 1.10,
+        "resident memory grew beyond 10%: {rss_start} kB -> {rss_max} kB"
+    );
+    // Recovered: the windows of the last 15 s are generated again, none dropped, each
+    // within 2 s of its window's end.
+    let recovered: Vec<&Value> = after
+        .iter()
+        .filter(|(at, _)| at.duration_since(fast_from) > Duration::from_secs(15))
+        .map(|(_, v)| v)
+        .collect();
+    for bed in &beds {
+        assert!(
+            recovered
+                .iter()
+                .any(|v| v["bed"] == bed.as_str() && v["outcome"]["kind"] == "report"),
+            "{bed} did not recover: {recovered:?}\n{stderr}"
+        );
+    }
+    for v in &recovered {
+        assert!(!is_dropped(v), "still dropping after the slowdown: {v}");
+        let latency = v["timings"]["latency_ms"].as_f64().unwrap();
+        assert!(
+            latency < 2000.0,
+            "latency did not recover: {latency} ms: {v}"
+        );
+    }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::dsp::config::BedWindow;
 use crate::ecg::Lead;
 
 /// Wire protocol spoken by a serial device.
@@ -31,13 +32,20 @@ impl SerialProtocol {
 }
 
 /// One acquisition source (`[[source]]`), tagged by `kind`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SourceConfig {
     /// The built-in device simulator on a pty pair.
     Simulated {
         /// Bed or device identifier, used in topics.
         bed: String,
+        /// This bed's window length in seconds (default: the model's; with a bundle it must be
+        /// the window its encoder takes).
+        #[serde(default)]
+        window_seconds: Option<f64>,
+        /// This bed's hop between window starts in seconds (default: the model's).
+        #[serde(default)]
+        hop_seconds: Option<f64>,
         /// Conditions to synthesize: names from `meit synth --list`, joined by `+` or `,`
         /// (e.g. "normal", "af", "af+pvc").
         #[serde(default = "default_condition")]
@@ -67,6 +75,13 @@ pub enum SourceConfig {
     Serial {
         /// Bed or device identifier, used in topics.
         bed: String,
+        /// This bed's window length in seconds (default: the model's; with a bundle it must be
+        /// the window its encoder takes).
+        #[serde(default)]
+        window_seconds: Option<f64>,
+        /// This bed's hop between window starts in seconds (default: the model's).
+        #[serde(default)]
+        hop_seconds: Option<f64>,
         /// Port path such as `/dev/ttyACM0` (give this or `usb`).
         #[serde(default)]
         path: Option<PathBuf>,
@@ -101,6 +116,13 @@ pub enum SourceConfig {
     Replay {
         /// Bed or device identifier, used in topics.
         bed: String,
+        /// This bed's window length in seconds (default: the model's; with a bundle it must be
+        /// the window its encoder takes).
+        #[serde(default)]
+        window_seconds: Option<f64>,
+        /// This bed's hop between window starts in seconds (default: the model's).
+        #[serde(default)]
+        hop_seconds: Option<f64>,
         /// The record to replay.
         file: PathBuf,
         /// Replay at real-time pace (true) or as fast as possible.
@@ -114,6 +136,13 @@ pub enum SourceConfig {
     Ble {
         /// Bed or device identifier, used in topics.
         bed: String,
+        /// This bed's window length in seconds (default: the model's; with a bundle it must be
+        /// the window its encoder takes).
+        #[serde(default)]
+        window_seconds: Option<f64>,
+        /// This bed's hop between window starts in seconds (default: the model's).
+        #[serde(default)]
+        hop_seconds: Option<f64>,
         /// Advertised name or address of the strap.
         device: String,
     },
@@ -143,6 +172,37 @@ impl SourceConfig {
             | SourceConfig::Serial { bed, .. }
             | SourceConfig::Replay { bed, .. }
             | SourceConfig::Ble { bed, .. } => bed,
+        }
+    }
+}
+
+impl SourceConfig {
+    /// This bed's own window length and hop (unset: the model's).
+    pub fn window(&self) -> BedWindow {
+        match self {
+            SourceConfig::Simulated {
+                window_seconds,
+                hop_seconds,
+                ..
+            }
+            | SourceConfig::Serial {
+                window_seconds,
+                hop_seconds,
+                ..
+            }
+            | SourceConfig::Replay {
+                window_seconds,
+                hop_seconds,
+                ..
+            }
+            | SourceConfig::Ble {
+                window_seconds,
+                hop_seconds,
+                ..
+            } => BedWindow {
+                window_seconds: *window_seconds,
+                hop_seconds: *hop_seconds,
+            },
         }
     }
 }

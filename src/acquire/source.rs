@@ -214,6 +214,17 @@ pub fn start_recording(
     realtime: bool,
     events: mpsc::Sender<SourceEvent>,
 ) -> SourceHandle {
+    start_recording_after(recording, realtime, std::time::Duration::ZERO, events)
+}
+
+/// [`start_recording`] whose first block is sent `delay` from now (a device switched on
+/// later: beds whose windows do not all end at the same instant).
+pub fn start_recording_after(
+    recording: crate::ecg::Recording,
+    realtime: bool,
+    delay: std::time::Duration,
+    events: mpsc::Sender<SourceEvent>,
+) -> SourceHandle {
     let settings = ReplaySettings {
         block_frames: (recording.sample_rate_hz / 10.0).round().max(1.0) as usize,
         realtime,
@@ -222,6 +233,7 @@ pub fn start_recording(
         serial: None,
         simulator: None,
         task: Some(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
             if let Err(e) = replay::stream(&recording, settings, &events).await {
                 tracing::error!(error = %e, "replay stopped");
             }
@@ -254,6 +266,8 @@ mod tests {
             seed: Some(7),
             leads: None,
             electrodes_off: Vec::new(),
+            window_seconds: None,
+            hop_seconds: None,
         }
     }
 
@@ -304,6 +318,8 @@ mod tests {
             file: dir.path().join("r.hea"),
             realtime: false,
             sample_rate_hz: None,
+            window_seconds: None,
+            hop_seconds: None,
         };
         let (tx, mut rx) = mpsc::channel(1024);
         let _handle = start(&config, tx).unwrap();

@@ -4,10 +4,15 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use meit::config::Config;
+use meit::pipeline::model;
 
-/// Loads and validates `file`; prints a summary or the first error with its line and field.
+/// Loads and validates `file` (the beds' windows against the bundle's manifest when the bundle
+/// is found); prints a summary or the first error with its line and field.
 pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(file)?;
+    // The beds' windows against the bundle's encoder, when the bundle is here to read.
+    let (spec, encoder_window_seconds, _) = model::read_spec(&config.model, &config.dsp);
+    model::check_beds(&spec, encoder_window_seconds, &config, file)?;
     tracing::info!(file = %file.display(), sources = config.sources.len(), "configuration valid");
     for source in &config.sources {
         if matches!(source, meit::config::SourceConfig::Ble { .. }) && !cfg!(feature = "ble") {

@@ -48,6 +48,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         file: args.file.clone(),
         realtime: !args.fast,
         sample_rate_hz: args.sample_rate,
+        window_seconds: None,
+        hop_seconds: None,
     }];
     config.pipeline.when_behind = WhenBehind::Wait;
     let model = load_model(&config)?;

@@ -8,11 +8,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use meit::config::Config;
-use meit::pipeline::{self, LoadedModel, model};
+use meit::dsp::PreprocessSpec;
+use meit::pipeline::{self, LoadedModel, model, reload};
 use meit::publish::mqtt::MqttPublisher;
 use meit::publish::payload::Identity;
 use meit::publish::stdout::{LineFormat, LineSink};
 use meit::publish::{Sink, Tee};
+use meit::telemetry;
+use tokio::sync::mpsc;
 
 /// The configuration used when `--config` is not given and the working directory has no
 /// `configs/meit.toml`: the demo's (one simulated bed, the default bundle).
@@ -39,19 +42,28 @@ pub struct RunArgs {
     pub max_windows: Option<u64>,
 }
 
-/// The configuration `meit run` uses, and a name for it in logs.
-pub fn load_config(given: Option<&Path>) -> anyhow::Result<(Config, String)> {
+/// The configuration `meit run` uses, a name for it in logs, and its file (none for the
+/// embedded default).
+pub fn load_config(given: Option<&Path>) -> anyhow::Result<(Config, String, Option<PathBuf>)> {
     if let Some(path) = given {
-        return Ok((Config::load(path)?, path.display().to_string()));
+        return Ok((
+            Config::load(path)?,
+            path.display().to_string(),
+            Some(path.to_path_buf()),
+        ));
     }
     let local = Path::new(LOCAL_CONFIG);
     if local.is_file() {
-        return Ok((Config::load(local)?, LOCAL_CONFIG.to_string()));
+        return Ok((
+            Config::load(local)?,
+            LOCAL_CONFIG.to_string(),
+            Some(local.to_path_buf()),
+        ));
     }
     let name = "embedded default configuration";
     let mut config = Config::parse(EMBEDDED_CONFIG, Path::new(name))?;
     config.apply_env(|k| std::env::var(k).ok());
-    Ok((config, name.to_string()))
+    Ok((config, name.to_string(), None))
 }
 
 /// Loads the model as `config` says, logging whether reports will be generated; fails only
@@ -86,13 +98,28 @@ pub fn load_model(config: &Config) -> anyhow::Result<LoadedModel> {
 
 /// Starts every source and publishes window reports until stopped.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (config, name) = load_config(args.config.as_deref())?;
+    let (config, name, file) = load_config(args.config.as_deref())?;
     anyhow::ensure!(
         !config.sources.is_empty(),
         "{name}: no [[source]] configured"
     );
+    telemetry::apply(&config.log).map_err(anyhow::Error::msg)?;
     tracing::info!(config = %name, sources = config.sources.len(), "starting");
     let model = load_model(&config)?;
+    model.check_beds(&config, Path::new(&name))?;
+    // SIGHUP re-reads this file; its text names the fields a reload cannot apply.
+    let reload = match file {
+        Some(path) => {
+            let (_, text) = Config::load_with_text(&path)?;
+            Some(ReloadSource {
+                path,
+                text,
+                spec: model.spec.clone(),
+                encoder_window_seconds: model.encoder_window_seconds,
+            })
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -128,7 +155,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 first: publisher.sink(),
                 second: lines,
             };
-            let summary = serve(&config, model, sink, args.max_windows).await;
+            let summary = serve(&config, model, sink, args.max_windows, reload).await;
             // Whatever is not acknowledged by then stays in the outbox for the next start.
             if let Err(e) = publisher.shutdown(MQTT_DRAIN).await {
                 tracing::warn!(error = %e, "MQTT shutdown: undelivered reports stay in the outbox");
@@ -136,7 +163,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             summary
         })?
     } else {
-        runtime.block_on(serve(&config, model, lines, args.max_windows))?
+        runtime.block_on(serve(&config, model, lines, args.max_windows, reload))?
     };
     // Threads of sources that did not stop in time must not hold the exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
@@ -146,15 +173,88 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs the pipeline into `sink` until SIGTERM, SIGINT or `max_windows`.
+/// Runs the pipeline into `sink` until SIGTERM, SIGINT or `max_windows`; on SIGHUP the
+/// configuration file of `reload` is re-read and what is safe applies live.
 pub async fn serve<S: Sink + 'static>(
     config: &Config,
     model: LoadedModel,
     sink: S,
     max_windows: Option<u64>,
+    reload: Option<ReloadSource>,
 ) -> anyhow::Result<pipeline::RunSummary> {
     let stop = stop_signal().context("installing signal handlers")?;
-    Ok(pipeline::run(config, model, sink, stop, max_windows).await?)
+    let reloads = reload_on_sighup(config, reload).context("installing signal handlers")?;
+    Ok(pipeline::run(config, model, sink, stop, max_windows, Some(reloads)).await?)
+}
+
+/// The file `meit run` re-reads on SIGHUP, and what a new configuration is checked against.
+pub struct ReloadSource {
+    /// The configuration file.
+    pub path: PathBuf,
+    /// Its text at the start.
+    pub text: String,
+    /// The model's preprocessing (beds' windows are checked against it).
+    pub spec: PreprocessSpec,
+    /// The window the bundle's encoder takes, when a bundle was found.
+    pub encoder_window_seconds: Option<f64>,
+}
+
+/// On every SIGHUP: re-reads and validates the file, logs what needs a restart, applies the
+/// log filter and sends the configuration to run to the pipeline. An unreadable or invalid
+/// file changes nothing (the error is logged).
+fn reload_on_sighup(
+    running: &Config,
+    reload: Option<ReloadSource>,
+) -> std::io::Result<mpsc::Receiver<Config>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup())?;
+    let (tx, rx) = mpsc::channel(4);
+    let mut running = running.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let Some(source) = &reload else {
+                tracing::warn!(
+                    "SIGHUP: running the embedded default configuration; there is no file to reload"
+                );
+                continue;
+            };
+            tracing::info!(config = %source.path.display(), "SIGHUP: reloading the configuration");
+            let path = source.path.clone();
+            let read = tokio::task::spawn_blocking(move || Config::load_with_text(&path)).await;
+            let checked = match read {
+                Ok(Ok((new, text))) => model::check_beds(
+                    &source.spec,
+                    source.encoder_window_seconds,
+                    &new,
+                    &source.path,
+                )
+                .map(|()| (new, text))
+                .map_err(|e| e.to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let (new, text) = match checked {
+                Ok(checked) => checked,
+                Err(error) => {
+                    tracing::error!(%error, "configuration reload refused; the running configuration stays");
+                    continue;
+                }
+            };
+            let plan = reload::plan(&running, &source.text, new, &text);
+            for field in &plan.needs_restart {
+                tracing::warn!("needs restart: {field} (changed in the file, not applied)");
+            }
+            match telemetry::apply(&plan.config.log) {
+                Ok(filter) => tracing::info!(%filter, "log filter"),
+                Err(e) => tracing::error!(error = %e, "log filter not applied"),
+            }
+            running = plan.config.clone();
+            if tx.send(plan.config).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// A future that completes on SIGTERM or SIGINT.

@@ -182,7 +182,7 @@ impl<'de> Deserialize<'de> for ProviderConfig {
 }
 
 /// ONNX Runtime settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// Path to `libonnxruntime.so*`; when absent, `ORT_DYLIB_PATH` and then the project-local
@@ -276,7 +276,7 @@ impl RuntimeConfig {
 }
 
 /// Which model bundle to serve.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// Directory of the model bundle (manifest, encoder, decoder, tokenizer).

@@ -95,6 +95,18 @@ impl BedPipeline {
         }
     }
 
+    /// This pipeline numbering its windows from `index` (a bed restarted by a configuration
+    /// reload goes on where it stopped).
+    pub fn starting_at(mut self, index: u64) -> Self {
+        self.next_index = index;
+        self
+    }
+
+    /// The index the next window will get.
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
     /// The bed.
     pub fn bed(&self) -> &str {
         &self.bed
@@ -407,6 +419,29 @@ pub(crate) mod tests {
             .flat_map(|b| p.on_event(&SourceEvent::Block(b.clone())))
             .map(|o| o.report().clone())
             .collect()
+    }
+
+    #[test]
+    fn each_bed_windows_with_its_own_hop() {
+        let (rec, _) = record("normal", 20.0, 11);
+        let blocks = blocks(&rec, |_| vec![false; 12]);
+        let model = spec(10.0);
+        let overlapping = crate::dsp::config::BedWindow {
+            window_seconds: None,
+            hop_seconds: Some(5.0),
+        }
+        .apply(&model, Some(10.0))
+        .unwrap();
+        let mut every_5_s = BedPipeline::new("bed-5", overlapping, Some("no model".into()));
+        let mut every_10_s = BedPipeline::new("bed-10", model, Some("no model".into()));
+        let starts = |reports: Vec<WindowReport>| -> Vec<u64> {
+            reports
+                .iter()
+                .map(|r| r.device_start_ns / 1_000_000_000)
+                .collect()
+        };
+        assert_eq!(starts(feed(&mut every_5_s, &blocks)), [0, 5, 10]);
+        assert_eq!(starts(feed(&mut every_10_s, &blocks)), [0, 10]);
     }
 
     #[test]

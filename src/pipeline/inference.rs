@@ -45,6 +45,12 @@ pub struct BatchSettings {
     pub max_queue_age: Duration,
     /// Test hook: a pause before each batch, simulating slow inference (zero in production).
     pub delay: Duration,
+    /// Test hook: each batch's generation time is stretched to this many times its real
+    /// duration by a pause after it, simulating a slower machine (1 in production).
+    pub slowdown: f64,
+    /// Make the beds wait while the queue is full instead of dropping the oldest window
+    /// (replays: nothing is dropped, latency grows).
+    pub wait_when_full: bool,
 }
 
 impl Default for BatchSettings {
@@ -55,6 +61,8 @@ impl Default for BatchSettings {
             capacity: 256,
             max_queue_age: Duration::from_secs(10),
             delay: Duration::ZERO,
+            slowdown: 1.0,
+            wait_when_full: false,
         }
     }
 }
@@ -115,6 +123,7 @@ struct Queued {
 }
 
 struct State {
+    settings: BatchSettings,
     pending: VecDeque<Queued>,
     dropped: Vec<(PendingWindow, DropCause)>,
     closed: bool,
@@ -126,7 +135,6 @@ struct State {
 #[derive(Clone)]
 pub struct InferenceQueue {
     shared: Arc<(Mutex<State>, Condvar)>,
-    settings: BatchSettings,
 }
 
 /// What the worker takes next: windows dropped since last time (publish them first: they
@@ -143,14 +151,10 @@ pub struct Batch {
 impl InferenceQueue {
     /// An empty queue.
     pub fn new(settings: BatchSettings) -> Self {
-        let settings = BatchSettings {
-            max_batch: settings.max_batch.max(1),
-            capacity: settings.capacity.max(1),
-            ..settings
-        };
         InferenceQueue {
             shared: Arc::new((
                 Mutex::new(State {
+                    settings: sane(settings),
                     pending: VecDeque::new(),
                     dropped: Vec::new(),
                     closed: false,
@@ -159,8 +163,19 @@ impl InferenceQueue {
                 }),
                 Condvar::new(),
             )),
-            settings,
         }
+    }
+
+    /// Applies new settings to the running queue (a configuration reload): a smaller capacity
+    /// drops the oldest windows beyond it at the next push.
+    pub fn set_settings(&self, settings: BatchSettings) {
+        self.lock().settings = sane(settings);
+        self.shared.1.notify_all();
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> BatchSettings {
+        self.lock().settings
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -172,7 +187,7 @@ impl InferenceQueue {
     /// on inference.
     pub fn push(&self, window: PendingWindow) {
         let mut state = self.lock();
-        if state.pending.len() >= self.settings.capacity
+        while state.pending.len() >= state.settings.capacity
             && let Some(oldest) = state.pending.pop_front()
         {
             state.dropped.push((oldest.window, DropCause::Full));
@@ -213,7 +228,8 @@ impl InferenceQueue {
 
     /// True when pending windows fill the queue (a push would drop the oldest).
     pub fn is_full(&self) -> bool {
-        self.lock().pending.len() >= self.settings.capacity
+        let state = self.lock();
+        state.pending.len() >= state.settings.capacity
     }
 
     /// The counters so far.
@@ -224,7 +240,6 @@ impl InferenceQueue {
     /// Blocks until there is work: the next batch (after waiting up to `max_wait` for it to
     /// fill) and the windows dropped meanwhile. `None` once closed and empty.
     pub fn next_batch(&self) -> Option<Batch> {
-        let s = self.settings;
         let (_, ready) = &*self.shared;
         let mut state = self.lock();
         while state.pending.is_empty() && state.dropped.is_empty() {
@@ -233,6 +248,7 @@ impl InferenceQueue {
             }
             state = ready.wait(state).unwrap_or_else(|p| p.into_inner());
         }
+        let s = state.settings;
         if let Some(first) = state.pending.front() {
             let deadline = first.queued_at + s.max_wait;
             while state.pending.len() < s.max_batch && !state.closed {
@@ -277,7 +293,20 @@ impl InferenceQueue {
     /// The test hook's pause before a batch ([`BatchSettings::delay`]); cut short when the
     /// queue is abandoned, so that the stop deadline holds.
     fn test_delay(&self) {
-        let delay = self.settings.delay;
+        let delay = self.settings().delay;
+        self.test_pause(delay);
+    }
+
+    /// The slowdown test hook's pause after a batch that took `took` ([`BatchSettings::slowdown`]).
+    fn test_slowdown(&self, took: Duration) {
+        let factor = self.settings().slowdown;
+        if factor > 1.0 {
+            self.test_pause(took.mul_f64((factor - 1.0).min(1000.0)));
+        }
+    }
+
+    /// Waits `delay` unless the queue is abandoned meanwhile (the stop deadline holds).
+    fn test_pause(&self, delay: Duration) {
         if delay.is_zero() {
             return;
         }
@@ -301,6 +330,20 @@ impl InferenceQueue {
         let mut state = self.lock();
         state.stats.batches += 1;
         state.stats.generated += windows as u64;
+    }
+}
+
+/// `settings` with at least one window per batch and room for one.
+fn sane(settings: BatchSettings) -> BatchSettings {
+    BatchSettings {
+        max_batch: settings.max_batch.max(1),
+        capacity: settings.capacity.max(1),
+        slowdown: if settings.slowdown.is_finite() {
+            settings.slowdown.max(1.0)
+        } else {
+            1.0
+        },
+        ..settings
     }
 }
 
@@ -332,7 +375,10 @@ pub fn spawn_worker(
                     continue;
                 }
                 queue.test_delay();
-                for finished in generate(&mut engine, batch.windows, &batch.waited_ms) {
+                let started = Instant::now();
+                let finished = generate(&mut engine, batch.windows, &batch.waited_ms);
+                queue.test_slowdown(started.elapsed());
+                for finished in finished {
                     if out.blocking_send(finished).is_err() {
                         return;
                     }
@@ -479,6 +525,47 @@ mod tests {
     }
 
     #[test]
+    fn new_settings_apply_to_the_running_queue() {
+        let queue = InferenceQueue::new(BatchSettings {
+            max_wait: Duration::ZERO,
+            capacity: 8,
+            ..BatchSettings::default()
+        });
+        for i in 0..6 {
+            queue.push(window("a", i));
+        }
+        queue.set_settings(BatchSettings {
+            max_batch: 2,
+            max_wait: Duration::ZERO,
+            capacity: 3,
+            slowdown: f64::NAN,
+            ..BatchSettings::default()
+        });
+        assert_eq!(
+            queue.settings().slowdown,
+            1.0,
+            "a test hook that is not a number is off"
+        );
+        // The next push finds 6 pending with room for 3: the oldest go until it fits.
+        queue.push(window("a", 6));
+        let stats = queue.stats();
+        assert_eq!((stats.dropped_full, stats.depth), (4, 3));
+        let batch = queue.next_batch().unwrap();
+        let dropped: Vec<u64> = batch
+            .dropped
+            .iter()
+            .map(|(w, _)| w.report.window_index)
+            .collect();
+        assert_eq!(dropped, [0, 1, 2, 3]);
+        let taken: Vec<u64> = batch
+            .windows
+            .iter()
+            .map(|w| w.report.window_index)
+            .collect();
+        assert_eq!(taken, [4, 5], "the new max_batch");
+    }
+
+    #[test]
     fn a_full_queue_drops_the_oldest_window_and_counts_it() {
         let queue = InferenceQueue::new(BatchSettings {
             max_batch: 8,
@@ -512,7 +599,7 @@ mod tests {
             max_wait: Duration::ZERO,
             capacity: 16,
             max_queue_age: Duration::from_millis(20),
-            delay: Duration::ZERO,
+            ..BatchSettings::default()
         });
         queue.push(window("a", 0));
         queue.push(window("b", 0));

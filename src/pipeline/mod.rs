@@ -14,15 +14,19 @@
 //! - [`inference`]: the shared queue and worker thread, and the backpressure policy.
 //! - [`publisher`]: the sink stage, which keeps each bed's reports in window order.
 //! - [`model`]: finding and opening the bundle, and what beds are told when it cannot be used.
+//! - [`reload`]: what a configuration reload (SIGHUP) applies live and what needs a restart.
 //!
 //! [`run`] wires them on the current tokio runtime and stops them in order: on a stop signal
 //! the sources stop, windows already made are finished (or, past the stop deadline, published
-//! as not reported), and the sink is closed, all within `[pipeline] stop_seconds`.
+//! as not reported), and the sink is closed, all within `[pipeline] stop_seconds`. While it
+//! runs, a reloaded configuration adds, removes and restarts beds and replaces the
+//! `[pipeline]` settings of the queue and the worker.
 
 pub mod bed;
 pub mod inference;
 pub mod model;
 pub mod publisher;
+pub mod reload;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,7 +37,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::acquire::{SourceEvent, source};
-use crate::config::Config;
+use crate::config::{Config, SourceConfig};
 use crate::metrics::{self, Metrics};
 use crate::publish::{PublishError, Sink};
 pub use bed::{BedOutput, BedPipeline, Finished, PendingWindow, WindowJob};
@@ -103,6 +107,11 @@ pub struct PipelineConfig {
     /// inference (0-60000; 0, the default, in production).
     #[serde(default)]
     pub inference_delay_ms: u64,
+    /// Test hook: stretches each batch's inference to this many times its real duration
+    /// (1-100; 1, the default, in production). Applied live on SIGHUP, so a test can slow a
+    /// running daemon down and let it recover.
+    #[serde(default = "default_slowdown")]
+    pub inference_slowdown: f64,
 }
 
 fn default_max_batch() -> usize {
@@ -117,6 +126,9 @@ fn default_queue_windows() -> usize {
 fn default_stop_seconds() -> f64 {
     4.0
 }
+fn default_slowdown() -> f64 {
+    1.0
+}
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -128,6 +140,7 @@ impl Default for PipelineConfig {
             when_behind: WhenBehind::default(),
             stop_seconds: default_stop_seconds(),
             inference_delay_ms: 0,
+            inference_slowdown: default_slowdown(),
         }
     }
 }
@@ -167,6 +180,12 @@ impl PipelineConfig {
                 format!("is {}; allowed: 0 to 60000 ms", self.inference_delay_ms),
             ));
         }
+        if !(1.0..=100.0).contains(&self.inference_slowdown) {
+            return Err((
+                "inference_slowdown",
+                format!("is {}; allowed: 1 to 100", self.inference_slowdown),
+            ));
+        }
         if !(0.5..=60.0).contains(&self.stop_seconds) {
             return Err((
                 "stop_seconds",
@@ -194,6 +213,8 @@ impl PipelineConfig {
             capacity: self.queue_windows,
             max_queue_age: age,
             delay: Duration::from_millis(self.inference_delay_ms),
+            slowdown: self.inference_slowdown,
+            wait_when_full: self.when_behind == WhenBehind::Wait,
         }
     }
 }
@@ -215,14 +236,27 @@ pub struct RunSummary {
 /// Runs every `[[source]]` of `config` through `model` into `sink` on the current tokio
 /// runtime (multi-threaded) until `shutdown` completes, `max_windows` reports have been
 /// published, or every source has ended (replays); then stops in order (module docs).
+/// Configurations received on `reloads` (already validated: SIGHUP in `meit run`) apply live:
+/// their `[pipeline]` settings and their beds (added, removed, or restarted when changed);
+/// the other tables need a restart and are not read ([`reload`]).
 pub async fn run<S: Sink + 'static>(
     config: &Config,
     model: LoadedModel,
     sink: S,
     shutdown: impl Future<Output = ()>,
     max_windows: Option<u64>,
+    reloads: Option<mpsc::Receiver<Config>>,
 ) -> Result<RunSummary, PipelineError> {
-    run_with_sources(config, model, sink, shutdown, max_windows, source::start).await
+    run_pipeline(
+        config,
+        model,
+        sink,
+        shutdown,
+        max_windows,
+        source::start,
+        reloads,
+    )
+    .await
 }
 
 /// [`run`] with the sources started by `start` instead of [`source::start`] (an in-process
@@ -233,17 +267,222 @@ pub async fn run_with_sources<S: Sink + 'static>(
     sink: S,
     shutdown: impl Future<Output = ()>,
     max_windows: Option<u64>,
-    mut start: impl FnMut(
+    start: impl FnMut(
         &crate::config::SourceConfig,
         mpsc::Sender<SourceEvent>,
     ) -> Result<source::SourceHandle, source::SourceError>,
 ) -> Result<RunSummary, PipelineError> {
-    let LoadedModel { engine, spec, .. } = model;
-    let settings = config.pipeline.batch_settings(spec.hop_seconds);
-    let queue = InferenceQueue::new(settings);
+    run_pipeline(config, model, sink, shutdown, max_windows, start, None).await
+}
+
+/// A bed whose source and dsp task run.
+struct RunningBed {
+    id: u64,
+    config: SourceConfig,
+    handle: source::SourceHandle,
+    /// Ends with the bed's next window index once its source has stopped and it has drained.
+    task: JoinHandle<u64>,
+}
+
+/// The beds of a run and what starting one needs.
+struct Beds {
+    running: Vec<RunningBed>,
+    next_id: u64,
+    /// Where a bed that stopped left its window numbering: a bed restarted by a reload goes
+    /// on from there, so its reports keep one order per bed.
+    next_index: std::collections::HashMap<String, u64>,
+    queue: InferenceQueue,
+    finished: mpsc::Sender<Finished>,
+    ended: mpsc::UnboundedSender<u64>,
+    metrics: Arc<Metrics>,
+    spec: crate::dsp::PreprocessSpec,
+    encoder_window_seconds: Option<f64>,
+    unavailable: Option<String>,
+}
+
+impl Beds {
+    /// The preprocessing of `source`'s bed (the model's with the bed's window and hop).
+    fn spec_of(
+        &self,
+        source: &SourceConfig,
+    ) -> Result<crate::dsp::PreprocessSpec, (&'static str, String)> {
+        source
+            .window()
+            .apply(&self.spec, self.encoder_window_seconds)
+    }
+
+    /// The shortest hop of `sources` (the model's without any): how long a window may wait
+    /// for inference before it is stale, by default.
+    fn shortest_hop(&self, sources: &[SourceConfig]) -> f64 {
+        sources
+            .iter()
+            .filter_map(|s| self.spec_of(s).ok())
+            .map(|s| s.hop_seconds)
+            .reduce(f64::min)
+            .unwrap_or(self.spec.hop_seconds)
+    }
+
+    /// Starts `source` and its dsp task; an error leaves the other beds running.
+    fn start(
+        &mut self,
+        source: &SourceConfig,
+        start: &mut impl FnMut(
+            &SourceConfig,
+            mpsc::Sender<SourceEvent>,
+        ) -> Result<source::SourceHandle, source::SourceError>,
+    ) -> Result<(), source::SourceError> {
+        let bed = source.bed().to_string();
+        let spec =
+            self.spec_of(source)
+                .map_err(|(field, reason)| source::SourceError::Invalid {
+                    bed: bed.clone(),
+                    reason: format!("`{field}` {reason}"),
+                })?;
+        let (events_tx, events) = mpsc::channel(1024);
+        let handle = start(source, events_tx)?;
+        let first_index = self.next_index.remove(&bed).unwrap_or(0);
+        let pipeline =
+            BedPipeline::new(bed.clone(), spec, self.unavailable.clone()).starting_at(first_index);
+        let id = self.next_id;
+        self.next_id += 1;
+        let task = tokio::spawn(bed_task(
+            pipeline,
+            events,
+            self.queue.clone(),
+            self.finished.clone(),
+            EndedGuard(id, self.ended.clone()),
+            Arc::clone(&self.metrics),
+        ));
+        self.running.push(RunningBed {
+            id,
+            config: source.clone(),
+            handle,
+            task,
+        });
+        tracing::info!(bed = %bed, "source started");
+        Ok(())
+    }
+
+    /// Stops the bed `name`: its source stops, its windows already made go on, and its
+    /// numbering is kept for a restart. Gives up on it (aborts) at `deadline`.
+    async fn stop(&mut self, name: &str, deadline: tokio::time::Instant) {
+        let Some(at) = self.running.iter().position(|b| b.config.bed() == name) else {
+            return;
+        };
+        let bed = self.running.remove(at);
+        let _ = tokio::task::spawn_blocking(move || drop(bed.handle)).await;
+        let abort = bed.task.abort_handle();
+        match tokio::time::timeout_at(deadline, bed.task).await {
+            Ok(Ok(next)) => {
+                self.next_index.insert(name.to_string(), next);
+            }
+            _ => {
+                abort.abort();
+                tracing::warn!(bed = %name, "the bed did not drain in time; stopped");
+            }
+        }
+    }
+
+    /// Applies a reloaded configuration's beds: removed and changed beds stop, new and
+    /// changed beds start.
+    async fn reload(
+        &mut self,
+        sources: &[SourceConfig],
+        stop_within: Duration,
+        start: &mut impl FnMut(
+            &SourceConfig,
+            mpsc::Sender<SourceEvent>,
+        ) -> Result<source::SourceHandle, source::SourceError>,
+    ) {
+        let stale: Vec<String> = self
+            .running
+            .iter()
+            .filter(|b| !sources.contains(&b.config))
+            .map(|b| b.config.bed().to_string())
+            .collect();
+        for name in &stale {
+            let changed = sources.iter().any(|s| s.bed() == name);
+            self.stop(name, tokio::time::Instant::now() + stop_within)
+                .await;
+            if !changed {
+                tracing::info!(bed = %name, "bed removed by the reloaded configuration");
+            }
+        }
+        for source in sources {
+            if self.running.iter().any(|b| b.config == *source) {
+                continue;
+            }
+            let changed = stale.iter().any(|n| n == source.bed());
+            match self.start(source, start) {
+                Ok(()) if changed => {
+                    tracing::info!(bed = source.bed(), "bed restarted with its new settings");
+                }
+                Ok(()) => tracing::info!(
+                    bed = source.bed(),
+                    "bed added by the reloaded configuration"
+                ),
+                Err(e) => {
+                    tracing::error!(bed = source.bed(), error = %e, "source cannot start; the other beds run on");
+                }
+            }
+        }
+    }
+}
+
+/// Tells the run loop that a bed's task ended (also when it is aborted).
+struct EndedGuard(u64, mpsc::UnboundedSender<u64>);
+
+impl Drop for EndedGuard {
+    fn drop(&mut self) {
+        let _ = self.1.send(self.0);
+    }
+}
+
+/// The next configuration from `reloads`, or never.
+async fn next_reload(reloads: &mut Option<mpsc::Receiver<Config>>) -> Option<Config> {
+    match reloads {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run_pipeline<S: Sink + 'static>(
+    config: &Config,
+    model: LoadedModel,
+    sink: S,
+    shutdown: impl Future<Output = ()>,
+    max_windows: Option<u64>,
+    mut start: impl FnMut(
+        &SourceConfig,
+        mpsc::Sender<SourceEvent>,
+    ) -> Result<source::SourceHandle, source::SourceError>,
+    mut reloads: Option<mpsc::Receiver<Config>>,
+) -> Result<RunSummary, PipelineError> {
+    let LoadedModel {
+        engine,
+        spec,
+        encoder_window_seconds,
+        ..
+    } = model;
+    let queue = InferenceQueue::new(BatchSettings::default());
     let (finished_tx, finished_rx) = mpsc::channel::<Finished>(1024);
+    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<u64>();
     let unavailable = engine.as_ref().err().cloned();
     let metrics = Arc::new(Metrics::default());
+    let mut beds = Beds {
+        running: Vec::new(),
+        next_id: 0,
+        next_index: Default::default(),
+        queue: queue.clone(),
+        finished: finished_tx,
+        ended: ended_tx,
+        metrics: Arc::clone(&metrics),
+        spec,
+        encoder_window_seconds,
+        unavailable: unavailable.clone(),
+    };
+    let mut settings = config.pipeline.clone();
+    queue.set_settings(settings.batch_settings(beds.shortest_hop(&config.sources)));
     metrics.watch_queue(queue.clone());
     metrics.set_model_ready(
         engine
@@ -269,7 +508,7 @@ pub async fn run_with_sources<S: Sink + 'static>(
     // before any thread runs.
     let worker = match engine {
         Ok(engine) => Some(
-            inference::spawn_worker(engine, queue.clone(), finished_tx.clone())
+            inference::spawn_worker(engine, queue.clone(), beds.finished.clone())
                 .map_err(PipelineError::Worker)?,
         ),
         Err(_) => None,
@@ -281,36 +520,16 @@ pub async fn run_with_sources<S: Sink + 'static>(
         Arc::clone(&metrics),
     ));
 
-    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-    let mut handles = Vec::new();
-    let mut beds: Vec<JoinHandle<()>> = Vec::new();
     let mut failed = Vec::new();
     for source_config in &config.sources {
-        let (events_tx, events) = mpsc::channel(1024);
         // One bed that cannot start (a BLE bed in a build without BLE, a replay file that
         // went missing) must not take the other beds of a gateway down with it.
-        match start(source_config, events_tx) {
-            Ok(handle) => handles.push(handle),
-            Err(e) => {
-                tracing::error!(bed = source_config.bed(), error = %e, "source cannot start; the other beds run on");
-                failed.push(e);
-                continue;
-            }
+        if let Err(e) = beds.start(source_config, &mut start) {
+            tracing::error!(bed = source_config.bed(), error = %e, "source cannot start; the other beds run on");
+            failed.push(e);
         }
-        let bed = BedPipeline::new(source_config.bed(), spec.clone(), unavailable.clone());
-        beds.push(tokio::spawn(bed_task(
-            bed,
-            events,
-            queue.clone(),
-            config.pipeline.when_behind,
-            finished_tx.clone(),
-            alive_tx.clone(),
-            Arc::clone(&metrics),
-        )));
-        tracing::info!(bed = source_config.bed(), "source started");
     }
-    drop((alive_tx, finished_tx));
-    if handles.is_empty()
+    if beds.running.is_empty()
         && let Some(first) = failed.into_iter().next()
     {
         queue.close();
@@ -319,34 +538,56 @@ pub async fn run_with_sources<S: Sink + 'static>(
 
     let mut publisher = publisher;
     let mut published_early = None;
-    let bounded = tokio::select! {
-        () = shutdown => {
-            tracing::info!("stop requested; stopping sources and finishing windows in flight");
-            true
-        }
-        result = &mut publisher => {
-            published_early = Some(result);
-            true
-        }
-        _ = alive_rx.recv() => {
-            tracing::info!("every source has ended; finishing the windows in flight");
-            false
+    tokio::pin!(shutdown);
+    let bounded = loop {
+        tokio::select! {
+            () = &mut shutdown => {
+                tracing::info!("stop requested; stopping sources and finishing windows in flight");
+                break true;
+            }
+            result = &mut publisher => {
+                published_early = Some(result);
+                break true;
+            }
+            Some(id) = ended_rx.recv() => {
+                // A bed whose source ended by itself (a replay); a bed stopped by a reload
+                // is no longer listed.
+                if let Some(at) = beds.running.iter().position(|b| b.id == id) {
+                    let bed = beds.running.remove(at);
+                    let _ = tokio::task::spawn_blocking(move || drop(bed.handle)).await;
+                    if beds.running.is_empty() {
+                        tracing::info!("every source has ended; finishing the windows in flight");
+                        break false;
+                    }
+                }
+            }
+            Some(new) = next_reload(&mut reloads) => {
+                settings = new.pipeline.clone();
+                queue.set_settings(settings.batch_settings(beds.shortest_hop(&new.sources)));
+                let within = Duration::from_secs_f64(settings.stop_seconds.clamp(0.5, 60.0));
+                beds.reload(&new.sources, within, &mut start).await;
+                tracing::info!(beds = beds.running.len(), "configuration reloaded");
+            }
         }
     };
     let stop_started = std::time::Instant::now();
     let deadline = tokio::time::Instant::now()
-        + Duration::from_secs_f64(config.pipeline.stop_seconds.clamp(0.5, 60.0));
+        + Duration::from_secs_f64(settings.stop_seconds.clamp(0.5, 60.0));
     let mut missed = false;
 
     // 1. Sources stop (their threads are joined off the async threads); bed tasks drain.
+    let running = std::mem::take(&mut beds.running);
+    let (handles, tasks): (Vec<_>, Vec<_>) =
+        running.into_iter().map(|b| (b.handle, b.task)).unzip();
     let _ = tokio::task::spawn_blocking(move || drop(handles)).await;
-    for bed in beds {
+    for bed in tasks {
         let abort = bed.abort_handle();
         if tokio::time::timeout_at(deadline, bed).await.is_err() {
             abort.abort();
             missed = true;
         }
     }
+    drop(beds);
     // 2. The worker finishes what was queued; past the deadline (less a margin for the sink)
     //    the rest is published as not reported.
     queue.close();
@@ -428,16 +669,15 @@ impl Drop for AbortOnDrop {
 }
 
 /// One bed's dsp stage: events in; finished windows to the publisher, reportable ones to the
-/// inference queue.
+/// inference queue. Returns the bed's next window index when its source has ended.
 async fn bed_task(
     mut bed: BedPipeline,
     mut events: mpsc::Receiver<SourceEvent>,
     queue: InferenceQueue,
-    when_behind: WhenBehind,
     out: mpsc::Sender<Finished>,
-    _alive: mpsc::Sender<()>,
+    _ended: EndedGuard,
     metrics: Arc<Metrics>,
-) {
+) -> u64 {
     while let Some(event) = events.recv().await {
         match &event {
             SourceEvent::Block(block) => metrics.frames(bed.bed(), block.frames()),
@@ -453,20 +693,19 @@ async fn bed_task(
             match output {
                 BedOutput::Done(finished) => {
                     if out.send(finished).await.is_err() {
-                        return;
+                        return bed.next_index();
                     }
                 }
                 BedOutput::Pending(window) => {
-                    if when_behind == WhenBehind::Wait {
-                        while queue.is_full() {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
+                    while queue.settings().wait_when_full && queue.is_full() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     queue.push(window);
                 }
             }
         }
     }
+    bed.next_index()
 }
 
 #[cfg(test)]

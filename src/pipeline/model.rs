@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::{Config, ConfigError};
 use crate::dsp::normalize::Normalization;
 use crate::dsp::{DspConfig, PreprocessSpec};
 use crate::ecg::LeadSet;
@@ -78,6 +79,9 @@ pub struct LoadedModel {
     /// A required execution provider could not run the bundle: the daemon must not start,
     /// whatever `[model] required` says (the deployment asked for that hardware).
     pub provider_refused: bool,
+    /// The window, in seconds, the bundle's encoder takes (its samples at the model rate),
+    /// when a manifest could be read: every bed's window must be this long.
+    pub encoder_window_seconds: Option<f64>,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -89,42 +93,99 @@ impl std::fmt::Debug for LoadedModel {
     }
 }
 
+/// What the manifest of `model`'s bundle says about preprocessing, read without opening the
+/// model: the spec the beds run (with the site's mains notch; `[dsp]` without a manifest),
+/// the window the encoder takes, and the bundle directory found.
+pub fn read_spec(
+    model: &ModelConfig,
+    dsp: &DspConfig,
+) -> (PreprocessSpec, Option<f64>, Option<PathBuf>) {
+    let mut spec = fallback_spec(dsp);
+    let mut encoder_window_seconds = None;
+    let bundle_dir = resolve_bundle(&model.bundle).ok();
+    if let Some(manifest) = bundle_dir.as_deref().and_then(|d| read_manifest(d).ok()) {
+        encoder_window_seconds =
+            Some(manifest.encoder.samples as f64 / manifest.preprocess.model_rate_hz);
+        spec = with_site_mains(manifest.preprocess, dsp);
+    }
+    if !model.required_leads.is_empty() {
+        spec.required_leads = model.required_leads.clone();
+    }
+    (spec, encoder_window_seconds, bundle_dir)
+}
+
 /// Finds, verifies and opens the bundle of `model` on ONNX Runtime. Never fails: an unusable
 /// bundle is an `Err` reason in [`LoadedModel::engine`] (see the module docs for the policy).
 pub fn load(model: &ModelConfig, runtime: &RuntimeConfig, dsp: &DspConfig) -> LoadedModel {
-    let mut spec = fallback_spec(dsp);
+    let (spec, encoder_window_seconds, bundle_dir) = read_spec(model, dsp);
     let mut provider_refused = false;
-    let bundle_dir = resolve_bundle(&model.bundle).ok();
     let engine = match &bundle_dir {
         None => Err(format!(
             "no report generated: no model bundle at {} (looked in the working directory, next to the executable and in the data directories; set [model] bundle or {ENV_DATA_DIR})",
             model.bundle.display()
         )),
-        Some(dir) => {
-            if let Ok(manifest) = read_manifest(dir) {
-                spec = manifest.preprocess;
+        Some(dir) => open(dir, runtime).map_err(|e| match e {
+            OpenError::Unusable(reason) => format!(
+                "no report generated: model bundle {} cannot be used: {reason}",
+                dir.display()
+            ),
+            OpenError::ProviderRequired(reason) => {
+                provider_refused = true;
+                reason
             }
-            open(dir, runtime).map_err(|e| match e {
-                OpenError::Unusable(reason) => format!(
-                    "no report generated: model bundle {} cannot be used: {reason}",
-                    dir.display()
-                ),
-                OpenError::ProviderRequired(reason) => {
-                    provider_refused = true;
-                    reason
-                }
-            })
-        }
+        }),
     };
-    if !model.required_leads.is_empty() {
-        spec.required_leads = model.required_leads.clone();
-    }
     LoadedModel {
         engine,
         spec,
         bundle_dir,
         provider_refused,
+        encoder_window_seconds,
     }
+}
+
+/// Checks every bed's window policy of `config` (read from `path`) against the model's
+/// preprocessing `spec` and the window its encoder takes (when a bundle was found).
+pub fn check_beds(
+    spec: &PreprocessSpec,
+    encoder_window_seconds: Option<f64>,
+    config: &Config,
+    path: &Path,
+) -> Result<(), ConfigError> {
+    for (i, source) in config.sources.iter().enumerate() {
+        if let Err((field, reason)) = source.window().apply(spec, encoder_window_seconds) {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: format!("source[{i}].{field}"),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+impl LoadedModel {
+    /// Checks every bed's window policy of `config` (read from `path`) against this model
+    /// ([`check_beds`]).
+    pub fn check_beds(&self, config: &Config, path: &Path) -> Result<(), ConfigError> {
+        check_beds(&self.spec, self.encoder_window_seconds, config, path)
+    }
+}
+
+/// The bundle's preprocessing `spec` with the site's mains notch (`[dsp] notch_hz`): the mains
+/// frequency is a property of the installation, not of the model, so a model trained where
+/// mains is 50 Hz gets a 60 Hz notch at a 60 Hz site. Everything else of the manifest's spec
+/// (band-pass, notch width and harmonics, rate, windows, normalisation) stays the model's.
+pub fn with_site_mains(mut spec: PreprocessSpec, dsp: &DspConfig) -> PreprocessSpec {
+    if spec.filter.notch_hz != dsp.notch_hz {
+        tracing::info!(
+            bundle_notch_hz = spec.filter.notch_hz,
+            site_notch_hz = dsp.notch_hz,
+            "the site's mains notch ([dsp] notch_hz) replaces the bundle's"
+        );
+        spec.filter.notch_hz = dsp.notch_hz;
+    }
+    spec
 }
 
 /// Why a bundle did not open: a reason to publish on every window, or a required execution
@@ -196,6 +257,29 @@ mod tests {
             "{reason}"
         );
         assert_eq!(loaded.spec.model_rate_hz, FALLBACK_MODEL_RATE_HZ);
+    }
+
+    #[test]
+    fn the_site_mains_notch_replaces_the_bundles_and_nothing_else() {
+        let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/bundles/tiny");
+        let manifest = read_manifest(&bundle).unwrap().preprocess;
+        assert_eq!(manifest.filter.notch_hz, 50.0);
+        let model = ModelConfig {
+            bundle,
+            ..ModelConfig::default()
+        };
+        let site = DspConfig {
+            notch_hz: 60.0,
+            // The deployment's other [dsp] settings do not override the model's.
+            lowpass_hz: 100.0,
+            window_seconds: 5.0,
+            ..DspConfig::default()
+        };
+        let spec = load(&model, &RuntimeConfig::default(), &site).spec;
+        assert_eq!(spec.filter.notch_hz, 60.0);
+        let mut expected = manifest;
+        expected.filter.notch_hz = 60.0;
+        assert_eq!(spec, expected);
     }
 
     #[test]

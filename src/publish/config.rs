@@ -12,7 +12,7 @@ use super::topic::validate_level;
 use crate::config::Secret;
 
 /// MQTT broker settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// Publish reports over MQTT (`meit run`); off: standard output only.
@@ -75,7 +75,7 @@ pub struct MqttConfig {
 }
 
 /// `[mqtt.outbox]`: where undelivered reports wait, and their bounds.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
     /// Directory (created if missing); must survive reboots for reports to.
