@@ -44,8 +44,8 @@ enum Command {
         quiet: bool,
     },
     /// Evaluate a trained model on the held-out synthetic test set: text metrics, clinical
-    /// correctness, shuffled-ECG control, robustness, lead sets, transfer. Writes JSON and
-    /// Markdown.
+    /// correctness, shuffled-ECG control, robustness, lead sets, transfer; with --external, on
+    /// ECGs the project did not make. Writes JSON and Markdown.
     Eval {
         /// The model directory (from `train`).
         #[arg(long)]
@@ -61,6 +61,11 @@ enum Command {
         /// BUNDLE/eval.json and BUNDLE/eval.md.
         #[arg(long)]
         bundle: Option<PathBuf>,
+        /// Also score the test windows of this external set (models/external: ECGs the project
+        /// did not make, with a manifest.json of expected rhythm and rate classes): an
+        /// "external" section in eval.md / eval.json.
+        #[arg(long)]
+        external: Option<PathBuf>,
         /// Where to write the JSON (default: DIR/eval.json).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -272,6 +277,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             records,
             suite,
             bundle,
+            external,
             json,
             markdown,
         } => {
@@ -299,7 +305,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     max_new_tokens: config.train.max_tokens,
                 }),
             };
-            let report = eval::suite::evaluate(
+            let mut report = eval::suite::evaluate(
                 &config,
                 reporter.as_mut(),
                 &encoder,
@@ -307,6 +313,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 &rows,
                 progress,
             )?;
+            if let Some(dir) = &external {
+                eprintln!("meit-models eval: external set {}", dir.display());
+                report.external = Some(
+                    eval::external::evaluate_external(dir, reporter.as_mut(), &encoder)
+                        .with_context(|| {
+                            format!("evaluating the external set {}", dir.display())
+                        })?,
+                );
+            }
             if let Some(dir) = &bundle {
                 // The manifest records the figures measured on its own graphs (the checksums
                 // cover the graphs and the tokenizer, not the manifest).

@@ -322,6 +322,7 @@ fn generate_reports_each_window_of_any_record_and_eval_writes_its_tables()
 
     let json = dir.path().join("eval.json");
     let md = dir.path().join("eval.md");
+    let external = Path::new(env!("CARGO_MANIFEST_DIR")).join("external");
     ok(&meit_models(&[
         "eval",
         "--model",
@@ -330,6 +331,8 @@ fn generate_reports_each_window_of_any_record_and_eval_writes_its_tables()
         "quick",
         "--records",
         "4",
+        "--external",
+        &external.to_string_lossy(),
         "--json",
         &json.to_string_lossy(),
         "--markdown",
@@ -352,6 +355,25 @@ fn generate_reports_each_window_of_any_record_and_eval_writes_its_tables()
     );
     let table = std::fs::read_to_string(&md)?;
     assert!(table.contains("| shuffled-ecg |"));
+    // The external set: every test window scored, each either reported or refused with reasons.
+    let total = &report["external"]["total"];
+    assert_eq!(total["windows"].as_u64(), Some(47), "{total}");
+    let windows = report["external"]["windows"].as_array().map_or(0, Vec::len);
+    assert_eq!(windows, 47);
+    for w in report["external"]["windows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        assert!(
+            w["report"].is_string()
+                || w["no_report_reasons"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty()),
+            "{w}"
+        );
+    }
+    assert!(table.contains("## External set") && table.contains("| nk2-multileads |"));
     Ok(())
 }
 
