@@ -204,10 +204,12 @@ pub fn parse_annotations(bytes: &[u8]) -> Result<Vec<Annotation>, AnnotationErro
             }
             AUX => {
                 let len = usize::from(field);
-                let text = bytes.get(offset..offset + len).ok_or(AnnotationError::Truncated {
-                    offset,
-                    what: "AUX text",
-                })?;
+                let text = bytes
+                    .get(offset..offset + len)
+                    .ok_or(AnnotationError::Truncated {
+                        offset,
+                        what: "AUX text",
+                    })?;
                 let text = String::from_utf8_lossy(text)
                     .trim_end_matches('\0')
                     .to_string();
@@ -229,7 +231,12 @@ pub fn parse_annotations(bytes: &[u8]) -> Result<Vec<Annotation>, AnnotationErro
                     aux: None,
                 });
             }
-            c => return Err(AnnotationError::InvalidCode { offset: here, code: c }),
+            c => {
+                return Err(AnnotationError::InvalidCode {
+                    offset: here,
+                    code: c,
+                });
+            }
         }
     }
     Ok(annotations)
@@ -312,7 +319,10 @@ mod tests {
         assert_eq!(beat_samples(&a).len(), 2273);
         assert_eq!((a[0].sample, a[0].code.symbol()), (18, "+"));
         assert_eq!(a[0].aux.as_deref(), Some("(N"));
-        let first: Vec<(u64, &str)> = a[1..5].iter().map(|x| (x.sample, x.code.symbol())).collect();
+        let first: Vec<(u64, &str)> = a[1..5]
+            .iter()
+            .map(|x| (x.sample, x.code.symbol()))
+            .collect();
         assert_eq!(first, vec![(77, "N"), (370, "N"), (662, "N"), (946, "N")]);
         // The last beat lies within the record's 650000 samples.
         assert!(a.last().unwrap().sample < 650_000);
@@ -339,11 +349,17 @@ mod tests {
         ));
         assert!(matches!(
             parse_annotations(&word(55, 1)),
-            Err(AnnotationError::InvalidCode { offset: 0, code: 55 })
+            Err(AnnotationError::InvalidCode {
+                offset: 0,
+                code: 55
+            })
         ));
         assert!(matches!(
             parse_annotations(&word(CHN, 1)),
-            Err(AnnotationError::OrphanField { offset: 0, code: CHN })
+            Err(AnnotationError::OrphanField {
+                offset: 0,
+                code: CHN
+            })
         ));
         // A negative SKIP before the start of the record.
         let mut back = word(SKIP, 0).to_vec();
@@ -351,7 +367,10 @@ mod tests {
         back.extend(0xfff0u16.to_le_bytes());
         assert!(matches!(
             parse_annotations(&back),
-            Err(AnnotationError::TimeOutOfRange { offset: 0, time: -16 })
+            Err(AnnotationError::TimeOutOfRange {
+                offset: 0,
+                time: -16
+            })
         ));
     }
 
