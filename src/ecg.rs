@@ -320,15 +320,24 @@ mod tests {
         ] {
             let read = LeadName::parse(name).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!((read.lead, read.kind), (lead, kind), "{name}");
-            assert_eq!(read.is_approximation(), kind == ChestApproximation, "{name}");
+            assert_eq!(
+                read.is_approximation(),
+                kind == ChestApproximation,
+                "{name}"
+            );
             assert_eq!(name.parse::<Lead>().unwrap(), lead, "{name}");
         }
-        for name in ["MLIV", "vx", "X", "Resp", "ECG", "", "V7", "lead", "ABP", "MCL2", "VV"] {
+        for name in [
+            "MLIV", "vx", "X", "Resp", "ECG", "", "V7", "lead", "ABP", "MCL2", "VV",
+        ] {
             let e = LeadName::parse(name).unwrap_err();
             assert_eq!(e.0, name);
             // The message lists the known names.
             let message = e.to_string();
-            assert!(message.contains("aVR") && message.contains("MLII"), "{message}");
+            assert!(
+                message.contains("aVR") && message.contains("MLII"),
+                "{message}"
+            );
         }
     }
 
@@ -340,7 +349,9 @@ mod tests {
         }
         let d: Device = toml::from_str(r#"leads = ["MLII", "aVF", "V5", "mcl1"]"#).unwrap();
         assert_eq!(d.leads, vec![Lead::II, Lead::AVF, Lead::V5, Lead::V1]);
-        let e = toml::from_str::<Device>(r#"leads = ["Resp"]"#).err().unwrap();
+        let e = toml::from_str::<Device>(r#"leads = ["Resp"]"#)
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("unknown lead `Resp`"), "{e}");
         // Serialised names stay the standard ones.
         assert_eq!(serde_json::to_string(&Lead::AVR).unwrap(), "\"aVR\"");
