@@ -5,7 +5,7 @@
 //! column (`time`, `time_s`, `t` or `seconds`, in seconds) from which the sample rate is taken;
 //! values are microvolts. WFDB records (`.hea`, or the `.dat` next to it) are read through
 //! [`crate::wfdb`] at their own sample rate; of their signals, the standard leads are replayed
-//! (in any spelling [`crate::wfdb::lead_of`] accepts) and the rest (Frank X/Y/Z, respiration,
+//! (in any spelling [`crate::ecg::LeadName::parse`] accepts) and the rest (Frank X/Y/Z, respiration,
 //! ...) are left out with a logged note.
 
 use std::path::{Path, PathBuf};
@@ -166,6 +166,7 @@ fn load_wfdb(hea: &Path, sample_rate_hz: Option<f64>) -> Result<Recording, Repla
     let LeadSelection {
         mut recording,
         ignored,
+        approximated,
     } = record.standard_leads();
     if recording.leads.is_empty() {
         let signals: Vec<&str> = record
@@ -184,6 +185,14 @@ fn load_wfdb(hea: &Path, sample_rate_hz: Option<f64>) -> Result<Recording, Repla
             file = %hea.display(),
             ignored = %ignored.join(", "),
             "signals that are not one of the 12 standard leads are not replayed"
+        );
+    }
+    for (name, lead) in &approximated {
+        tracing::warn!(
+            file = %hea.display(),
+            signal = %name,
+            lead = %lead,
+            "signal replayed as a chest-lead approximation: its morphology can differ from the standard lead"
         );
     }
     if let Some(rate) = sample_rate_hz {

@@ -1,5 +1,7 @@
-//! `meit bench`: every stage benchmark in-process (synth, dsp, infer) as one table, or
-//! `meit bench infer` for the inference engine alone (`meit::infer::bench`).
+//! `meit bench`: every stage benchmark in-process (synth, dsp, infer) as one table,
+//! `meit bench infer` for the inference engine alone (`meit::infer::bench`), or
+//! `meit bench beats` for beat detection against reference annotations
+//! (`meit::dsp::beat_bench`), which writes `docs/bench/beats.md`.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,6 +11,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use meit::dsp::Preprocessor;
+use meit::dsp::beat_bench::{self, RecordResult, Stress};
 use meit::infer::bench::{self, BED_WINDOW_SECONDS, BenchOptions, InferBench, Spread};
 use meit::infer::bundle::Bundle;
 use meit::infer::config::{ExecutionProviderKind, ProviderConfig, ProviderPolicy};
@@ -39,6 +42,28 @@ pub enum BenchCommand {
     /// The inference engine on a bundle: encoder latency, prefill and decode tokens/s, report
     /// latency p50/p99 at batch 1 and at the best batch, beds served in real time, peak RSS.
     Infer(InferArgs),
+    /// Beat detection (`dsp::beats`) against the reference beat annotations of real records
+    /// (EC57: 150 ms matching window, Se and +P per record and gross), as recorded and under
+    /// added artefacts; writes a Markdown report.
+    Beats(BeatsArgs),
+}
+
+/// `meit bench beats`.
+#[derive(Debug, Args)]
+pub struct BeatsArgs {
+    /// A WFDB record (`.hea`) with reference annotations (`.atr`) beside it; repeatable.
+    /// Default: every annotated record in tests/fixtures/physionet.
+    #[arg(long)]
+    pub record: Vec<PathBuf>,
+    /// Seconds of signal analysed at a time (the daemon's window).
+    #[arg(long, default_value_t = beat_bench::DAEMON_WINDOW_S)]
+    pub window_s: f64,
+    /// The Markdown report to write ("-" for standard output only).
+    #[arg(long, default_value = "docs/bench/beats.md")]
+    pub out: PathBuf,
+    /// Only the records as recorded (no added artefacts).
+    #[arg(long)]
+    pub no_stress: bool,
 }
 
 /// `meit bench infer`.
@@ -130,6 +155,7 @@ impl From<Optimization> for OptimizationLevel {
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         Some(BenchCommand::Infer(infer)) => run_infer(infer),
+        Some(BenchCommand::Beats(beats)) => run_beats(beats),
         None => run_all(&args.bundle, args.threads),
     }
 }
@@ -297,6 +323,64 @@ fn run_all(bundle: &Path, threads: usize) -> anyhow::Result<ExitCode> {
             "peak RSS (VmHWM): {:.1} MiB",
             rss as f64 / (1024.0 * 1024.0)
         )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Annotated records under `dir`: every `.hea` with an `.atr` beside it, by name.
+fn annotated_records(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "hea") && p.with_extension("atr").is_file())
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+fn run_beats(args: BeatsArgs) -> anyhow::Result<ExitCode> {
+    let records = if args.record.is_empty() {
+        annotated_records(Path::new("tests/fixtures/physionet"))?
+    } else {
+        args.record.clone()
+    };
+    anyhow::ensure!(!records.is_empty(), "no annotated record to benchmark");
+    let stresses: &[Stress] = if args.no_stress {
+        &[Stress::None]
+    } else {
+        &[
+            Stress::None,
+            Stress::LowAmplitude(0.2),
+            Stress::NoiseBursts(100.0),
+            Stress::BaselineWander(1000.0),
+            Stress::TallT(1.5),
+        ]
+    };
+    let started = Instant::now();
+    let mut results: Vec<RecordResult> = Vec::new();
+    for stress in stresses {
+        for hea in &records {
+            results.push(beat_bench::bench_record(hea, *stress, args.window_s)?);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let table = beat_bench::markdown_table(&results);
+    let mut command = String::from("meit bench beats");
+    for r in &args.record {
+        command.push_str(&format!(" --record {}", r.display()));
+    }
+    if args.window_s != beat_bench::DAEMON_WINDOW_S {
+        command.push_str(&format!(" --window-s {}", args.window_s));
+    }
+    if args.no_stress {
+        command.push_str(" --no-stress");
+    }
+    let report = beat_bench::markdown_report(&table, &command, args.window_s, elapsed);
+    print!("{table}");
+    if args.out != Path::new("-") {
+        std::fs::write(&args.out, report)
+            .with_context(|| format!("writing {}", args.out.display()))?;
+        eprintln!("wrote {}", args.out.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -16,6 +16,7 @@
 //! across windows); training filters each record from its start with the same code. With
 //! `zero_phase` both filter each window forward and backward, which costs one window of latency.
 
+pub mod beat_bench;
 pub mod beats;
 pub mod config;
 pub mod filter;

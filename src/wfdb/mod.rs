@@ -6,6 +6,7 @@
 //! decides how much is allocated, and malformed input is an error, never a panic (see the
 //! fuzz target under `fuzz/` and the random-bytes tests in `tests/synth_wfdb.rs`).
 
+pub mod annotation;
 pub mod header;
 
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use ndarray::Array2;
 
 pub use header::{Header, SignalSpec};
 
-use crate::ecg::{Lead, LeadSet, Recording};
+use crate::ecg::{Lead, LeadName, LeadSet, Recording};
 
 /// What can go wrong reading or writing WFDB.
 #[derive(Debug, thiserror::Error)]
@@ -298,10 +299,14 @@ impl WfdbRecord {
     pub fn standard_leads(&self) -> LeadSelection {
         let mut picked: Vec<(usize, Lead)> = Vec::new();
         let mut ignored = Vec::new();
+        let mut approximated = Vec::new();
         for (index, s) in self.header.signals.iter().enumerate() {
-            match lead_of(&s.description) {
-                Some(lead) if picked.iter().all(|&(_, l)| l != lead) => {
-                    picked.push((index, lead));
+            match LeadName::parse(&s.description) {
+                Ok(name) if picked.iter().all(|&(_, l)| l != name.lead) => {
+                    picked.push((index, name.lead));
+                    if name.is_approximation() {
+                        approximated.push((s.description.clone(), name.lead));
+                    }
                 }
                 _ => ignored.push(s.description.clone()),
             }
@@ -309,6 +314,7 @@ impl WfdbRecord {
         LeadSelection {
             recording: self.leads_uv(&picked),
             ignored,
+            approximated,
         }
     }
 
@@ -353,37 +359,16 @@ pub struct LeadSelection {
     pub recording: Recording,
     /// Descriptions of the signals left out, in the record's order.
     pub ignored: Vec<String>,
+    /// Signals read as a standard lead they only approximate (`MCL1` or `V` as V1), with that
+    /// lead ([`crate::ecg::LeadKind::ChestApproximation`]).
+    pub approximated: Vec<(String, Lead)>,
 }
 
-/// The standard lead a signal description names, in the spellings found in PhysioNet
-/// records: any case (`I`, `ii`, `aVR`, `AVR`, `avr`, `V1`, `v1`), optionally after an `ECG`
-/// or `lead` prefix (`ECG I`, `Lead_II`); MIT-BIH's modified limb leads (`MLI`, `MLII`,
-/// `MLIII`, Holter electrodes on the torso) are read as their limb lead. Anything else (`vx`,
-/// `Resp`) is `None`.
+/// The standard lead a signal description names, in any spelling [`LeadName::parse`] accepts
+/// (the project's one lead-name mapping: `ii`, `ECG lead II`, `MLII`, `MCL1`, `V`, ...);
+/// anything else (`vx`, `Resp`) is `None`.
 pub fn lead_of(description: &str) -> Option<Lead> {
-    let d = description.trim();
-    if let Some(limb) = d
-        .get(..2)
-        .filter(|p| p.eq_ignore_ascii_case("ml"))
-        .and_then(|_| d.get(2..))
-    {
-        return match limb.to_ascii_uppercase().as_str() {
-            "I" => Some(Lead::I),
-            "II" => Some(Lead::II),
-            "III" => Some(Lead::III),
-            _ => None,
-        };
-    }
-    let bare = ["ecg", "lead"]
-        .iter()
-        .find_map(|prefix| {
-            let head = d.get(..prefix.len())?;
-            let rest = d.get(prefix.len()..)?;
-            head.eq_ignore_ascii_case(prefix)
-                .then(|| rest.trim_start_matches([' ', '_', '-', ':']))
-        })
-        .unwrap_or(d);
-    bare.parse().ok()
+    LeadName::parse(description).ok().map(|n| n.lead)
 }
 
 /// How to store a recording.
@@ -509,28 +494,29 @@ mod tests {
     }
 
     #[test]
-    fn lead_names_match_in_the_usual_spellings_and_nothing_else() {
-        for (d, lead) in [
-            ("I", Lead::I),
-            ("ii", Lead::II),
-            ("III", Lead::III),
-            ("aVR", Lead::AVR),
-            ("AVL", Lead::AVL),
-            ("avf", Lead::AVF),
-            ("v1", Lead::V1),
-            (" V6 ", Lead::V6),
-            ("ECG I", Lead::I),
-            ("Lead_II", Lead::II),
-            ("lead-aVF", Lead::AVF),
-            ("MLII", Lead::II),
-            ("MLI", Lead::I),
-            ("mliii", Lead::III),
-        ] {
-            assert_eq!(lead_of(d), Some(lead), "{d}");
-        }
-        for d in ["MLIV", "vx", "X", "Y", "Z", "Resp", "ECG", "", "V7", "lead"] {
-            assert_eq!(lead_of(d), None, "{d}");
-        }
+    fn lead_of_reads_the_one_lead_name_mapping() {
+        assert_eq!(lead_of("MLII"), Some(Lead::II));
+        assert_eq!(lead_of("ECG lead II"), Some(Lead::II));
+        assert_eq!(lead_of("V"), Some(Lead::V1));
+        assert_eq!(lead_of("vx"), None);
+    }
+
+    #[test]
+    fn chest_approximations_are_named_in_the_selection() {
+        let h = Header::parse(
+            "r 3 250 1\n\
+             r.dat 16 1000/mV 16 0 0 0 0 II\n\
+             r.dat 16 1000/mV 16 0 0 0 0 V\n\
+             r.dat 16 1000/mV 16 0 0 0 0 PLETH\n",
+        )
+        .unwrap();
+        let data = encode_samples(SignalFormat::Format16, &[1, 2, 3]).unwrap();
+        let sel = decode_record(h, |_| Ok(data.clone()))
+            .unwrap()
+            .standard_leads();
+        assert_eq!(sel.recording.leads, LeadSet(vec![Lead::II, Lead::V1]));
+        assert_eq!(sel.approximated, vec![("V".to_string(), Lead::V1)]);
+        assert_eq!(sel.ignored, vec!["PLETH"]);
     }
 
     #[test]
