@@ -14,14 +14,15 @@ use meit::ecg::{LeadSet, Recording};
 use ndarray::s;
 use serde::Serialize;
 
+use crate::codec::RecordCodec;
 use crate::model::ModelError;
 use crate::model::meit::{Meit, prompt_ids};
-use crate::training::{Encoder, TrainError};
+use crate::train::TrainError;
 
 /// Greedy report for one preprocessed input (the prompt of instruction phrasing `prompt`).
 pub fn report_for_input(
     model: &Meit,
-    encoder: &Encoder,
+    codec: &RecordCodec,
     input: &ModelInput,
     prompt: usize,
     max_new_tokens: usize,
@@ -30,10 +31,10 @@ pub fn report_for_input(
     let samples: Vec<f32> = input.samples.iter().copied().collect();
     let ecg = Tensor::from_vec(samples, (1, leads, length), &Device::Cpu)
         .map_err(ModelError::tensor("ECG input"))?;
-    let tokenizer = encoder.tokenizer();
-    let prompt_text = encoder.instruction().prompt(prompt);
+    let tokenizer = codec.tokenizer();
+    let prompt_text = codec.instruction().prompt(prompt);
     let prompt = prompt_ids(tokenizer, &prompt_text)?;
-    let ids = model.generate_greedy(&ecg, &prompt, max_new_tokens, encoder.stop_id())?;
+    let ids = model.generate_greedy(&ecg, &prompt, max_new_tokens, codec.stop_id())?;
     Ok(tokenizer.decode(&ids, true)?.trim().to_string())
 }
 
@@ -56,7 +57,7 @@ pub struct CandleReporter<'a> {
     /// The model.
     pub model: &'a Meit,
     /// Its preprocessing and tokenizer.
-    pub encoder: &'a Encoder,
+    pub codec: &'a RecordCodec,
     /// Most tokens per report.
     pub max_new_tokens: usize,
 }
@@ -71,7 +72,7 @@ impl Reporter for CandleReporter<'_> {
             .iter()
             .zip(prompts)
             .map(|(input, &p)| {
-                report_for_input(self.model, self.encoder, input, p, self.max_new_tokens)
+                report_for_input(self.model, self.codec, input, p, self.max_new_tokens)
             })
             .collect()
     }
@@ -152,12 +153,12 @@ pub enum WindowOutcome {
 /// shorter than a window is left out (the caller may say so).
 pub fn report_windows(
     model: &Meit,
-    encoder: &Encoder,
+    codec: &RecordCodec,
     recording: &Recording,
     max_new_tokens: usize,
 ) -> Result<Vec<WindowResult>, TrainError> {
-    let spec = encoder.preprocessor().spec();
-    let preprocessor = device_preprocessor(encoder, &recording.leads)?;
+    let spec = codec.preprocessor().spec();
+    let preprocessor = device_preprocessor(codec, &recording.leads)?;
     let rate = recording.sample_rate_hz;
     let window = (spec.window_seconds * rate).round() as usize;
     let hop = ((spec.hop_seconds * rate).round() as usize).max(1);
@@ -175,7 +176,7 @@ pub fn report_windows(
         };
         results.push(report_window(
             model,
-            encoder,
+            codec,
             &preprocessor,
             &slice,
             start as f64 / rate,
@@ -189,16 +190,16 @@ pub fn report_windows(
 /// The model's preprocessing on a device with `device` leads: the leads the device lacks are
 /// masked, the ones it has must be usable (`PreprocessSpec::for_device`).
 pub fn device_preprocessor(
-    encoder: &Encoder,
+    codec: &RecordCodec,
     device: &LeadSet,
 ) -> Result<Preprocessor, TrainError> {
-    Preprocessor::new(encoder.preprocessor().spec().for_device(device))
+    Preprocessor::new(codec.preprocessor().spec().for_device(device))
         .map_err(|e| ModelError::Config(format!("preprocess: {e}")).into())
 }
 
 fn report_window(
     model: &Meit,
-    encoder: &Encoder,
+    codec: &RecordCodec,
     preprocessor: &Preprocessor,
     slice: &Recording,
     start_s: f64,
@@ -233,7 +234,7 @@ fn report_window(
         .collect();
     let outcome = if input.quality.is_reportable() {
         WindowOutcome::Report {
-            text: report_for_input(model, encoder, &input, 0, max_new_tokens)?,
+            text: report_for_input(model, codec, &input, 0, max_new_tokens)?,
         }
     } else {
         WindowOutcome::NoReport {

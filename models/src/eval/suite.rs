@@ -13,13 +13,14 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 
 use super::clinical::{ClinicalCase, ClinicalScores, score_cases};
+use crate::codec::RecordCodec;
 use crate::data::Split;
 use crate::data::synth::{Forced, LeadProfile, ReportStyle, SynthData};
 use crate::generate::{Reporter, device_preprocessor};
 use crate::metrics::{self, Evaluation, Sample, Tokenization};
 use crate::model::ModelError;
-use crate::model::train::RunConfig;
-use crate::training::{Encoder, TrainError};
+use crate::train::TrainError;
+use crate::train::config::RunConfig;
 
 /// How the test records are changed for one row of the table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -213,7 +214,7 @@ pub struct EvalReport {
 pub fn evaluate(
     config: &RunConfig,
     reporter: &mut dyn Reporter,
-    encoder: &Encoder,
+    codec: &RecordCodec,
     records: usize,
     variants: &[Variant],
     mut progress: impl FnMut(&str),
@@ -229,7 +230,7 @@ pub fn evaluate(
             config,
             data,
             reporter,
-            encoder,
+            codec,
             records,
             variant,
             tokenization,
@@ -248,7 +249,7 @@ fn evaluate_variant(
     config: &RunConfig,
     data: &SynthData,
     reporter: &mut dyn Reporter,
-    encoder: &Encoder,
+    codec: &RecordCodec,
     records: usize,
     variant: &Variant,
     tokenization: Tokenization,
@@ -264,7 +265,7 @@ fn evaluate_variant(
         .iter()
         .map(|r| {
             // As `generate` does: leads the device lacks are masked, not refused.
-            device_preprocessor(encoder, &r.recording.leads)?
+            device_preprocessor(codec, &r.recording.leads)?
                 .process_recording(&r.recording)
                 .map_err(|source| {
                     TrainError::from(crate::data::DataError::Preprocess {
