@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use meit::report::Outcome;
 use meit_models::eval::{self, suite::Suite};
 use meit_models::generate;
 use meit_models::metrics::{self, Tokenization};
@@ -430,16 +431,28 @@ fn generate(model_dir: &Path, hea: &Path, json: bool) -> anyhow::Result<ExitCode
         } else {
             format!(" [masked: {}]", w.masked_leads.join(" "))
         };
+        let (start, end) = (w.start_s, w.end_s);
         match &w.outcome {
-            generate::WindowOutcome::Report { text } => {
-                println!("{:6.1}-{:6.1} s{masked}: {text}", w.start_s, w.end_s)
-            }
-            generate::WindowOutcome::NoReport { reasons } => println!(
-                "{:6.1}-{:6.1} s{masked}: NO REPORT ({})",
-                w.start_s,
-                w.end_s,
+            Outcome::Report {
+                text,
+                contradictions,
+                ..
+            } if contradictions.is_empty() => println!("{start:6.1}-{end:6.1} s{masked}: {text}"),
+            Outcome::Report {
+                text,
+                contradictions,
+                ..
+            } => println!(
+                "{start:6.1}-{end:6.1} s{masked}: {text} [CHECK: {}]",
+                contradictions.join("; ")
+            ),
+            Outcome::NoReport { reasons } => println!(
+                "{start:6.1}-{end:6.1} s{masked}: NO REPORT ({})",
                 reasons.join("; ")
             ),
+            Outcome::NoModel { reason } => {
+                println!("{start:6.1}-{end:6.1} s{masked}: signal reportable, {reason}")
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

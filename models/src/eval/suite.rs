@@ -144,7 +144,7 @@ pub fn variants(suite: Suite, data: &SynthData) -> Vec<Variant> {
     ));
     rows.push(Variant::new(
         "strap-1-lead",
-        "lead II only",
+        "lead I only (the Polar H10 strap's lead)",
         Forced {
             leads: Some(LeadProfile::Single),
             ..clean()
@@ -305,8 +305,8 @@ fn evaluate_variant(
             })?
         } else {
             no_report += 1;
-            for reason in input.quality.reasons.iter().filter(|r| r.blocks_report()) {
-                *no_report_reasons.entry(reason.to_string()).or_insert(0) += 1;
+            for reason in input.quality.blocking_reasons() {
+                *no_report_reasons.entry(reason).or_insert(0) += 1;
             }
             String::new()
         };
