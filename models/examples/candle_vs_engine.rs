@@ -21,7 +21,7 @@ use meit::infer::bundle::Bundle;
 use meit::infer::engine::Engine;
 use meit::infer::runtime::OnnxRuntime;
 use meit_models::generate::report_for_input;
-use meit_models::training::load_model;
+use meit_models::train::load_model;
 
 fn main() -> anyhow::Result<()> {
     let mut model_dir = PathBuf::from("models/trained/tiny");

@@ -1,27 +1,33 @@
 //! Reports from a trained model: one record's model input -> greedy decoding -> text, and a
 //! whole WFDB record cut into the model's windows, each judged for quality first.
 //!
-//! A window the signal-quality check refuses (lead-off, flat, railed, noise, invalid samples)
-//! gets a no-report result with the reasons, never a generated sentence. Leads the record lacks
+//! Windows are cut, judged and reported with the `meit` library's code, as the daemon does: the
+//! window cut (`meit::dsp::window::recording_windows`), the quality check and its blocking
+//! reasons, and the [`Outcome`] of a window. A window the signal-quality check refuses
+//! (lead-off, flat, railed, noise, non-finite samples) gets a no-report result with the
+//! reasons, never a generated sentence. Leads the record lacks
 //! are masked (zeros) exactly as in training, and the result names them; the leads it has must
 //! be usable (unless the model's spec names its own required leads).
 
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
+use meit::dsp::window::recording_windows;
 use meit::dsp::{ModelInput, Preprocessor};
 use meit::ecg::{LeadSet, Recording};
-use ndarray::s;
+use meit::report::Outcome;
+use meit::wfdb::read_standard_leads;
 use serde::Serialize;
 
+use crate::codec::RecordCodec;
 use crate::model::ModelError;
 use crate::model::meit::{Meit, prompt_ids};
-use crate::training::{Encoder, TrainError};
+use crate::train::TrainError;
 
 /// Greedy report for one preprocessed input (the prompt of instruction phrasing `prompt`).
 pub fn report_for_input(
     model: &Meit,
-    encoder: &Encoder,
+    codec: &RecordCodec,
     input: &ModelInput,
     prompt: usize,
     max_new_tokens: usize,
@@ -30,10 +36,10 @@ pub fn report_for_input(
     let samples: Vec<f32> = input.samples.iter().copied().collect();
     let ecg = Tensor::from_vec(samples, (1, leads, length), &Device::Cpu)
         .map_err(ModelError::tensor("ECG input"))?;
-    let tokenizer = encoder.tokenizer();
-    let prompt_text = encoder.instruction().prompt(prompt);
+    let tokenizer = codec.tokenizer();
+    let prompt_text = codec.instruction().prompt(prompt);
     let prompt = prompt_ids(tokenizer, &prompt_text)?;
-    let ids = model.generate_greedy(&ecg, &prompt, max_new_tokens, encoder.stop_id())?;
+    let ids = model.generate_greedy(&ecg, &prompt, max_new_tokens, codec.stop_id())?;
     Ok(tokenizer.decode(&ids, true)?.trim().to_string())
 }
 
@@ -56,7 +62,7 @@ pub struct CandleReporter<'a> {
     /// The model.
     pub model: &'a Meit,
     /// Its preprocessing and tokenizer.
-    pub encoder: &'a Encoder,
+    pub codec: &'a RecordCodec,
     /// Most tokens per report.
     pub max_new_tokens: usize,
 }
@@ -71,7 +77,7 @@ impl Reporter for CandleReporter<'_> {
             .iter()
             .zip(prompts)
             .map(|(input, &p)| {
-                report_for_input(self.model, self.encoder, input, p, self.max_new_tokens)
+                report_for_input(self.model, self.codec, input, p, self.max_new_tokens)
             })
             .collect()
     }
@@ -128,148 +134,81 @@ pub struct WindowResult {
     pub masked_leads: Vec<String>,
     /// Signal quality index in [0, 1].
     pub quality_index: f64,
-    /// The report, or why there is none.
-    pub outcome: WindowOutcome,
+    /// The report (its codes read back and its unsupported claims flagged, as the daemon
+    /// publishes it) or why there is none: the `meit` library's [`Outcome`].
+    pub outcome: Outcome,
 }
 
-/// A report or the reasons for none.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum WindowOutcome {
-    /// The generated report.
-    Report {
-        /// Its text.
-        text: String,
-    },
-    /// The window cannot be judged.
-    NoReport {
-        /// Why, one phrase each.
-        reasons: Vec<String>,
-    },
-}
-
-/// Reports for every whole window of `recording` (device rate and leads, microvolts); a tail
-/// shorter than a window is left out (the caller may say so).
+/// Reports for every whole window of `recording` (device rate and leads, microvolts), cut as
+/// the daemon cuts a stream (`meit::dsp::window::recording_windows`); a tail shorter than a
+/// window is left out (the caller may say so).
 pub fn report_windows(
     model: &Meit,
-    encoder: &Encoder,
+    codec: &RecordCodec,
     recording: &Recording,
     max_new_tokens: usize,
 ) -> Result<Vec<WindowResult>, TrainError> {
-    let spec = encoder.preprocessor().spec();
-    let preprocessor = device_preprocessor(encoder, &recording.leads)?;
-    let rate = recording.sample_rate_hz;
-    let window = (spec.window_seconds * rate).round() as usize;
-    let hop = ((spec.hop_seconds * rate).round() as usize).max(1);
-    let frames = recording.len();
-    let mut results = Vec::new();
-    let mut start = 0;
-    while window > 0 && start + window <= frames {
-        let slice = Recording {
-            sample_rate_hz: rate,
-            leads: recording.leads.clone(),
-            samples_uv: recording
-                .samples_uv
-                .slice(s![.., start..start + window])
-                .to_owned(),
-        };
-        results.push(report_window(
-            model,
-            encoder,
-            &preprocessor,
-            &slice,
-            start as f64 / rate,
-            max_new_tokens,
-        )?);
-        start += hop;
-    }
-    Ok(results)
+    let preprocessor = device_preprocessor(codec, &recording.leads)?;
+    let windows = recording_windows(recording, codec.preprocessor().spec().timing())
+        .map_err(|e| ModelError::Config(format!("preprocess: {e}")))?;
+    windows
+        .iter()
+        .map(|(start_s, slice)| {
+            report_window(model, codec, &preprocessor, slice, *start_s, max_new_tokens)
+        })
+        .collect()
 }
 
 /// The model's preprocessing on a device with `device` leads: the leads the device lacks are
 /// masked, the ones it has must be usable (`PreprocessSpec::for_device`).
 pub fn device_preprocessor(
-    encoder: &Encoder,
+    codec: &RecordCodec,
     device: &LeadSet,
 ) -> Result<Preprocessor, TrainError> {
-    Preprocessor::new(encoder.preprocessor().spec().for_device(device))
+    Preprocessor::new(codec.preprocessor().spec().for_device(device))
         .map_err(|e| ModelError::Config(format!("preprocess: {e}")).into())
 }
 
 fn report_window(
     model: &Meit,
-    encoder: &Encoder,
+    codec: &RecordCodec,
     preprocessor: &Preprocessor,
     slice: &Recording,
     start_s: f64,
     max_new_tokens: usize,
 ) -> Result<WindowResult, TrainError> {
     let end_s = start_s + slice.duration_s();
-    let invalid = slice.samples_uv.iter().filter(|v| !v.is_finite()).count();
-    if invalid > 0 {
-        return Ok(WindowResult {
-            start_s,
-            end_s,
-            masked_leads: Vec::new(),
-            quality_index: 0.0,
-            outcome: WindowOutcome::NoReport {
-                reasons: vec![format!(
-                    "{invalid} invalid samples (missing values in the record)"
-                )],
-            },
-        });
-    }
     let input = preprocessor.process_recording(slice).map_err(|source| {
         crate::data::DataError::Preprocess {
             id: format!("window at {start_s:.1} s"),
             source,
         }
     })?;
-    let masked_leads = input
-        .lead_mask
-        .missing()
-        .iter()
-        .map(|l| l.name().to_string())
-        .collect();
+    let masked = input.lead_mask.missing();
     let outcome = if input.quality.is_reportable() {
-        WindowOutcome::Report {
-            text: report_for_input(model, encoder, &input, 0, max_new_tokens)?,
-        }
+        let text = report_for_input(model, codec, &input, 0, max_new_tokens)?;
+        Outcome::report(text, None, &masked)
     } else {
-        WindowOutcome::NoReport {
-            reasons: input
-                .quality
-                .reasons
-                .iter()
-                .filter(|r| r.blocks_report())
-                .map(|r| r.to_string())
-                .collect(),
+        Outcome::NoReport {
+            reasons: input.quality.blocking_reasons(),
         }
     };
     Ok(WindowResult {
         start_s,
         end_s,
-        masked_leads,
+        masked_leads: masked.iter().map(|l| l.name().to_string()).collect(),
         quality_index: input.quality.index,
         outcome,
     })
 }
 
 /// The standard leads of a WFDB record (other signals, such as Frank leads, are returned by
-/// name and not used).
+/// name and not used): `meit::wfdb::read_standard_leads`, as `meit replay` reads it.
 pub fn read_wfdb(hea: &Path) -> Result<(Recording, Vec<String>), TrainError> {
-    let record = meit::wfdb::read_record(hea).map_err(|source| crate::data::DataError::Wfdb {
-        path: hea.to_path_buf(),
-        source,
-    })?;
-    let selection = record.standard_leads();
-    if selection.recording.leads == LeadSet(Vec::new()) {
-        return Err(ModelError::Input(format!(
-            "{} has no standard ECG lead (signals: {})",
-            hea.display(),
-            selection.ignored.join(", ")
-        ))
-        .into());
-    }
+    let (_, selection) =
+        read_standard_leads(hea).map_err(|source| crate::data::DataError::Wfdb {
+            path: hea.to_path_buf(),
+            source,
+        })?;
     Ok((selection.recording, selection.ignored))
 }

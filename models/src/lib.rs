@@ -9,12 +9,15 @@
 //!   instruction format, masked loss).
 //! - [`tokenizer`]: byte-level BPE trained on report text (`tokenizer.json`).
 //! - [`data`]: labelled records (synthetic on the fly, PTB-XL, MIMIC-IV-ECG) for training.
-//! - [`training`]: the training run (epochs, checkpoints, resume, progress, loss curve) and the
-//!   model directory it writes.
+//! - [`codec`]: a record as model input (shared preprocessing, tokenizer, instruction wrapper).
+//! - [`train`]: the run config, one optimisation step (`train::step`), a whole training run
+//!   (`train::run`: epochs, checkpoints, resume, progress, loss curve) and the model directory
+//!   it writes.
 //! - [`generate`]: reports from a trained model, window by window, quality-gated.
 //! - [`eval`]: clinical correctness and the evaluation suite (`meit-models eval`).
 //! - [`export`]: a trained model -> an ONNX bundle for the daemon (`meit-models export`).
 
+pub mod codec;
 pub mod data;
 pub mod eval;
 pub mod export;
@@ -22,4 +25,4 @@ pub mod generate;
 pub mod metrics;
 pub mod model;
 pub mod tokenizer;
-pub mod training;
+pub mod train;

@@ -6,12 +6,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use meit::report::Outcome;
 use meit_models::eval::{self, suite::Suite};
 use meit_models::generate;
 use meit_models::metrics::{self, Tokenization};
-use meit_models::model::train::RunConfig;
 use meit_models::tokenizer::ReportTokenizer;
-use meit_models::training::{self, RunOptions};
+use meit_models::train::config::RunConfig;
+use meit_models::train::run::{self, RunOptions};
+use meit_models::train::{self, LOSS_PLOT, METRICS};
 
 /// Trains, evaluates and exports meit's models (the MEIT method).
 #[derive(Debug, Parser)]
@@ -217,7 +219,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             quiet,
         } => {
             let text = read(&config)?;
-            let run = RunConfig::from_toml(&text)
+            let run_config = RunConfig::from_toml(&text)
                 .with_context(|| format!("checking {}", config.display()))?;
             let out = out.unwrap_or_else(|| {
                 let name = config.file_stem().unwrap_or_default();
@@ -229,7 +231,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 max_steps,
                 quiet,
             };
-            let summary = training::train(&run, &text, &options)
+            let summary = run::train(&run_config, &text, &options)
                 .with_context(|| format!("training into {}", out.display()))?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(ExitCode::SUCCESS)
@@ -281,7 +283,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
             markdown,
         } => {
-            let (config, meit, encoder) = training::load_model(&model)
+            let (config, meit, codec) = train::load_model(&model)
                 .with_context(|| format!("loading the model in {}", model.display()))?;
             let records = records.unwrap_or(config.data.test_records);
             let data = config.data.synth.as_ref().context(
@@ -301,14 +303,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 None => Box::new(generate::CandleReporter {
                     model: &meit,
-                    encoder: &encoder,
+                    codec: &codec,
                     max_new_tokens: config.train.max_tokens,
                 }),
             };
             let mut report = eval::suite::evaluate(
                 &config,
                 reporter.as_mut(),
-                &encoder,
+                &codec,
                 records,
                 &rows,
                 progress,
@@ -369,8 +371,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::PlotLoss { model } => {
-            let png = model.join(training::LOSS_PLOT);
-            training::plot_loss(&model.join(training::METRICS), &png)
+            let png = model.join(LOSS_PLOT);
+            run::plot_loss(&model.join(METRICS), &png)
                 .with_context(|| format!("plotting {}", png.display()))?;
             eprintln!("meit-models: wrote {}", png.display());
             Ok(ExitCode::SUCCESS)
@@ -414,7 +416,7 @@ fn score(
 }
 
 fn generate(model_dir: &Path, hea: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let (config, model, encoder) = training::load_model(model_dir)
+    let (config, model, codec) = train::load_model(model_dir)
         .with_context(|| format!("loading the model in {}", model_dir.display()))?;
     let (recording, ignored) = generate::read_wfdb(hea)?;
     if !ignored.is_empty() {
@@ -424,8 +426,8 @@ fn generate(model_dir: &Path, hea: &Path, json: bool) -> anyhow::Result<ExitCode
             ignored.join(", ")
         );
     }
-    let windows = generate::report_windows(&model, &encoder, &recording, config.train.max_tokens)?;
-    let window_s = encoder.preprocessor().spec().window_seconds;
+    let windows = generate::report_windows(&model, &codec, &recording, config.train.max_tokens)?;
+    let window_s = codec.preprocessor().spec().window_seconds;
     let covered = windows.last().map_or(0.0, |w| w.end_s);
     let tail = recording.duration_s() - covered;
     if tail > 0.05 {
@@ -444,16 +446,28 @@ fn generate(model_dir: &Path, hea: &Path, json: bool) -> anyhow::Result<ExitCode
         } else {
             format!(" [masked: {}]", w.masked_leads.join(" "))
         };
+        let (start, end) = (w.start_s, w.end_s);
         match &w.outcome {
-            generate::WindowOutcome::Report { text } => {
-                println!("{:6.1}-{:6.1} s{masked}: {text}", w.start_s, w.end_s)
-            }
-            generate::WindowOutcome::NoReport { reasons } => println!(
-                "{:6.1}-{:6.1} s{masked}: NO REPORT ({})",
-                w.start_s,
-                w.end_s,
+            Outcome::Report {
+                text,
+                contradictions,
+                ..
+            } if contradictions.is_empty() => println!("{start:6.1}-{end:6.1} s{masked}: {text}"),
+            Outcome::Report {
+                text,
+                contradictions,
+                ..
+            } => println!(
+                "{start:6.1}-{end:6.1} s{masked}: {text} [CHECK: {}]",
+                contradictions.join("; ")
+            ),
+            Outcome::NoReport { reasons } => println!(
+                "{start:6.1}-{end:6.1} s{masked}: NO REPORT ({})",
                 reasons.join("; ")
             ),
+            Outcome::NoModel { reason } => {
+                println!("{start:6.1}-{end:6.1} s{masked}: signal reportable, {reason}")
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

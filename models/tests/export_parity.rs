@@ -12,11 +12,12 @@ use meit::dsp::ModelInput;
 use meit::infer::bundle::{Bundle, Precision};
 use meit::infer::engine::Engine;
 use meit::infer::runtime::OnnxRuntime;
+use meit_models::codec::RecordCodec;
 use meit_models::data::Split;
 use meit_models::export::{ExportOptions, export};
 use meit_models::generate::{device_preprocessor, report_for_input};
 use meit_models::model::meit::{Meit, prompt_ids};
-use meit_models::training::{Encoder, load_model};
+use meit_models::train::load_model;
 use ndarray::{Array2, Array3, Axis};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -69,8 +70,8 @@ fn engine(dir: &Path) -> Engine {
     Engine::new(bundle, runtime(), 1).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn model() -> &'static (Meit, Encoder) {
-    static MODEL: OnceLock<(Meit, Encoder)> = OnceLock::new();
+fn model() -> &'static (Meit, RecordCodec) {
+    static MODEL: OnceLock<(Meit, RecordCodec)> = OnceLock::new();
     MODEL.get_or_init(|| {
         let (_, model, encoder) = load_model(&model_dir()).expect("the committed model loads");
         (model, encoder)

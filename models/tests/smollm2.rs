@@ -11,8 +11,9 @@ use meit_models::model::gguf::{load_llama_layers, smollm2_gguf_or_skip};
 use meit_models::model::meit::{Batch, Example, prompt_ids, random_ecg};
 use meit_models::model::params::Params;
 use meit_models::model::pretrained::{BaseConfig, Pretrained, load_pretrained};
-use meit_models::model::train::{RunConfig, TrainConfig, Trainer};
 use meit_models::tokenizer::TextTokenizer;
+use meit_models::train::config::RunConfig;
+use meit_models::train::step::{TrainConfig, Trainer};
 
 const REPORTS: [&str; 2] = [
     "sinus rhythm. left axis deviation. borderline ecg",

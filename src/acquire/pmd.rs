@@ -125,8 +125,21 @@ pub fn parse_control_response(bytes: &[u8]) -> Result<ControlResponse, PmdError>
     }
 }
 
-/// The single lead an H10 delivers. The strap's electrodes sit across the lower chest, so the
-/// signal resembles lead I in polarity but is not a standard limb lead.
+/// The single lead an H10 delivers, labelled lead I; the synthetic training data's chest-strap
+/// lead set is this one (`meit-models`, `LeadProfile::Single`).
+///
+/// Why lead I: the strap's two electrodes sit left and right of the sternum at the level of the
+/// xiphoid, so the lead's axis is horizontal, right (-) to left (+): the axis of lead I. No
+/// source was found that measures which standard lead the H10's waveform matches, and the
+/// sources found say it is none: a chest strap's ECG is "measured roughly between V1 and V2 and
+/// has therefore a non-standard shape" (B. Porr, Glasgow biosignals notes, "ECG chest strap",
+/// <https://biosignals.berndporr.me.uk/doku.php?id=ecg:cheststrap>), and the clinical study of
+/// the H10's ECG used it as a 1-lead ECG for rhythm only (T. Skala et al., "Feasibility of
+/// evaluation of Polar H10 chest-belt ECG in patients with a broad range of heart conditions",
+/// Cor et Vasa 64(4), 2022, doi:10.33678/cor.2022.083). The label is therefore the
+/// conservative one: an axis, not a claim of lead I's morphology. It does not widen what a
+/// report may say: from one lead only rhythm, rate, ectopy and interval statements are
+/// supported (`synth::report::leads_needed`), whichever lead it is.
 pub fn h10_leads() -> LeadSet {
     LeadSet(vec![Lead::I])
 }

@@ -60,16 +60,6 @@ pub enum ReplayError {
         /// Why.
         source: WfdbError,
     },
-    /// None of the record's signals is one of the twelve standard leads.
-    #[error(
-        "{path}: no standard ECG lead among the signals ({signals}); expected I, II, III, aVR, aVL, aVF or V1..V6"
-    )]
-    NoLeads {
-        /// The header file.
-        path: PathBuf,
-        /// The signal descriptions found, comma-separated.
-        signals: String,
-    },
     /// The recording lasts longer, at its sample rate, than a clock can count (a `Duration`
     /// or `u64` nanoseconds of device time).
     #[error(
@@ -151,10 +141,11 @@ fn load_any(path: &Path, sample_rate_hz: Option<f64>) -> Result<Recording, Repla
 
 /// Loads the standard leads of the WFDB record whose header is `hea`.
 fn load_wfdb(hea: &Path, sample_rate_hz: Option<f64>) -> Result<Recording, ReplayError> {
-    let record = wfdb::read_record(hea).map_err(|source| ReplayError::Wfdb {
-        path: hea.to_path_buf(),
-        source,
-    })?;
+    let (record, selection) =
+        wfdb::read_standard_leads(hea).map_err(|source| ReplayError::Wfdb {
+            path: hea.to_path_buf(),
+            source,
+        })?;
     let corrupted = record.checksum_mismatches();
     if !corrupted.is_empty() {
         tracing::warn!(
@@ -167,19 +158,7 @@ fn load_wfdb(hea: &Path, sample_rate_hz: Option<f64>) -> Result<Recording, Repla
         mut recording,
         ignored,
         approximated,
-    } = record.standard_leads();
-    if recording.leads.is_empty() {
-        let signals: Vec<&str> = record
-            .header
-            .signals
-            .iter()
-            .map(|s| s.description.as_str())
-            .collect();
-        return Err(ReplayError::NoLeads {
-            path: hea.to_path_buf(),
-            signals: signals.join(", "),
-        });
-    }
+    } = selection;
     if !ignored.is_empty() {
         tracing::info!(
             file = %hea.display(),
@@ -454,7 +433,16 @@ pub(super) mod tests {
             &["x", "y", "z", "Resp", "ABP", "", "", "", "", "", "", ""],
         );
         let e = load(&dir.path().join("r.hea"), None).unwrap_err();
-        assert!(matches!(e, ReplayError::NoLeads { .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                ReplayError::Wfdb {
+                    source: WfdbError::NoStandardLead { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert!(e.to_string().contains("x, y, z, Resp, ABP"), "{e}");
     }
 

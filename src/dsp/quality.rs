@@ -208,6 +208,15 @@ impl QualityReport {
         !self.reasons.iter().any(QualityReason::blocks_report)
     }
 
+    /// The reasons that block a report, one phrase each: what a "no report" result lists.
+    pub fn blocking_reasons(&self) -> Vec<String> {
+        self.reasons
+            .iter()
+            .filter(|r| r.blocks_report())
+            .map(ToString::to_string)
+            .collect()
+    }
+
     /// Records that `lead`'s model input holds non-finite values (found after filtering,
     /// resampling or scaling, where the raw signal looked finite): the lead becomes unusable
     /// and, when `required` names it (or is empty: every lead), the window unreportable.
@@ -752,10 +761,19 @@ mod tests {
                 },
             )
         };
-        assert!(assess_with(&[Lead::I]).is_reportable());
+        let lead_i_only = assess_with(&[Lead::I]);
+        assert!(lead_i_only.is_reportable());
+        assert!(lead_i_only.blocking_reasons().is_empty());
+        let twelve = assess_with(&[]);
+        assert!(!twelve.is_reportable(), "a 12-lead model needs 12 leads");
+        let blocking = twelve.blocking_reasons();
+        assert_eq!(
+            blocking.len(),
+            twelve.reasons.iter().filter(|r| r.blocks_report()).count()
+        );
         assert!(
-            !assess_with(&[]).is_reportable(),
-            "a 12-lead model needs 12 leads"
+            blocking.iter().any(|r| r.starts_with("II missing")),
+            "{blocking:?}"
         );
     }
 

@@ -8,6 +8,9 @@
 //! ended is missing frames. A short gap (at most `max_gap_seconds`) is bridged by linear
 //! interpolation, and the window records where ([`Gap`]); a longer gap, or a clock that jumps
 //! back, closes the window being filled: its frames are dropped and the filter starts afresh.
+//!
+//! A whole recording (training, evaluation, `meit-models generate`) is cut where a [`Windower`]
+//! would cut it streamed: [`recording_windows`], with the same frame counts.
 
 use ndarray::Array2;
 
@@ -161,6 +164,60 @@ pub struct Windower {
     stats: WindowerStats,
 }
 
+/// Window, hop and longest interpolated gap in frames at `sample_rate_hz` (seconds x rate,
+/// rounded), or an error when they cannot window anything.
+fn frame_counts(
+    timing: WindowTiming,
+    sample_rate_hz: f64,
+) -> Result<(usize, usize, usize), WindowError> {
+    let frames = |s: f64| (s * sample_rate_hz).round();
+    let (window, hop, gap) = (
+        frames(timing.window_seconds),
+        frames(timing.hop_seconds),
+        frames(timing.max_gap_seconds),
+    );
+    let usable = sample_rate_hz.is_finite()
+        && sample_rate_hz > 0.0
+        && (1.0..=1e8).contains(&window)
+        && hop >= 1.0
+        && hop <= window
+        && gap >= 0.0;
+    if !usable {
+        return Err(WindowError::Timing(timing));
+    }
+    Ok((window as usize, hop as usize, gap as usize))
+}
+
+/// A whole recording cut into the windows a [`Windower`] would emit from it streamed without
+/// gaps: window `k` starts at frame `k x hop` (frames counted as the [`Windower`] counts them);
+/// a tail shorter than a window is left out. Each item is the window's start in seconds from
+/// the recording's start and its samples (the training and evaluation path, which filters
+/// each window from its first sample with [`crate::dsp::Preprocessor::process_recording`]).
+pub fn recording_windows(
+    recording: &Recording,
+    timing: WindowTiming,
+) -> Result<Vec<(f64, Recording)>, WindowError> {
+    let rate = recording.sample_rate_hz;
+    let (window, hop, _) = frame_counts(timing, rate)?;
+    let frames = recording.len();
+    let starts = (0..frames)
+        .step_by(hop)
+        .take_while(|s| s + window <= frames);
+    Ok(starts
+        .map(|start| {
+            let slice = Recording {
+                sample_rate_hz: rate,
+                leads: recording.leads.clone(),
+                samples_uv: recording
+                    .samples_uv
+                    .slice(ndarray::s![.., start..start + window])
+                    .to_owned(),
+            };
+            (start as f64 / rate, slice)
+        })
+        .collect())
+}
+
 impl Windower {
     /// A windower for one device; `filter` runs causally unless it asks for zero-phase.
     pub fn new(
@@ -169,39 +226,25 @@ impl Windower {
         timing: WindowTiming,
         filter: &FilterSpec,
     ) -> Result<Self, WindowError> {
-        let frames = |s: f64| (s * sample_rate_hz).round();
-        let (window, hop, gap) = (
-            frames(timing.window_seconds),
-            frames(timing.hop_seconds),
-            frames(timing.max_gap_seconds),
-        );
-        let usable = sample_rate_hz.is_finite()
-            && sample_rate_hz > 0.0
-            && (1.0..=1e8).contains(&window)
-            && hop >= 1.0
-            && hop <= window
-            && gap >= 0.0;
-        if !usable {
-            return Err(WindowError::Timing(timing));
-        }
+        let (window, hop, gap) = frame_counts(timing, sample_rate_hz)?;
         let chain = if filter.zero_phase {
             None
         } else {
             Some(FilterChain::new(filter, sample_rate_hz, leads.len())?)
         };
-        let capacity = (window as usize + 1) * leads.len() * 2;
+        let capacity = (window + 1) * leads.len() * 2;
         Ok(Windower {
             leads: leads.clone(),
             sample_rate_hz,
-            window_frames: window as usize,
-            hop_frames: hop as usize,
-            max_gap_frames: gap as usize,
+            window_frames: window,
+            hop_frames: hop,
+            max_gap_frames: gap,
             filter: chain,
             raw: Vec::with_capacity(capacity),
             filtered: Vec::with_capacity(capacity),
             lead_off: Vec::with_capacity(capacity),
-            interpolated: Vec::with_capacity(window as usize * 2),
-            times_ns: Vec::with_capacity(window as usize * 2),
+            interpolated: Vec::with_capacity(window * 2),
+            times_ns: Vec::with_capacity(window * 2),
             last_frame: Vec::with_capacity(leads.len()),
             next_time_ns: None,
             stats: WindowerStats::default(),
@@ -480,6 +523,35 @@ mod tests {
             assert!(win.gaps.is_empty());
         }
         assert_eq!(w.stats().windows, 7);
+    }
+
+    #[test]
+    fn a_recording_is_cut_where_the_windower_cuts_its_stream() {
+        let (t, frames) = (timing(2.0, 0.5), 2600);
+        let mut w = Windower::new(&leads(), FS, t, &FilterSpec::default()).unwrap();
+        let streamed = push_all(&mut w, (0..frames / 100).map(|i| block(i * 100, 100)));
+        let samples: Vec<f32> = (0..frames).flat_map(frame).collect();
+        let recording = Recording {
+            sample_rate_hz: FS,
+            leads: leads(),
+            samples_uv: Array2::from_shape_vec((frames as usize, 2), samples)
+                .unwrap()
+                .reversed_axes()
+                .as_standard_layout()
+                .to_owned(),
+        };
+        let cut = recording_windows(&recording, t).unwrap();
+        // 2600 frames: windows start at 0, 250, ..., 1500; the 100-frame tail is left out.
+        assert_eq!(cut.len(), 7);
+        assert_eq!(cut.len(), streamed.len());
+        for (k, ((start_s, slice), win)) in cut.iter().zip(&streamed).enumerate() {
+            assert_eq!(*start_s, k as f64 * 0.5);
+            assert_eq!(slice, &win.raw);
+        }
+        assert!(matches!(
+            recording_windows(&recording, timing(2.0, 3.0)),
+            Err(WindowError::Timing(_))
+        ));
     }
 
     #[test]

@@ -286,12 +286,7 @@ impl WindowJob {
         let reportable = quality.is_reportable();
         if !reportable {
             report.outcome = Outcome::NoReport {
-                reasons: quality
-                    .reasons
-                    .iter()
-                    .filter(|r| r.blocks_report())
-                    .map(ToString::to_string)
-                    .collect(),
+                reasons: quality.blocking_reasons(),
             };
         }
         report.quality_reasons = quality.reasons;

@@ -448,7 +448,7 @@ pub fn stated_rates(text: &str) -> Vec<f32> {
 
 /// The sentences of a text: split at "." unless it sits between two digits (a decimal point)
 /// and at line breaks, trimmed, empty ones dropped.
-fn sentences(text: &str) -> Vec<&str> {
+pub fn sentences(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut prev = None;

@@ -42,6 +42,14 @@ pub enum WfdbError {
         /// The description found.
         description: String,
     },
+    /// None of the record's signals is one of the twelve standard leads.
+    #[error(
+        "no standard ECG lead among the signals ({signals}); expected I, II, III, aVR, aVL, aVF or V1..V6"
+    )]
+    NoStandardLead {
+        /// The signal descriptions found, comma-separated.
+        signals: String,
+    },
     /// File access failed.
     #[error("cannot access {path}: {source}")]
     Io {
@@ -260,6 +268,27 @@ pub fn read_record(hea_path: &Path) -> Result<WfdbRecord, WfdbError> {
         let p = dir.join(name);
         std::fs::read(&p).map_err(io(&p))
     })
+}
+
+/// The standard leads of the record whose header is `hea` ([`WfdbRecord::standard_leads`])
+/// with the record itself (its header, checksums): what `meit replay` and
+/// `meit-models generate` read. A record none of whose signals is a standard lead is an error
+/// listing its signals.
+pub fn read_standard_leads(hea: &Path) -> Result<(WfdbRecord, LeadSelection), WfdbError> {
+    let record = read_record(hea)?;
+    let selection = record.standard_leads();
+    if selection.recording.leads.is_empty() {
+        let signals: Vec<&str> = record
+            .header
+            .signals
+            .iter()
+            .map(|s| s.description.as_str())
+            .collect();
+        return Err(WfdbError::NoStandardLead {
+            signals: signals.join(", "),
+        });
+    }
+    Ok((record, selection))
 }
 
 impl WfdbRecord {

@@ -22,10 +22,37 @@ use std::sync::Arc;
 use meit::ecg::Recording;
 use serde::{Deserialize, Serialize};
 
-use crate::model::train::DataConfig;
 use mimic::{MimicDataset, MimicOptions};
 use ptbxl::{PtbxlDataset, Resolution};
 use synth::SynthData;
+
+/// Where training records come from and how many. Serialised in run configs (`[data]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Records in the training set (one epoch).
+    pub train_records: usize,
+    /// Records for the validation loss during training.
+    pub validation_records: usize,
+    /// Records for the held-out evaluation.
+    pub test_records: usize,
+    /// Training reports the byte-level BPE tokenizer is trained on.
+    #[serde(default = "default_tokenizer_records")]
+    pub tokenizer_records: usize,
+    /// Synthetic records drawn on the fly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synth: Option<SynthData>,
+    /// A PTB-XL tree on disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ptbxl: Option<PtbxlSource>,
+    /// A MIMIC-IV-ECG tree on disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mimic: Option<MimicSource>,
+}
+
+fn default_tokenizer_records() -> usize {
+    4000
+}
 
 /// One ECG with its reference report.
 #[derive(Debug, Clone, PartialEq)]

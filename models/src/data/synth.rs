@@ -5,7 +5,8 @@
 //! Each record draws its conditions ([`ConditionSet::random`]), a device rate from
 //! `sample_rates_hz`, artefacts (on `noisy_fraction` of the records, each at a severity up to
 //! `max_noise`) and, on `reduced_lead_fraction` of the records, a reduced lead set: a 3-lead
-//! monitor (I, II, III) or a single chest-strap lead (II). The reference report of a reduced
+//! monitor (I, II, III) or a Polar H10 chest strap's single lead (I, see
+//! `meit::acquire::pmd::h10_leads`). The reference report of a reduced
 //! record keeps only the statements its leads support (`meit::synth::report::supported_statements`):
 //! the model learns to say nothing about what it cannot see.
 
@@ -47,7 +48,8 @@ pub enum LeadProfile {
     Twelve,
     /// A 3-lead monitor: I, II, III (the augmented leads are derived).
     Monitor,
-    /// A chest strap: lead II only.
+    /// A chest strap: the Polar H10's single lead, labelled lead I
+    /// (`meit::acquire::pmd::h10_leads`, where the label's source is given).
     Single,
 }
 
@@ -57,7 +59,7 @@ impl LeadProfile {
         match self {
             LeadProfile::Twelve => LeadSet::standard_12(),
             LeadProfile::Monitor => LeadSet(vec![Lead::I, Lead::II, Lead::III]),
-            LeadProfile::Single => LeadSet(vec![Lead::II]),
+            LeadProfile::Single => meit::acquire::pmd::h10_leads(),
         }
     }
 }
@@ -333,7 +335,7 @@ mod tests {
             },
         )?;
         assert_eq!(forced.recording.sample_rate_hz, 360.0);
-        assert_eq!(forced.recording.leads.0, vec![Lead::II]);
+        assert_eq!(forced.recording.leads.0, vec![Lead::I]);
         assert_eq!(forced.codes.first(), drawn.codes.first(), "same rhythm");
         Ok(())
     }

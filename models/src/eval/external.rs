@@ -24,10 +24,11 @@ use meit::synth::report::parse_report;
 use ndarray::s;
 use serde::{Deserialize, Serialize};
 
+use crate::codec::RecordCodec;
 use crate::data::DataError;
 use crate::generate::{Reporter, device_preprocessor};
 use crate::model::ModelError;
-use crate::training::{Encoder, TrainError};
+use crate::train::TrainError;
 
 /// The manifest file of an external set directory.
 pub const MANIFEST: &str = "manifest.json";
@@ -300,15 +301,15 @@ struct Prepared {
 pub fn evaluate_external(
     dir: &Path,
     reporter: &mut dyn Reporter,
-    encoder: &Encoder,
+    codec: &RecordCodec,
 ) -> Result<ExternalResult, TrainError> {
     let manifest = ExternalManifest::read(dir)?;
-    let window_s = encoder.preprocessor().spec().window_seconds;
+    let window_s = codec.preprocessor().spec().window_seconds;
     let prepared = manifest
         .windows
         .into_iter()
         .filter(|w| w.split == SetSplit::Test)
-        .map(|w| prepare(dir, w, encoder, window_s))
+        .map(|w| prepare(dir, w, codec, window_s))
         .collect::<Result<Vec<_>, _>>()?;
     let reportable: Vec<&ModelInput> = prepared
         .iter()
@@ -353,7 +354,7 @@ pub fn evaluate_external(
 fn prepare(
     dir: &Path,
     window: ExternalWindow,
-    encoder: &Encoder,
+    codec: &RecordCodec,
     window_s: f64,
 ) -> Result<Prepared, TrainError> {
     let hea = dir.join(RECORDS).join(format!("{}.hea", window.record));
@@ -392,7 +393,7 @@ fn prepare(
         leads: recording.leads.clone(),
         samples_uv: recording.samples_uv.slice(s![.., ..frames]).to_owned(),
     };
-    let input = device_preprocessor(encoder, &slice.leads)?
+    let input = device_preprocessor(codec, &slice.leads)?
         .process_recording(&slice)
         .map_err(|source| DataError::Preprocess {
             id: prepared.window.record.clone(),

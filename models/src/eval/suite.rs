@@ -21,13 +21,14 @@ use serde::Serialize;
 
 use super::clinical::{ClinicalCase, ClinicalScores, score_cases};
 use super::external::{ExternalResult, measure};
+use crate::codec::RecordCodec;
 use crate::data::synth::{Forced, LeadProfile, ReportStyle, SynthData};
 use crate::data::{LabelledRecord, Split};
 use crate::generate::{Reporter, device_preprocessor};
 use crate::metrics::{self, Evaluation, Sample, Tokenization};
 use crate::model::ModelError;
-use crate::model::train::RunConfig;
-use crate::training::{Encoder, TrainError};
+use crate::train::TrainError;
+use crate::train::config::RunConfig;
 
 /// How the test records are changed for one row of the table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -152,7 +153,7 @@ pub fn variants(suite: Suite, data: &SynthData) -> Vec<Variant> {
     ));
     rows.push(Variant::new(
         "strap-1-lead",
-        "lead II only",
+        "lead I only (the Polar H10 strap's lead)",
         Forced {
             leads: Some(LeadProfile::Single),
             ..clean()
@@ -279,7 +280,7 @@ pub struct EvalReport {
 pub fn evaluate(
     config: &RunConfig,
     reporter: &mut dyn Reporter,
-    encoder: &Encoder,
+    codec: &RecordCodec,
     records: usize,
     variants: &[Variant],
     mut progress: impl FnMut(&str),
@@ -292,7 +293,7 @@ pub fn evaluate(
         acquisition: Some(Acquisition::clean()),
         ..Forced::default()
     };
-    let (_, clean_inputs) = test_inputs(data, encoder, records, clean)?;
+    let (_, clean_inputs) = test_inputs(data, codec, records, clean)?;
     let mut results = Vec::new();
     for variant in variants {
         progress(&variant.name);
@@ -300,7 +301,7 @@ pub fn evaluate(
             config,
             data,
             reporter,
-            encoder,
+            codec,
             records,
             variant,
             tokenization,
@@ -323,7 +324,7 @@ pub fn evaluate(
 /// them (leads the device lacks masked, not refused).
 fn test_inputs(
     data: &SynthData,
-    encoder: &Encoder,
+    codec: &RecordCodec,
     records: usize,
     forced: Forced,
 ) -> Result<(Vec<LabelledRecord>, Vec<ModelInput>), TrainError> {
@@ -333,7 +334,7 @@ fn test_inputs(
     let inputs = labelled
         .iter()
         .map(|r| {
-            device_preprocessor(encoder, &r.recording.leads)?
+            device_preprocessor(codec, &r.recording.leads)?
                 .process_recording(&r.recording)
                 .map_err(|source| {
                     TrainError::from(crate::data::DataError::Preprocess {
@@ -438,7 +439,7 @@ fn evaluate_variant(
     config: &RunConfig,
     data: &SynthData,
     reporter: &mut dyn Reporter,
-    encoder: &Encoder,
+    codec: &RecordCodec,
     records: usize,
     variant: &Variant,
     tokenization: Tokenization,
@@ -448,7 +449,7 @@ fn evaluate_variant(
         style: variant.style.unwrap_or(data.style),
         ..data.clone()
     };
-    let (labelled, inputs) = test_inputs(&data, encoder, records, variant.forced)?;
+    let (labelled, inputs) = test_inputs(&data, codec, records, variant.forced)?;
     // The control: a seeded permutation with no fixed point (a rotation of a shuffle).
     let mut order: Vec<usize> = (0..records).collect();
     if variant.shuffled && records > 1 {
@@ -489,8 +490,8 @@ fn evaluate_variant(
         } else {
             reports.push(None);
             no_report += 1;
-            for reason in input.quality.reasons.iter().filter(|r| r.blocks_report()) {
-                *no_report_reasons.entry(reason.to_string()).or_insert(0) += 1;
+            for reason in input.quality.blocking_reasons() {
+                *no_report_reasons.entry(reason).or_insert(0) += 1;
             }
             String::new()
         };

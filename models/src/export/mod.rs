@@ -25,7 +25,7 @@ use meit::infer::bundle::{
 };
 
 use crate::model::meit::prompt_ids;
-use crate::training::{RUN_CONFIG, TOKENIZER, TrainError, load_model};
+use crate::train::{RUN_CONFIG, TOKENIZER, TrainError, load_model};
 use decoder::LinearFormat;
 use weights::Weights;
 
@@ -113,7 +113,7 @@ pub fn export(
     out: &Path,
     options: &ExportOptions,
 ) -> Result<Manifest, ExportError> {
-    let (config, model, encoder) = load_model(model_dir)?;
+    let (config, model, codec) = load_model(model_dir)?;
     let weights = Weights::of(&model);
     let mc = &config.model;
     let encoder_graph = encoder::build(&weights, &mc.encoder, &mc.decoder)?;
@@ -139,7 +139,7 @@ pub fn export(
     write(ENCODER_FILE, &graph::encode(&encoder_graph))?;
     write(DECODER_FILE, &graph::encode(&decoder_graph))?;
     // The tokenizer the model was trained with (trained on reports, or the base's own).
-    let tokenizer_json = encoder.tokenizer().to_json().map_err(TrainError::from)?;
+    let tokenizer_json = codec.tokenizer().to_json().map_err(TrainError::from)?;
     write(TOKENIZER, tokenizer_json.as_bytes())?;
 
     let mut files = BTreeMap::new();
@@ -152,9 +152,9 @@ pub fn export(
             source,
         }
     })?;
-    let weights_hash = bundle::sha256_file(&model_dir.join(crate::training::WEIGHTS))?;
-    let tok = encoder.tokenizer();
-    let prompt_text = encoder.instruction().prompt(0);
+    let weights_hash = bundle::sha256_file(&model_dir.join(crate::train::WEIGHTS))?;
+    let tok = codec.tokenizer();
+    let prompt_text = codec.instruction().prompt(0);
     let prompt = prompt_ids(tok, &prompt_text).map_err(TrainError::from)?;
     let samples = (config.preprocess.window_seconds * config.preprocess.model_rate_hz).round();
     let (enc_in, enc_out) = encoder::interface(&mc.encoder, &mc.decoder);
@@ -204,7 +204,7 @@ pub fn export(
             begin_id: tok.begin_id(),
             end_id: tok.end_id(),
             pad_id: tok.pad_id(),
-            stop_ids: vec![encoder.stop_id()],
+            stop_ids: vec![codec.stop_id()],
             max_new_tokens: config.train.max_tokens,
         },
         encoder_graph: GraphSpec {
@@ -241,7 +241,7 @@ pub fn write_manifest(out: &Path, manifest: &Manifest) -> Result<(), ExportError
 }
 
 /// One line on the training data of `config`.
-fn trained_on(config: &crate::model::train::RunConfig) -> String {
+fn trained_on(config: &crate::train::config::RunConfig) -> String {
     let d = &config.data;
     let source = if d.synth.is_some() {
         "meit synthesizer (src/synth)"

@@ -510,7 +510,7 @@ mod tests {
     #[test]
     fn smollm2_edge_model_with_lora_trains() -> Result<(), Box<dyn std::error::Error>> {
         use crate::model::meit::{Batch, Example, Meit, MeitConfig, random_ecg};
-        use crate::model::train::{TrainConfig, Trainer};
+        use crate::train::step::{TrainConfig, Trainer};
         let Some(path) = smollm2_gguf_or_skip("smollm2_edge_model_with_lora_trains") else {
             return Ok(());
         };

@@ -11,7 +11,6 @@
 //! - [`gguf`]: a pretrained Llama decoder (SmolLM2-135M) from llama.cpp's GGUF.
 //! - [`hf`]: a pretrained Llama decoder from a Hugging Face directory (safetensors).
 //! - [`pretrained`]: the trainable model on that decoder, with the checkpoint's tokenizer.
-//! - [`train`]: AdamW steps with warm-up + linear decay and gradient clipping; run configs.
 //!
 //! Every public function returns [`ModelError`]; inside a layer, candle's own errors are used and
 //! wrapped once with the name of the step that failed.
@@ -26,7 +25,6 @@ pub mod meit;
 pub mod params;
 pub mod pretrained;
 pub mod statement_head;
-pub mod train;
 
 /// What went wrong while building or running a model.
 #[derive(Debug, thiserror::Error)]

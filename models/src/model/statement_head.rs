@@ -7,26 +7,19 @@
 //! over the distinct sentences of the training reports ("Atrial fibrillation with rapid
 //! ventricular response", "Left bundle branch block", ...). The read-out is then thrown away and
 //! MEIT instruction tuning runs as in the paper, with the encoder still trainable.
-//! Labels are sentences, not codes, so the same warm-up works for any report corpus (PTB-XL,
+//! Labels are sentences, not codes (split by `meit::synth::report::sentences`, the splitter
+//! that reads reports back into codes), so the same warm-up works for any report corpus (PTB-XL,
 //! MIMIC-IV-ECG) and keeps wording variants (rate qualifiers, flutter ratios) apart.
 
 use std::collections::BTreeMap;
 
 use candle_core::{D, Tensor};
 use candle_nn::{Linear, Module};
+use meit::synth::report::sentences;
 
 use super::ModelError;
 use super::ecg_encoder::linear_with_bias;
 use super::params::Params;
-
-/// The sentences of a report: split at ". " (and a final "."), trimmed, empty ones dropped.
-pub fn report_sentences(report: &str) -> Vec<String> {
-    report
-        .split(". ")
-        .map(|s| s.trim().trim_end_matches('.').trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
-}
 
 /// The label space: every distinct sentence of a report corpus, in sorted order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +32,12 @@ impl SentenceVocabulary {
     pub fn from_reports<S: AsRef<str>>(reports: impl IntoIterator<Item = S>) -> SentenceVocabulary {
         let mut sentences: Vec<String> = reports
             .into_iter()
-            .flat_map(|r| report_sentences(r.as_ref()))
+            .flat_map(|r| {
+                sentences(r.as_ref())
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
             .collect();
         sentences.sort();
         sentences.dedup();
@@ -65,8 +63,8 @@ impl SentenceVocabulary {
     /// The 0/1 target row of `report` (sentences outside the vocabulary are ignored).
     pub fn targets(&self, report: &str) -> Vec<f32> {
         let mut row = vec![0f32; self.len()];
-        for sentence in report_sentences(report) {
-            if let Some(&i) = self.index.get(&sentence) {
+        for sentence in sentences(report) {
+            if let Some(&i) = self.index.get(sentence) {
                 row[i] = 1.0;
             }
         }
@@ -133,7 +131,7 @@ mod tests {
     #[test]
     fn sentences_become_sorted_labels_in_either_phrasing() {
         assert_eq!(
-            report_sentences("sinus rhythm. av block i. pathological ecg."),
+            sentences("sinus rhythm. av block i. pathological ecg."),
             ["sinus rhythm", "av block i", "pathological ecg"]
         );
         let v = SentenceVocabulary::from_reports([

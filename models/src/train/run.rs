@@ -1,16 +1,6 @@
 //! A whole training run: records -> shared preprocessing -> batches -> [`Trainer`] steps, for
-//! `epochs` passes over the training set, with checkpoints, resume, progress and a loss curve.
-//!
-//! The model directory a run writes (and `generate` / `eval` read):
-//!
-//! ```text
-//! DIR/run.toml            the run config, verbatim (model shape, data, preprocessing)
-//! DIR/tokenizer.json      the byte-level BPE trained on the training reports
-//! DIR/model.safetensors   final weights
-//! DIR/checkpoint/         latest checkpoint: weights, optimiser moments, step (resume)
-//! DIR/metrics.jsonl       one line per logged step and per validation
-//! DIR/loss.png            training and validation loss against steps
-//! ```
+//! `epochs` passes over the training set, with the encoder warm-up, checkpoints, resume,
+//! progress and a loss curve, written into a model directory (see [`super`]).
 //!
 //! Data order is a pure function of (seed, epoch): epoch `e` visits the training records in a
 //! seeded permutation, so a resumed run sees exactly the batches the interrupted run would have.
@@ -19,70 +9,32 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use meit::dsp::Preprocessor;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{DataError, LabelledRecord, RunData, Split};
+use super::config::RunConfig;
+use super::step::{
+    AdamW, CHECKPOINT_WEIGHTS, EncoderWarmup, LinearSchedule, StepReport, Trainer, clip_grad_norm,
+};
+use super::{
+    CHECKPOINT_DIR, LOSS_PLOT, METRICS, RUN_CONFIG, TOKENIZER, TrainError, WEIGHTS, build_model,
+    file_error,
+};
+use crate::codec::{PreparedRecord, RecordCodec};
+use crate::data::{RunData, Split};
 use crate::model::ModelError;
-use crate::model::meit::{Batch, Example, Meit};
+use crate::model::meit::{Batch, Meit};
 use crate::model::params::Params;
-use crate::model::pretrained::{Pretrained, load_pretrained};
 use crate::model::statement_head::{
     SentenceVocabulary, StatementHead, label_accuracy, multi_label_loss,
 };
-use crate::model::train::{
-    AdamW, CHECKPOINT_WEIGHTS, EncoderWarmup, LinearSchedule, RunConfig, StepReport, Trainer,
-    clip_grad_norm,
-};
-use crate::tokenizer::{ReportTokenizer, TextTokenizer, TokenizerError};
-
-/// File names inside a model directory.
-pub const RUN_CONFIG: &str = "run.toml";
-/// The tokenizer file.
-pub const TOKENIZER: &str = "tokenizer.json";
-/// The final weights.
-pub const WEIGHTS: &str = "model.safetensors";
-const CHECKPOINT_DIR: &str = "checkpoint";
-/// The step and validation losses, one JSON object per line.
-pub const METRICS: &str = "metrics.jsonl";
-/// The loss curve drawn from [`METRICS`].
-pub const LOSS_PLOT: &str = "loss.png";
-
-/// Why a run stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    /// The model failed.
-    #[error(transparent)]
-    Model(#[from] ModelError),
-    /// Records could not be produced.
-    #[error(transparent)]
-    Data(#[from] DataError),
-    /// The tokenizer failed.
-    #[error(transparent)]
-    Tokenizer(#[from] TokenizerError),
-    /// A file of the model directory could not be written or read.
-    #[error("{path}: {message}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
-}
-
-fn file_error(path: &Path) -> impl Fn(std::io::Error) -> TrainError + '_ {
-    move |e| TrainError::File {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
-}
+use crate::tokenizer::ReportTokenizer;
 
 /// How to run (not part of the model: the same config trains the same model either way).
 #[derive(Debug, Clone, Default)]
@@ -113,130 +65,6 @@ pub struct RunSummary {
     pub seconds: f64,
     /// Training records per second in this invocation.
     pub records_per_second: f64,
-}
-
-/// Records as model input: the shared preprocessing and the instruction wrapper.
-#[derive(Debug, Clone)]
-pub struct Encoder {
-    config: RunConfig,
-    preprocessor: Preprocessor,
-    tokenizer: SharedTokenizer,
-    stop_id: u32,
-}
-
-/// The tokenizer of a run: trained on the reports, or the pretrained decoder's own.
-pub type SharedTokenizer = Arc<dyn TextTokenizer + Send + Sync>;
-
-/// One record ready for collation.
-#[derive(Debug, Clone)]
-pub struct PreparedRecord {
-    /// The preprocessed samples, `leads x samples`, row-major.
-    pub samples: Vec<f32>,
-    /// Samples per lead.
-    pub length: usize,
-    /// Tokens and loss mask.
-    pub example: Example,
-}
-
-impl Encoder {
-    /// The preprocessing and tokenisation of `config` with `tokenizer`.
-    pub fn new(config: &RunConfig, tokenizer: SharedTokenizer) -> Result<Encoder, TrainError> {
-        let stop_id = config.instruction.check_tokenizer(tokenizer.as_ref())?;
-        let preprocessor = Preprocessor::new(config.preprocess.clone())
-            .map_err(|e| ModelError::Config(format!("preprocess: {e}")))?;
-        Ok(Encoder {
-            config: config.clone(),
-            preprocessor,
-            tokenizer,
-            stop_id,
-        })
-    }
-
-    /// The tokenizer.
-    pub fn tokenizer(&self) -> &(dyn TextTokenizer + Send + Sync) {
-        self.tokenizer.as_ref()
-    }
-
-    /// The token that ends a generated report.
-    pub fn stop_id(&self) -> u32 {
-        self.stop_id
-    }
-
-    /// The preprocessor.
-    pub fn preprocessor(&self) -> &Preprocessor {
-        &self.preprocessor
-    }
-
-    /// How reports are wrapped in instructions.
-    pub fn instruction(&self) -> &crate::model::instruction::InstructionStyle {
-        &self.config.instruction
-    }
-
-    /// Preprocesses and tokenises `record`; `index` picks the instruction phrasing.
-    pub fn prepare(
-        &self,
-        record: &LabelledRecord,
-        index: usize,
-    ) -> Result<PreparedRecord, TrainError> {
-        let (samples, length) = self.samples(record)?;
-        let segments = self.config.instruction.segments(&record.report, index);
-        let example = Example::encode(
-            self.tokenizer.as_ref(),
-            &segments,
-            self.config.train.max_tokens,
-        )?;
-        Ok(PreparedRecord {
-            samples,
-            length,
-            example,
-        })
-    }
-
-    /// The preprocessed samples of `record` (`leads x length`, row-major) and the length.
-    pub fn samples(&self, record: &LabelledRecord) -> Result<(Vec<f32>, usize), TrainError> {
-        let input = self
-            .preprocessor
-            .process_recording(&record.recording)
-            .map_err(|source| DataError::Preprocess {
-                id: record.id.clone(),
-                source,
-            })?;
-        Ok((
-            input.samples.iter().copied().collect(),
-            input.samples.ncols(),
-        ))
-    }
-
-    /// Stacks prepared records into a batch on `device`.
-    pub fn collate(
-        &self,
-        records: &[PreparedRecord],
-        device: &Device,
-    ) -> Result<Batch, TrainError> {
-        let length = records.first().map_or(0, |r| r.length);
-        let leads = self.config.model.encoder.leads;
-        if records
-            .iter()
-            .any(|r| r.length != length || r.samples.len() != leads * length)
-        {
-            return Err(
-                ModelError::Input("records of different lengths in one batch".into()).into(),
-            );
-        }
-        let samples: Vec<f32> = records
-            .iter()
-            .flat_map(|r| r.samples.iter().copied())
-            .collect();
-        let ecg = Tensor::from_vec(samples, (records.len(), leads, length), device)
-            .map_err(ModelError::tensor("ECG batch"))?;
-        let examples: Vec<Example> = records.iter().map(|r| r.example.clone()).collect();
-        Ok(Batch::collate(
-            ecg,
-            &examples,
-            self.tokenizer.pad_id(),
-            device,
-        )?)
-    }
 }
 
 /// Trains the byte-level BPE on the reports of the first training records.
@@ -285,41 +113,6 @@ fn training_index(
         .unwrap_or(0)
 }
 
-/// Loads the model of a model directory (for `generate` and `eval`).
-pub fn load_model(dir: &Path) -> Result<(RunConfig, Meit, Encoder), TrainError> {
-    let config_path = dir.join(RUN_CONFIG);
-    let text = std::fs::read_to_string(&config_path).map_err(file_error(&config_path))?;
-    let config = RunConfig::from_toml(&text)?;
-    let (model, tokenizer) = build_model(&config, Some(&dir.join(WEIGHTS)), dir)?;
-    let encoder = Encoder::new(&config, tokenizer)?;
-    Ok((config, model, encoder))
-}
-
-/// The model of `config` with its tokenizer: weights from `weights` (a checkpoint or the final
-/// file) or freshly initialised; the tokenizer from `dir` (trained on reports) or, for a
-/// pretrained base, from its GGUF, whose frozen decoder weights are (re)loaded as well.
-fn build_model(
-    config: &RunConfig,
-    weights: Option<&Path>,
-    dir: &Path,
-) -> Result<(Meit, SharedTokenizer), TrainError> {
-    let device = Device::Cpu;
-    let params = match weights {
-        Some(path) => Params::load(path, config.train.seed, &device)?,
-        None => Params::new(config.train.seed, &device),
-    };
-    match &config.base {
-        Some(base) => {
-            let Pretrained { model, tokenizer } = load_pretrained(&config.model, base, &params)?;
-            Ok((model, Arc::new(tokenizer)))
-        }
-        None => {
-            let tokenizer = ReportTokenizer::load(&dir.join(TOKENIZER))?;
-            Ok((Meit::new(&config.model, &params)?, Arc::new(tokenizer)))
-        }
-    }
-}
-
 /// Runs (or resumes) the training of `config` (whose TOML text is `config_text`) into
 /// `options.out`.
 pub fn train(
@@ -339,18 +132,18 @@ pub fn train(
     }
     let device = Device::Cpu;
     let total = total_steps(config);
-    let (mut trainer, encoder) = if resuming {
+    let (mut trainer, codec) = if resuming {
         let (model, tokenizer) =
             build_model(config, Some(&checkpoint.join(CHECKPOINT_WEIGHTS)), out)?;
         (
             Trainer::resume(model, &config.train, &checkpoint)?,
-            Encoder::new(config, tokenizer)?,
+            RecordCodec::new(config, tokenizer)?,
         )
     } else {
         let (model, tokenizer) = build_model(config, None, out)?;
         (
             Trainer::new(model, &config.train, total)?,
-            Encoder::new(config, tokenizer)?,
+            RecordCodec::new(config, tokenizer)?,
         )
     };
     let metrics_path = out.join(METRICS);
@@ -362,13 +155,13 @@ pub fn train(
     if !resuming {
         metrics.set_len(0).map_err(file_error(&metrics_path))?;
     }
-    let validation = validation_batches(config, &data, &encoder, &device)?;
+    let validation = validation_batches(config, &data, &codec, &device)?;
     if let (Some(warmup), false) = (&config.train.encoder_warmup, resuming) {
         let summary = warm_up_encoder(
             config,
             &data,
             warmup,
-            &encoder,
+            &codec,
             trainer.model(),
             options.quiet,
         )?;
@@ -381,7 +174,7 @@ pub fn train(
 
     // The producer: records for steps start_step..stop_at, in order, one micro-batch a message.
     let (sender, receiver) = mpsc::sync_channel::<Result<Vec<PreparedRecord>, TrainError>>(6);
-    let producer_encoder = encoder.clone();
+    let producer_codec = codec.clone();
     let (producer_config, producer_data) = (config.clone(), data.clone());
     let producer = std::thread::spawn(move || {
         let mut permutations = Vec::new();
@@ -390,7 +183,7 @@ pub fn train(
                 .map(|p| {
                     let index = training_index(&producer_config, &mut permutations, p);
                     let record = producer_data.record(Split::Train, index)?;
-                    producer_encoder.prepare(&record, index as usize)
+                    producer_codec.prepare(&record, index as usize)
                 })
                 .collect();
             if sender.send(batch).is_err() {
@@ -411,7 +204,7 @@ pub fn train(
                 path: out.clone(),
                 message: "the data thread stopped".into(),
             })??;
-            micro_batches.push(encoder.collate(&prepared, &device)?);
+            micro_batches.push(codec.collate(&prepared, &device)?);
         }
         let report = trainer.step_accumulated(&micro_batches)?;
         recent.push(report.loss);
@@ -489,7 +282,7 @@ pub fn warm_up_encoder(
     config: &RunConfig,
     data: &RunData,
     warmup: &EncoderWarmup,
-    encoder: &Encoder,
+    codec: &RecordCodec,
     model: &Meit,
     quiet: bool,
 ) -> Result<WarmupSummary, TrainError> {
@@ -541,10 +334,10 @@ pub fn warm_up_encoder(
     };
 
     let (sender, receiver) = mpsc::sync_channel::<Result<WarmupRows, TrainError>>(4);
-    let (producer_config, producer_data, producer_encoder, producer_vocabulary) = (
+    let (producer_config, producer_data, producer_codec, producer_vocabulary) = (
         config.clone(),
         data.clone(),
-        encoder.clone(),
+        codec.clone(),
         vocabulary.clone(),
     );
     let producer = std::thread::spawn(move || {
@@ -554,7 +347,7 @@ pub fn warm_up_encoder(
                 .map(|p| {
                     let index = training_index(&producer_config, &mut permutations, p);
                     let r = producer_data.record(Split::Train, index)?;
-                    let (samples, length) = producer_encoder.samples(&r)?;
+                    let (samples, length) = producer_codec.samples(&r)?;
                     Ok((samples, length, producer_vocabulary.targets(&r.report)))
                 })
                 .collect();
@@ -602,7 +395,7 @@ pub fn warm_up_encoder(
     let rows = (0..config.data.validation_records as u64)
         .map(|i| {
             let r = data.record(Split::Validation, i)?;
-            let (samples, length) = encoder.samples(&r)?;
+            let (samples, length) = codec.samples(&r)?;
             Ok((samples, length, vocabulary.targets(&r.report)))
         })
         .collect::<Result<WarmupRows, TrainError>>()?;
@@ -644,16 +437,16 @@ fn save_checkpoint(trainer: &Trainer, out: &Path) -> Result<(), TrainError> {
 fn validation_batches(
     config: &RunConfig,
     data: &RunData,
-    encoder: &Encoder,
+    codec: &RecordCodec,
     device: &Device,
 ) -> Result<Vec<Batch>, TrainError> {
     let prepared = (0..config.data.validation_records as u64)
-        .map(|i| encoder.prepare(&data.record(Split::Validation, i)?, i as usize))
+        .map(|i| codec.prepare(&data.record(Split::Validation, i)?, i as usize))
         .collect::<Result<Vec<_>, _>>()?;
     prepared
         .chunks(config.train.batch_size.max(2))
         .filter(|chunk| chunk.len() >= 2)
-        .map(|chunk| encoder.collate(chunk, device))
+        .map(|chunk| codec.collate(chunk, device))
         .collect()
 }
 

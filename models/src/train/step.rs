@@ -1,11 +1,11 @@
 //! One optimisation step at a time: AdamW, a linear learning-rate schedule with warm-up,
-//! gradient-norm clipping, all seeded through the model's [`Params`](super::params::Params).
+//! gradient-norm clipping, all seeded through the model's [`Params`](crate::model::params::Params).
 //!
 //! The recipe is the paper's (Open-Instruct's `finetune.py`): AdamW (beta 0.9 / 0.999,
 //! eps 1e-8, weight decay 0), `get_linear_schedule_with_warmup` with 3% warm-up, clipping the
 //! global gradient norm. As there, the schedule is advanced after each optimiser step, so the
 //! first step runs at the learning rate of step 0 (zero when there is a warm-up).
-//! Data loading and epochs live with the caller; this module only needs [`Batch`]es.
+//! Data loading and epochs live in [`super::run`]; this module only needs [`Batch`]es.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,14 +14,8 @@ use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use meit::dsp::PreprocessSpec;
-
-use super::ModelError;
-use super::instruction::InstructionStyle;
-use super::meit::{Batch, Meit, MeitConfig};
-use super::pretrained::BaseConfig;
-use crate::data::synth::SynthData;
-use crate::data::{DataError, MimicSource, PtbxlSource};
+use crate::model::ModelError;
+use crate::model::meit::{Batch, Meit};
 
 /// Optimisation settings. Serialised in run configs (`[train]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,7 +47,7 @@ pub struct TrainConfig {
     /// Compute the validation loss every this many optimiser steps.
     #[serde(default = "default_validate_every")]
     pub validate_every: usize,
-    /// Train the encoder alone first (see [`super::statement_head`]); absent = the paper.
+    /// Train the encoder alone first (see [`crate::model::statement_head`]); absent = the paper.
     #[serde(default)]
     pub encoder_warmup: Option<EncoderWarmup>,
 }
@@ -112,105 +106,6 @@ impl TrainConfig {
             );
         }
         Ok(())
-    }
-}
-
-/// A whole training run as written in `models/configs/*.toml`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunConfig {
-    /// How reports are wrapped.
-    pub instruction: InstructionStyle,
-    /// Optimisation.
-    pub train: TrainConfig,
-    /// The model.
-    pub model: MeitConfig,
-    /// Where records come from.
-    pub data: DataConfig,
-    /// The preprocessing the model is trained with (and the daemon must run): the `meit`
-    /// library's spec, recorded in the model directory.
-    pub preprocess: PreprocessSpec,
-    /// The pretrained decoder to start from (`[base]`); absent when training from scratch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base: Option<BaseConfig>,
-}
-
-/// Where training records come from and how many. Serialised in run configs (`[data]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataConfig {
-    /// Records in the training set (one epoch).
-    pub train_records: usize,
-    /// Records for the validation loss during training.
-    pub validation_records: usize,
-    /// Records for the held-out evaluation.
-    pub test_records: usize,
-    /// Training reports the byte-level BPE tokenizer is trained on.
-    #[serde(default = "default_tokenizer_records")]
-    pub tokenizer_records: usize,
-    /// Synthetic records drawn on the fly.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub synth: Option<SynthData>,
-    /// A PTB-XL tree on disk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ptbxl: Option<PtbxlSource>,
-    /// A MIMIC-IV-ECG tree on disk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mimic: Option<MimicSource>,
-}
-
-fn default_tokenizer_records() -> usize {
-    4000
-}
-
-impl RunConfig {
-    /// Parses and validates a run config.
-    pub fn from_toml(text: &str) -> Result<RunConfig, ModelError> {
-        let config: RunConfig =
-            toml::from_str(text).map_err(|e| ModelError::Config(e.to_string()))?;
-        config.train.validate()?;
-        config.model.validate()?;
-        let sources = [
-            config.data.synth.is_some(),
-            config.data.ptbxl.is_some(),
-            config.data.mimic.is_some(),
-        ];
-        let named = sources.iter().filter(|named| **named).count();
-        if named != 1 {
-            return Err(ModelError::Config(DataError::Sources(named).to_string()));
-        }
-        if let Some(synth) = &config.data.synth {
-            synth.validate().map_err(ModelError::Config)?;
-        }
-        if config.data.train_records < config.train.batch_size || config.data.test_records == 0 {
-            return Err(ModelError::Config(
-                "data: train_records must be >= batch_size and test_records >= 1".into(),
-            ));
-        }
-        if config.preprocess.lead_order.len() != config.model.encoder.leads {
-            return Err(ModelError::Config(format!(
-                "preprocess.lead_order has {} leads, the encoder takes {}",
-                config.preprocess.lead_order.len(),
-                config.model.encoder.leads
-            )));
-        }
-        meit::dsp::Preprocessor::new(config.preprocess.clone())
-            .map_err(|e| ModelError::Config(format!("preprocess: {e}")))?;
-        if let Some(base) = &config.base {
-            base.source()?;
-        }
-        if matches!(config.instruction, InstructionStyle::ChatMl { .. }) && config.base.is_none() {
-            return Err(ModelError::Config(
-                "instruction style chat_ml needs a pretrained ChatML model ([base])".into(),
-            ));
-        }
-        if config.train.max_tokens + 1 > config.model.decoder.max_positions {
-            return Err(ModelError::Config(format!(
-                "max_tokens {} + the ECG slot exceed the decoder's max_positions {}",
-                config.train.max_tokens, config.model.decoder.max_positions
-            )));
-        }
-        Ok(config)
     }
 }
 
@@ -560,8 +455,8 @@ mod tests {
     use candle_core::Device;
 
     use super::*;
-    use crate::model::instruction::Prompts;
-    use crate::model::meit::{Example, random_ecg};
+    use crate::model::instruction::{InstructionStyle, Prompts};
+    use crate::model::meit::{Example, MeitConfig, random_ecg};
     use crate::model::params::Params;
     use crate::tokenizer::ReportTokenizer;
 
@@ -767,34 +662,6 @@ mod tests {
             two.step_accumulated(&[]),
             Err(ModelError::Input(_))
         ));
-        Ok(())
-    }
-
-    #[test]
-    fn run_configs_parse_and_validate() -> Result<(), ModelError> {
-        let tiny = RunConfig::from_toml(include_str!("../../configs/tiny.toml"))?;
-        assert!(
-            tiny.model.lora.is_none(),
-            "the tiny model trains from scratch"
-        );
-        let edge = RunConfig::from_toml(include_str!("../../configs/smollm2-edge.toml"))?;
-        assert_eq!(edge.model, MeitConfig::smollm2_edge());
-        let broken =
-            include_str!("../../configs/tiny.toml").replace("batch_size = 16", "batch_size = 1");
-        assert!(RunConfig::from_toml(&broken).is_err());
-        let lora = RunConfig::from_toml(include_str!("../../configs/smollm2-lora.toml"))?;
-        assert_eq!(lora.model, MeitConfig::smollm2_edge());
-        assert_eq!(
-            lora.base,
-            Some(BaseConfig::gguf(crate::model::gguf::SMOLLM2_GGUF_DEFAULT))
-        );
-        assert!(matches!(lora.instruction, InstructionStyle::ChatMl { .. }));
-        let without_base =
-            include_str!("../../configs/smollm2-lora.toml").replace("[base]\ngguf = ", "# ");
-        assert!(
-            RunConfig::from_toml(&without_base).is_err(),
-            "chat_ml without a base"
-        );
         Ok(())
     }
 }

@@ -1,0 +1,140 @@
+//! A record as model input: the shared preprocessing (`meit::dsp::Preprocessor`), the run's
+//! tokenizer and the instruction wrapper, and batches of such records. The same
+//! [`RecordCodec`] prepares training batches, prompts generation and reads generated tokens
+//! back as text.
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use meit::dsp::Preprocessor;
+
+use crate::data::{DataError, LabelledRecord};
+use crate::model::ModelError;
+use crate::model::meit::{Batch, Example};
+use crate::tokenizer::TextTokenizer;
+use crate::train::TrainError;
+use crate::train::config::RunConfig;
+
+/// Records as model input: the shared preprocessing, the tokenizer and the instruction wrapper.
+#[derive(Debug, Clone)]
+pub struct RecordCodec {
+    config: RunConfig,
+    preprocessor: Preprocessor,
+    tokenizer: SharedTokenizer,
+    stop_id: u32,
+}
+
+/// The tokenizer of a run: trained on the reports, or the pretrained decoder's own.
+pub type SharedTokenizer = Arc<dyn TextTokenizer + Send + Sync>;
+
+/// One record ready for collation.
+#[derive(Debug, Clone)]
+pub struct PreparedRecord {
+    /// The preprocessed samples, `leads x samples`, row-major.
+    pub samples: Vec<f32>,
+    /// Samples per lead.
+    pub length: usize,
+    /// Tokens and loss mask.
+    pub example: Example,
+}
+
+impl RecordCodec {
+    /// The preprocessing and tokenisation of `config` with `tokenizer`.
+    pub fn new(config: &RunConfig, tokenizer: SharedTokenizer) -> Result<RecordCodec, TrainError> {
+        let stop_id = config.instruction.check_tokenizer(tokenizer.as_ref())?;
+        let preprocessor = Preprocessor::new(config.preprocess.clone())
+            .map_err(|e| ModelError::Config(format!("preprocess: {e}")))?;
+        Ok(RecordCodec {
+            config: config.clone(),
+            preprocessor,
+            tokenizer,
+            stop_id,
+        })
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &(dyn TextTokenizer + Send + Sync) {
+        self.tokenizer.as_ref()
+    }
+
+    /// The token that ends a generated report.
+    pub fn stop_id(&self) -> u32 {
+        self.stop_id
+    }
+
+    /// The preprocessor.
+    pub fn preprocessor(&self) -> &Preprocessor {
+        &self.preprocessor
+    }
+
+    /// How reports are wrapped in instructions.
+    pub fn instruction(&self) -> &crate::model::instruction::InstructionStyle {
+        &self.config.instruction
+    }
+
+    /// Preprocesses and tokenises `record`; `index` picks the instruction phrasing.
+    pub fn prepare(
+        &self,
+        record: &LabelledRecord,
+        index: usize,
+    ) -> Result<PreparedRecord, TrainError> {
+        let (samples, length) = self.samples(record)?;
+        let segments = self.config.instruction.segments(&record.report, index);
+        let example = Example::encode(
+            self.tokenizer.as_ref(),
+            &segments,
+            self.config.train.max_tokens,
+        )?;
+        Ok(PreparedRecord {
+            samples,
+            length,
+            example,
+        })
+    }
+
+    /// The preprocessed samples of `record` (`leads x length`, row-major) and the length.
+    pub fn samples(&self, record: &LabelledRecord) -> Result<(Vec<f32>, usize), TrainError> {
+        let input = self
+            .preprocessor
+            .process_recording(&record.recording)
+            .map_err(|source| DataError::Preprocess {
+                id: record.id.clone(),
+                source,
+            })?;
+        Ok((
+            input.samples.iter().copied().collect(),
+            input.samples.ncols(),
+        ))
+    }
+
+    /// Stacks prepared records into a batch on `device`.
+    pub fn collate(
+        &self,
+        records: &[PreparedRecord],
+        device: &Device,
+    ) -> Result<Batch, TrainError> {
+        let length = records.first().map_or(0, |r| r.length);
+        let leads = self.config.model.encoder.leads;
+        if records
+            .iter()
+            .any(|r| r.length != length || r.samples.len() != leads * length)
+        {
+            return Err(
+                ModelError::Input("records of different lengths in one batch".into()).into(),
+            );
+        }
+        let samples: Vec<f32> = records
+            .iter()
+            .flat_map(|r| r.samples.iter().copied())
+            .collect();
+        let ecg = Tensor::from_vec(samples, (records.len(), leads, length), device)
+            .map_err(ModelError::tensor("ECG batch"))?;
+        let examples: Vec<Example> = records.iter().map(|r| r.example.clone()).collect();
+        Ok(Batch::collate(
+            ecg,
+            &examples,
+            self.tokenizer.pad_id(),
+            device,
+        )?)
+    }
+}

@@ -1,0 +1,117 @@
+//! The run config: one file (`models/configs/*.toml`, copied to a model directory as
+//! `run.toml`) that names everything a training run needs: instruction style, optimisation,
+//! model shape, data, preprocessing and the pretrained base.
+
+use meit::dsp::PreprocessSpec;
+use serde::{Deserialize, Serialize};
+
+use super::step::TrainConfig;
+use crate::data::{DataConfig, DataError};
+use crate::model::ModelError;
+use crate::model::instruction::InstructionStyle;
+use crate::model::meit::MeitConfig;
+use crate::model::pretrained::BaseConfig;
+
+/// A whole training run as written in `models/configs/*.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// How reports are wrapped.
+    pub instruction: InstructionStyle,
+    /// Optimisation.
+    pub train: TrainConfig,
+    /// The model.
+    pub model: MeitConfig,
+    /// Where records come from.
+    pub data: DataConfig,
+    /// The preprocessing the model is trained with (and the daemon must run): the `meit`
+    /// library's spec, recorded in the model directory.
+    pub preprocess: PreprocessSpec,
+    /// The pretrained decoder to start from (`[base]`); absent when training from scratch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseConfig>,
+}
+
+impl RunConfig {
+    /// Parses and validates a run config.
+    pub fn from_toml(text: &str) -> Result<RunConfig, ModelError> {
+        let config: RunConfig =
+            toml::from_str(text).map_err(|e| ModelError::Config(e.to_string()))?;
+        config.train.validate()?;
+        config.model.validate()?;
+        let sources = [
+            config.data.synth.is_some(),
+            config.data.ptbxl.is_some(),
+            config.data.mimic.is_some(),
+        ];
+        let named = sources.iter().filter(|named| **named).count();
+        if named != 1 {
+            return Err(ModelError::Config(DataError::Sources(named).to_string()));
+        }
+        if let Some(synth) = &config.data.synth {
+            synth.validate().map_err(ModelError::Config)?;
+        }
+        if config.data.train_records < config.train.batch_size || config.data.test_records == 0 {
+            return Err(ModelError::Config(
+                "data: train_records must be >= batch_size and test_records >= 1".into(),
+            ));
+        }
+        if config.preprocess.lead_order.len() != config.model.encoder.leads {
+            return Err(ModelError::Config(format!(
+                "preprocess.lead_order has {} leads, the encoder takes {}",
+                config.preprocess.lead_order.len(),
+                config.model.encoder.leads
+            )));
+        }
+        meit::dsp::Preprocessor::new(config.preprocess.clone())
+            .map_err(|e| ModelError::Config(format!("preprocess: {e}")))?;
+        if let Some(base) = &config.base {
+            base.source()?;
+        }
+        if matches!(config.instruction, InstructionStyle::ChatMl { .. }) && config.base.is_none() {
+            return Err(ModelError::Config(
+                "instruction style chat_ml needs a pretrained ChatML model ([base])".into(),
+            ));
+        }
+        if config.train.max_tokens + 1 > config.model.decoder.max_positions {
+            return Err(ModelError::Config(format!(
+                "max_tokens {} + the ECG slot exceed the decoder's max_positions {}",
+                config.train.max_tokens, config.model.decoder.max_positions
+            )));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_configs_parse_and_validate() -> Result<(), ModelError> {
+        let tiny = RunConfig::from_toml(include_str!("../../configs/tiny.toml"))?;
+        assert!(
+            tiny.model.lora.is_none(),
+            "the tiny model trains from scratch"
+        );
+        let edge = RunConfig::from_toml(include_str!("../../configs/smollm2-edge.toml"))?;
+        assert_eq!(edge.model, MeitConfig::smollm2_edge());
+        let broken =
+            include_str!("../../configs/tiny.toml").replace("batch_size = 16", "batch_size = 1");
+        assert!(RunConfig::from_toml(&broken).is_err());
+        let lora = RunConfig::from_toml(include_str!("../../configs/smollm2-lora.toml"))?;
+        assert_eq!(lora.model, MeitConfig::smollm2_edge());
+        assert_eq!(
+            lora.base,
+            Some(BaseConfig::gguf(crate::model::gguf::SMOLLM2_GGUF_DEFAULT))
+        );
+        assert!(matches!(lora.instruction, InstructionStyle::ChatMl { .. }));
+        let without_base =
+            include_str!("../../configs/smollm2-lora.toml").replace("[base]\ngguf = ", "# ");
+        assert!(
+            RunConfig::from_toml(&without_base).is_err(),
+            "chat_ml without a base"
+        );
+        Ok(())
+    }
+}
