@@ -318,7 +318,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(dir) = &external {
                 eprintln!("meit-models eval: external set {}", dir.display());
                 report.external = Some(
-                    eval::external::evaluate_external(dir, reporter.as_mut(), &encoder)
+                    eval::external::evaluate_external(dir, reporter.as_mut(), &codec)
                         .with_context(|| {
                             format!("evaluating the external set {}", dir.display())
                         })?,
