@@ -145,13 +145,13 @@ pub fn generate_with(
     let frames = frames as usize;
     let mut stream = EcgStream::with_variability(
         &StreamConfig {
-        sample_rate_hz: spec.sample_rate_hz,
-        conditions: spec.conditions.clone(),
-        acquisition: spec.acquisition,
-        seed,
-        expected_frames: frames as u64,
-        overrides: spec.overrides,
-    },
+            sample_rate_hz: spec.sample_rate_hz,
+            conditions: spec.conditions.clone(),
+            acquisition: spec.acquisition,
+            seed,
+            expected_frames: frames as u64,
+            overrides: spec.overrides,
+        },
         variability,
     )?;
     stream.record_beats();
@@ -359,13 +359,20 @@ mod tests {
             ..RecordSpec::ten_seconds(ConditionSet::parse_list("lbbb,long-qt").unwrap())
         };
         let got = [
-            digest(&generate(&RecordSpec::ten_seconds(ConditionSet::normal()), 1)?),
+            digest(&generate(
+                &RecordSpec::ten_seconds(ConditionSet::normal()),
+                1,
+            )?),
             digest(&generate(&noisy, 4)?),
             digest(&generate(&slow, 7)?),
         ];
         assert_eq!(
             got,
-            [7786155725421858846, 10326342180272383419, 6752752481056823442]
+            [
+                7786155725421858846,
+                10326342180272383419,
+                6752752481056823442
+            ]
         );
         Ok(())
     }

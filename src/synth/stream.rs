@@ -12,8 +12,8 @@ use super::acquisition::{Acquisition, AcquisitionState, LeadOff};
 use super::condition::ConditionSet;
 use super::geometry::{ELECTRODES, LEADS, Vec3, leads_from_electrodes};
 use super::morphology::{BeatKind, BeatModel, Overrides, Wave};
-use super::variability::{VARIABILITY_SEED_TAG, Variability};
 use super::rhythm::{BeatScheduler, ScheduledBeat};
+use super::variability::{VARIABILITY_SEED_TAG, Variability};
 
 /// Sample rates the synthesizer supports, Hz.
 pub const SAMPLE_RATE_RANGE_HZ: std::ops::RangeInclusive<f64> = 100.0..=1000.0;
@@ -100,12 +100,7 @@ impl EcgStream {
             config.sample_rate_hz,
             &mut rng,
         );
-        variability.vary(
-            &mut model,
-            &config.overrides,
-            &fields,
-            &mut variability_rng,
-        );
+        variability.vary(&mut model, &config.overrides, &fields, &mut variability_rng);
         let mut scheduler = BeatScheduler::new(&model.rhythm, -1.0, &mut rng);
         let next_beat = scheduler.next_beat(&mut rng);
         let acquisition = AcquisitionState::new(
@@ -166,8 +161,12 @@ impl EcgStream {
     /// Switches to new conditions from the next beat on (a new morphology and rhythm are
     /// drawn; the beat sequence continues without a gap).
     pub fn set_conditions(&mut self, conditions: &ConditionSet) {
-        let mut model =
-            BeatModel::sample_with(conditions, &self.overrides, self.sample_rate_hz, &mut self.rng);
+        let mut model = BeatModel::sample_with(
+            conditions,
+            &self.overrides,
+            self.sample_rate_hz,
+            &mut self.rng,
+        );
         self.variability.vary(
             &mut model,
             &self.overrides,
