@@ -591,7 +591,7 @@ mod tests {
             dropped += full.codes.len() - r.codes.len();
             sets.insert(recorded.clone());
         }
-        let has = |leads: &[Lead]| sets.contains(&leads.to_vec());
+        let has = |leads: &[Lead]| sets.contains(leads);
         assert!(
             has(&[Lead::II, Lead::V1]) || has(&[Lead::II, Lead::V5]),
             "a Holter"
