@@ -3,7 +3,8 @@
 //!
 //! Read it in this order: [`geometry`] (the heart dipole and the leads), [`condition`] (what
 //! can be synthesized), [`morphology`] (the waves of a beat), [`rhythm`] (when beats happen),
-//! [`acquisition`] (artefacts), [`stream`] (sample-by-sample synthesis), [`record`] (10 s
+//! [`acquisition`] (artefacts), [`variability`] (the randomised synthesizer's literature
+//! ranges), [`stream`] (sample-by-sample synthesis), [`record`] (10 s
 //! records and their ground truth), [`report`] (statement text), then [`dataset`] (PTB-XL and
 //! MIMIC-IV-ECG directory trees) and [`plot`] (the 12-lead paper layout).
 
@@ -17,12 +18,14 @@ pub mod record;
 pub mod report;
 pub mod rhythm;
 pub mod stream;
+pub mod variability;
 
 pub use acquisition::{Acquisition, Adc};
 pub use condition::{Condition, ConditionSet};
 pub use morphology::{HEART_RATE_RANGE_BPM, Overrides};
-pub use record::{GroundTruth, Measurements, RecordSpec, SynthRecord, generate};
+pub use record::{GroundTruth, Measurements, RecordSpec, SynthRecord, generate, generate_with};
 pub use stream::{EcgStream, StreamConfig};
+pub use variability::{AcquisitionChain, Variability};
 
 /// What can go wrong when synthesizing.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +53,9 @@ pub enum SynthError {
     /// Writing a WFDB record failed.
     #[error(transparent)]
     Wfdb(#[from] crate::wfdb::WfdbError),
+    /// The acquisition chain's filter cannot run at the record's rate.
+    #[error("acquisition chain: {0}")]
+    Chain(crate::dsp::filter::FilterError),
     /// Rendering a plot failed.
     #[error("cannot render plot {path}: {reason}")]
     Plot {

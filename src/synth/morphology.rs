@@ -35,7 +35,7 @@ pub struct WaveTemplate {
 }
 
 impl WaveTemplate {
-    fn at_onset(offset_s: f32, sigma_s: f32, vector: Vec3) -> Self {
+    pub(super) fn at_onset(offset_s: f32, sigma_s: f32, vector: Vec3) -> Self {
         WaveTemplate {
             anchor: Anchor::QrsOnset,
             offset_s,
@@ -139,6 +139,9 @@ pub struct RhythmParams {
     pub rsa_fraction: f32,
     /// Respiration frequency in Hz.
     pub resp_hz: f32,
+    /// Respiratory modulation of the beat amplitude: relative amplitude of the change (0 for
+    /// none; the randomised synthesizer draws it).
+    pub resp_amplitude_fraction: f32,
     /// Low-frequency (Mayer wave, ~0.1 Hz) relative RR modulation amplitude.
     pub lf_fraction: f32,
     /// Beat-to-beat random relative RR jitter (sd).
@@ -217,7 +220,7 @@ pub struct BeatModel {
 }
 
 /// Uniform draw in `[lo, hi)`.
-fn u(rng: &mut impl Rng, lo: f32, hi: f32) -> f32 {
+pub(super) fn u(rng: &mut impl Rng, lo: f32, hi: f32) -> f32 {
     if hi > lo {
         rng.random_range(lo..hi)
     } else {
@@ -558,6 +561,7 @@ fn sample_rhythm(conditions: &ConditionSet, rng: &mut impl Rng) -> RhythmParams 
             u(rng, 0.005, 0.025)
         },
         resp_hz: u(rng, 0.15, 0.3),
+        resp_amplitude_fraction: 0.0,
         lf_fraction: u(rng, 0.0, 0.015),
         jitter_fraction: u(rng, 0.002, 0.008),
         af_rr_cv: u(rng, 0.16, 0.3),
@@ -649,7 +653,7 @@ fn rbbb_qrs(d: f32, r: f32, rng: &mut impl Rng) -> Vec<WaveTemplate> {
 
 /// The sinus P wave: right-atrial (inferior, anterior) then left-atrial (leftward,
 /// posterior) activation, starting `pr_s` before the QRS onset.
-fn p_template(pr_s: f32, duration_s: f32, amp: f32) -> Vec<WaveTemplate> {
+pub(super) fn p_template(pr_s: f32, duration_s: f32, amp: f32) -> Vec<WaveTemplate> {
     let onset = -pr_s;
     vec![
         WaveTemplate::at_onset(
@@ -705,12 +709,12 @@ fn paced_complex(sample_rate_hz: f64, rng: &mut impl Rng) -> Vec<WaveTemplate> {
 }
 
 /// Sum of the waves' time integrals.
-fn area(waves: &[WaveTemplate]) -> Vec3 {
+pub(super) fn area(waves: &[WaveTemplate]) -> Vec3 {
     waves.iter().fold(Vec3::ZERO, |acc, w| acc + w.area())
 }
 
 /// Rotates the waves in the frontal plane so their integrated vector points at `target_deg`.
-fn rotate_to_axis(waves: &mut [WaveTemplate], target_deg: f32) {
+pub(super) fn rotate_to_axis(waves: &mut [WaveTemplate], target_deg: f32) {
     let current = area(waves).frontal_deg();
     for w in waves.iter_mut() {
         w.vector = w.vector.rotate_frontal(target_deg - current);
@@ -745,13 +749,13 @@ fn voltage_target(conditions: &ConditionSet, rng: &mut impl Rng) -> VoltageTarge
 
 /// QRS voltages of a template, uV.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Voltages {
+pub(super) struct Voltages {
     /// Largest peak-to-peak over the limb leads.
-    limb: f32,
+    pub(super) limb: f32,
     /// Largest peak-to-peak over the chest leads.
-    chest: f32,
+    pub(super) chest: f32,
     /// Sokolow-Lyon: S in V1 or V2 + R in V5 or V6.
-    sokolow: f32,
+    pub(super) sokolow: f32,
     /// Cornell: R in aVL + S in V3.
     cornell: f32,
     /// R in aVL.
@@ -763,7 +767,7 @@ struct Voltages {
 impl Voltages {
     /// Whether any common LVH voltage criterion is met (Sokolow-Lyon >= 3.5 mV, Cornell
     /// > 2.8 mV, R aVL > 1.1 mV, R I + S III > 2.5 mV).
-    fn meets_lvh(&self) -> bool {
+    pub(super) fn meets_lvh(&self) -> bool {
         self.sokolow >= 3500.0
             || self.cornell > 2800.0
             || self.r_avl > 1100.0
@@ -783,7 +787,47 @@ impl Voltages {
 }
 
 fn qrs_voltages(waves: &[WaveTemplate]) -> Voltages {
-    let fields = electrode_fields();
+    qrs_voltages_with(waves, &electrode_fields())
+}
+
+/// Lowest and highest value of every lead over the waves of one beat (QRS onset at 0, QT
+/// `qt_s`), on a 1 ms grid, as electrodes with lead fields `fields` see them.
+pub(super) fn lead_extremes(
+    waves: &[WaveTemplate],
+    fields: &[Vec3; super::geometry::ELECTRODES],
+    qt_s: f32,
+) -> ([f32; LEADS], [f32; LEADS]) {
+    let mut lo = [f32::MAX; LEADS];
+    let mut hi = [f32::MIN; LEADS];
+    let placed: Vec<Wave> = waves.iter().map(|w| w.place(0.0, qt_s)).collect();
+    let start = placed
+        .iter()
+        .map(|w| w.center_s)
+        .fold(0.0f64, f64::min)
+        .min(0.0)
+        - 0.06;
+    let end = placed.iter().map(|w| w.center_s).fold(0.0f64, f64::max) + 0.06;
+    let mut t = start as f32;
+    while f64::from(t) < end {
+        let mut d = Vec3::ZERO;
+        for w in &placed {
+            w.accumulate(f64::from(t), &mut d);
+        }
+        let leads = project_dipole(fields, d);
+        for (i, v) in leads.iter().enumerate() {
+            lo[i] = lo[i].min(*v);
+            hi[i] = hi[i].max(*v);
+        }
+        t += 0.001;
+    }
+    (lo, hi)
+}
+
+/// QRS voltages of a template as electrodes with lead fields `fields` see them.
+pub(super) fn qrs_voltages_with(
+    waves: &[WaveTemplate],
+    fields: &[Vec3; super::geometry::ELECTRODES],
+) -> Voltages {
     let mut lo = [f32::MAX; LEADS];
     let mut hi = [f32::MIN; LEADS];
     let end = waves.iter().map(|w| w.offset_s).fold(0.0f32, f32::max) + 0.06;
@@ -793,7 +837,7 @@ fn qrs_voltages(waves: &[WaveTemplate]) -> Voltages {
         for w in waves {
             w.place(0.0, 0.0).accumulate(f64::from(t), &mut d);
         }
-        let leads = project_dipole(&fields, d);
+        let leads = project_dipole(fields, d);
         for (i, v) in leads.iter().enumerate() {
             lo[i] = lo[i].min(*v);
             hi[i] = hi[i].max(*v);

@@ -85,6 +85,12 @@ impl BeatScheduler {
         &self.atrial
     }
 
+    /// The respiratory phase at time `t` as a sine (-1..1): the same breathing that modulates
+    /// the sinus rate.
+    pub fn respiration(&self, t: f64) -> f32 {
+        (TAU * f64::from(self.params.resp_hz) * t + self.resp_phase).sin() as f32
+    }
+
     /// The next beat.
     pub fn next_beat(&mut self, rng: &mut impl Rng) -> ScheduledBeat {
         let p = &self.params;

@@ -10,9 +10,10 @@ use rand::rngs::StdRng;
 use super::SynthError;
 use super::acquisition::{Acquisition, AcquisitionState, LeadOff};
 use super::condition::ConditionSet;
-use super::geometry::{ELECTRODES, LEADS, Vec3, electrode_fields, leads_from_electrodes};
+use super::geometry::{ELECTRODES, LEADS, Vec3, leads_from_electrodes};
 use super::morphology::{BeatKind, BeatModel, Overrides, Wave};
 use super::rhythm::{BeatScheduler, ScheduledBeat};
+use super::variability::{VARIABILITY_SEED_TAG, Variability};
 
 /// Sample rates the synthesizer supports, Hz.
 pub const SAMPLE_RATE_RANGE_HZ: std::ops::RangeInclusive<f64> = 100.0..=1000.0;
@@ -71,21 +72,35 @@ pub struct EcgStream {
     frame: u64,
     acquisition: AcquisitionState,
     log: Option<Vec<BeatEvent>>,
+    variability: Variability,
+    /// The randomised synthesizer's own generator (unused in the default mode).
+    variability_rng: StdRng,
 }
 
 impl EcgStream {
-    /// Starts a stream.
+    /// Starts a stream with the default variability (what every seed always drew).
     pub fn new(config: &StreamConfig) -> Result<Self, SynthError> {
+        Self::with_variability(config, Variability::Fixed)
+    }
+
+    /// Starts a stream whose physiology and electrodes vary as `variability` says.
+    pub fn with_variability(
+        config: &StreamConfig,
+        variability: Variability,
+    ) -> Result<Self, SynthError> {
         if !SAMPLE_RATE_RANGE_HZ.contains(&config.sample_rate_hz) {
             return Err(SynthError::SampleRate(config.sample_rate_hz));
         }
         let mut rng = StdRng::seed_from_u64(config.seed);
-        let model = BeatModel::sample_with(
+        let mut variability_rng = StdRng::seed_from_u64(config.seed ^ VARIABILITY_SEED_TAG);
+        let fields = variability.electrode_fields(&mut variability_rng);
+        let mut model = BeatModel::sample_with(
             &config.conditions,
             &config.overrides,
             config.sample_rate_hz,
             &mut rng,
         );
+        variability.vary(&mut model, &config.overrides, &fields, &mut variability_rng);
         let mut scheduler = BeatScheduler::new(&model.rhythm, -1.0, &mut rng);
         let next_beat = scheduler.next_beat(&mut rng);
         let acquisition = AcquisitionState::new(
@@ -101,13 +116,15 @@ impl EcgStream {
             model,
             pending_model: None,
             scheduler,
-            fields: electrode_fields(),
+            fields,
             waves: [Wave::new(0.0, 1.0, Vec3::ZERO); MAX_WAVES],
             n_waves: 0,
             next_beat,
             frame: 0,
             acquisition,
             log: None,
+            variability,
+            variability_rng,
         })
     }
 
@@ -144,12 +161,19 @@ impl EcgStream {
     /// Switches to new conditions from the next beat on (a new morphology and rhythm are
     /// drawn; the beat sequence continues without a gap).
     pub fn set_conditions(&mut self, conditions: &ConditionSet) {
-        self.pending_model = Some(BeatModel::sample_with(
+        let mut model = BeatModel::sample_with(
             conditions,
             &self.overrides,
             self.sample_rate_hz,
             &mut self.rng,
-        ));
+        );
+        self.variability.vary(
+            &mut model,
+            &self.overrides,
+            &self.fields,
+            &mut self.variability_rng,
+        );
+        self.pending_model = Some(model);
     }
 
     /// The next frame: one sample per lead in the standard order, microvolts.
@@ -202,13 +226,21 @@ impl EcgStream {
         }
         self.n_waves = kept;
         let qt = self.model.qt_for_rr(beat.rr_s);
+        // Respiration moves the heart and changes the thoracic impedance: the beat's size
+        // follows the breathing that also modulates the sinus rate.
+        let breathing = self.model.rhythm.resp_amplitude_fraction;
+        let size = 1.0 + breathing * self.scheduler.respiration(beat.onset_s);
         for template in self.model.beat_waves(beat.kind) {
             if self.n_waves == MAX_WAVES {
                 // Cannot happen with the built-in beats; keep the newest beat whole.
                 self.waves.copy_within(1.., 0);
                 self.n_waves -= 1;
             }
-            self.waves[self.n_waves] = template.place(beat.onset_s, qt);
+            let mut wave = template.place(beat.onset_s, qt);
+            if breathing != 0.0 {
+                wave.vector = wave.vector.scale(size);
+            }
+            self.waves[self.n_waves] = wave;
             self.n_waves += 1;
         }
         if let Some(log) = self.log.as_mut() {

@@ -9,11 +9,19 @@
 //! `meit::acquire::pmd::h10_leads`). The reference report of a reduced
 //! record keeps only the statements its leads support (`meit::synth::report::supported_statements`):
 //! the model learns to say nothing about what it cannot see.
+//!
+//! Two opt-in keys widen the data (configs without them draw exactly the records they drew):
+//! `variability = "literature"` draws the randomised synthesizer's physiology and electrodes
+//! ([`meit::synth::variability`]), MIT-BIH Noise Stress Test noise types and a device chain
+//! (diagnostic or monitoring band, a real ADC); `lead_subsets = "any"` gives the reduced records
+//! the lead sets real devices record (3- and 5-lead monitors, 2-lead Holters, single-lead straps)
+//! and arbitrary subsets of the twelve.
 
 use meit::dsp::leads::LeadMapper;
 use meit::ecg::{Lead, LeadSet, Recording};
 use meit::synth::report::{self, Statement};
-use meit::synth::{Acquisition, ConditionSet, RecordSpec, generate};
+use meit::synth::variability::{AcquisitionChain, Variability, stress_test_noise};
+use meit::synth::{Acquisition, ConditionSet, RecordSpec, generate_with};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -51,6 +59,20 @@ pub enum LeadProfile {
     /// A chest strap: the Polar H10's single lead, labelled lead I
     /// (`meit::acquire::pmd::h10_leads`, where the label's source is given).
     Single,
+    /// A 5-electrode monitor: I, II, III and one chest lead (V1 or V5 as a rule).
+    FiveLead {
+        /// The chest lead.
+        chest: Lead,
+    },
+    /// A 2-lead Holter: MLII (lead II) and one chest lead (V1 or V5), as in the MIT-BIH records.
+    Holter {
+        /// The chest lead.
+        chest: Lead,
+    },
+    /// One lead only (a strap or patch).
+    OneLead(Lead),
+    /// Any subset of the twelve: bit `i` set keeps lead `i` of the standard order.
+    Subset(u16),
 }
 
 impl LeadProfile {
@@ -60,8 +82,52 @@ impl LeadProfile {
             LeadProfile::Twelve => LeadSet::standard_12(),
             LeadProfile::Monitor => LeadSet(vec![Lead::I, Lead::II, Lead::III]),
             LeadProfile::Single => meit::acquire::pmd::h10_leads(),
+            LeadProfile::FiveLead { chest } => LeadSet(vec![Lead::I, Lead::II, Lead::III, chest]),
+            LeadProfile::Holter { chest } => LeadSet(vec![Lead::II, chest]),
+            LeadProfile::OneLead(lead) => LeadSet(vec![lead]),
+            LeadProfile::Subset(bits) => LeadSet(
+                Lead::STANDARD_12
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| bits & (1 << i) != 0)
+                    .map(|(_, &lead)| lead)
+                    .collect(),
+            ),
         }
     }
+
+    /// A reduced lead set of `lead_subsets = "any"`: a real device's set (3-lead monitor,
+    /// 5-lead monitor, 2-lead Holter, single lead) or a random non-empty subset of the twelve
+    /// (each a fifth of the draws).
+    pub fn draw_reduced(rng: &mut impl Rng) -> Self {
+        let chest = if rng.random_bool(0.5) {
+            Lead::V1
+        } else {
+            Lead::V5
+        };
+        match rng.random_range(0..5u8) {
+            0 => LeadProfile::Monitor,
+            1 => LeadProfile::FiveLead { chest },
+            2 => LeadProfile::Holter { chest },
+            3 => LeadProfile::OneLead(if rng.random_bool(0.7) {
+                Lead::II
+            } else {
+                Lead::I
+            }),
+            _ => LeadProfile::Subset(rng.random_range(1..(1u16 << 12) - 1)),
+        }
+    }
+}
+
+/// Which reduced lead sets training records draw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeadSubsets {
+    /// Half 3-lead monitor (I, II, III), half lead II alone (what configs always drew).
+    #[default]
+    Monitor,
+    /// Real devices' sets and arbitrary subsets ([`LeadProfile::draw_reduced`]).
+    Any,
 }
 
 /// How synthetic records are drawn. Serialised in run configs (`[data.synth]`).
@@ -88,7 +154,22 @@ pub struct SynthData {
     /// 0, the default, draws mathematically noise-free "clean" records).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub amplifier_noise_uv: f32,
+    /// How widely physiology, electrodes, noise and the device chain vary (`"fixed"`, the
+    /// default, or `"literature"`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub variability: Variability,
+    /// Which lead sets the reduced training records draw (`"monitor"`, the default, or `"any"`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub lead_subsets: LeadSubsets,
 }
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// Seed tag of the data layer's own draws for the opt-in keys (ASCII "subsets"), so the draws
+/// of configs without them stay as they were.
+const DATA_SEED_TAG: u64 = 0x0073_7562_7365_7473;
 
 fn is_zero(value: &f32) -> bool {
     *value == 0.0
@@ -179,6 +260,21 @@ impl SynthData {
             (true, false) => LeadProfile::Single,
         };
         let record_seed: u64 = rng.random();
+        // The opt-in keys draw from their own generator, after everything above.
+        let mut extra = StdRng::seed_from_u64(seed ^ DATA_SEED_TAG);
+        let literature = self.variability == Variability::Literature;
+        let drawn_acquisition = if literature && noisy {
+            stress_test_noise(self.max_noise, self.mains_hz, &mut extra)
+        } else {
+            drawn_acquisition
+        };
+        let chain = literature.then(|| AcquisitionChain::draw(&mut extra));
+        let drawn_leads = match (self.lead_subsets, drawn_leads) {
+            (LeadSubsets::Any, LeadProfile::Monitor | LeadProfile::Single) => {
+                LeadProfile::draw_reduced(&mut extra)
+            }
+            (_, drawn) => drawn,
+        };
         let spec = RecordSpec {
             sample_rate_hz,
             acquisition: Acquisition {
@@ -188,9 +284,12 @@ impl SynthData {
             meit_max_fraction: forced.meit_max_fraction,
             ..RecordSpec::ten_seconds(conditions)
         };
-        let synth = generate(&spec, record_seed)?;
+        let synth = generate_with(&spec, self.variability, record_seed)?;
         let profile = forced.leads.unwrap_or(drawn_leads);
-        let recording = keep_leads(&synth.recording, &profile.leads());
+        let mut recording = keep_leads(&synth.recording, &profile.leads());
+        if let Some(chain) = chain {
+            recording = chain.apply(&recording)?;
+        }
         let mapper = LeadMapper::new(&recording.leads, &LeadSet::standard_12());
         let mask = mapper.mask();
         let available = |lead: Lead| {
@@ -276,6 +375,8 @@ mod tests {
             reduced_lead_fraction: 0.5,
             mains_hz: 50.0,
             amplifier_noise_uv: 0.0,
+            variability: Variability::Fixed,
+            lead_subsets: LeadSubsets::Monitor,
         }
     }
 
@@ -400,6 +501,197 @@ mod tests {
             "seed = 3\nstyle = \"mimic\"\nsample_rates_hz = [500.0, 250.0]\nnoisy_fraction = 0.5\nmax_noise = 0.3\nreduced_lead_fraction = 0.5",
         )?;
         assert_eq!(parsed, quiet);
+        Ok(())
+    }
+
+    /// FNV-1a over a labelled record's samples, leads and reference.
+    fn digest(r: &LabelledRecord) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for b in bytes {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for v in &r.recording.samples_uv {
+            eat(&v.to_bits().to_le_bytes());
+        }
+        eat(format!(
+            "{:?} {} {}",
+            r.recording.leads, r.recording.sample_rate_hz, r.report
+        )
+        .as_bytes());
+        h
+    }
+
+    #[test]
+    fn configs_without_the_new_keys_draw_the_records_they_drew() -> Result<(), DataError> {
+        // Digests of the default path (taken with the new code: the synthesizer's own digests in
+        // `meit::synth::record` were taken before it changed and still hold).
+        let d = data();
+        let got: Vec<u64> = (0..6)
+            .map(|i| d.record(Split::Train, i).map(|r| digest(&r)))
+            .chain([d.record(Split::Test, 1).map(|r| digest(&r))])
+            .collect::<Result<_, _>>()?;
+        assert_eq!(
+            got,
+            vec![
+                26685340111093537,
+                14919772384332481531,
+                10544964009460844346,
+                902891332044410112,
+                5004953526809580043,
+                1923361480597320687,
+                645966923956593135
+            ]
+        );
+        Ok(())
+    }
+
+    /// Whether `needed` is recorded or derivable from the recorded leads (two of I, II, III
+    /// give all six limb leads), checked independently of the data layer's availability rule.
+    fn derivable(recorded: &[Lead], needed: Lead) -> bool {
+        let limb = [Lead::I, Lead::II, Lead::III];
+        let is_limb = matches!(
+            needed,
+            Lead::I | Lead::II | Lead::III | Lead::AVR | Lead::AVL | Lead::AVF
+        );
+        recorded.contains(&needed)
+            || (is_limb && limb.iter().filter(|l| recorded.contains(l)).count() >= 2)
+    }
+
+    #[test]
+    fn any_lead_subset_reference_states_nothing_that_needs_an_absent_lead() -> Result<(), DataError>
+    {
+        let d = SynthData {
+            lead_subsets: LeadSubsets::Any,
+            reduced_lead_fraction: 1.0,
+            ..data()
+        };
+        let mut sets = std::collections::BTreeSet::new();
+        let mut dropped = 0;
+        for i in 0..80 {
+            let r = d.record(Split::Train, i)?;
+            let recorded = &r.recording.leads.0;
+            for code in &r.codes {
+                for &lead in report::leads_needed(code) {
+                    assert!(
+                        derivable(recorded, lead),
+                        "{code} needs {lead:?}, has {recorded:?}"
+                    );
+                }
+            }
+            // The same record with twelve leads states everything the reduced one does.
+            let full = d.record_with(
+                Split::Train,
+                i,
+                Forced {
+                    leads: Some(LeadProfile::Twelve),
+                    ..Forced::default()
+                },
+            )?;
+            assert!(r.codes.iter().all(|c| full.codes.contains(c)), "{i}");
+            dropped += full.codes.len() - r.codes.len();
+            sets.insert(recorded.clone());
+        }
+        let has = |leads: &[Lead]| sets.contains(leads);
+        assert!(
+            has(&[Lead::II, Lead::V1]) || has(&[Lead::II, Lead::V5]),
+            "a Holter"
+        );
+        assert!(has(&[Lead::I, Lead::II, Lead::III]), "a 3-lead monitor");
+        assert!(sets.iter().any(|s| s.len() == 4), "a 5-lead monitor");
+        assert!(sets.len() >= 20, "{} distinct lead sets in 80", sets.len());
+        assert!(
+            dropped >= 80,
+            "every reduced reference loses at least its verdict"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn literature_records_keep_their_conditions_and_come_through_a_device_chain()
+    -> Result<(), DataError> {
+        let fixed = data();
+        let literature = SynthData {
+            variability: Variability::Literature,
+            ..data()
+        };
+        for i in 0..12 {
+            let (a, b) = (
+                fixed.record(Split::Test, i)?,
+                literature.record(Split::Test, i)?,
+            );
+            assert_eq!(
+                a.codes.first(),
+                b.codes.first(),
+                "the same rhythm statement"
+            );
+            assert_ne!(a.recording.samples_uv, b.recording.samples_uv);
+            // Every sample is a whole number of ADC counts of one of the chains' converters.
+            let count = meit::synth::variability::ADCS
+                .iter()
+                .map(|&(uv, _)| uv)
+                .find(|uv| {
+                    b.recording
+                        .samples_uv
+                        .iter()
+                        .all(|v| ((v / uv) - (v / uv).round()).abs() < 1e-3)
+                });
+            assert!(count.is_some(), "record {i} is not quantised");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_realism_config_turns_everything_on() -> Result<(), Box<dyn std::error::Error>> {
+        let config: toml::Table = toml::from_str(include_str!("../../configs/tiny-realism.toml"))?;
+        let synth = config
+            .get("data")
+            .and_then(|d| d.get("synth"))
+            .ok_or("no [data.synth]")?
+            .clone();
+        let d: SynthData = synth.try_into()?;
+        d.validate()?;
+        assert_eq!(d.variability, Variability::Literature);
+        assert_eq!(d.lead_subsets, LeadSubsets::Any);
+        assert!(d.sample_rates_hz.contains(&125.0) && d.sample_rates_hz.contains(&1000.0));
+        Ok(())
+    }
+
+    /// Records per second of the data layer, default and randomised (run with `--ignored
+    /// --nocapture`, in release for figures).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn generation_throughput() -> Result<(), DataError> {
+        let n = 200;
+        for (name, d) in [
+            (
+                "tiny.toml-like (default)",
+                SynthData {
+                    sample_rates_hz: vec![500.0],
+                    ..data()
+                },
+            ),
+            (
+                "literature + any subsets",
+                SynthData {
+                    sample_rates_hz: vec![500.0],
+                    variability: Variability::Literature,
+                    lead_subsets: LeadSubsets::Any,
+                    ..data()
+                },
+            ),
+        ] {
+            let start = std::time::Instant::now();
+            for i in 0..n {
+                d.record(Split::Train, i)?;
+            }
+            let s = start.elapsed().as_secs_f64();
+            println!(
+                "THROUGHPUT {name}: {n} records in {s:.2} s = {:.0} records/s",
+                n as f64 / s
+            );
+        }
         Ok(())
     }
 }
