@@ -42,7 +42,7 @@ smollm2-bundle: smollm2 onnxruntime
 	$(CARGO) build --release -p meit-models --bin meit-models
 	target/release/meit-models train --config models/configs/smollm2-smoke.toml --out .models/smollm2-smoke --max-steps 1 --quiet
 	rm -rf .models/smollm2-smoke/checkpoint
-	target/release/meit-models export --model .models/smollm2-smoke --out .models/bundles/smollm2 --id meit-smollm2-smoke
+	target/release/meit-models export --model .models/smollm2-smoke --out .models/bundles/smollm2 --id meit-smollm2-smoke --half-embedding
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -114,6 +114,9 @@ enum Command {
         /// (larger and slower; for comparison, models/README.md).
         #[arg(long)]
         lora_branch: bool,
+        /// Store the token-embedding table in float16 (half its bytes; for large vocabularies).
+        #[arg(long)]
+        half_embedding: bool,
     },
     /// Score line-aligned hypothesis and reference reports: BLEU-1..4, METEOR, ROUGE-L,
     /// CIDEr-D as JSON. Several references on one line are separated by `|||`.
@@ -244,6 +247,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             id,
             attention,
             lora_branch,
+            half_embedding,
         } => {
             let options = meit_models::export::ExportOptions {
                 precision: match precision {
@@ -261,6 +265,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 } else {
                     meit_models::export::decoder::LoraExport::Merge
                 },
+                half_embedding,
                 ..Default::default()
             };
             let manifest = meit_models::export::export(&model, &out, &options)

@@ -571,3 +571,32 @@ fn group_query_attention_export_gives_the_plain_graphs_logits() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn a_half_precision_embedding_table_gives_the_same_reports_in_fewer_bytes() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let half = dir.path().join("half");
+    let options = ExportOptions {
+        half_embedding: true,
+        ..Default::default()
+    };
+    export(&model_dir(), &half, &options)?;
+    let (_, _, int4) = bundles();
+    let size = |dir: &Path| std::fs::metadata(dir.join("decoder.onnx")).map(|m| m.len());
+    let shape = Bundle::open(int4, runtime())?.manifest.decoder.clone();
+    let table_half_bytes = (shape.vocab_size * shape.hidden_size * 2) as u64;
+    let saved = size(int4)? - size(&half)?;
+    assert!(
+        saved.abs_diff(table_half_bytes) < 1024,
+        "saved {saved} bytes, the table's half is {table_half_bytes}"
+    );
+    let inputs = held_out(24, true);
+    let views: Vec<_> = inputs.iter().map(|i| i.samples.view()).collect();
+    let (full_reports, _) = engine(int4).generate(&views)?;
+    let (half_reports, _) = engine(&half).generate(&views)?;
+    let texts = |r: &[meit::infer::engine::Generated]| -> Vec<String> {
+        r.iter().map(|g| g.text.clone()).collect()
+    };
+    assert_eq!(texts(&half_reports), texts(&full_reports));
+    Ok(())
+}

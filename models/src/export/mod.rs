@@ -84,6 +84,8 @@ pub struct ExportOptions {
     pub zero_points: int4::ZeroPoints,
     /// Keep the output head fp32 in an int4 graph.
     pub float_head: bool,
+    /// Store the token-embedding table in float16.
+    pub half_embedding: bool,
     /// Model id in the manifest (default: `meit-<model directory name>`).
     pub model_id: Option<String>,
     /// Headline evaluation rows to record in the manifest.
@@ -100,6 +102,7 @@ impl Default for ExportOptions {
             attention: decoder::AttentionExport::Ops,
             zero_points: int4::ZeroPoints::Packed,
             float_head: false,
+            half_embedding: false,
             model_id: None,
             evaluation: BTreeMap::new(),
         }
@@ -125,6 +128,7 @@ pub fn export(
         attention: options.attention,
         zero_points: options.zero_points,
         float_head: options.float_head,
+        half_embedding: options.half_embedding,
     };
     let decoder_graph = decoder::build(&weights, &mc.decoder, format)?;
 
