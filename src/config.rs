@@ -553,15 +553,15 @@ mod tests {
         for (text, expect) in [
             (
                 "[runtime]\nexecution_providers = [\"cpu\", \"cuda\"]\n",
-                "runtime.execution_providers[0]: cpu must be the last provider",
+                "`runtime.execution_providers[0]` cpu must be the last provider",
             ),
             (
                 "[runtime]\nexecution_providers = [\"cuda\", \"cuda\"]\n",
-                "runtime.execution_providers[1]: cuda is listed twice",
+                "`runtime.execution_providers[1]` cuda is listed twice",
             ),
             (
                 "[runtime]\nexecution_providers = [{ kind = \"cuda\", fp16 = true }]\n",
-                "runtime.execution_providers[0]: cuda has no setting fp16",
+                "`runtime.execution_providers[0]` cuda has no setting fp16",
             ),
             (
                 "[runtime]\nexecution_providers = [{ kind = \"cuda\", polcy = \"preferred\" }]\n",
@@ -574,7 +574,7 @@ mod tests {
             ("[runtime]\nexecution_providers = []\n", "is empty"),
             (
                 "[runtime]\ninter_threads = 0\n",
-                "runtime.inter_threads: is 0",
+                "`runtime.inter_threads` is 0",
             ),
         ] {
             let err = parse(text).unwrap_err().to_string();
