@@ -32,6 +32,9 @@ use super::bed::{Finished, PendingWindow};
 use crate::infer::engine::Engine;
 use crate::report::{InferenceTimings, Outcome};
 
+/// The least time a batch counts as under the slowdown test hook.
+const SLOWDOWN_FLOOR: Duration = Duration::from_millis(25);
+
 /// How the worker batches and when the queue drops.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchSettings {
@@ -298,10 +301,12 @@ impl InferenceQueue {
     }
 
     /// The slowdown test hook's pause after a batch that took `took` ([`BatchSettings::slowdown`]).
+    /// A batch counts as at least [`SLOWDOWN_FLOOR`], so that a slowdown overloads the queue
+    /// however fast the machine runs the tiny model.
     fn test_slowdown(&self, took: Duration) {
         let factor = self.settings().slowdown;
         if factor > 1.0 {
-            self.test_pause(took.mul_f64((factor - 1.0).min(1000.0)));
+            self.test_pause(took.max(SLOWDOWN_FLOOR).mul_f64((factor - 1.0).min(1000.0)));
         }
     }
 

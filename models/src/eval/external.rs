@@ -692,9 +692,10 @@ mod tests {
             None,
             &[],
         ));
+        // Rate class right: `right` and `both` ("Sinus rhythm" states a normal rate).
         assert_eq!(
             (counts.windows, counts.rhythm_right, counts.rate_class_right),
-            (5, 2, 1)
+            (5, 2, 2)
         );
         assert_eq!(
             (counts.no_report, counts.flagged, counts.unsupported_claims),

@@ -525,12 +525,14 @@ pub fn build(
     b.g.set_prefix("embed");
     let embed = w.get("decoder.embed_tokens.weight")?;
     let mut x = if format.half_embedding {
-        let table = b.g.weight_f16("embed_tokens.weight", &embed.dims, &embed.data);
+        let table =
+            b.g.weight_f16("embed_tokens.weight", &embed.dims, &embed.data);
         let rows = b.g.op("Gather", &[&table, &ids], vec![attr_int("axis", 0)]);
         // to = 1: FLOAT.
         b.g.op("Cast", &[&rows], vec![attr_int("to", 1)])
     } else {
-        let table = b.g.weight_f32("embed_tokens.weight", &embed.dims, &embed.data);
+        let table =
+            b.g.weight_f32("embed_tokens.weight", &embed.dims, &embed.data);
         b.g.op("Gather", &[&table, &ids], vec![attr_int("axis", 0)])
     };
 
