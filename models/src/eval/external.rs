@@ -697,9 +697,10 @@ mod tests {
             (counts.windows, counts.rhythm_right, counts.rate_class_right),
             (5, 2, 2)
         );
+        // Flagged: `flagged`, and `both` (atrial fibrillation against a regular 75 bpm).
         assert_eq!(
             (counts.no_report, counts.flagged, counts.unsupported_claims),
-            (1, 1, 2)
+            (1, 2, 2)
         );
         assert_eq!(counts.no_report_reasons["II flat (required)"], 1);
         assert_eq!(counts.rhythm_percent(), Some(40.0));

@@ -64,9 +64,9 @@ impl Variant {
 /// 1 = ~0.15 mV).
 pub const ARTEFACT_ROWS: [(&str, f32); 7] = [
     ("wander", 1.0),
-    ("wander", 3.0),
-    ("emg", 2.0),
-    ("emg", 6.0),
+    ("wander", 2.0),
+    ("emg", 0.5),
+    ("emg", 1.0),
     ("motion", 0.3),
     ("motion", 1.0),
     ("mains", 1.0),
