@@ -329,6 +329,18 @@ impl Engine {
         mask: Array2<i64>,
         past: Vec<(DynValue, DynValue)>,
     ) -> Result<(Vec<u32>, Cache), EngineError> {
+        self.decode_last(ids, positions, mask, past, argmax)
+    }
+
+    /// One decoder call returning `per_row` of each row's logits at the last new position.
+    fn decode_last<R>(
+        &mut self,
+        ids: Array2<i64>,
+        positions: Array2<i64>,
+        mask: Array2<i64>,
+        past: Vec<(DynValue, DynValue)>,
+        per_row: impl Fn(ndarray::ArrayView1<'_, f32>) -> R,
+    ) -> Result<(Vec<R>, Cache), EngineError> {
         self.decoder_call(ids, positions, mask, past, |logits| {
             let logits = logits
                 .into_dimensionality::<ndarray::Ix3>()
@@ -338,7 +350,7 @@ impl Engine {
                 .index_axis(Axis(1), last)
                 .rows()
                 .into_iter()
-                .map(argmax)
+                .map(&per_row)
                 .collect())
         })
     }
@@ -568,18 +580,7 @@ impl Engine {
             let mask = Array2::<i64>::ones((active.len(), total));
             // Per row: the `beams` best (log-probability, token) of the last position.
             let (candidates, present) =
-                self.decoder_call(ids, positions, mask, past, |logits| {
-                    let logits = logits
-                        .into_dimensionality::<ndarray::Ix3>()
-                        .map_err(|e| format!("logits: {e}"))?;
-                    let last = logits.dim().1.checked_sub(1).ok_or("logits: no position")?;
-                    Ok(logits
-                        .index_axis(Axis(1), last)
-                        .rows()
-                        .into_iter()
-                        .map(|row| top_log_probs(row, beams))
-                        .collect::<Vec<_>>())
-                })?;
+                self.decode_last(ids, positions, mask, past, |row| top_log_probs(row, beams))?;
             cache_len = total;
             let mut expanded: Vec<(f64, usize, u32)> = Vec::new();
             for (parent, (hyp, row)) in active.iter().zip(&candidates).enumerate() {
