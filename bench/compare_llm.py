@@ -129,13 +129,15 @@ def gguf_bytes(path: Path) -> int:
 
 
 class MeitEngine:
-    name = "meit engine (ort, this repo)"
+    """The engine in one of the daemon's two thread settings (`[runtime] intra_op_spinning`)."""
 
-    def __init__(self, bundle: Path, prompt: list[int], new_tokens: int, threads: int):
+    def __init__(self, bundle: Path, prompt: list[int], new_tokens: int, threads: int, spinning: bool):
+        self.name = ("meit engine, threads spin (intra_op_spinning = true)" if spinning
+                     else "meit engine, threads sleep (default)")
         exe = ROOT / "target/release/examples/llm_text_bench"
         self.proc = subprocess.Popen(
             [str(exe), "--bundle", str(bundle), "--threads", str(threads), "--new-tokens", str(new_tokens),
-             "--prompt-ids", ",".join(map(str, prompt))],
+             "--prompt-ids", ",".join(map(str, prompt)), "--spinning", "true" if spinning else "false"],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.ready = json.loads(self.proc.stdout.readline())
         self.peak_rss_mib = None
@@ -270,15 +272,20 @@ def llama_cpp_problem(gguf: Path) -> str | None:
 # ----------------------------------------------------------------------------------------------
 
 
+ENGINES = 2  # the first runtimes of the comparison: the engine with threads sleeping, spinning
+
+
 def llm_comparison(args, manifest: dict, bundle: Path) -> dict:
     prompt = manifest["prompt"]["ids"]
     n = args.new_tokens
     tmp = Path(tempfile.mkdtemp(prefix="genai-"))
     genai_config(manifest, bundle / manifest["decoder_graph"]["file"], tmp, args.threads, len(prompt) + n)
     runtimes = []
-    t = time.perf_counter()
-    runtimes.append(MeitEngine(bundle, prompt, n, args.threads))
-    load = {runtimes[-1].name: time.perf_counter() - t}
+    load = {}
+    for spinning in (False, True):
+        t = time.perf_counter()
+        runtimes.append(MeitEngine(bundle, prompt, n, args.threads, spinning))
+        load[runtimes[-1].name] = time.perf_counter() - t
     t = time.perf_counter()
     runtimes.append(Genai(tmp, prompt, n))
     load[runtimes[-1].name] = time.perf_counter() - t
@@ -304,10 +311,13 @@ def llm_comparison(args, manifest: dict, bundle: Path) -> dict:
             f"{name.split(' (')[0]} {res['decode'][-1]:.0f} tok/s" for name, res in results.items()),
             file=sys.stderr, flush=True)
     meit_rss = runtimes[0].peak_rss_mib
-    runtimes[0].close()
+    for engine in runtimes[:ENGINES]:
+        engine.close()
     names = [r.name for r in runtimes]
     meit_ids = results[names[0]]["ids"]
-    genai_ids = results[names[1]]["ids"]
+    genai_ids = results[names[ENGINES]]["ids"]
+    if results[names[1]]["ids"] != meit_ids:
+        raise SystemExit("the engine's two thread settings generated different tokens")
     return {"results": results, "names": names, "load_s": load, "prompt_tokens": len(prompt),
             "onnxruntime": runtimes[0].ready.get("onnxruntime"),
             "new_tokens": n, "meit_peak_rss_mib": meit_rss,
@@ -386,24 +396,28 @@ def write_doc(args, start: str, tiny: dict, candle: dict, llm: dict | None, smol
         w("")
         w("| runtime | model file | prefill tokens/s | decode tokens/s | load s |")
         w("|---|---|---|---|---|")
-        files = {names[0]: ".models/bundles/smollm2/decoder.onnx", names[1]: ".models/bundles/smollm2/decoder.onnx"}
-        if len(names) > 2:
-            files[names[2]] = str(args.gguf.relative_to(ROOT) if args.gguf.is_relative_to(ROOT) else args.gguf)
+        files = {name: ".models/bundles/smollm2/decoder.onnx" for name in names[:ENGINES + 1]}
+        if len(names) > ENGINES + 1:
+            files[names[ENGINES + 1]] = str(args.gguf.relative_to(ROOT) if args.gguf.is_relative_to(ROOT)
+                                            else args.gguf)
         for name in names:
             r = res[name]
             w(f"| {name} | `{files[name]}` | {fmt(spread(r['prefill']), 0)} | {fmt(spread(r['decode']), 1)} | "
               f"{llm['load_s'][name]:.1f} |")
         w("")
-        meit = res[names[0]]
         med = lambda r, k: statistics.median(r[k])  # noqa: E731
         w("Ratios of medians (meit / peer):")
         w("")
-        for name in names[1:]:
-            w(f"- vs {name}: decode **{med(meit, 'decode') / med(res[name], 'decode'):.2f}x**, "
-              f"prefill **{med(meit, 'prefill') / med(res[name], 'prefill'):.2f}x**")
-        w("- Session settings: the engine's own (`Engine::session_options`: intra-op threads sleep instead of "
-          "spinning); genai its defaults from genai_config.json (only the thread count set); llama.cpp "
-          "`n_threads = n_threads_batch = threads`.")
+        for engine in names[:ENGINES]:
+            meit = res[engine]
+            for name in names[ENGINES:]:
+                w(f"- {engine} vs {name}: decode **{med(meit, 'decode') / med(res[name], 'decode'):.2f}x**, "
+                  f"prefill **{med(meit, 'prefill') / med(res[name], 'prefill'):.2f}x**")
+        w("- Session settings: the engine's (`Engine::session_options`, with `--spinning` as the daemon's "
+          "`[runtime] intra_op_spinning`; the cache and slot stay on the decoder's device through IoBinding, "
+          "logits to the host); genai its defaults from genai_config.json (only the thread count set; ONNX "
+          "Runtime's default lets intra-op threads spin); llama.cpp `n_threads = n_threads_batch = threads`. Both "
+          "engine settings generated the same tokens.")
         if llm.get("llama_missing"):
             w(f"- llama.cpp is not in this run: {llm['llama_missing']}.")
         w("")
@@ -412,7 +426,8 @@ def write_doc(args, start: str, tiny: dict, candle: dict, llm: dict | None, smol
           f"({llm['new_tokens']} tokens). llama.cpp runs the original GGUF weights (the bundle is the GGUF after one "
           "training step, LoRA merged, re-quantised), so its tokens are not compared.")
         if llm.get("meit_peak_rss_mib"):
-            w(f"- Peak RSS of the engine's process (text-only example): {llm['meit_peak_rss_mib']:.0f} MiB.")
+            w(f"- Peak RSS of the engine's process (text-only example, threads sleep): "
+              f"{llm['meit_peak_rss_mib']:.0f} MiB.")
         w("")
     if bandwidth and weights:
         total, per_token = weights
@@ -429,10 +444,11 @@ def write_doc(args, start: str, tiny: dict, candle: dict, llm: dict | None, smol
             w(f"| SmolLM2 Q4_1 GGUF (all of it: the tied output reads token_embd) | {gguf_size / 1e6:.1f} MB | "
               f"{bandwidth * 1e9 / gguf_size:.0f} |")
         if llm:
-            med = statistics.median(llm["results"][llm["names"][0]]["decode"])
             w("")
-            w(f"The engine's decode median reaches {med * per_token / 1e9:.1f} GB/s of weight traffic, "
-              f"{100 * med * per_token / (bandwidth * 1e9):.0f}% of the floor.")
+            for engine in llm["names"][:ENGINES]:
+                med = statistics.median(llm["results"][engine]["decode"])
+                w(f"- {engine}: decode median {med * per_token / 1e9:.1f} GB/s of weight traffic, "
+                  f"{100 * med * per_token / (bandwidth * 1e9):.0f}% of the floor.")
         w("")
     if smol_bench:
         s = smol_bench

@@ -199,6 +199,13 @@ pub struct RuntimeConfig {
     /// Inter-op threads per session (parallel branches of the graph); ONNX Runtime's default
     /// (sequential execution) when absent.
     pub inter_threads: Option<usize>,
+    /// Whether idle intra-op threads spin for a while before sleeping. Spinning saves the
+    /// wake-up of every operator's worker threads (lower latency per token on a box whose
+    /// cores are the daemon's); sleeping leaves the cores to other processes between
+    /// operators (a gateway shared with other services). Default: sleep
+    /// (`docs/bench/infer.md` measures both).
+    #[serde(default)]
+    pub intra_op_spinning: bool,
 }
 
 fn default_providers() -> Vec<ProviderConfig> {
@@ -218,6 +225,7 @@ impl Default for RuntimeConfig {
             execution_providers: default_providers(),
             intra_threads: default_threads(),
             inter_threads: None,
+            intra_op_spinning: false,
         }
     }
 }

@@ -10,18 +10,21 @@
 //! Windows are generated together as one batch: every row has the same prompt, so prefill
 //! needs no padding; a row that has stopped keeps a masked pad token until the batch ends, and
 //! its output is ignored (rows never see each other). The present key/value outputs are handed
-//! back as the next call's past inputs without copying them through Rust.
+//! back as the next call's past inputs without copying them through Rust, and stay where the
+//! decoder's provider computed them ([`CacheDevice`]): with IoBinding the encoder's slot and every
+//! present land on that device and only the logits come to the host, so a CUDA or TensorRT
+//! session never moves the cache over the bus between steps.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use ndarray::{Array2, Array3, ArrayView2, Axis};
-use ort::session::Session;
-use ort::session::SessionInputValue;
-use ort::value::{DynValue, Tensor};
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, Session};
+use ort::value::{DynTensorValueType, DynValue, Tensor};
 
 use super::bundle::{Bundle, BundleError};
-use super::config::ProviderConfig;
+use super::config::{ExecutionProviderKind, ProviderConfig};
 use super::detokenize::{DetokenizeError, Detokenizer};
 use super::runtime::{CpuSessionOptions, OnnxRuntime, RuntimeError, SessionProviders};
 
@@ -69,6 +72,43 @@ fn run_error(graph: &'static str) -> impl Fn(ort::Error) -> EngineError {
 /// `[batch, kv_heads, entries, head_dim]`.
 pub type Cache = Vec<(DynValue, DynValue)>;
 
+/// Where the decoder's cache lives between calls: the memory of the provider that runs the
+/// decoder first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheDevice {
+    /// Host memory (the CPU provider).
+    Host,
+    /// The memory of CUDA device `n` (the CUDA and TensorRT providers).
+    Cuda(i32),
+}
+
+impl CacheDevice {
+    /// The device of a session whose first provider is `primary` (ONNX Runtime's name), with
+    /// the device ordinal from the configured `providers` (0 when not given).
+    pub fn for_provider(primary: &str, providers: &[ProviderConfig]) -> CacheDevice {
+        let gpu = [ExecutionProviderKind::Cuda, ExecutionProviderKind::Tensorrt];
+        match providers
+            .iter()
+            .find(|p| gpu.contains(&p.kind) && p.kind.ort_name() == primary)
+        {
+            Some(p) => CacheDevice::Cuda(p.device_id.unwrap_or(0) as i32),
+            None => CacheDevice::Host,
+        }
+    }
+
+    fn allocation(self) -> (AllocationDevice<'static>, i32) {
+        match self {
+            CacheDevice::Host => (AllocationDevice::CPU, 0),
+            CacheDevice::Cuda(id) => (AllocationDevice::CUDA, id),
+        }
+    }
+
+    fn memory_info(self) -> ort::Result<MemoryInfo<'static>> {
+        let (device, id) = self.allocation();
+        MemoryInfo::new(device, id, AllocatorType::Device, MemoryType::Default)
+    }
+}
+
 /// One generated report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generated {
@@ -107,6 +147,7 @@ pub struct Engine {
     present_names: Vec<(String, String)>,
     threads: usize,
     providers: [SessionProviders; 2],
+    cache_device: CacheDevice,
 }
 
 impl std::fmt::Debug for Engine {
@@ -196,6 +237,7 @@ impl Engine {
             past_names,
             present_names,
             threads: options.intra_threads.max(1),
+            cache_device: CacheDevice::for_provider(decoder_providers.primary(), providers),
             providers: [encoder_providers, decoder_providers],
         })
     }
@@ -208,6 +250,11 @@ impl Engine {
     /// The provider that runs the decoder first (what a report's generation mostly ran on).
     pub fn primary_provider(&self) -> &'static str {
         self.providers[1].primary()
+    }
+
+    /// Where the decoder's cache stays between calls.
+    pub fn cache_device(&self) -> CacheDevice {
+        self.cache_device
     }
 
     /// Intra-op threads of each session.
@@ -240,27 +287,16 @@ impl Engine {
                 "ECG batch holds a non-finite sample".into(),
             ));
         }
-        let input = Tensor::from_array(ecg).map_err(run_error("encoder"))?;
-        let mut outputs = self
-            .encoder
-            .run(ort::inputs!["ecg" => input])
-            .map_err(run_error("encoder"))?;
-        self.present_names
-            .iter()
-            .enumerate()
-            .map(|(i, _)| {
-                let mut take = |name: String| {
-                    outputs.remove(&name).ok_or(EngineError::Run {
-                        graph: "encoder",
-                        reason: format!("no output {name}"),
-                    })
-                };
-                Ok((
-                    take(format!("slot.{i}.key"))?,
-                    take(format!("slot.{i}.value"))?,
-                ))
-            })
-            .collect()
+        let fail = run_error("encoder");
+        let input = Tensor::from_array(ecg).map_err(&fail)?;
+        let mut binding = self.encoder.create_binding().map_err(&fail)?;
+        binding.bind_input("ecg", &input).map_err(&fail)?;
+        let slot_names: Vec<(String, String)> = (0..self.present_names.len())
+            .map(|i| (format!("slot.{i}.key"), format!("slot.{i}.value")))
+            .collect();
+        bind_cache_outputs(&mut binding, &slot_names, self.cache_device).map_err(&fail)?;
+        let mut outputs = self.encoder.run_binding(&binding).map_err(&fail)?;
+        take_cache(&mut outputs, &slot_names, "encoder")
     }
 
     /// One decoder call: `ids`, `positions` `[batch, T]`, `mask` `[batch, past + T]` after
@@ -290,34 +326,35 @@ impl Engine {
         past: Vec<(DynValue, DynValue)>,
         read: impl FnOnce(ndarray::ArrayViewD<'_, f32>) -> Result<R, String>,
     ) -> Result<(R, Cache), EngineError> {
-        let tensor = |a: Array2<i64>| Tensor::from_array(a).map_err(run_error("decoder"));
-        let mut inputs: Vec<(String, SessionInputValue<'_>)> =
-            Vec::with_capacity(3 + 2 * self.past_names.len());
-        inputs.push(("input_ids".into(), tensor(ids)?.into()));
-        inputs.push(("attention_mask".into(), tensor(mask)?.into()));
-        inputs.push(("position_ids".into(), tensor(positions)?.into()));
-        for ((k, v), (k_name, v_name)) in past.into_iter().zip(&self.past_names) {
-            inputs.push((k_name.clone(), k.into()));
-            inputs.push((v_name.clone(), v.into()));
+        let fail = run_error("decoder");
+        let mut binding = self.decoder.create_binding().map_err(&fail)?;
+        for (name, a) in [
+            ("input_ids", ids),
+            ("attention_mask", mask),
+            ("position_ids", positions),
+        ] {
+            let value = Tensor::from_array(a).map_err(&fail)?;
+            binding.bind_input(name, &value).map_err(&fail)?;
         }
-        let mut outputs = self.decoder.run(inputs).map_err(run_error("decoder"))?;
+        for ((k, v), (k_name, v_name)) in past.iter().zip(&self.past_names) {
+            binding.bind_input(k_name, k).map_err(&fail)?;
+            binding.bind_input(v_name, v).map_err(&fail)?;
+        }
+        // The binding holds the past inputs now; the caller's handles can go.
+        drop(past);
+        binding
+            .bind_output_to_device("logits", &CacheDevice::Host.memory_info().map_err(&fail)?)
+            .map_err(&fail)?;
+        bind_cache_outputs(&mut binding, &self.present_names, self.cache_device).map_err(&fail)?;
+        let mut outputs = self.decoder.run_binding(&binding).map_err(&fail)?;
         let logits = outputs["logits"]
             .try_extract_array::<f32>()
-            .map_err(run_error("decoder"))?;
+            .map_err(&fail)?;
         let read = read(logits).map_err(|reason| EngineError::Run {
             graph: "decoder",
             reason,
         })?;
-        let mut present = Vec::with_capacity(self.present_names.len());
-        for (k_name, v_name) in &self.present_names {
-            let missing = |name: &str| EngineError::Run {
-                graph: "decoder",
-                reason: format!("no output {name}"),
-            };
-            let k = outputs.remove(k_name).ok_or_else(|| missing(k_name))?;
-            let v = outputs.remove(v_name).ok_or_else(|| missing(v_name))?;
-            present.push((k, v));
-        }
+        let present = take_cache(&mut outputs, &self.present_names, "decoder")?;
         Ok((read, present))
     }
 
@@ -486,7 +523,7 @@ impl Engine {
             let mut tokens: Vec<i64> = next.iter().map(|&t| i64::from(t)).collect();
             if finished > 0 && 4 * finished >= rows.len() {
                 let keep: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].1).collect();
-                past = compact(past, &keep)?;
+                past = compact(past, &keep, self.cache_device)?;
                 rows = keep.iter().map(|&r| rows[r]).collect();
                 tokens = keep.iter().map(|&r| tokens[r]).collect();
                 timings.compactions += 1;
@@ -619,7 +656,7 @@ impl Engine {
                 i64::from(*next[r].ids.last().unwrap_or(&0))
             });
             positions = Array2::from_elem((next.len(), 1), cache_len as i64);
-            past = compact(present, &parents)?;
+            past = compact(present, &parents, self.cache_device)?;
             active = next;
         }
         let pool = if finished.is_empty() {
@@ -694,21 +731,67 @@ fn record_step(timings: &mut Timings, step: usize, t0: Instant) {
     }
 }
 
-/// The cache with only the batch rows `keep`, in that order.
-fn compact(
-    past: Vec<(DynValue, DynValue)>,
-    keep: &[usize],
-) -> Result<Vec<(DynValue, DynValue)>, EngineError> {
-    let select = |v: &DynValue| -> Result<DynValue, EngineError> {
-        let a = v
-            .try_extract_array::<f32>()
-            .map_err(run_error("decoder"))?
-            .select(Axis(0), keep);
-        Ok(Tensor::from_array(a)
-            .map_err(run_error("decoder"))?
-            .into_dyn())
+/// Binds every `(key, value)` output name to `device`'s memory (ONNX Runtime allocates them
+/// there at their computed shapes).
+fn bind_cache_outputs(
+    binding: &mut IoBinding,
+    names: &[(String, String)],
+    device: CacheDevice,
+) -> ort::Result<()> {
+    let memory = device.memory_info()?;
+    for (k, v) in names {
+        binding.bind_output_to_device(k, &memory)?;
+        binding.bind_output_to_device(v, &memory)?;
+    }
+    Ok(())
+}
+
+/// Takes every `(key, value)` output of `names` out of a run's outputs.
+fn take_cache(
+    outputs: &mut ort::session::SessionOutputs<'_>,
+    names: &[(String, String)],
+    graph: &'static str,
+) -> Result<Cache, EngineError> {
+    let mut take = |name: &str| {
+        outputs.remove(name).ok_or_else(|| EngineError::Run {
+            graph,
+            reason: format!("no output {name}"),
+        })
     };
-    past.iter()
+    names
+        .iter()
+        .map(|(k, v)| Ok((take(k)?, take(v)?)))
+        .collect()
+}
+
+/// The cache with only the batch rows `keep`, in that order, left on `device`. Rows are
+/// gathered on the host: a device cache makes one round trip (compaction and beam steps only,
+/// never a plain greedy step).
+fn compact(past: Cache, keep: &[usize], device: CacheDevice) -> Result<Cache, EngineError> {
+    let fail = run_error("decoder");
+    let select = |v: DynValue| -> Result<DynValue, EngineError> {
+        let host = match device {
+            CacheDevice::Host => v,
+            CacheDevice::Cuda(_) => v
+                .downcast::<DynTensorValueType>()
+                .and_then(|t| t.to(AllocationDevice::CPU, 0))
+                .map_err(&fail)?
+                .into_dyn(),
+        };
+        let rows = host
+            .try_extract_array::<f32>()
+            .map_err(&fail)?
+            .select(Axis(0), keep);
+        let selected = Tensor::from_array(rows).map_err(&fail)?;
+        match device {
+            CacheDevice::Host => Ok(selected.into_dyn()),
+            CacheDevice::Cuda(_) => {
+                let (to, id) = device.allocation();
+                Ok(selected.to(to, id).map_err(&fail)?.into_dyn())
+            }
+        }
+    };
+    past.into_iter()
         .map(|(k, v)| Ok((select(k)?, select(v)?)))
         .collect()
 }
@@ -733,6 +816,36 @@ fn argmax(row: ndarray::ArrayView1<'_, f32>) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::infer::config::ProviderPolicy;
+
+    #[test]
+    fn the_cache_stays_on_the_device_of_the_provider_that_runs_the_decoder() {
+        use ExecutionProviderKind::{Cpu, Cuda, Tensorrt};
+        let cuda1 = ProviderConfig {
+            device_id: Some(1),
+            ..ProviderConfig::new(Cuda, ProviderPolicy::Preferred)
+        };
+        let trt = ProviderConfig::new(Tensorrt, ProviderPolicy::Required);
+        let cpu = ProviderConfig::new(Cpu, ProviderPolicy::Required);
+        let configured = [trt, cuda1, cpu];
+        assert_eq!(
+            CacheDevice::for_provider(Cuda.ort_name(), &configured),
+            CacheDevice::Cuda(1)
+        );
+        assert_eq!(
+            CacheDevice::for_provider(Tensorrt.ort_name(), &configured),
+            CacheDevice::Cuda(0)
+        );
+        // A preferred GPU that fell back: the decoder runs on the CPU, so does its cache.
+        assert_eq!(
+            CacheDevice::for_provider(Cpu.ort_name(), &configured),
+            CacheDevice::Host
+        );
+        assert_eq!(
+            CacheDevice::for_provider(Cpu.ort_name(), &[]),
+            CacheDevice::Host
+        );
+    }
 
     #[test]
     fn top_log_probs_are_normalised_sorted_and_skip_nan() {

@@ -203,6 +203,7 @@ fn open(dir: &Path, runtime: &RuntimeConfig) -> Result<Engine, OpenError> {
     let bundle = Bundle::open(dir, &ort).map_err(|e| unusable(&e))?;
     let options = CpuSessionOptions {
         inter_threads: runtime.inter_threads,
+        spinning: Some(runtime.intra_op_spinning),
         ..Engine::session_options(runtime.intra_threads)
     };
     Engine::with_providers(bundle, &ort, &options, &runtime.execution_providers).map_err(
