@@ -21,6 +21,8 @@
 //! PUBACK, as [`MqttPublisher::delivered`] reports each acknowledgement. The run ends when
 //! every published report is acknowledged (or 30 s after the sources stop).
 //!
+//! The beds share six recordings (no copy per bed), so the memory measured is the daemon's.
+//!
 //! Prints windows published by outcome, windows dropped, window end -> sink (and -> PUBACK)
 //! latency p50, p99 and max of generated reports, CPU used by this process (the broker is a
 //! process of its own, not counted) and resident memory. `--markdown FILE` also writes the
@@ -235,7 +237,7 @@ fn main() -> anyhow::Result<()> {
                 seconds: seconds + 5.0,
                 ..RecordSpec::ten_seconds(ConditionSet::parse_list(c).unwrap())
             };
-            generate(&spec, i as u64 + 1).map(|r| r.recording)
+            generate(&spec, i as u64 + 1).map(|r| Arc::new(r.recording))
         })
         .collect::<Result<_, _>>()?;
 
@@ -275,7 +277,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let mut next = 0usize;
     let start = move |_: &SourceConfig, events| {
-        let recording = records[next % records.len()].clone();
+        let recording = Arc::clone(&records[next % records.len()]);
         let delay = offsets[next % offsets.len()];
         next += 1;
         Ok(start_recording_after(recording, true, delay, events))
@@ -373,8 +375,16 @@ fn main() -> anyhow::Result<()> {
     let (rss, peak) = (memory_mb("VmRSS:"), memory_mb("VmHWM:"));
     let cores = cpu / wall;
     let per_bed_ms = cores / beds as f64 * 1e3;
+    // Windows the daemon could not finish: it did not keep up.
+    let behind = if summary.deadline_missed {
+        "; NOT kept up: the stop deadline passed with windows unpublished"
+    } else if count("dropped") > 0 {
+        "; fell behind: windows dropped"
+    } else {
+        ""
+    };
     println!(
-        "beds {beds}, {seconds:.0} s, max_batch {batch}, phase {phase}{}: windows {} (report {}, no_report {}, dropped {}, no_model {}), batches {}, queue max depth {}",
+        "beds {beds}, {seconds:.0} s, max_batch {batch}, phase {phase}{}: windows {} (report {}, no_report {}, dropped {}, no_model {}), batches {}, queue max depth {}{behind}",
         if mqtt { ", mqtt" } else { "" },
         results.len(),
         count("report"),
@@ -428,7 +438,7 @@ fn main() -> anyhow::Result<()> {
         };
         let date = utc_rfc3339(SystemTime::now());
         let row = format!(
-            "| {} | `{command}` | {beds} | {phase} | {batch} | {} / {} / {} / {} | {s50:.0} / {s99:.0} / {smax:.0} | {puback} | {cores:.2} | {per_bed_ms:.2} | {rss:.0} / {peak:.0} | {load_start:.1} -> {load_end:.1} | {} | {} |",
+            "| {} | `{command}` | {beds} | {phase} | {batch} | {} / {} / {} / {}{behind} | {s50:.0} / {s99:.0} / {smax:.0} | {puback} | {cores:.2} | {per_bed_ms:.2} | {rss:.0} / {peak:.0} | {load_start:.1} -> {load_end:.1} | {} | {} |",
             &date[..16],
             count("report"),
             count("no_report"),

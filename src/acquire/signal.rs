@@ -1,6 +1,8 @@
 //! What the device simulator streams: any [`SignalGenerator`]. [`SynthSignal`] puts the
 //! physiological synthesizer ([`crate::synth::EcgStream`]) behind it, with the artefacts of a
-//! bedside recording and the channels a device exposes (any of the twelve leads, in any order).
+//! bedside recording and the channels a device exposes (any of the twelve leads, in any order);
+//! [`ScenarioSignal`] plays several of them in sequence (a scripted patient, electrodes coming
+//! off and back on included).
 
 use std::ops::RangeInclusive;
 

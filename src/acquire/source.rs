@@ -225,13 +225,19 @@ pub fn start_recording(
     realtime: bool,
     events: mpsc::Sender<SourceEvent>,
 ) -> SourceHandle {
-    start_recording_after(recording, realtime, std::time::Duration::ZERO, events)
+    start_recording_after(
+        Arc::new(recording),
+        realtime,
+        std::time::Duration::ZERO,
+        events,
+    )
 }
 
 /// [`start_recording`] whose first block is sent `delay` from now (a device switched on
-/// later: beds whose windows do not all end at the same instant).
+/// later: beds whose windows do not all end at the same instant). The recording is shared:
+/// many beds may stream one recording without a copy each.
 pub fn start_recording_after(
-    recording: crate::ecg::Recording,
+    recording: Arc<crate::ecg::Recording>,
     realtime: bool,
     delay: std::time::Duration,
     events: mpsc::Sender<SourceEvent>,
