@@ -10,9 +10,6 @@
 //! Prints one line per figure. The outbox directory is a temporary directory (the machine's
 //! /tmp: note its filesystem with the figures; fsync cost depends on it).
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meit::config::MqttConfig;
@@ -21,6 +18,9 @@ use meit::publish::mqtt::MqttPublisher;
 use meit::publish::outbox::{FullPolicy, Outbox, OutboxOptions};
 use meit::publish::payload::{Identity, ReportPayload};
 use meit::report::{Measurements, Outcome, WindowReport};
+
+#[path = "common/broker.rs"]
+mod broker;
 
 fn report(bed: &str, index: u64) -> WindowReport {
     WindowReport {
@@ -59,17 +59,6 @@ fn identity() -> Identity {
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn mosquitto() -> Option<PathBuf> {
-    [
-        "/usr/sbin/mosquitto",
-        "/usr/local/sbin/mosquitto",
-        "/usr/bin/mosquitto",
-    ]
-    .into_iter()
-    .map(PathBuf::from)
-    .find(|p| p.is_file())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -128,33 +117,14 @@ fn main() -> anyhow::Result<()> {
     drop(outbox);
 
     // 2. Through mosquitto.
-    let Some(bin) = mosquitto() else {
+    let Some(bin) = broker::mosquitto() else {
         println!(
             "SKIPPED the broker figures: mosquitto not installed (run scripts/install-system-deps.sh)"
         );
         return Ok(());
     };
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let broker_dir = tempfile::tempdir()?;
-    let conf = broker_dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\nuser root\nlog_dest none\n"),
-    )?;
-    let mut broker = Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(10),
-            "mosquitto did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let broker = broker::Broker::start(&bin)?;
+    let port = broker.port;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -220,7 +190,6 @@ fn main() -> anyhow::Result<()> {
         publisher.shutdown(Duration::from_secs(5)).await?;
         anyhow::Ok(())
     });
-    let _ = broker.kill();
-    let _ = broker.wait();
+    drop(broker);
     result
 }

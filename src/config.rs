@@ -378,10 +378,16 @@ impl Config {
                 noise,
                 leads,
                 electrodes_off,
+                scenario,
                 ..
             } = source
             {
                 let field = |name: &str| format!("source[{i}].{name}");
+                if let Some(steps) = scenario
+                    && let Err((name, reason)) = crate::acquire::config::check_scenario(steps)
+                {
+                    return invalid(&field(&name), reason);
+                }
                 if let Some(l) = leads {
                     let mut distinct = l.clone();
                     distinct.sort();
@@ -774,6 +780,56 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_simulated_scenario_is_checked_step_by_step_naming_the_field() {
+        let base = "[[source]]\nkind = \"simulated\"\nbed = \"b1\"\n";
+        let err = |extra: &str| parse(&format!("{base}{extra}")).unwrap_err().to_string();
+        let e = err("scenario = []\n");
+        assert!(e.contains("`source[0].scenario` is empty"), "{e}");
+        for seconds in ["0", "-5", "nan", "inf", "1e9"] {
+            let e = err(&format!(
+                "scenario = [{{ condition = \"normal\", seconds = 20 }}, {{ condition = \"af\", seconds = {seconds} }}]\n"
+            ));
+            assert!(
+                e.contains("`source[0].scenario[1].seconds` is"),
+                "{seconds}: {e}"
+            );
+        }
+        let e = err("scenario = [{ condition = \"torsades\", seconds = 10 }]\n");
+        assert!(
+            e.contains("`source[0].scenario[0].condition`") && e.contains("torsades"),
+            "{e}"
+        );
+        let e = err("scenario = [{ condition = \"af\", seconds = 10, noise = nan }]\n");
+        assert!(e.contains("`source[0].scenario[0].noise`"), "{e}");
+        let e = err("scenario = [{ condition = \"af\", seconds = 10, heart_rate_bpm = 500 }]\n");
+        assert!(e.contains("`source[0].scenario[0].heart_rate_bpm`"), "{e}");
+        let e =
+            err("scenario = [{ condition = \"af\", seconds = 10, electrodes_off = [\"V9\"] }]\n");
+        assert!(
+            e.contains("`source[0].scenario[0].electrodes_off`") && e.contains("V9"),
+            "{e}"
+        );
+        let e = err("scenario = [{ condition = \"af\" }]\n");
+        assert!(e.contains("missing field `seconds`"), "{e}");
+        let e = err("scenario = [{ condition = \"af\", seconds = 10, sconds = 3 }]\n");
+        assert!(e.contains("unknown field `sconds`"), "{e}");
+        let ok = "[[source.scenario]]\ncondition = \"normal\"\nseconds = 20\n\n\
+                  [[source.scenario]]\ncondition = \"tachy\"\nheart_rate_bpm = 120\nseconds = 20\n\n\
+                  [[source.scenario]]\ncondition = \"normal\"\nseconds = 20\nelectrodes_off = [\"V2\"]\n";
+        let c = parse(&format!("{base}{ok}")).unwrap();
+        let SourceConfig::Simulated {
+            scenario: Some(steps),
+            ..
+        } = &c.sources[0]
+        else {
+            panic!("{:?}", c.sources[0])
+        };
+        assert_eq!(steps.len(), 3);
+        assert_eq!(steps[1].heart_rate_bpm, Some(120.0));
+        assert_eq!(steps[2].electrodes_off, Some(vec!["V2".to_string()]));
     }
 
     #[test]

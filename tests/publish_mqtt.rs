@@ -1141,3 +1141,178 @@ async fn meit_run_publishes_generated_reports_that_a_station_receives() {
     assert!(codes("af").contains(&"AFIB".to_string()), "{reports:?}");
     assert!(!codes("sinus").contains(&"AFIB".to_string()), "{reports:?}");
 }
+
+/// The issue's first check, end to end: ONE simulated device on a real pty plays a scenario
+/// (sinus, tachycardia, AF, LBBB, noisy, lead-off; 20 s each, so every 10 s window lies in one
+/// step) -> the serial source -> `meit run` with the committed bundle -> mosquitto -> a
+/// station. Every window's report arrives at the station within 2 s of the window's end
+/// (receive time minus the payload's `window.closed_utc`); the clean windows state exactly the
+/// simulator's ground-truth statement codes; the noisy windows are `no_report` for noise and
+/// the lead-off windows `no_report` naming the lead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_device_through_meit_run_reaches_a_station_within_2_s_with_its_ground_truth() {
+    use meit::acquire::config::scenario_step_during;
+    use meit::config::{Config, SourceConfig};
+    use meit::publish::payload::parse_utc_rfc3339;
+    use meit::synth::ConditionSet;
+    use meit::synth::report::{RhythmDetail, statements};
+    use std::time::SystemTime;
+
+    let Some(bin) = mosquitto() else { return };
+    let broker = Broker::start(&bin, "");
+    let dir = tempfile::tempdir().unwrap();
+    let filter = format!("meit/v1/{SITE}/{UNIT}/+/report");
+    let mut sub = station(&broker.mqtt(), "station-scenario", &[&filter], false).await;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bed = format!("scenario-{}", std::process::id());
+    let steps = [
+        "{ condition = \"normal\", heart_rate_bpm = 72, seconds = 20 }",
+        "{ condition = \"tachy\", heart_rate_bpm = 120, seconds = 20 }",
+        "{ condition = \"af\", seconds = 20 }",
+        "{ condition = \"lbbb\", heart_rate_bpm = 72, seconds = 20 }",
+        "{ condition = \"normal\", heart_rate_bpm = 72, noise = 1.0, seconds = 20 }",
+        "{ condition = \"normal\", heart_rate_bpm = 72, electrodes_off = [\"V2\"], seconds = 20 }",
+    ];
+    let windows = 12;
+    let config = format!(
+        "[site]\nname = \"{SITE}\"\nunit = \"{UNIT}\"\n\n[model]\nbundle = \"{}\"\nrequired = true\n\n\
+         [mqtt]\nenabled = true\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"gw-scenario\"\n\n\
+         [mqtt.outbox]\ndir = \"{}\"\n\n\
+         [[source]]\nkind = \"simulated\"\nbed = \"{bed}\"\nnoise = 0.05\nseed = 3\nscenario = [\n  {}\n]\n",
+        repo.join("models/bundles/tiny").display(),
+        broker.port,
+        dir.path().join("outbox").display(),
+        steps.join(",\n  "),
+    );
+    let path = dir.path().join("scenario.toml");
+    std::fs::write(&path, &config).unwrap();
+    // The ground truth is read from the very configuration the daemon runs.
+    let parsed = Config::parse(&config, &path).unwrap();
+    let SourceConfig::Simulated {
+        scenario: Some(scenario),
+        ..
+    } = &parsed.sources[0]
+    else {
+        panic!("no scenario parsed")
+    };
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_meit"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .args(["--max-windows", &windows.to_string()])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Every report with the station's receive time.
+    let mut dedup = Dedup::new(1000);
+    let mut received: Vec<(Value, SystemTime)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(40 + 10 * windows);
+    while received.len() < windows as usize && Instant::now() < deadline {
+        let Some(m) = sub.next_within(Duration::from_millis(200)).await else {
+            continue;
+        };
+        let at = SystemTime::now();
+        if report_id(&m.payload).is_some_and(|id| dedup.first(&id)) {
+            received.push((json(&m), at));
+        }
+    }
+    let status = daemon.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "meit run failed: {stderr}");
+    let lines: Vec<String> = received.iter().map(|(r, _)| r.to_string()).collect();
+    let all = lines.join("\n");
+    assert_eq!(received.len(), windows as usize, "{all}\n{stderr}");
+    let report_schema: Value = serde_json::from_str(REPORT_SCHEMA_V1).unwrap();
+    let indices: Vec<u64> = received
+        .iter()
+        .map(|(r, _)| r["window"]["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indices, (0..windows).collect::<Vec<_>>(), "in order: {all}");
+    let first_ns = received[0].0["window"]["device_start_ns"].as_u64().unwrap();
+    let mut judged = std::collections::BTreeSet::new();
+    for (r, at) in &received {
+        schema::validate(&report_schema, r).unwrap_or_else(|e| panic!("{e:?}: {r}"));
+        let index = r["window"]["index"].as_u64().unwrap();
+        let closed = r["window"]["closed_utc"].as_str().unwrap();
+        let closed = parse_utc_rfc3339(closed).unwrap_or_else(|| panic!("{closed}"));
+        let latency = at.duration_since(closed).unwrap_or_default();
+        eprintln!(
+            "window {index}: window end -> station {} ms ({} ms in the daemon): {} {:?} {:?}",
+            latency.as_millis(),
+            r["latency_ms"]["pipeline"],
+            r["kind"],
+            r["statement_codes"],
+            r["reasons"]
+        );
+        assert!(
+            latency < Duration::from_secs(2),
+            "window {index}: {latency:?} from its end to the station: {r}"
+        );
+        // The window's span on the stream, from the device clock.
+        let secs = |field: &str| (r["window"][field].as_u64().unwrap() - first_ns) as f64 / 1e9;
+        let (start, end) = (secs("device_start_ns"), secs("device_end_ns"));
+        let Some(step) = scenario_step_during(scenario, start, end) else {
+            // Straddles a change of condition: no ground truth to check against.
+            continue;
+        };
+        let reasons: Vec<&str> = r["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let codes: std::collections::BTreeSet<&str> = r["statement_codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let what = if step.noise.is_some_and(|n| n >= 1.0) {
+            assert_eq!(r["kind"], "no_report", "noisy window {index}: {r}");
+            assert!(
+                reasons.iter().any(|x| x.contains("noisy")),
+                "noisy window {index} without a noise reason: {r}"
+            );
+            "noisy"
+        } else if let Some(off) = &step.electrodes_off {
+            assert_eq!(off, &["V2"]);
+            assert_eq!(r["kind"], "no_report", "lead-off window {index}: {r}");
+            assert!(
+                reasons.iter().any(|x| x.contains("V2 lead off")),
+                "lead-off window {index} does not name V2: {r}"
+            );
+            "lead-off"
+        } else {
+            let conditions = ConditionSet::parse_list(&step.condition).unwrap();
+            let detail = RhythmDetail {
+                ventricular_rate_bpm: step.heart_rate_bpm.unwrap_or(75.0),
+                flutter_ratio: None,
+                lvh_strain: false,
+            };
+            let truth: std::collections::BTreeSet<&str> = statements(&conditions, detail)
+                .iter()
+                .map(|s| s.code)
+                .collect();
+            assert_eq!(
+                r["kind"], "report",
+                "{} window {index}: {r}",
+                step.condition
+            );
+            assert_eq!(
+                codes, truth,
+                "{} window {index}: codes against the ground truth: {r}",
+                step.condition
+            );
+            step.condition.as_str()
+        };
+        judged.insert(what);
+    }
+    // Every condition of the scenario was judged on at least one window.
+    assert_eq!(
+        judged.into_iter().collect::<Vec<_>>(),
+        ["af", "lbbb", "lead-off", "noisy", "normal", "tachy"],
+        "{all}"
+    );
+}

@@ -1,6 +1,8 @@
 //! What the device simulator streams: any [`SignalGenerator`]. [`SynthSignal`] puts the
 //! physiological synthesizer ([`crate::synth::EcgStream`]) behind it, with the artefacts of a
-//! bedside recording and the channels a device exposes (any of the twelve leads, in any order).
+//! bedside recording and the channels a device exposes (any of the twelve leads, in any order);
+//! [`ScenarioSignal`] plays several of them in sequence (a scripted patient, electrodes coming
+//! off and back on included).
 
 use std::ops::RangeInclusive;
 
@@ -18,6 +20,11 @@ pub trait SignalGenerator: Send {
     fn leads(&self) -> &LeadSet;
     /// Writes the next time point (one value per lead) into `out`.
     fn next_frame(&mut self, out: &mut [f32]);
+    /// Electrodes off at the next time point (firmware-bridge lead-off bits, see
+    /// [`super::simulator::electrode_bit`]), beyond those the device is configured with.
+    fn electrodes_off(&self) -> u16 {
+        0
+    }
 }
 
 /// Artefact severities a simulated device accepts (0 is a clean signal).
@@ -82,6 +89,15 @@ pub enum SignalError {
     /// The lead set is empty, too long or repeats a lead.
     #[error("{0} leads given; a device exposes 1 to 12 distinct leads")]
     Leads(usize),
+    /// A scenario without steps.
+    #[error("a scenario has {0} steps; it needs at least one")]
+    Steps(usize),
+    /// A scenario's steps differ in sample rate or leads (one device streams them all).
+    #[error("the steps of a scenario must share one sample rate and lead set")]
+    StepsDiffer,
+    /// A scenario step's length is not a number of frames.
+    #[error("scenario step of {0} s: allowed: above 0 s")]
+    StepSeconds(f64),
     /// The synthesizer refused the settings.
     #[error(transparent)]
     Synth(#[from] SynthError),
@@ -159,6 +175,88 @@ impl SignalGenerator for SynthSignal {
             // The frame holds the twelve leads in the standard order `Lead::index` counts.
             *slot = frame[lead.index()];
         }
+    }
+}
+
+/// One step of a [`ScenarioSignal`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioPart {
+    /// What is streamed during the step (every step: the same rate and leads).
+    pub settings: SynthSettings,
+    /// How long the step lasts, in seconds (above 0).
+    pub seconds: f64,
+    /// Electrodes off during the step (firmware-bridge lead-off bits).
+    pub electrodes_off: u16,
+}
+
+/// Several signals in sequence, each for its own number of frames, then again from the first
+/// (each step's signal goes on where it stopped): a scripted patient for a simulated device.
+#[derive(Debug, Clone)]
+pub struct ScenarioSignal {
+    steps: Vec<(u64, SynthSignal, u16)>,
+    current: usize,
+    left: u64,
+}
+
+impl ScenarioSignal {
+    /// Builds every step's signal; each step lasts its `seconds` rounded to whole frames
+    /// (at least one).
+    pub fn new(parts: &[ScenarioPart]) -> Result<Self, SignalError> {
+        let Some(first) = parts.first() else {
+            return Err(SignalError::Steps(0));
+        };
+        let mut steps = Vec::with_capacity(parts.len());
+        for part in parts {
+            let s = &part.settings;
+            if s.sample_rate_hz != first.settings.sample_rate_hz || s.leads != first.settings.leads
+            {
+                return Err(SignalError::StepsDiffer);
+            }
+            let frames = (part.seconds * s.sample_rate_hz).round();
+            if !(frames.is_finite() && frames >= 0.0) {
+                return Err(SignalError::StepSeconds(part.seconds));
+            }
+            steps.push((
+                (frames as u64).max(1),
+                SynthSignal::new(s)?,
+                part.electrodes_off,
+            ));
+        }
+        let left = steps[0].0;
+        Ok(ScenarioSignal {
+            steps,
+            current: 0,
+            left,
+        })
+    }
+}
+
+impl SignalGenerator for ScenarioSignal {
+    fn sample_rate_hz(&self) -> f64 {
+        self.steps[0].1.sample_rate_hz()
+    }
+
+    fn leads(&self) -> &LeadSet {
+        self.steps[0].1.leads()
+    }
+
+    fn next_frame(&mut self, out: &mut [f32]) {
+        if self.left == 0 {
+            self.current = (self.current + 1) % self.steps.len();
+            self.left = self.steps[self.current].0;
+        }
+        self.left -= 1;
+        self.steps[self.current].1.next_frame(out);
+    }
+
+    fn electrodes_off(&self) -> u16 {
+        // The step the next frame belongs to.
+        let next = if self.left == 0 {
+            (self.current + 1) % self.steps.len()
+        } else {
+            self.current
+        };
+        self.steps[next].2
     }
 }
 
@@ -253,6 +351,52 @@ mod tests {
         for f in &b {
             assert!((f[0] + f[2] - f[1]).abs() < 0.05, "I + III = II: {f:?}");
         }
+    }
+
+    #[test]
+    fn a_scenario_plays_each_steps_signal_for_its_frames_then_starts_again() {
+        let part = |condition: &str, seconds: f64, electrodes_off: u16, seed: u64| ScenarioPart {
+            settings: SynthSettings {
+                conditions: ConditionSet::parse_list(condition).unwrap(),
+                sample_rate_hz: 100.0,
+                seed,
+                ..SynthSettings::default()
+            },
+            seconds,
+            electrodes_off,
+        };
+        let parts = [part("normal", 1.0, 0, 1), part("af", 0.5, 0b10, 2)];
+        let mut scenario = ScenarioSignal::new(&parts).unwrap();
+        let mut a = SynthSignal::new(&parts[0].settings).unwrap();
+        let mut b = SynthSignal::new(&parts[1].settings).unwrap();
+        let (mut got, mut want) = (vec![0.0f32; 12], vec![0.0f32; 12]);
+        // 100 frames of step 0, 50 of step 1, then step 0 going on where it stopped.
+        for (frames, from, off) in [(100, 0, 0), (50, 1, 0b10), (100, 0, 0)] {
+            for _ in 0..frames {
+                assert_eq!(scenario.electrodes_off(), off);
+                scenario.next_frame(&mut got);
+                if from == 0 {
+                    a.next_frame(&mut want)
+                } else {
+                    b.next_frame(&mut want)
+                }
+                assert_eq!(got, want);
+            }
+        }
+        assert!(matches!(
+            ScenarioSignal::new(&[]),
+            Err(SignalError::Steps(0))
+        ));
+        let mut other_rate = part("af", 1.0, 0, 3);
+        other_rate.settings.sample_rate_hz = 250.0;
+        assert!(matches!(
+            ScenarioSignal::new(&[parts[0].clone(), other_rate]),
+            Err(SignalError::StepsDiffer)
+        ));
+        assert!(matches!(
+            ScenarioSignal::new(&[part("af", f64::NAN, 0, 3)]),
+            Err(SignalError::StepSeconds(_))
+        ));
     }
 
     #[test]

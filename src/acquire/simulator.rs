@@ -125,6 +125,8 @@ struct StreamState {
     started: Instant,
     blocks: u64,
     next_status: Instant,
+    /// The lead-off bits of the last status frame sent in this stream.
+    announced_off: Option<u16>,
 }
 
 impl Device {
@@ -209,6 +211,7 @@ impl Device {
                         started: now,
                         blocks: 0,
                         next_status: now,
+                        announced_off: None,
                     });
                 }
                 CommandKind::Stop => self.stream = None,
@@ -270,6 +273,13 @@ impl Device {
             let device_time_ns = start
                 .saturating_duration_since(self.settings.epoch)
                 .as_nanos() as u64;
+            // Electrodes coming off or back on (a scenario step) are announced at once, before
+            // the first block they concern, not at the next once-a-second status.
+            let lead_off = self.lead_off();
+            if transmit && s.announced_off.is_some_and(|sent| sent != lead_off) {
+                self.push_status(lead_off, out);
+                s.announced_off = Some(lead_off);
+            }
             let counts = self.next_counts();
             let mut packed = [0u8; 3 * MAX_LEADS * firmware_bridge::MAX_FRAMES_PER_BLOCK];
             if let Ok(n) = pack_i24(&counts, &mut packed) {
@@ -291,16 +301,27 @@ impl Device {
             s.blocks += 1;
             if transmit && now >= s.next_status {
                 s.next_status = now + Duration::from_secs(1);
-                let status = Status {
-                    lead_off: self.settings.electrodes_off,
-                    battery_percent: BATTERY_UNKNOWN,
-                    errors: 0,
-                };
-                self.push_with_faults(&Frame::Status(status), out);
+                let lead_off = self.lead_off();
+                self.push_status(lead_off, out);
+                s.announced_off = Some(lead_off);
             }
             let finished = self.settings.stream_blocks.is_some_and(|n| s.blocks >= n);
             self.stream = (!finished).then_some(s);
         }
+    }
+
+    /// The electrodes off now: the configured ones and the signal's (a scenario step's).
+    fn lead_off(&self) -> u16 {
+        self.settings.electrodes_off | self.generator.electrodes_off()
+    }
+
+    fn push_status(&mut self, lead_off: u16, out: &mut Vec<u8>) {
+        let status = Status {
+            lead_off,
+            battery_percent: BATTERY_UNKNOWN,
+            errors: 0,
+        };
+        self.push_with_faults(&Frame::Status(status), out);
     }
 
     fn next_counts(&mut self) -> Vec<i32> {
@@ -591,6 +612,39 @@ mod tests {
             blocks += 1;
         }
         assert_eq!(blocks, 10);
+    }
+
+    #[test]
+    fn electrodes_a_scenario_takes_off_are_flagged_on_exactly_the_blocks_of_that_step() {
+        use crate::acquire::signal::{ScenarioPart, ScenarioSignal};
+        let part = |electrodes_off: u16| ScenarioPart {
+            settings: SynthSettings {
+                sample_rate_hz: 100.0,
+                leads: LeadSet(vec![Lead::I, Lead::V1]),
+                ..SynthSettings::default()
+            },
+            seconds: 1.0,
+            electrodes_off,
+        };
+        let v1 = electrode_bit("V1").unwrap();
+        let scenario = ScenarioSignal::new(&[part(0), part(v1), part(0)]).unwrap();
+        let mut d = Device::new(
+            Box::new(scenario),
+            DeviceSettings {
+                stream_blocks: Some(60),
+                ..DeviceSettings::default()
+            },
+        );
+        // 100 frames per step, 5 per block: 20 blocks per step.
+        let flags: Vec<Vec<bool>> = run(&mut d)
+            .iter()
+            .filter_map(Decoded::block)
+            .map(|b| b.lead_off.clone())
+            .collect();
+        assert_eq!(flags.len(), 60);
+        for (i, f) in flags.iter().enumerate() {
+            assert_eq!(f, &vec![false, (20..40).contains(&i)], "block {i}");
+        }
     }
 
     #[test]

@@ -13,10 +13,13 @@ use tokio::sync::mpsc;
 
 use super::replay::{self, ReplayError, ReplaySettings};
 use super::serial::{PortSelector, SerialError, SerialSettings, SerialSource};
-use super::signal::{DEFAULT_NOISE, SignalError, SynthSettings, SynthSignal};
+use super::signal::{
+    DEFAULT_NOISE, ScenarioPart, ScenarioSignal, SignalError, SignalGenerator, SynthSettings,
+    SynthSignal,
+};
 use super::simulator::{Device, DeviceSettings, run_on_pty};
 use super::{LinkStats, SourceEvent};
-use crate::acquire::config::{SerialProtocol, SourceConfig};
+use crate::acquire::config::{ScenarioStep, SerialProtocol, SourceConfig};
 use crate::ecg::LeadSet;
 use crate::synth::ConditionSet;
 
@@ -126,6 +129,7 @@ pub fn start(
             seed,
             leads,
             electrodes_off,
+            scenario,
             ..
         } => {
             let invalid = |source: SignalError| SourceError::Signal {
@@ -140,15 +144,22 @@ pub fn start(
                 leads: leads.clone().map_or_else(LeadSet::standard_12, LeadSet),
                 seed: seed.unwrap_or_else(|| seed_of(&bed)),
             };
-            let generator = SynthSignal::new(&settings).map_err(invalid)?;
+            let (generator, device_off): (Box<dyn SignalGenerator>, u16) = match scenario {
+                None => (
+                    Box::new(SynthSignal::new(&settings).map_err(invalid)?),
+                    electrode_bits(electrodes_off),
+                ),
+                Some(steps) => {
+                    let parts = scenario_parts(&settings, electrodes_off, steps)
+                        .map_err(|e| invalid(e.into()))?;
+                    (Box::new(ScenarioSignal::new(&parts).map_err(invalid)?), 0)
+                }
+            };
             let device_settings = DeviceSettings {
-                electrodes_off: electrodes_off
-                    .iter()
-                    .filter_map(|e| super::simulator::electrode_bit(e))
-                    .fold(0, |bits, b| bits | b),
+                electrodes_off: device_off,
                 ..DeviceSettings::default()
             };
-            let mut device = Device::new(Box::new(generator), device_settings);
+            let mut device = Device::new(generator, device_settings);
             let link = std::env::temp_dir().join(format!("meit-sim-{bed}"));
             let stop = Arc::new(AtomicBool::new(false));
             let (l, s) = (link.clone(), Arc::clone(&stop));
@@ -214,13 +225,19 @@ pub fn start_recording(
     realtime: bool,
     events: mpsc::Sender<SourceEvent>,
 ) -> SourceHandle {
-    start_recording_after(recording, realtime, std::time::Duration::ZERO, events)
+    start_recording_after(
+        Arc::new(recording),
+        realtime,
+        std::time::Duration::ZERO,
+        events,
+    )
 }
 
 /// [`start_recording`] whose first block is sent `delay` from now (a device switched on
-/// later: beds whose windows do not all end at the same instant).
+/// later: beds whose windows do not all end at the same instant). The recording is shared:
+/// many beds may stream one recording without a copy each.
 pub fn start_recording_after(
-    recording: crate::ecg::Recording,
+    recording: Arc<crate::ecg::Recording>,
     realtime: bool,
     delay: std::time::Duration,
     events: mpsc::Sender<SourceEvent>,
@@ -241,6 +258,44 @@ pub fn start_recording_after(
     }
 }
 
+/// The firmware-bridge lead-off bits of electrodes named in a configuration (names already
+/// checked by the configuration; an unknown one sets no bit).
+fn electrode_bits(names: &[String]) -> u16 {
+    names
+        .iter()
+        .filter_map(|e| super::simulator::electrode_bit(e))
+        .fold(0, |bits, b| bits | b)
+}
+
+/// A scenario's steps as signals: each step is the source's `base` signal with the step's
+/// conditions, and its heart rate and noise where it sets them; step `j` draws from seed
+/// `base.seed + j`. A step without `electrodes_off` has the source's.
+pub fn scenario_parts(
+    base: &SynthSettings,
+    electrodes_off: &[String],
+    steps: &[ScenarioStep],
+) -> Result<Vec<ScenarioPart>, crate::synth::SynthError> {
+    steps
+        .iter()
+        .enumerate()
+        .map(|(j, step)| {
+            Ok(ScenarioPart {
+                settings: SynthSettings {
+                    conditions: ConditionSet::parse_list(&step.condition)?,
+                    heart_rate_bpm: step.heart_rate_bpm.or(base.heart_rate_bpm),
+                    noise: step.noise.unwrap_or(base.noise),
+                    seed: base.seed.wrapping_add(j as u64),
+                    ..base.clone()
+                },
+                seconds: step.seconds,
+                electrodes_off: electrode_bits(
+                    step.electrodes_off.as_deref().unwrap_or(electrodes_off),
+                ),
+            })
+        })
+        .collect()
+}
+
 /// The seed of a simulated bed without one: a hash of its name (FNV-1a), so that each bed
 /// streams its own patient and every run streams the same one.
 fn seed_of(bed: &str) -> u64 {
@@ -252,7 +307,6 @@ fn seed_of(bed: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::acquire::signal::SignalGenerator;
     use crate::ecg::Lead;
     use std::time::Duration;
 
@@ -266,6 +320,7 @@ mod tests {
             seed: Some(7),
             leads: None,
             electrodes_off: Vec::new(),
+            scenario: None,
             window_seconds: None,
             hop_seconds: None,
         }

@@ -130,6 +130,10 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             SignalError::Noise(_) => "--noise",
             SignalError::Leads(_) => "--leads",
             SignalError::Synth(_) => "simulated signal",
+            // `meit simulate` streams one signal, never a scenario.
+            SignalError::Steps(_) | SignalError::StepsDiffer | SignalError::StepSeconds(_) => {
+                "scenario"
+            }
         };
         anyhow::Error::from(e).context(flag)
     })?;

@@ -24,20 +24,20 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
     TlsConfiguration, Transport,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::config::{MqttConfig, is_loopback};
 use super::outbox::{Outbox, OutboxError, OutboxStats, Record};
-use super::payload::{Identity, ReportPayload, StatusPayload};
+use super::payload::{Identity, ReportPayload, StatusPayload, window_closed_at};
 use super::topic::{TopicBase, TopicError, TopicKind};
 use super::{PublishError, Sink};
 use crate::config::Secret;
@@ -235,10 +235,37 @@ impl Backoff {
     }
 }
 
+/// A window report the broker acknowledged (PUBACK), as [`MqttPublisher::delivered`] tells
+/// it: what a latency metric or benchmark needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// Bed id.
+    pub bed: String,
+    /// Window index.
+    pub window: u64,
+    /// When the window closed (its last sample arrived), gateway clock.
+    pub window_closed: SystemTime,
+    /// When its PUBACK arrived, gateway clock.
+    pub acknowledged: SystemTime,
+}
+
+/// How many acknowledgements [`MqttPublisher::delivered`] keeps for a slow listener.
+const DELIVERED_BACKLOG: usize = 4096;
+
+/// The window a report record is about (absent for records recovered from the outbox and for
+/// payloads appended without one).
+#[derive(Debug, Clone)]
+struct Window {
+    bed: String,
+    index: u64,
+    closed: SystemTime,
+}
+
 enum Command {
     Append {
         topic: String,
         payload: Vec<u8>,
+        window: Option<Window>,
         reply: oneshot::Sender<Result<u64, OutboxError>>,
     },
     Ack(u64),
@@ -246,7 +273,7 @@ enum Command {
 }
 
 enum Durable {
-    Appended(Record),
+    Appended(Record, Option<Window>),
     Dropped(Vec<u64>),
 }
 
@@ -281,10 +308,11 @@ fn spawn_outbox_thread(
                         Command::Append {
                             topic,
                             payload,
+                            window,
                             reply,
                         } => {
                             appends.push((topic, payload));
-                            replies.push(reply);
+                            replies.push((reply, window));
                         }
                         Command::Stop => stop = true,
                     }
@@ -304,11 +332,11 @@ fn spawn_outbox_thread(
                 if !dropped.is_empty() {
                     let _ = durable.send(Durable::Dropped(dropped));
                 }
-                for (result, reply) in results.into_iter().zip(replies) {
+                for (result, (reply, window)) in results.into_iter().zip(replies) {
                     let answer = match result {
                         Ok(record) => {
                             let seq = record.seq;
-                            let _ = durable.send(Durable::Appended(record));
+                            let _ = durable.send(Durable::Appended(record, window));
                             Ok(seq)
                         }
                         Err(e) => Err(e),
@@ -339,15 +367,19 @@ impl MqttSink {
         window: u64,
         payload: Vec<u8>,
     ) -> Result<u64, PublishError> {
-        self.append(bed, window, TopicKind::Report, payload).await
+        self.append(bed, window, TopicKind::Report, payload, None)
+            .await
     }
 
+    /// Appends `payload` to `bed`'s topic of `kind`; `closed` (when the window's last sample
+    /// arrived) makes its PUBACK a [`Delivered`].
     async fn append(
         &self,
         bed: &str,
         window: u64,
         kind: TopicKind,
         payload: Vec<u8>,
+        closed: Option<SystemTime>,
     ) -> Result<u64, PublishError> {
         let topic = self.topics.topic(bed, kind)?;
         if payload.len() > self.max_payload {
@@ -370,6 +402,11 @@ impl MqttSink {
             .send(Command::Append {
                 topic,
                 payload,
+                window: closed.map(|closed| Window {
+                    bed: bed.to_string(),
+                    index: window,
+                    closed,
+                }),
                 reply,
             })
             .map_err(|_| PublishError::Closed)?;
@@ -379,13 +416,26 @@ impl MqttSink {
 
 impl Sink for MqttSink {
     async fn publish(&mut self, report: &WindowReport) -> Result<(), PublishError> {
-        let payload = ReportPayload::new(&self.identity, report);
-        self.publish_payload(&report.bed, report.window_index, payload.to_json()?)
-            .await?;
+        let now = SystemTime::now();
+        let payload = ReportPayload::at(&self.identity, report, now);
+        self.append(
+            &report.bed,
+            report.window_index,
+            TopicKind::Report,
+            payload.to_json()?,
+            Some(window_closed_at(report, now)),
+        )
+        .await?;
         if self.fhir {
             let resource = serde_json::to_vec(&super::fhir::diagnostic_report(&payload))?;
-            self.append(&report.bed, report.window_index, TopicKind::Fhir, resource)
-                .await?;
+            self.append(
+                &report.bed,
+                report.window_index,
+                TopicKind::Fhir,
+                resource,
+                None,
+            )
+            .await?;
         }
         let topic = self.topics.topic(&report.bed, TopicKind::Measurements)?;
         // Measurements are best effort: dropped (and counted) when the link is busy.
@@ -404,6 +454,7 @@ pub struct MqttPublisher {
     outbox_thread: std::thread::JoinHandle<()>,
     link: watch::Receiver<LinkState>,
     stats: watch::Receiver<OutboxStats>,
+    delivered: broadcast::Sender<Delivered>,
 }
 
 /// Everything the link task owns.
@@ -421,6 +472,7 @@ struct Link {
     measurements: mpsc::Receiver<(String, Vec<u8>)>,
     shutdown: watch::Receiver<bool>,
     state: watch::Sender<LinkState>,
+    delivered: broadcast::Sender<Delivered>,
     endpoint: String,
     /// The last connect failure logged at warn level (repeats are logged at debug).
     last_logged: Option<String>,
@@ -430,6 +482,7 @@ struct Item {
     seq: u64,
     topic: String,
     payload: Vec<u8>,
+    window: Option<Window>,
 }
 
 impl MqttPublisher {
@@ -477,6 +530,7 @@ impl MqttPublisher {
         let (measurements_tx, measurements) = mpsc::channel(256);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (state, link) = watch::channel(LinkState::default());
+        let (delivered, _) = broadcast::channel(DELIVERED_BACKLOG);
         let identity = Arc::new(identity);
         let link_state = Link {
             options,
@@ -498,6 +552,7 @@ impl MqttPublisher {
                     seq: r.seq,
                     topic: r.topic,
                     payload: r.payload,
+                    window: None,
                 })
                 .collect(),
             sent: 0,
@@ -506,6 +561,7 @@ impl MqttPublisher {
             measurements,
             shutdown: shutdown_rx,
             state,
+            delivered: delivered.clone(),
             endpoint: format!("{}:{}", cfg.host, cfg.port),
             last_logged: None,
         };
@@ -524,6 +580,7 @@ impl MqttPublisher {
             outbox_thread,
             link,
             stats,
+            delivered,
         })
     }
 
@@ -540,6 +597,12 @@ impl MqttPublisher {
     /// Outbox counters, updated after every batch.
     pub fn outbox_stats(&self) -> watch::Receiver<OutboxStats> {
         self.stats.clone()
+    }
+
+    /// Every window report the broker acknowledges from now on, with when its window closed
+    /// and when the PUBACK came (a listener more than 4096 behind misses the oldest).
+    pub fn delivered(&self) -> broadcast::Receiver<Delivered> {
+        self.delivered.subscribe()
     }
 
     /// Waits until connected, at most `timeout`; false on timeout.
@@ -733,9 +796,18 @@ impl Link {
                         Event::Incoming(Packet::PubAck(ack)) => {
                             if let Some(Some(seq)) = in_flight.remove(&ack.pkid) {
                                 if let Ok(i) = self.queue.binary_search_by_key(&seq, |it| it.seq) {
-                                    self.queue.remove(i);
+                                    let item = self.queue.remove(i);
                                     if i < self.sent {
                                         self.sent -= 1;
+                                    }
+                                    if let Some(Item { window: Some(w), .. }) = item {
+                                        // Nobody listening is not an error.
+                                        let _ = self.delivered.send(Delivered {
+                                            bed: w.bed,
+                                            window: w.index,
+                                            window_closed: w.closed,
+                                            acknowledged: SystemTime::now(),
+                                        });
                                     }
                                 }
                                 let _ = self.commands.send(Command::Ack(seq));
@@ -788,10 +860,11 @@ impl Link {
 
     fn on_durable(&mut self, d: Durable) {
         match d {
-            Durable::Appended(record) => self.queue.push_back(Item {
+            Durable::Appended(record, window) => self.queue.push_back(Item {
                 seq: record.seq,
                 topic: record.topic,
                 payload: record.payload,
+                window,
             }),
             Durable::Dropped(seqs) => {
                 for seq in seqs {

@@ -89,6 +89,10 @@ pub struct WindowSpan {
     pub start_utc: String,
     /// Gateway clock (UTC) when the report was handed to the publisher.
     pub end_utc: String,
+    /// Gateway clock (UTC) when the window's last sample arrived: `end_utc` minus the time
+    /// the window spent in the daemon (`latency_ms.pipeline`). A subscriber's receive time
+    /// minus this is the window end -> subscriber latency.
+    pub closed_utc: String,
 }
 
 /// Signal quality of the window.
@@ -119,6 +123,17 @@ pub struct LatencyPart {
     /// Encoder + decoder time of the batch this window was generated in (null when the model
     /// did not run).
     pub inference: Option<f64>,
+    /// From the window's last sample arriving to the report being handed to the publisher.
+    pub pipeline: f64,
+}
+
+/// When `report`'s window closed (its last sample arrived) on the gateway clock, given the
+/// time it was handed over: `handed_over` minus its `timings.latency_ms`.
+pub fn window_closed_at(report: &WindowReport, handed_over: SystemTime) -> SystemTime {
+    Duration::try_from_secs_f64(report.timings.latency_ms / 1e3)
+        .ok()
+        .and_then(|d| handed_over.checked_sub(d))
+        .unwrap_or(handed_over)
 }
 
 impl ReportPayload {
@@ -161,6 +176,7 @@ impl ReportPayload {
                 device_end_ns: report.device_end_ns,
                 start_utc: utc_rfc3339(start),
                 end_utc: utc_rfc3339(now),
+                closed_utc: utc_rfc3339(window_closed_at(report, now)),
             },
             kind,
             text,
@@ -183,6 +199,7 @@ impl ReportPayload {
                     .timings
                     .inference
                     .map(|i| i.encode_ms + i.prefill_ms + i.decode_ms),
+                pipeline: finite(report.timings.latency_ms).max(0.0),
             },
         }
     }
@@ -306,6 +323,57 @@ pub fn utc_rfc3339(t: SystemTime) -> String {
         rem % 60,
         d.subsec_millis()
     )
+}
+
+/// The time [`utc_rfc3339`] wrote (`YYYY-MM-DDTHH:MM:SS.mmmZ`, from 1970 on); `None` for any
+/// other text.
+pub fn parse_utc_rfc3339(text: &str) -> Option<SystemTime> {
+    let b = text.as_bytes();
+    let shape_ok = b.len() == 24
+        && [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (23, b'Z'),
+        ]
+        .iter()
+        .all(|&(i, c)| b[i] == c);
+    if !shape_ok {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<u64> {
+        let digits = text.get(range)?;
+        digits
+            .bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| digits.parse().ok())?
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || hh > 23 || mm > 59 || ss > 59 {
+        return None;
+    }
+    let days = days_from_civil(y as i64, m as u32, d as u32)?;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(ms))
+}
+
+/// (year, month, day) to days since 1970-01-01; `None` for a day the month does not have.
+fn days_from_civil(y: i64, m: u32, d: u32) -> Option<u64> {
+    let yy = if m <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    // Round trip: a 30 February is refused.
+    (d >= 1 && civil_from_days(days) == (y, m, d))
+        .then_some(days)
+        .and_then(|d| u64::try_from(d).ok())
 }
 
 /// Days since 1970-01-01 to (year, month, day) (H. Hinnant's algorithm).
@@ -436,6 +504,22 @@ mod tests {
     }
 
     #[test]
+    fn the_window_closed_when_its_last_sample_arrived_before_hand_over() {
+        let mut w = window(Outcome::report("x", None, &[]));
+        w.timings.latency_ms = 1234.0;
+        let now = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789);
+        let p = ReportPayload::at(&identity(), &w, now);
+        assert_eq!(p.window.end_utc, "2024-02-29T12:34:56.789Z");
+        assert_eq!(p.window.closed_utc, "2024-02-29T12:34:55.555Z");
+        assert_eq!(p.latency_ms.pipeline, 1234.0);
+        validate("closed", &p.to_json().unwrap(), REPORT_SCHEMA_V1);
+        for bad in [f64::NAN, -5.0, f64::INFINITY] {
+            w.timings.latency_ms = bad;
+            assert_eq!(window_closed_at(&w, now), now, "{bad}");
+        }
+    }
+
+    #[test]
     fn report_ids_are_uuid_v7_and_time_ordered() {
         let t = UNIX_EPOCH + Duration::from_millis(1_764_560_000_123);
         let a = uuid_v7(t);
@@ -451,5 +535,27 @@ mod tests {
         assert_eq!(utc_rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = UNIX_EPOCH + Duration::from_millis(1_709_210_096_789); // leap day 2024
         assert_eq!(utc_rfc3339(t), "2024-02-29T12:34:56.789Z");
+    }
+
+    #[test]
+    fn utc_times_parse_back_and_anything_else_is_refused() {
+        for ms in [0u64, 1_709_210_096_789, 951_782_400_000, 4_102_444_799_999] {
+            let t = UNIX_EPOCH + Duration::from_millis(ms);
+            assert_eq!(parse_utc_rfc3339(&utc_rfc3339(t)), Some(t), "{ms}");
+        }
+        for bad in [
+            "",
+            "2024-02-30T00:00:00.000Z",
+            "2023-02-29T00:00:00.000Z",
+            "2024-13-01T00:00:00.000Z",
+            "2024-02-29T24:00:00.000Z",
+            "2024-02-29T12:34:56.789",
+            "2024-02-29 12:34:56.789Z",
+            "+024-02-29T12:34:56.789Z",
+            "1969-12-31T23:59:59.999Z",
+            "2024-02-29T12:34:5x.789Z",
+        ] {
+            assert_eq!(parse_utc_rfc3339(bad), None, "{bad}");
+        }
     }
 }
