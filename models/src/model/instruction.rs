@@ -21,6 +21,12 @@
 //! `<|im_start|>system\n{SMOLLM2_SYSTEM}<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n`
 //! then `{report}<|im_end|>` as the target. The template's newline after the assistant's
 //! `<|im_end|>` is not trained (generation stops at `<|im_end|>`), as with Tulu's `</s>`.
+//! With `system_turn = false` ([`InstructionStyle::ChatMl`]'s `system_turn`) the system turn is
+//! left out and the sample is one user turn, `<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n`:
+//! 17 prompt tokens with the PTB-XL prompt instead of 38 (49 with the MIMIC prompt), so a
+//! pretrained backbone trains on fewer positions per record (`docs/bench/backbone-throughput.md`).
+//! The bundle's prompt ids come from [`InstructionStyle::prompt`], so the daemon runs the prompt
+//! the model was trained with.
 //! A style's markers must each be one token of the tokenizer ([`InstructionStyle::check_tokenizer`]):
 //! the report tokenizer has no ChatML tokens, SmolLM2's vocabulary has no Tulu tags.
 
@@ -91,12 +97,22 @@ pub enum InstructionStyle {
     },
     /// ChatML as SmolLM2-Instruct's chat template renders it, default system turn included:
     /// `<|im_start|>system\n{SMOLLM2_SYSTEM}<|im_end|>\n<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n{report}<|im_end|>`.
+    /// With `system_turn = false` the system turn is left out:
+    /// `<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n{report}<|im_end|>`.
     ChatMl {
         /// Which prompt text.
         prompts: Prompts,
+        /// Whether the default system turn comes first (the default, as the template renders).
+        #[serde(default = "system_turn_default")]
+        system_turn: bool,
     },
     /// The ablation: `{report}</s>`, loss on all of it.
     NoInstruction,
+}
+
+/// `system_turn` when a config does not say: the chat template's own rendering.
+fn system_turn_default() -> bool {
+    true
 }
 
 /// One sample as text: the prompt (no loss) followed by the target (loss).
@@ -117,11 +133,17 @@ impl InstructionStyle {
                 let text = prompts.text(index);
                 format!("{USER_TAG}\n{text}\n{ASSISTANT_TAG}\n")
             }
-            InstructionStyle::ChatMl { prompts } => {
+            InstructionStyle::ChatMl {
+                prompts,
+                system_turn,
+            } => {
                 let text = prompts.text(index);
-                format!(
-                    "{IM_START}system\n{SMOLLM2_SYSTEM}{IM_END}\n{IM_START}user\n{text}{IM_END}\n{IM_START}assistant\n"
-                )
+                let system = if *system_turn {
+                    format!("{IM_START}system\n{SMOLLM2_SYSTEM}{IM_END}\n")
+                } else {
+                    String::new()
+                };
+                format!("{system}{IM_START}user\n{text}{IM_END}\n{IM_START}assistant\n")
             }
         }
     }
@@ -231,6 +253,7 @@ mod tests {
     fn chat_ml_renders_smollm2_chat_template_with_its_default_system_turn() {
         let style = InstructionStyle::ChatMl {
             prompts: Prompts::Ptbxl,
+            system_turn: true,
         };
         let s = style.segments(" sinus rhythm. normal ecg ", 0);
         // The GGUF's template for [{role: user, content: prompt}] with add_generation_prompt,
@@ -245,6 +268,7 @@ mod tests {
         assert_eq!(style.end_marker(), "<|im_end|>");
         let varied = InstructionStyle::ChatMl {
             prompts: Prompts::Varied,
+            system_turn: true,
         };
         assert!(
             varied
@@ -272,6 +296,7 @@ mod tests {
         );
         let chat_ml = InstructionStyle::ChatMl {
             prompts: Prompts::Mimic,
+            system_turn: true,
         };
         match chat_ml.check_tokenizer(&tokenizer) {
             Err(TokenizerError::NotOneToken {
@@ -284,6 +309,48 @@ mod tests {
             }
             other => panic!("chat_ml with the report tokenizer: {other:?}"),
         }
+        Ok(())
+    }
+
+    #[test]
+    fn chat_ml_without_system_turn_is_one_user_turn_of_17_prompt_tokens()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let short = InstructionStyle::ChatMl {
+            prompts: Prompts::Ptbxl,
+            system_turn: false,
+        };
+        let s = short.segments("sinus rhythm", 0);
+        assert_eq!(
+            s.prompt,
+            "<|im_start|>user\ngenerate a description of the ECG embeddings:<|im_end|>\n\
+             <|im_start|>assistant\n"
+        );
+        assert_eq!(s.target, "sinus rhythm<|im_end|>");
+        let check = "chat_ml_without_system_turn_is_one_user_turn_of_17_prompt_tokens";
+        let Some(gguf) = crate::model::gguf::smollm2_gguf_or_skip(check) else {
+            return Ok(());
+        };
+        let params = crate::model::params::Params::new(0, &candle_core::Device::Cpu);
+        let tokenizer =
+            crate::model::gguf::load_llama_layers(&gguf, &params, Some(1))?.tokenizer()?;
+        assert_eq!(short.check_tokenizer(&tokenizer)?, tokenizer.end_id());
+        let count = |style: InstructionStyle| -> Result<usize, TokenizerError> {
+            Ok(tokenizer.encode(&style.prompt(0))?.len())
+        };
+        let with_system = InstructionStyle::ChatMl {
+            prompts: Prompts::Ptbxl,
+            system_turn: true,
+        };
+        let mimic = InstructionStyle::ChatMl {
+            prompts: Prompts::Mimic,
+            system_turn: true,
+        };
+        // SmolLM2's tokenizer: the short PTB-XL turn 17 prompt tokens, with the system turn 38
+        // (the system turn is 21), and smollm2-lora.toml's MIMIC prompt with it 49.
+        assert_eq!(
+            (count(short)?, count(with_system)?, count(mimic)?),
+            (17, 38, 49)
+        );
         Ok(())
     }
 
@@ -306,7 +373,18 @@ mod tests {
         assert_eq!(
             w.instruction,
             InstructionStyle::ChatMl {
-                prompts: Prompts::Mimic
+                prompts: Prompts::Mimic,
+                system_turn: true,
+            }
+        );
+        let w: Wrapper = toml::from_str(
+            "instruction = { style = \"chat_ml\", prompts = \"ptbxl\", system_turn = false }",
+        )?;
+        assert_eq!(
+            w.instruction,
+            InstructionStyle::ChatMl {
+                prompts: Prompts::Ptbxl,
+                system_turn: false,
             }
         );
         let w: Wrapper = toml::from_str("instruction = { style = \"no_instruction\" }")?;

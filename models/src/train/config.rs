@@ -106,6 +106,21 @@ mod tests {
             Some(BaseConfig::gguf(crate::model::gguf::SMOLLM2_GGUF_DEFAULT))
         );
         assert!(matches!(lora.instruction, InstructionStyle::ChatMl { .. }));
+        let eight = RunConfig::from_toml(include_str!("../../configs/smollm2-8layer.toml"))?;
+        assert_eq!(eight.base.as_ref().and_then(|b| b.max_layers), Some(8));
+        assert_eq!(
+            eight.instruction,
+            InstructionStyle::ChatMl {
+                prompts: crate::model::instruction::Prompts::Ptbxl,
+                system_turn: false,
+            }
+        );
+        assert!(eight.train.encoder_warmup.is_some());
+        assert_eq!(
+            (eight.model.decoder, eight.model.lora),
+            (lora.model.decoder.clone(), lora.model.lora.clone()),
+            "the checkpoint's shape and the paper's LoRA"
+        );
         let without_base =
             include_str!("../../configs/smollm2-lora.toml").replace("[base]\ngguf = ", "# ");
         assert!(
