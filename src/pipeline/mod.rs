@@ -98,8 +98,8 @@ pub enum WhenBehind {
 /// Backpressure (`when_behind = "drop-oldest"`, the default): a window's age counts from its
 /// end, the instant its last block arrived. Whichever stage it waits for (the signal
 /// processing of `dsp_threads`, then inference), a window older than `max_window_age_seconds`
-/// is dropped instead of processed, and a full queue (`queue_windows`, each stage) drops its
-/// oldest to take a new one. A dropped window is published as not reported, with the stage
+/// is dropped instead of processed, and a full queue (`dsp_queue_windows`, `queue_windows`)
+/// drops its oldest to take a new one. A dropped window is published as not reported, with the stage
 /// that fell behind as the reason, and counted (`meit_dsp_dropped_total`,
 /// `meit_inference_dropped_total`). Report latency stays near `max_window_age_seconds` plus
 /// one window's processing, and memory is bounded by the queues, however many beds there are.
@@ -112,10 +112,14 @@ pub struct PipelineConfig {
     /// How long the oldest ready window waits for others to fill a batch, ms (0-10000).
     #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
-    /// Most windows waiting for signal processing, and most waiting for inference (memory
-    /// bound; 1-65536): a full queue drops its oldest window.
+    /// Most windows waiting for inference (memory bound; 1-65536): a full queue drops its
+    /// oldest window.
     #[serde(default = "default_queue_windows")]
     pub queue_windows: usize,
+    /// Most windows waiting for signal processing (memory bound: a window holds its raw and
+    /// filtered samples; 1-65536): a full queue drops its oldest window.
+    #[serde(default = "default_queue_windows")]
+    pub dsp_queue_windows: usize,
     /// Oldest a window may be, counted from its end (its last block arriving), and still be
     /// judged or generated, s; older, it is dropped as stale at whichever stage it waits
     /// (default: the window hop, by when the same bed's next window is ready). Also read
@@ -167,6 +171,7 @@ impl Default for PipelineConfig {
             max_batch: default_max_batch(),
             max_wait_ms: default_max_wait_ms(),
             queue_windows: default_queue_windows(),
+            dsp_queue_windows: default_queue_windows(),
             max_window_age_seconds: None,
             dsp_threads: None,
             when_behind: WhenBehind::default(),
@@ -196,6 +201,12 @@ impl PipelineConfig {
             return Err((
                 "queue_windows",
                 format!("is {}; allowed: 1 to 65536", self.queue_windows),
+            ));
+        }
+        if !(1..=65_536).contains(&self.dsp_queue_windows) {
+            return Err((
+                "dsp_queue_windows",
+                format!("is {}; allowed: 1 to 65536", self.dsp_queue_windows),
             ));
         }
         if let Some(s) = self.max_window_age_seconds
@@ -237,7 +248,16 @@ impl PipelineConfig {
         self.dsp_threads.unwrap_or_else(dsp::default_threads)
     }
 
-    /// The queues' settings for windows hopping every `hop_seconds`.
+    /// The signal-processing queue's settings for windows hopping every `hop_seconds` (those
+    /// of [`PipelineConfig::batch_settings`] with its own capacity).
+    pub fn dsp_settings(&self, hop_seconds: f64) -> BatchSettings {
+        BatchSettings {
+            capacity: self.dsp_queue_windows,
+            ..self.batch_settings(hop_seconds)
+        }
+    }
+
+    /// The inference queue's settings for windows hopping every `hop_seconds`.
     pub fn batch_settings(&self, hop_seconds: f64) -> BatchSettings {
         let age = match self.when_behind {
             WhenBehind::Wait => Duration::MAX,
@@ -524,9 +544,9 @@ async fn run_pipeline<S: Sink + 'static>(
         unavailable: unavailable.clone(),
     };
     let mut settings = config.pipeline.clone();
-    let batch_settings = settings.batch_settings(beds.shortest_hop(&config.sources));
-    queue.set_settings(batch_settings);
-    dsp_queue.set_settings(batch_settings);
+    let hop = beds.shortest_hop(&config.sources);
+    queue.set_settings(settings.batch_settings(hop));
+    dsp_queue.set_settings(settings.dsp_settings(hop));
     metrics.watch_queue(queue.clone());
     metrics.watch_dsp(dsp_queue.clone());
     metrics.set_model_ready(
@@ -630,9 +650,9 @@ async fn run_pipeline<S: Sink + 'static>(
             }
             Some(new) = next_reload(&mut reloads) => {
                 settings = new.pipeline.clone();
-                let batch_settings = settings.batch_settings(beds.shortest_hop(&new.sources));
-                queue.set_settings(batch_settings);
-                dsp_queue.set_settings(batch_settings);
+                let hop = beds.shortest_hop(&new.sources);
+                queue.set_settings(settings.batch_settings(hop));
+                dsp_queue.set_settings(settings.dsp_settings(hop));
                 let within = Duration::from_secs_f64(settings.stop_seconds.clamp(0.5, 60.0));
                 beds.reload(&new.sources, within, &mut start).await;
                 tracing::info!(beds = beds.running.len(), "configuration reloaded");
