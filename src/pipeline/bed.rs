@@ -1,4 +1,6 @@
-//! The dsp stage of one bed: source events in, judged windows out.
+//! The dsp stage of one bed: source events in, windows out ([`BedPipeline::windows`], cheap),
+//! and the judging of one window ([`WindowJob::judge`], milliseconds: the shared dsp threads
+//! of [`super::dsp`] run it).
 //!
 //! [`BedPipeline`] is plain synchronous state (one per bed) so that it can be tested without a
 //! runtime. Each finished window becomes a [`BedOutput`]: a finished [`WindowReport`] when the

@@ -265,8 +265,9 @@ pub fn spawn_threads(
     inference: &InferenceQueue,
     out: &mpsc::Sender<Finished>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let threads = threads.max(1);
     queue.lock().stats.threads = threads as u64;
-    (0..threads.max(1))
+    (0..threads)
         .map(|i| {
             let (queue, inference, out) = (queue.clone(), inference.clone(), out.clone());
             std::thread::Builder::new()

@@ -2,8 +2,8 @@
 //! that owns the [`Engine`] and generates their reports in batches.
 //!
 //! ```text
-//! bed tasks ──push──▶ InferenceQueue ──next_batch──▶ worker thread (Engine::generate)
-//!                     (bounded, drop oldest)          ──Finished──▶ publisher
+//! dsp threads ──push──▶ InferenceQueue ──next_batch──▶ worker thread (Engine::generate)
+//!                       (bounded, drop oldest)          ──Finished──▶ publisher
 //! ```
 //!
 //! The worker is a dedicated OS thread: generation is seconds of CPU work that must never run
