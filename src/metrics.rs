@@ -204,7 +204,10 @@ impl Metrics {
             *m.stage_sum_s.entry(name).or_default() += ms / 1e3;
             *m.stage_count.entry(name).or_default() += 1;
         };
-        stage("dsp", t.dsp_ms);
+        // A window dropped before its signal was judged has no dsp time.
+        if t.dsp_ms > 0.0 {
+            stage("dsp", t.dsp_ms);
+        }
         if let Some(q) = t.queue_ms {
             stage("queue", q);
         }
