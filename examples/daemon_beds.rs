@@ -206,7 +206,9 @@ fn main() -> anyhow::Result<()> {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/bundles/tiny");
     config.pipeline.max_batch = batch;
     config.pipeline.queue_windows = beds.max(256) * 2;
-    config.pipeline.dsp_queue_windows = beds.max(256) * 2;
+    // The signal-processing queue keeps its default bound (256 windows, each 10 s of raw and
+    // filtered 12-lead samples): beyond it the oldest are dropped, so memory stays bounded
+    // whatever the number of beds.
     config.sources = (0..beds)
         .map(|i| SourceConfig::Replay {
             bed: format!("b{i:03}"),

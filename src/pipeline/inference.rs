@@ -208,6 +208,14 @@ impl InferenceQueue {
     /// on inference.
     pub fn push(&self, window: PendingWindow) {
         let mut state = self.lock();
+        if state.abandoned {
+            // Past the stop deadline (a dsp thread finishing late): published as stopping.
+            state.dropped.push((window, DropCause::Shutdown));
+            state.stats.dropped_shutdown += 1;
+            drop(state);
+            self.shared.1.notify_all();
+            return;
+        }
         while state.pending.len() >= state.settings.capacity
             && let Some(oldest) = state.pending.pop_front()
         {
@@ -656,14 +664,16 @@ mod tests {
         queue.push(window("a", 2));
         queue.push(window("a", 3));
         queue.abandon();
+        // A window that arrives after the deadline is not generated either.
+        queue.push(window("a", 4));
         let batch = queue.next_batch().unwrap();
         assert!(batch.windows.is_empty());
-        assert_eq!(batch.dropped.len(), 2);
+        assert_eq!(batch.dropped.len(), 3);
         assert!(queue.next_batch().is_none());
         let stats = queue.stats();
         assert_eq!(
             (stats.dropped_stale, stats.dropped_shutdown, stats.dropped()),
-            (2, 2, 4)
+            (2, 3, 5)
         );
     }
 }
