@@ -19,8 +19,9 @@
 //! queue ([`BatchSettings::capacity`]) drops its oldest to take a new one. A dropped window
 //! is published as a no-report result ("not reported: signal processing fell behind ...",
 //! without quality or measurements: it was never judged) and counted
-//! ([`DspStats::dropped`]). Its samples are freed at once, so memory is bounded by the queue
-//! whatever the load. With `when_behind = "wait"` nothing is dropped and the beds wait.
+//! ([`DspStats::dropped`]), at once: by the bed task whose window made room, or by the thread
+//! that found it stale, never waiting for a thread to finish judging. Its samples are freed
+//! at once, so memory is bounded by the queue whatever the load. With `when_behind = "wait"` nothing is dropped and the beds wait.
 //! Per bed, the publisher puts the results back in window order.
 
 use std::collections::VecDeque;
@@ -79,7 +80,7 @@ impl DropCause {
 struct State {
     settings: BatchSettings,
     pending: VecDeque<WindowJob>,
-    /// Dropped windows' results (samples already freed), for the threads to publish.
+    /// Results of the windows dropped at the stop deadline, for the threads to publish.
     dropped: Vec<Finished>,
     closed: bool,
     abandoned: bool,
@@ -134,14 +135,16 @@ impl DspQueue {
 
     /// Adds a window to judge. Never blocks: stale windows at the front and, when the queue
     /// is full, the oldest are dropped to make room (unless the settings say to wait: see
-    /// [`DspQueue::is_full`]).
-    pub fn push(&self, job: WindowJob) {
+    /// [`DspQueue::is_full`]). Returns the results of the windows dropped, for the caller to
+    /// publish now (the dsp threads may all be busy judging).
+    pub fn push(&self, job: WindowJob) -> Vec<Finished> {
         let mut state = self.lock();
         let now = Instant::now();
         let s = state.settings;
+        let mut dropped = Vec::new();
         if state.abandoned {
             state.stats.dropped_shutdown += 1;
-            state.dropped.push(job.unjudged(STOPPING));
+            dropped.push(job.unjudged(STOPPING));
         } else {
             while let Some(front) = state.pending.front() {
                 let cause =
@@ -155,7 +158,7 @@ impl DspQueue {
                 let Some(oldest) = state.pending.pop_front() else {
                     break;
                 };
-                state.drop_job(oldest, cause);
+                dropped.push(state.drop_job(oldest, cause));
             }
             state.pending.push_back(job);
             state.stats.queued += 1;
@@ -164,6 +167,7 @@ impl DspQueue {
         state.stats.max_depth = state.stats.max_depth.max(state.stats.depth);
         drop(state);
         self.shared.1.notify_one();
+        dropped
     }
 
     /// True when the queue holds `capacity` windows (with `when_behind = "wait"` the bed
@@ -191,7 +195,8 @@ impl DspQueue {
         state.closed = true;
         state.abandoned = true;
         while let Some(job) = state.pending.pop_front() {
-            state.drop_job(job, DropCause::Shutdown);
+            let finished = state.drop_job(job, DropCause::Shutdown);
+            state.dropped.push(finished);
         }
         state.stats.depth = 0;
         drop(state);
@@ -234,14 +239,14 @@ impl DspQueue {
 }
 
 impl State {
-    /// Drops `job` for `cause`: counted, its result kept for a thread to publish.
-    fn drop_job(&mut self, job: WindowJob, cause: DropCause) {
+    /// Drops `job` for `cause`: counted; its result (samples freed) to publish.
+    fn drop_job(&mut self, job: WindowJob, cause: DropCause) -> Finished {
         match cause {
             DropCause::Full => self.stats.dropped_full += 1,
             DropCause::Stale => self.stats.dropped_stale += 1,
             DropCause::Shutdown => self.stats.dropped_shutdown += 1,
         }
-        self.dropped.push(job.unjudged(cause.dsp_reason()));
+        job.unjudged(cause.dsp_reason())
     }
 }
 
@@ -344,13 +349,11 @@ mod tests {
     #[test]
     fn a_full_queue_drops_the_oldest_window_published_unjudged_and_counted() {
         let queue = DspQueue::new(settings(2, Duration::from_secs(60)));
-        for job in jobs() {
-            queue.push(job);
-        }
+        let dropped: Vec<Finished> = jobs().into_iter().flat_map(|j| queue.push(j)).collect();
         let stats = queue.stats();
         assert_eq!((stats.queued, stats.dropped_full, stats.depth), (3, 1, 2));
-        let Some(Next::Publish(dropped)) = queue.next() else {
-            panic!("the dropped window comes first")
+        let [dropped] = &dropped[..] else {
+            panic!("one window dropped: {}", dropped.len())
         };
         assert_eq!(dropped.report.window_index, 0);
         let line = dropped.report.to_line();
@@ -366,7 +369,7 @@ mod tests {
     fn a_window_older_than_the_age_limit_from_its_end_is_dropped_not_judged() {
         let queue = DspQueue::new(settings(16, Duration::from_millis(30)));
         let mut all = jobs().into_iter();
-        queue.push(all.next().unwrap());
+        assert!(queue.push(all.next().unwrap()).is_empty());
         std::thread::sleep(Duration::from_millis(60));
         let Some(Next::Publish(stale)) = queue.next() else {
             panic!("a stale window is not judged")
@@ -378,7 +381,7 @@ mod tests {
             wait_when_full: true,
             ..settings(16, Duration::from_millis(30))
         });
-        waiting.push(all.next().unwrap());
+        assert!(waiting.push(all.next().unwrap()).is_empty());
         std::thread::sleep(Duration::from_millis(60));
         assert!(matches!(waiting.next(), Some(Next::Judge(_))));
         assert_eq!(waiting.stats().dropped(), 0);
@@ -392,7 +395,7 @@ mod tests {
         let threads = spawn_threads(2, &queue, &inference, &tx).unwrap();
         drop(tx);
         for job in jobs() {
-            queue.push(job);
+            assert!(queue.push(job).is_empty());
         }
         queue.close();
         for t in threads {
@@ -412,7 +415,7 @@ mod tests {
     fn abandon_publishes_what_waits_as_stopping() {
         let queue = DspQueue::new(settings(16, Duration::from_secs(60)));
         for job in jobs() {
-            queue.push(job);
+            assert!(queue.push(job).is_empty());
         }
         queue.abandon();
         let mut reasons = Vec::new();

@@ -356,6 +356,7 @@ struct Beds {
     /// on from there, so its reports keep one order per bed.
     next_index: std::collections::HashMap<String, u64>,
     dsp: DspQueue,
+    finished: mpsc::Sender<Finished>,
     ended: mpsc::UnboundedSender<u64>,
     metrics: Arc<Metrics>,
     spec: crate::dsp::PreprocessSpec,
@@ -412,6 +413,7 @@ impl Beds {
             pipeline,
             events,
             self.dsp.clone(),
+            self.finished.clone(),
             EndedGuard(id, self.ended.clone()),
             Arc::clone(&self.metrics),
         ));
@@ -537,6 +539,7 @@ async fn run_pipeline<S: Sink + 'static>(
         next_id: 0,
         next_index: Default::default(),
         dsp: dsp_queue.clone(),
+        finished: finished_tx.clone(),
         ended: ended_tx,
         metrics: Arc::clone(&metrics),
         spec,
@@ -781,12 +784,14 @@ impl Drop for AbortOnDrop {
 }
 
 /// One bed's windowing: events in, finished windows to the shared signal-processing queue
-/// (which never makes it wait, unless `when_behind = "wait"`). Returns the bed's next window
-/// index when its source has ended.
+/// (which never makes it wait, unless `when_behind = "wait"`); the windows that queue drops
+/// to make room go to the publisher at once. Returns the bed's next window index when its
+/// source has ended.
 async fn bed_task(
     mut bed: BedPipeline,
     mut events: mpsc::Receiver<SourceEvent>,
     dsp: DspQueue,
+    out: mpsc::Sender<Finished>,
     _ended: EndedGuard,
     metrics: Arc<Metrics>,
 ) -> u64 {
@@ -800,7 +805,11 @@ async fn bed_task(
             while dsp.settings().wait_when_full && dsp.is_full() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            dsp.push(job);
+            for dropped in dsp.push(job) {
+                if out.send(dropped).await.is_err() {
+                    return bed.next_index();
+                }
+            }
         }
     }
     bed.next_index()
