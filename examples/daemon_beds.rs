@@ -206,6 +206,9 @@ fn main() -> anyhow::Result<()> {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/bundles/tiny");
     config.pipeline.max_batch = batch;
     config.pipeline.queue_windows = beds.max(256) * 2;
+    // The signal-processing queue keeps its default bound (256 windows, each 10 s of raw and
+    // filtered 12-lead samples): beyond it the oldest are dropped, so memory stays bounded
+    // whatever the number of beds.
     config.sources = (0..beds)
         .map(|i| SourceConfig::Replay {
             bed: format!("b{i:03}"),
@@ -376,13 +379,17 @@ fn main() -> anyhow::Result<()> {
     let cores = cpu / wall;
     let per_bed_ms = cores / beds as f64 * 1e3;
     // Windows the daemon could not finish: it did not keep up.
-    let behind = if summary.deadline_missed {
-        "; NOT kept up: the stop deadline passed with windows unpublished"
-    } else if count("dropped") > 0 {
-        "; fell behind: windows dropped"
-    } else {
-        ""
-    };
+    let mut behind = String::new();
+    if count("dropped") > 0 {
+        behind = format!(
+            "; fell behind: windows dropped ({} by signal processing, {} by inference)",
+            summary.dsp.dropped(),
+            summary.queue.dropped()
+        );
+    }
+    if summary.deadline_missed {
+        behind.push_str("; NOT kept up: the stop deadline passed with windows unpublished");
+    }
     println!(
         "beds {beds}, {seconds:.0} s, max_batch {batch}, phase {phase}{}: windows {} (report {}, no_report {}, dropped {}, no_model {}), batches {}, queue max depth {}{behind}",
         if mqtt { ", mqtt" } else { "" },

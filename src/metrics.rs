@@ -12,9 +12,14 @@
 //! | `meit_report_flags_total` | counter | `bed` (reports with a consistency flag) |
 //! | `meit_inference_dropped_total` | counter | `cause` (`full`, `stale`, `stopping`) |
 //! | `meit_inference_queue_depth` / `meit_inference_queue_max_depth` | gauge | |
+//! | `meit_dsp_dropped_total` | counter | `cause` (`full`, `stale`, `stopping`: windows the signal processing did not reach) |
+//! | `meit_dsp_queue_depth` / `meit_dsp_queue_max_depth` / `meit_dsp_threads` | gauge | |
+//! | `meit_dsp_windows_total` | counter | (windows judged) |
 //! | `meit_inference_batches_total` / `meit_inference_windows_total` | counter | |
 //! | `meit_stage_seconds` | summary (`_sum`, `_count`) | `stage` (`dsp`, `queue`, `inference`, `end_to_end`) |
 //! | `meit_end_to_end_seconds` | histogram | (window end -> handed to the sink) |
+//! | `meit_window_end_to_puback_seconds` | histogram | (window end -> the broker's PUBACK; MQTT only) |
+//! | `meit_acknowledgements_missed_total` | counter | (PUBACKs this histogram missed: it fell over 4096 behind) |
 //! | `meit_model_ready` | gauge | `provider` |
 
 use std::collections::BTreeMap;
@@ -26,7 +31,8 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::pipeline::InferenceQueue;
+use crate::pipeline::{DspQueue, InferenceQueue};
+use crate::publish::mqtt::Delivered;
 use crate::report::{Outcome, WindowReport};
 
 /// The `[metrics]` table.
@@ -39,8 +45,40 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
-/// Upper bounds of the end-to-end latency histogram, seconds.
+/// Upper bounds of the latency histograms, seconds.
 const LATENCY_BUCKETS_S: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
+
+/// A latency histogram with [`LATENCY_BUCKETS_S`].
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS_S.len()],
+    sum_s: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (bucket, bound) in self.buckets.iter_mut().zip(LATENCY_BUCKETS_S) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
+        }
+        self.sum_s += seconds;
+        self.count += 1;
+    }
+
+    /// The exposition lines of metric `name`.
+    fn lines(&self, name: &str) -> String {
+        let mut lines = String::new();
+        for (n, bound) in self.buckets.iter().zip(LATENCY_BUCKETS_S) {
+            let _ = writeln!(lines, "{name}_bucket{{le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(lines, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(lines, "{name}_sum {}", self.sum_s);
+        let _ = writeln!(lines, "{name}_count {}", self.count);
+        lines
+    }
+}
 
 #[derive(Default)]
 struct Inner {
@@ -51,9 +89,9 @@ struct Inner {
     flagged: BTreeMap<String, u64>,
     stage_sum_s: BTreeMap<&'static str, f64>,
     stage_count: BTreeMap<&'static str, u64>,
-    latency_buckets: [u64; LATENCY_BUCKETS_S.len()],
-    latency_sum_s: f64,
-    latency_count: u64,
+    end_to_end: Histogram,
+    puback: Histogram,
+    acknowledgements_missed: u64,
 }
 
 /// The daemon's counters, shared by the stages.
@@ -61,6 +99,7 @@ struct Inner {
 pub struct Metrics {
     inner: Mutex<Inner>,
     queue: Mutex<Option<InferenceQueue>>,
+    dsp: Mutex<Option<DspQueue>>,
     model_ready: Mutex<Option<Option<&'static str>>>,
 }
 
@@ -74,7 +113,7 @@ impl std::fmt::Debug for Metrics {
 pub fn reason_class(reason: &str) -> &'static str {
     let r = reason.to_ascii_lowercase();
     [
-        ("inference fell behind", "dropped"),
+        ("fell behind", "dropped"),
         ("daemon was stopping", "stopping"),
         ("lead off", "lead_off"),
         ("noisy", "noisy"),
@@ -98,6 +137,26 @@ impl Metrics {
     /// Lets the exposition read the inference queue's counters.
     pub fn watch_queue(&self, queue: InferenceQueue) {
         *self.queue.lock().unwrap_or_else(|p| p.into_inner()) = Some(queue);
+    }
+
+    /// Lets the exposition read the signal-processing queue's counters.
+    pub fn watch_dsp(&self, queue: DspQueue) {
+        *self.dsp.lock().unwrap_or_else(|p| p.into_inner()) = Some(queue);
+    }
+
+    /// Records a report the broker acknowledged: window end -> PUBACK.
+    pub fn acknowledged(&self, delivered: &Delivered) {
+        let seconds = delivered
+            .acknowledged
+            .duration_since(delivered.window_closed)
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.lock().puback.observe(seconds);
+    }
+
+    /// Counts acknowledgements the PUBACK histogram missed (its listener fell behind).
+    pub fn acknowledgements_missed(&self, missed: u64) {
+        self.lock().acknowledgements_missed += missed;
     }
 
     /// Records whether the model is loaded, and on which execution provider its decoder runs
@@ -145,7 +204,10 @@ impl Metrics {
             *m.stage_sum_s.entry(name).or_default() += ms / 1e3;
             *m.stage_count.entry(name).or_default() += 1;
         };
-        stage("dsp", t.dsp_ms);
+        // A window dropped before its signal was judged has no dsp time.
+        if t.dsp_ms > 0.0 {
+            stage("dsp", t.dsp_ms);
+        }
         if let Some(q) = t.queue_ms {
             stage("queue", q);
         }
@@ -153,14 +215,7 @@ impl Metrics {
             stage("inference", i.encode_ms + i.prefill_ms + i.decode_ms);
         }
         stage("end_to_end", t.latency_ms);
-        let seconds = t.latency_ms / 1e3;
-        for (bucket, bound) in m.latency_buckets.iter_mut().zip(LATENCY_BUCKETS_S) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
-        m.latency_sum_s += seconds;
-        m.latency_count += 1;
+        m.end_to_end.observe(t.latency_ms / 1e3);
     }
 
     /// Reports handed to the sink so far, all beds and outcomes.
@@ -267,28 +322,77 @@ impl Metrics {
             "Time per window in each stage (inference: the whole batch's).",
             lines,
         );
-        let mut lines = String::new();
-        for (n, bound) in m.latency_buckets.iter().zip(LATENCY_BUCKETS_S) {
-            let _ = writeln!(
-                lines,
-                "meit_end_to_end_seconds_bucket{{le=\"{bound}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            lines,
-            "meit_end_to_end_seconds_bucket{{le=\"+Inf\"}} {}",
-            m.latency_count
-        );
-        let _ = writeln!(lines, "meit_end_to_end_seconds_sum {}", m.latency_sum_s);
-        let _ = writeln!(lines, "meit_end_to_end_seconds_count {}", m.latency_count);
         section(
             &mut out,
             "meit_end_to_end_seconds",
             "histogram",
             "Window end (last block arrived) to the report handed to the sink.",
-            lines,
+            m.end_to_end.lines("meit_end_to_end_seconds"),
+        );
+        section(
+            &mut out,
+            "meit_window_end_to_puback_seconds",
+            "histogram",
+            "Window end (last block arrived) to the broker's PUBACK of its report (MQTT).",
+            m.puback.lines("meit_window_end_to_puback_seconds"),
+        );
+        section(
+            &mut out,
+            "meit_acknowledgements_missed_total",
+            "counter",
+            "PUBACKs the window end -> PUBACK histogram missed.",
+            format!(
+                "meit_acknowledgements_missed_total {}\n",
+                m.acknowledgements_missed
+            ),
         );
         drop(m);
+        let dsp = self
+            .dsp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(DspQueue::stats)
+            .unwrap_or_default();
+        let lines = format!(
+            "meit_dsp_dropped_total{{cause=\"full\"}} {}\nmeit_dsp_dropped_total{{cause=\"stale\"}} {}\nmeit_dsp_dropped_total{{cause=\"stopping\"}} {}\n",
+            dsp.dropped_full, dsp.dropped_stale, dsp.dropped_shutdown
+        );
+        section(
+            &mut out,
+            "meit_dsp_dropped_total",
+            "counter",
+            "Windows dropped unjudged because signal processing fell behind, by cause.",
+            lines,
+        );
+        for (name, kind, help, value) in [
+            (
+                "meit_dsp_queue_depth",
+                "gauge",
+                "Windows waiting for signal processing.",
+                dsp.depth,
+            ),
+            (
+                "meit_dsp_queue_max_depth",
+                "gauge",
+                "Most windows ever waiting for signal processing.",
+                dsp.max_depth,
+            ),
+            (
+                "meit_dsp_threads",
+                "gauge",
+                "Threads judging windows.",
+                dsp.threads,
+            ),
+            (
+                "meit_dsp_windows_total",
+                "counter",
+                "Windows judged.",
+                dsp.judged,
+            ),
+        ] {
+            section(&mut out, name, kind, help, format!("{name} {value}\n"));
+        }
         let queue = self
             .queue
             .lock()
@@ -455,6 +559,37 @@ mod tests {
             reason_class("not reported: inference fell behind and the queue was full"),
             "dropped"
         );
+        assert_eq!(
+            reason_class(
+                "not reported: signal processing fell behind and the window went stale (dropped)"
+            ),
+            "dropped"
+        );
         assert_eq!(reason_class("something new"), "other");
+    }
+
+    #[test]
+    fn window_end_to_puback_is_a_histogram() {
+        let m = Metrics::default();
+        let closed = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000);
+        for ms in [80, 700] {
+            m.acknowledged(&Delivered {
+                bed: "b1".into(),
+                window: 0,
+                window_closed: closed,
+                acknowledged: closed + std::time::Duration::from_millis(ms),
+            });
+        }
+        m.acknowledgements_missed(3);
+        let text = m.render();
+        for line in [
+            "meit_window_end_to_puback_seconds_bucket{le=\"0.1\"} 1",
+            "meit_window_end_to_puback_seconds_bucket{le=\"1\"} 2",
+            "meit_window_end_to_puback_seconds_count 2",
+            "meit_acknowledgements_missed_total 3",
+            "meit_dsp_dropped_total{cause=\"stale\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
     }
 }

@@ -22,6 +22,9 @@ use meit::publish::{PublishError, Sink, mqtt::MqttPublisher, schema};
 use meit::report::{Measurements, Outcome, WindowReport};
 use serde_json::Value;
 
+#[path = "common/metrics.rs"]
+mod metrics;
+
 const SITE: &str = "st-mary";
 const UNIT: &str = "icu-2";
 
@@ -1085,7 +1088,8 @@ async fn a_stored_report_over_a_lowered_limit_is_dropped_once_and_the_rest_deliv
 
 /// The whole daemon into a real broker: `meit run` with simulated beds and the committed
 /// bundle, `[mqtt] enabled`, and a station subscribed before it starts. Every window of every
-/// bed arrives as a schema-valid report, in order per bed; the AF bed's report says so.
+/// bed arrives as a schema-valid report, in order per bed; the AF bed's report says so. The
+/// daemon's metrics endpoint has each report's window end -> PUBACK latency, under 2 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meit_run_publishes_generated_reports_that_a_station_receives() {
     let Some(bin) = mosquitto() else { return };
@@ -1093,8 +1097,10 @@ async fn meit_run_publishes_generated_reports_that_a_station_receives() {
     let dir = tempfile::tempdir().unwrap();
     let mut sub = station(&broker.mqtt(), "station-run", &["meit/v1/#"], false).await;
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let metrics_port = free_port();
     let config = format!(
         "[site]\nname = \"{SITE}\"\nunit = \"{UNIT}\"\n\n[model]\nbundle = \"{}\"\nrequired = true\n\n\
+         [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n\
          [mqtt]\nenabled = true\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"gw-run\"\n\n\
          [mqtt.outbox]\ndir = \"{}\"\n\n\
          [[source]]\nkind = \"simulated\"\nbed = \"sinus\"\ncondition = \"normal\"\nheart_rate_bpm = 70\nnoise = 0.05\nseed = 3\n\n\
@@ -1108,13 +1114,31 @@ async fn meit_run_publishes_generated_reports_that_a_station_receives() {
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_meit"))
         .args(["run", "--config"])
         .arg(&path)
-        .args(["--max-windows", "4"])
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let (reports, _) = collect_reports(&mut sub, Duration::from_secs(60), |r| r.len() >= 4).await;
+    // The daemon has the PUBACKs of what the station received by a moment later.
+    let mut exposition = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        exposition = tokio::task::spawn_blocking(move || metrics::scrape(metrics_port))
+            .await
+            .unwrap();
+        if metrics::value(&exposition, "meit_window_end_to_puback_seconds_count") >= 4.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &daemon.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = daemon.wait().unwrap();
     let mut stderr = String::new();
     std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut stderr).unwrap();
@@ -1140,6 +1164,24 @@ async fn meit_run_publishes_generated_reports_that_a_station_receives() {
     };
     assert!(codes("af").contains(&"AFIB".to_string()), "{reports:?}");
     assert!(!codes("sinus").contains(&"AFIB".to_string()), "{reports:?}");
+    // Window end -> PUBACK: every acknowledged report counted, each within 2 s.
+    let value = |prefix: &str| metrics::value(&exposition, prefix);
+    let acknowledged = value("meit_window_end_to_puback_seconds_count");
+    assert!(acknowledged >= 4.0, "{exposition}");
+    assert_eq!(
+        value("meit_window_end_to_puback_seconds_bucket{le=\"2\"}"),
+        acknowledged,
+        "{exposition}"
+    );
+    assert!(
+        value("meit_window_end_to_puback_seconds_sum") > 0.0,
+        "{exposition}"
+    );
+    assert_eq!(
+        value("meit_acknowledgements_missed_total"),
+        0.0,
+        "{exposition}"
+    );
 }
 
 /// The issue's first check, end to end: ONE simulated device on a real pty plays a scenario

@@ -1,4 +1,6 @@
-//! The dsp stage of one bed: source events in, judged windows out.
+//! The dsp stage of one bed: source events in, windows out ([`BedPipeline::windows`], cheap),
+//! and the judging of one window ([`WindowJob::judge`], milliseconds: the shared dsp threads
+//! of [`super::dsp`] run it).
 //!
 //! [`BedPipeline`] is plain synchronous state (one per bed) so that it can be tested without a
 //! runtime. Each finished window becomes a [`BedOutput`]: a finished [`WindowReport`] when the
@@ -243,21 +245,7 @@ impl WindowJob {
         let window = &window;
         let started = Instant::now();
         let processed = preprocessor.process_window(window);
-        let mut report = WindowReport {
-            bed,
-            window_index: index,
-            device_start_ns: window.start_device_time_ns,
-            device_end_ns: window.end_device_time_ns,
-            interpolated_fraction: window.interpolated_fraction(),
-            quality_index: 0.0,
-            quality_reasons: Vec::new(),
-            masked_leads: Vec::new(),
-            measurements: None,
-            outcome: Outcome::NoReport {
-                reasons: Vec::new(),
-            },
-            timings: WindowTimings::default(),
-        };
+        let mut report = unjudged_report(bed, index, window);
         let input = match processed {
             Ok(input) => input,
             Err(e) => {
@@ -311,6 +299,51 @@ impl WindowJob {
                 completed_at,
             }),
         }
+    }
+}
+
+impl WindowJob {
+    /// When the window closed: its last block arrived. Staleness is measured from here.
+    pub fn completed_at(&self) -> Instant {
+        self.completed_at
+    }
+
+    /// The window's bed.
+    pub fn bed(&self) -> &str {
+        &self.bed
+    }
+
+    /// The window published without being judged (the signal processing fell behind or the
+    /// daemon is stopping): a no-report result with `reason`, no quality or measurements.
+    /// The samples are freed here.
+    pub fn unjudged(self, reason: &str) -> Finished {
+        let mut report = unjudged_report(self.bed, self.index, &self.window);
+        report.outcome = Outcome::NoReport {
+            reasons: vec![reason.to_string()],
+        };
+        Finished {
+            report,
+            completed_at: self.completed_at,
+        }
+    }
+}
+
+/// A window's report before its signal is judged: identity and timing only.
+fn unjudged_report(bed: String, index: u64, window: &Window) -> WindowReport {
+    WindowReport {
+        bed,
+        window_index: index,
+        device_start_ns: window.start_device_time_ns,
+        device_end_ns: window.end_device_time_ns,
+        interpolated_fraction: window.interpolated_fraction(),
+        quality_index: 0.0,
+        quality_reasons: Vec::new(),
+        masked_leads: Vec::new(),
+        measurements: None,
+        outcome: Outcome::NoReport {
+            reasons: Vec::new(),
+        },
+        timings: WindowTimings::default(),
     }
 }
 

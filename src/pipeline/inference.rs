@@ -2,8 +2,8 @@
 //! that owns the [`Engine`] and generates their reports in batches.
 //!
 //! ```text
-//! bed tasks ──push──▶ InferenceQueue ──next_batch──▶ worker thread (Engine::generate)
-//!                     (bounded, drop oldest)          ──Finished──▶ publisher
+//! dsp threads ──push──▶ InferenceQueue ──next_batch──▶ worker thread (Engine::generate)
+//!                       (bounded, drop oldest)          ──Finished──▶ publisher
 //! ```
 //!
 //! The worker is a dedicated OS thread: generation is seconds of CPU work that must never run
@@ -13,9 +13,15 @@
 //!
 //! Backpressure policy (report latency bounded, memory flat): when inference falls behind,
 //! the **oldest** pending windows are dropped, never the newest, in two ways:
-//! - a window that has waited longer than [`BatchSettings::max_queue_age`] (default one hop:
-//!   by then the same bed's next window is on its way) is dropped when the worker next looks;
+//! - a window older than [`BatchSettings::max_window_age`] **counted from the window's end**
+//!   (its last block arriving, [`PendingWindow::completed_at`]; default one hop: by then the
+//!   same bed's next window is on its way) is dropped when the worker next looks, however
+//!   that age was spent (waiting for signal processing, in this queue);
 //! - when [`BatchSettings::capacity`] windows are pending, adding one drops the oldest.
+//!
+//! The signal-processing stage before this queue applies the same policy with the same
+//! settings ([`super::dsp`]), so whichever stage falls behind, a window is dropped once it is
+//! older than `max_window_age`.
 //!
 //! A dropped window is not lost silently: it is published like any other, with its quality and
 //! measurements and a no-report outcome saying it was skipped because inference fell behind,
@@ -44,8 +50,9 @@ pub struct BatchSettings {
     pub max_wait: Duration,
     /// Most windows pending; adding one more drops the oldest.
     pub capacity: usize,
-    /// Longest a window may wait before it is dropped as stale.
-    pub max_queue_age: Duration,
+    /// Oldest a window may be, from its end (its last block arriving), before it is dropped
+    /// as stale instead of judged or generated.
+    pub max_window_age: Duration,
     /// Test hook: a pause before each batch, simulating slow inference (zero in production).
     pub delay: Duration,
     /// Test hook: each batch's generation time is stretched to this many times its real
@@ -62,7 +69,7 @@ impl Default for BatchSettings {
             max_batch: 8,
             max_wait: Duration::from_millis(50),
             capacity: 256,
-            max_queue_age: Duration::from_secs(10),
+            max_window_age: Duration::from_secs(10),
             delay: Duration::ZERO,
             slowdown: 1.0,
             wait_when_full: false,
@@ -98,11 +105,14 @@ impl QueueStats {
     }
 }
 
-/// Why a window was dropped.
+/// Why a window was dropped (by this stage or the signal-processing stage).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DropCause {
+pub(crate) enum DropCause {
+    /// The stage's queue was full: the oldest window made room.
     Full,
+    /// The window was older than [`BatchSettings::max_window_age`] from its end.
     Stale,
+    /// The stop deadline passed.
     Shutdown,
 }
 
@@ -115,9 +125,17 @@ impl DropCause {
             DropCause::Stale => {
                 "not reported: inference fell behind and the window went stale (dropped)"
             }
-            DropCause::Shutdown => "not reported: the daemon was stopping",
+            DropCause::Shutdown => STOPPING,
         }
     }
+}
+
+/// The no-report reason of a window the daemon dropped because it was stopping.
+pub(crate) const STOPPING: &str = "not reported: the daemon was stopping";
+
+/// True when a window that closed at `completed_at` is older than `max_age` at `now`.
+pub(crate) fn is_stale(completed_at: Instant, now: Instant, max_age: Duration) -> bool {
+    now.saturating_duration_since(completed_at) > max_age
 }
 
 struct Queued {
@@ -190,6 +208,14 @@ impl InferenceQueue {
     /// on inference.
     pub fn push(&self, window: PendingWindow) {
         let mut state = self.lock();
+        if state.abandoned {
+            // Past the stop deadline (a dsp thread finishing late): published as stopping.
+            state.dropped.push((window, DropCause::Shutdown));
+            state.stats.dropped_shutdown += 1;
+            drop(state);
+            self.shared.1.notify_all();
+            return;
+        }
         while state.pending.len() >= state.settings.capacity
             && let Some(oldest) = state.pending.pop_front()
         {
@@ -269,7 +295,7 @@ impl InferenceQueue {
         while state
             .pending
             .front()
-            .is_some_and(|q| now.duration_since(q.queued_at) > s.max_queue_age)
+            .is_some_and(|q| is_stale(q.window.completed_at, now, s.max_window_age))
         {
             if let Some(stale) = state.pending.pop_front() {
                 state.dropped.push((stale.window, DropCause::Stale));
@@ -598,12 +624,33 @@ mod tests {
     }
 
     #[test]
+    fn staleness_counts_from_the_windows_end_not_from_entering_the_queue() {
+        let queue = InferenceQueue::new(BatchSettings {
+            max_batch: 8,
+            max_wait: Duration::ZERO,
+            max_window_age: Duration::from_millis(200),
+            ..BatchSettings::default()
+        });
+        // Closed 300 ms ago (it spent that long in signal processing): stale on arrival.
+        let mut late = window("a", 0);
+        late.completed_at = Instant::now() - Duration::from_millis(300);
+        queue.push(late);
+        queue.push(window("a", 1));
+        let batch = queue.next_batch().unwrap();
+        assert_eq!(batch.dropped.len(), 1);
+        assert_eq!(batch.dropped[0].0.report.window_index, 0);
+        assert!(batch.dropped[0].1.contains("stale"));
+        assert_eq!(ids(&batch.windows), [("a".into(), 1)]);
+        assert_eq!(queue.stats().dropped_stale, 1);
+    }
+
+    #[test]
     fn stale_windows_are_dropped_and_abandon_drops_the_rest() {
         let queue = InferenceQueue::new(BatchSettings {
             max_batch: 1,
             max_wait: Duration::ZERO,
             capacity: 16,
-            max_queue_age: Duration::from_millis(20),
+            max_window_age: Duration::from_millis(20),
             ..BatchSettings::default()
         });
         queue.push(window("a", 0));
@@ -617,14 +664,16 @@ mod tests {
         queue.push(window("a", 2));
         queue.push(window("a", 3));
         queue.abandon();
+        // A window that arrives after the deadline is not generated either.
+        queue.push(window("a", 4));
         let batch = queue.next_batch().unwrap();
         assert!(batch.windows.is_empty());
-        assert_eq!(batch.dropped.len(), 2);
+        assert_eq!(batch.dropped.len(), 3);
         assert!(queue.next_batch().is_none());
         let stats = queue.stats();
         assert_eq!(
             (stats.dropped_stale, stats.dropped_shutdown, stats.dropped()),
-            (2, 2, 4)
+            (2, 3, 5)
         );
     }
 }

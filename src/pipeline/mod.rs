@@ -1,16 +1,25 @@
 //! The pipeline: every bed's source events in, window reports out, one task per stage.
 //!
 //! ```text
-//! source (per bed) ──SourceEvent──▶ bed task (per bed) ──PendingWindow──▶ InferenceQueue
-//!   serial/BLE/replay/     bounded     BedPipeline: windows,                 │ bounded, drops oldest
-//!   simulator                          preprocessing, quality                ▼
-//!                                         │ no-report / no-model     inference worker (1 thread,
-//!                                         ▼                          Engine::generate, batches
-//!                                      publisher task ◀──Finished──  across beds)
-//!                                      (per-bed order) ──▶ Sink (stdout, MQTT)
+//! source (per bed) ──SourceEvent──▶ bed task (per bed) ──WindowJob──▶ DspQueue ──▶ dsp threads
+//!   serial/BLE/replay/     bounded     BedPipeline: windows    bounded, drops   (dsp_threads:
+//!   simulator                          (cheap, async)          oldest & stale   preprocessing,
+//!                                                                               quality, beats)
+//!                                     ┌── no-report / no-model ──────────────────────┤
+//!                                     ▼                                               ▼
+//!                                  publisher task ◀──Finished── inference worker ◀── InferenceQueue
+//!                                  (per-bed order)              (1 thread, batches  bounded, drops
+//!                                     ──▶ Sink (stdout, MQTT)    across beds)       oldest & stale
 //! ```
 //!
-//! - [`bed`]: the per-bed dsp stage (plain synchronous state, tested without a runtime).
+//! Backpressure, whichever stage falls behind: both queues drop the oldest windows, counted
+//! and published as not reported with the reason, once a window is older than
+//! `[pipeline] max_window_age_seconds` **from its end** (its last block arriving) or its
+//! queue is full; nothing else between a source and the publisher grows with the load.
+//!
+//! - [`bed`]: the per-bed windowing and the judging of one window (plain synchronous state,
+//!   tested without a runtime).
+//! - [`dsp`]: the shared judging queue and its fixed pool of threads.
 //! - [`inference`]: the shared queue and worker thread, and the backpressure policy.
 //! - [`publisher`]: the sink stage, which keeps each bed's reports in window order.
 //! - [`model`]: finding and opening the bundle, and what beds are told when it cannot be used.
@@ -23,6 +32,7 @@
 //! `[pipeline]` settings of the queue and the worker.
 
 pub mod bed;
+pub mod dsp;
 pub mod inference;
 pub mod model;
 pub mod publisher;
@@ -41,6 +51,7 @@ use crate::config::{Config, SourceConfig};
 use crate::metrics::{self, Metrics};
 use crate::publish::{PublishError, Sink};
 pub use bed::{BedOutput, BedPipeline, Finished, PendingWindow, WindowJob};
+pub use dsp::{DspQueue, DspStats};
 pub use inference::{BatchSettings, InferenceQueue, QueueStats};
 pub use model::LoadedModel;
 pub use publisher::PublishStats;
@@ -57,6 +68,9 @@ pub enum PipelineError {
     /// A stage's thread could not start.
     #[error("starting the inference worker: {0}")]
     Worker(std::io::Error),
+    /// A signal-processing thread could not start.
+    #[error("starting the signal-processing threads: {0}")]
+    DspThreads(std::io::Error),
     /// The metrics endpoint could not listen.
     #[error("metrics endpoint {addr}: {source}")]
     Metrics {
@@ -67,7 +81,7 @@ pub enum PipelineError {
     },
 }
 
-/// What to do when inference falls behind.
+/// What to do when signal processing or inference falls behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WhenBehind {
@@ -80,6 +94,15 @@ pub enum WhenBehind {
 }
 
 /// The `[pipeline]` table: batching, backpressure and stopping.
+///
+/// Backpressure (`when_behind = "drop-oldest"`, the default): a window's age counts from its
+/// end, the instant its last block arrived. Whichever stage it waits for (the signal
+/// processing of `dsp_threads`, then inference), a window older than `max_window_age_seconds`
+/// is dropped instead of processed, and a full queue (`dsp_queue_windows`, `queue_windows`)
+/// drops its oldest to take a new one. A dropped window is published as not reported, with the stage
+/// that fell behind as the reason, and counted (`meit_dsp_dropped_total`,
+/// `meit_inference_dropped_total`). Report latency stays near `max_window_age_seconds` plus
+/// one window's processing, and memory is bounded by the queues, however many beds there are.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineConfig {
@@ -89,14 +112,26 @@ pub struct PipelineConfig {
     /// How long the oldest ready window waits for others to fill a batch, ms (0-10000).
     #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
-    /// Most windows waiting for inference (memory bound; 1-65536).
+    /// Most windows waiting for inference (memory bound; 1-65536): a full queue drops its
+    /// oldest window.
     #[serde(default = "default_queue_windows")]
     pub queue_windows: usize,
-    /// Longest a window waits for inference before it is dropped as stale, s (default: the
-    /// window hop, by when the same bed's next window is ready).
+    /// Most windows waiting for signal processing (memory bound: a window holds its raw and
+    /// filtered samples; 1-65536): a full queue drops its oldest window.
+    #[serde(default = "default_queue_windows")]
+    pub dsp_queue_windows: usize,
+    /// Oldest a window may be, counted from its end (its last block arriving), and still be
+    /// judged or generated, s; older, it is dropped as stale at whichever stage it waits
+    /// (default: the window hop, by when the same bed's next window is ready). Also read
+    /// under its former name `max_queue_seconds`.
+    #[serde(default, alias = "max_queue_seconds")]
+    pub max_window_age_seconds: Option<f64>,
+    /// Threads that preprocess and judge windows, shared by every bed (1-256; default: one
+    /// per core). Read at the start (a reload does not change it).
     #[serde(default)]
-    pub max_queue_seconds: Option<f64>,
-    /// What to do when inference falls behind: `drop-oldest` (live) or `wait` (replays).
+    pub dsp_threads: Option<usize>,
+    /// What to do when signal processing or inference falls behind: `drop-oldest` (live) or
+    /// `wait` (replays: nothing is dropped, the beds wait).
     #[serde(default)]
     pub when_behind: WhenBehind,
     /// Seconds from a stop signal (SIGTERM, SIGINT) to exit: sources stop, windows already
@@ -136,7 +171,9 @@ impl Default for PipelineConfig {
             max_batch: default_max_batch(),
             max_wait_ms: default_max_wait_ms(),
             queue_windows: default_queue_windows(),
-            max_queue_seconds: None,
+            dsp_queue_windows: default_queue_windows(),
+            max_window_age_seconds: None,
+            dsp_threads: None,
             when_behind: WhenBehind::default(),
             stop_seconds: default_stop_seconds(),
             inference_delay_ms: 0,
@@ -166,13 +203,24 @@ impl PipelineConfig {
                 format!("is {}; allowed: 1 to 65536", self.queue_windows),
             ));
         }
-        if let Some(s) = self.max_queue_seconds
+        if !(1..=65_536).contains(&self.dsp_queue_windows) {
+            return Err((
+                "dsp_queue_windows",
+                format!("is {}; allowed: 1 to 65536", self.dsp_queue_windows),
+            ));
+        }
+        if let Some(s) = self.max_window_age_seconds
             && !(s > 0.0 && s <= 3600.0)
         {
             return Err((
-                "max_queue_seconds",
+                "max_window_age_seconds",
                 format!("is {s}; allowed: above 0 and at most 3600 s"),
             ));
+        }
+        if let Some(n) = self.dsp_threads
+            && !(1..=256).contains(&n)
+        {
+            return Err(("dsp_threads", format!("is {n}; allowed: 1 to 256")));
         }
         if self.inference_delay_ms > 60_000 {
             return Err((
@@ -195,13 +243,27 @@ impl PipelineConfig {
         Ok(())
     }
 
-    /// The worker's settings for windows hopping every `hop_seconds`.
+    /// The signal-processing threads to start.
+    pub fn dsp_threads(&self) -> usize {
+        self.dsp_threads.unwrap_or_else(dsp::default_threads)
+    }
+
+    /// The signal-processing queue's settings for windows hopping every `hop_seconds` (those
+    /// of [`PipelineConfig::batch_settings`] with its own capacity).
+    pub fn dsp_settings(&self, hop_seconds: f64) -> BatchSettings {
+        BatchSettings {
+            capacity: self.dsp_queue_windows,
+            ..self.batch_settings(hop_seconds)
+        }
+    }
+
+    /// The inference queue's settings for windows hopping every `hop_seconds`.
     pub fn batch_settings(&self, hop_seconds: f64) -> BatchSettings {
         let age = match self.when_behind {
             WhenBehind::Wait => Duration::MAX,
             // A hop that is not a usable number (a damaged manifest) must not panic here.
             WhenBehind::DropOldest => Duration::try_from_secs_f64(
-                self.max_queue_seconds
+                self.max_window_age_seconds
                     .unwrap_or(hop_seconds)
                     .clamp(0.001, 3600.0),
             )
@@ -211,7 +273,7 @@ impl PipelineConfig {
             max_batch: self.max_batch,
             max_wait: Duration::from_millis(self.max_wait_ms),
             capacity: self.queue_windows,
-            max_queue_age: age,
+            max_window_age: age,
             delay: Duration::from_millis(self.inference_delay_ms),
             slowdown: self.inference_slowdown,
             wait_when_full: self.when_behind == WhenBehind::Wait,
@@ -226,6 +288,8 @@ pub struct RunSummary {
     pub published: PublishStats,
     /// The inference queue's counters.
     pub queue: QueueStats,
+    /// The signal-processing stage's counters.
+    pub dsp: DspStats,
     /// Seconds from the stop (signal, `max_windows`, or the last source ending) to the sink
     /// being closed.
     pub stop_seconds: f64,
@@ -291,7 +355,7 @@ struct Beds {
     /// Where a bed that stopped left its window numbering: a bed restarted by a reload goes
     /// on from there, so its reports keep one order per bed.
     next_index: std::collections::HashMap<String, u64>,
-    queue: InferenceQueue,
+    dsp: DspQueue,
     finished: mpsc::Sender<Finished>,
     ended: mpsc::UnboundedSender<u64>,
     metrics: Arc<Metrics>,
@@ -348,7 +412,7 @@ impl Beds {
         let task = tokio::spawn(bed_task(
             pipeline,
             events,
-            self.queue.clone(),
+            self.dsp.clone(),
             self.finished.clone(),
             EndedGuard(id, self.ended.clone()),
             Arc::clone(&self.metrics),
@@ -465,6 +529,7 @@ async fn run_pipeline<S: Sink + 'static>(
         ..
     } = model;
     let queue = InferenceQueue::new(BatchSettings::default());
+    let dsp_queue = DspQueue::new(BatchSettings::default());
     let (finished_tx, finished_rx) = mpsc::channel::<Finished>(1024);
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<u64>();
     let unavailable = engine.as_ref().err().cloned();
@@ -473,8 +538,8 @@ async fn run_pipeline<S: Sink + 'static>(
         running: Vec::new(),
         next_id: 0,
         next_index: Default::default(),
-        queue: queue.clone(),
-        finished: finished_tx,
+        dsp: dsp_queue.clone(),
+        finished: finished_tx.clone(),
         ended: ended_tx,
         metrics: Arc::clone(&metrics),
         spec,
@@ -482,8 +547,11 @@ async fn run_pipeline<S: Sink + 'static>(
         unavailable: unavailable.clone(),
     };
     let mut settings = config.pipeline.clone();
-    queue.set_settings(settings.batch_settings(beds.shortest_hop(&config.sources)));
+    let hop = beds.shortest_hop(&config.sources);
+    queue.set_settings(settings.batch_settings(hop));
+    dsp_queue.set_settings(settings.dsp_settings(hop));
     metrics.watch_queue(queue.clone());
+    metrics.watch_dsp(dsp_queue.clone());
     metrics.set_model_ready(
         engine
             .as_ref()
@@ -508,11 +576,32 @@ async fn run_pipeline<S: Sink + 'static>(
     // before any thread runs.
     let worker = match engine {
         Ok(engine) => Some(
-            inference::spawn_worker(engine, queue.clone(), beds.finished.clone())
+            inference::spawn_worker(engine, queue.clone(), finished_tx.clone())
                 .map_err(PipelineError::Worker)?,
         ),
         Err(_) => None,
     };
+    let dsp_threads = dsp::spawn_threads(settings.dsp_threads(), &dsp_queue, &queue, &finished_tx)
+        .map_err(|e| {
+            queue.close();
+            dsp_queue.close();
+            PipelineError::DspThreads(e)
+        })?;
+    drop(finished_tx);
+    // Window end -> PUBACK, when the sink tells acknowledgements (MQTT).
+    let _acknowledgements = sink.acknowledgements().map(|mut delivered| {
+        let metrics = Arc::clone(&metrics);
+        AbortOnDrop(tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match delivered.recv().await {
+                    Ok(d) => metrics.acknowledged(&d),
+                    Err(RecvError::Lagged(missed)) => metrics.acknowledgements_missed(missed),
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        }))
+    });
     let publisher = tokio::spawn(publisher::publish_stage(
         sink,
         finished_rx,
@@ -532,6 +621,7 @@ async fn run_pipeline<S: Sink + 'static>(
     if beds.running.is_empty()
         && let Some(first) = failed.into_iter().next()
     {
+        dsp_queue.close();
         queue.close();
         return Err(PipelineError::Source(first));
     }
@@ -563,7 +653,9 @@ async fn run_pipeline<S: Sink + 'static>(
             }
             Some(new) = next_reload(&mut reloads) => {
                 settings = new.pipeline.clone();
-                queue.set_settings(settings.batch_settings(beds.shortest_hop(&new.sources)));
+                let hop = beds.shortest_hop(&new.sources);
+                queue.set_settings(settings.batch_settings(hop));
+                dsp_queue.set_settings(settings.dsp_settings(hop));
                 let within = Duration::from_secs_f64(settings.stop_seconds.clamp(0.5, 60.0));
                 beds.reload(&new.sources, within, &mut start).await;
                 tracing::info!(beds = beds.running.len(), "configuration reloaded");
@@ -588,16 +680,37 @@ async fn run_pipeline<S: Sink + 'static>(
         }
     }
     drop(beds);
-    // 2. The worker finishes what was queued; past the deadline (less a margin for the sink)
+    let margin = Duration::from_millis(300);
+    let stage_deadline = if bounded {
+        deadline.checked_sub(margin).unwrap_or(deadline)
+    } else {
+        tokio::time::Instant::now() + Duration::from_secs(24 * 3600)
+    };
+    // 2. The dsp threads judge what was cut; past the deadline (less a margin for the sink)
+    //    the rest is published as not reported.
+    dsp_queue.close();
+    let join = tokio::task::spawn_blocking(move || {
+        for thread in dsp_threads {
+            let _ = thread.join();
+        }
+    });
+    tokio::pin!(join);
+    if tokio::time::timeout_at(stage_deadline, &mut join)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "stop deadline: windows still waiting for signal processing are published as not reported"
+        );
+        dsp_queue.abandon();
+        missed = true;
+        let _ = tokio::time::timeout_at(deadline, &mut join).await;
+    }
+    // 3. The worker finishes what was queued; past the deadline (less a margin for the sink)
     //    the rest is published as not reported.
     queue.close();
     if let Some(worker) = worker {
-        let margin = Duration::from_millis(300);
-        let worker_deadline = if bounded {
-            deadline.checked_sub(margin).unwrap_or(deadline)
-        } else {
-            tokio::time::Instant::now() + Duration::from_secs(24 * 3600)
-        };
+        let worker_deadline = stage_deadline;
         let join = tokio::task::spawn_blocking(move || worker.join());
         tokio::pin!(join);
         if tokio::time::timeout_at(worker_deadline, &mut join)
@@ -612,7 +725,7 @@ async fn run_pipeline<S: Sink + 'static>(
             let _ = tokio::time::timeout_at(deadline, &mut join).await;
         }
     }
-    // 3. The publisher drains and closes the sink.
+    // 4. The publisher drains and closes the sink.
     let published = match published_early {
         Some(result) => result,
         None => {
@@ -646,12 +759,14 @@ async fn run_pipeline<S: Sink + 'static>(
     let summary = RunSummary {
         published,
         queue: queue.stats(),
+        dsp: dsp_queue.stats(),
         stop_seconds: stop_started.elapsed().as_secs_f64(),
         deadline_missed: missed,
     };
     tracing::info!(
         published = summary.published.published,
-        dropped = summary.queue.dropped(),
+        dropped = summary.queue.dropped() + summary.dsp.dropped(),
+        dropped_dsp = summary.dsp.dropped(),
         batches = summary.queue.batches,
         stop_s = format!("{:.2}", summary.stop_seconds),
         "stopped"
@@ -668,12 +783,14 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// One bed's dsp stage: events in; finished windows to the publisher, reportable ones to the
-/// inference queue. Returns the bed's next window index when its source has ended.
+/// One bed's windowing: events in, finished windows to the shared signal-processing queue
+/// (which never makes it wait, unless `when_behind = "wait"`); the windows that queue drops
+/// to make room go to the publisher at once. Returns the bed's next window index when its
+/// source has ended.
 async fn bed_task(
     mut bed: BedPipeline,
     mut events: mpsc::Receiver<SourceEvent>,
-    queue: InferenceQueue,
+    dsp: DspQueue,
     out: mpsc::Sender<Finished>,
     _ended: EndedGuard,
     metrics: Arc<Metrics>,
@@ -685,22 +802,12 @@ async fn bed_task(
             _ => {}
         }
         for job in bed.windows(&event) {
-            // Preprocessing, quality and beats take milliseconds: off the async threads.
-            let Ok(output) = tokio::task::spawn_blocking(move || job.judge()).await else {
-                tracing::error!(bed = %bed.bed(), "judging a window failed");
-                continue;
-            };
-            match output {
-                BedOutput::Done(finished) => {
-                    if out.send(finished).await.is_err() {
-                        return bed.next_index();
-                    }
-                }
-                BedOutput::Pending(window) => {
-                    while queue.settings().wait_when_full && queue.is_full() {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    queue.push(window);
+            while dsp.settings().wait_when_full && dsp.is_full() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            for dropped in dsp.push(job) {
+                if out.send(dropped).await.is_err() {
+                    return bed.next_index();
                 }
             }
         }
@@ -730,14 +837,14 @@ mod tests {
     #[test]
     fn stale_windows_wait_one_hop_by_default_and_forever_when_waiting() {
         let live = PipelineConfig::default().batch_settings(10.0);
-        assert_eq!(live.max_queue_age, Duration::from_secs(10));
+        assert_eq!(live.max_window_age, Duration::from_secs(10));
         let replay = PipelineConfig {
             when_behind: WhenBehind::Wait,
             ..PipelineConfig::default()
         }
         .batch_settings(10.0);
-        assert_eq!(replay.max_queue_age, Duration::MAX);
+        assert_eq!(replay.max_window_age, Duration::MAX);
         let odd = PipelineConfig::default().batch_settings(f64::NAN);
-        assert_eq!(odd.max_queue_age, Duration::from_secs(10));
+        assert_eq!(odd.max_window_age, Duration::from_secs(10));
     }
 }

@@ -2,7 +2,7 @@
 //! applies, and what needs a restart.
 //!
 //! Applied live: `[log] filter`, the `[pipeline]` table (batching, queue size, backpressure,
-//! stop time, test hooks) and the beds (`[[source]]` tables: added, removed, and restarted
+//! stop time, test hooks; not `dsp_threads`, whose threads start once) and the beds (`[[source]]` tables: added, removed, and restarted
 //! when their settings changed; a restarted bed goes on numbering its windows where it
 //! stopped). Not applied, logged as `needs restart: <field>`: `[site]`, `[runtime]`,
 //! `[model]`, `[dsp]`, `[mqtt]` and `[metrics]`, whose bundle, execution providers, broker
@@ -51,9 +51,16 @@ pub fn plan(running: &Config, running_text: &str, new: Config, new_text: &str) -
             needs_restart.push(table.to_string());
         }
     }
+    // The signal-processing threads are started once.
+    if running.pipeline.dsp_threads != new.pipeline.dsp_threads {
+        needs_restart.push("pipeline.dsp_threads".to_string());
+    }
     let config = Config {
         log: new.log,
-        pipeline: new.pipeline,
+        pipeline: crate::pipeline::PipelineConfig {
+            dsp_threads: running.pipeline.dsp_threads,
+            ..new.pipeline
+        },
         sources: new.sources,
         ..running.clone()
     };
@@ -102,15 +109,21 @@ mod tests {
 
     #[test]
     fn live_tables_apply_and_the_others_are_named_and_kept() {
-        let new_text = "[log]\nfilter = \"debug\"\n\n[model]\nbundle = \"elsewhere\"\n\n[mqtt]\nport = 1884\n\n[metrics]\nlisten = \"127.0.0.1:9200\"\n\n[pipeline]\nqueue_windows = 8\n\n[[source]]\nkind = \"simulated\"\nbed = \"b\"\n\n[[source]]\nkind = \"simulated\"\nbed = \"c\"\n";
+        let new_text = "[log]\nfilter = \"debug\"\n\n[model]\nbundle = \"elsewhere\"\n\n[mqtt]\nport = 1884\n\n[metrics]\nlisten = \"127.0.0.1:9200\"\n\n[pipeline]\nqueue_windows = 8\ndsp_threads = 3\n\n[[source]]\nkind = \"simulated\"\nbed = \"b\"\n\n[[source]]\nkind = \"simulated\"\nbed = \"c\"\n";
         let running = parse(RUNNING);
         let plan = plan(&running, RUNNING, parse(new_text), new_text);
         assert_eq!(
             plan.needs_restart,
-            ["model.bundle", "mqtt.port", "metrics.listen"]
+            [
+                "model.bundle",
+                "mqtt.port",
+                "metrics.listen",
+                "pipeline.dsp_threads"
+            ]
         );
         let c = &plan.config;
         assert_eq!(c.pipeline.queue_windows, 8);
+        assert_eq!(c.pipeline.dsp_threads, None, "started once");
         assert_eq!(c.log.filter.as_deref(), Some("debug"));
         let beds: Vec<&str> = c.sources.iter().map(|s| s.bed()).collect();
         assert_eq!(beds, ["b", "c"]);

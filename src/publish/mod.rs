@@ -65,6 +65,13 @@ pub trait Sink: Send {
     fn close(&mut self) -> impl Future<Output = Result<(), PublishError>> + Send {
         async { Ok(()) }
     }
+
+    /// Acknowledgements of delivered reports from now on, for sinks whose receiver
+    /// acknowledges (MQTT PUBACK): what the window end -> acknowledgement latency metric
+    /// reads. `None` (the default): the sink has no acknowledgements.
+    fn acknowledgements(&self) -> Option<tokio::sync::broadcast::Receiver<mqtt::Delivered>> {
+        None
+    }
 }
 
 /// A channel to the publishing stage is itself a sink: beds fan in to one publisher.
@@ -95,5 +102,11 @@ impl<A: Sink, B: Sink> Sink for Tee<A, B> {
         let first = self.first.close().await;
         let second = self.second.close().await;
         first.and(second)
+    }
+
+    fn acknowledgements(&self) -> Option<tokio::sync::broadcast::Receiver<mqtt::Delivered>> {
+        self.first
+            .acknowledgements()
+            .or_else(|| self.second.acknowledgements())
     }
 }

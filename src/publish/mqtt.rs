@@ -356,6 +356,7 @@ pub struct MqttSink {
     fhir: bool,
     commands: mpsc::UnboundedSender<Command>,
     measurements: mpsc::Sender<(String, Vec<u8>)>,
+    delivered: broadcast::Sender<Delivered>,
 }
 
 impl MqttSink {
@@ -443,6 +444,10 @@ impl Sink for MqttSink {
             .measurements
             .try_send((topic, payload.measurements_json()?));
         Ok(())
+    }
+
+    fn acknowledgements(&self) -> Option<broadcast::Receiver<Delivered>> {
+        Some(self.delivered.subscribe())
     }
 }
 
@@ -574,6 +579,7 @@ impl MqttPublisher {
                 fhir: cfg.fhir,
                 commands,
                 measurements: measurements_tx,
+                delivered: delivered.clone(),
             },
             shutdown,
             link_task,
