@@ -523,6 +523,7 @@ mod tests {
                 text: "x".into(),
                 codes: vec![],
                 contradictions: vec!["y".into()],
+                withheld: vec![],
             },
             300.0,
         ));

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::dsp::beats::BeatAnalysis;
 use crate::dsp::quality::QualityReason;
 use crate::ecg::Lead;
-use crate::synth::report::{is_supported, parse_report, stated_rates};
+use crate::synth::report::{is_supported, leads_needed, parse_report, sentences, stated_rates};
 
 /// The published result for one window of one bed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -105,11 +105,12 @@ pub enum Outcome {
         /// The statement codes read back from the text
         /// ([`parse_report`]), e.g. `SR`, `AFIB`.
         codes: Vec<String>,
-        /// Where the text's stated rhythm or rate disagrees with the measured signal, or
-        /// states what the available leads cannot support (see [`contradictions`] and
-        /// [`unsupported_claims`]); a non-empty list marks the report for a clinician's
-        /// attention.
+        /// Where the text's stated rhythm or rate disagrees with the measured signal (see
+        /// [`contradictions`]); a non-empty list marks the report for a clinician's attention.
         contradictions: Vec<String>,
+        /// Sentences the model wrote that need leads this device lacks, taken out of `text`
+        /// ([`withhold_unsupported`]), each with the leads it needs.
+        withheld: Vec<String>,
     },
     /// The signal cannot be judged: no sentence is generated.
     NoReport {
@@ -124,23 +125,29 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// A generated report, checked against what was measured from the same window and
-    /// against the leads that were `masked`.
+    /// A generated report: sentences that need a lead of `masked` are withheld
+    /// ([`withhold_unsupported`]) and the rest is checked against what was measured from the
+    /// same window. When every sentence is withheld, the window gets no report, with reasons.
     pub fn report(
         text: impl Into<String>,
         measured: Option<&Measurements>,
         masked: &[Lead],
     ) -> Outcome {
-        let text = text.into();
+        let Guarded { text, withheld } = withhold_unsupported(&text.into(), masked);
+        if text.is_empty() && !withheld.is_empty() {
+            let mut reasons =
+                vec!["every statement the model made needs leads this device lacks".to_string()];
+            reasons.extend(withheld);
+            return Outcome::NoReport { reasons };
+        }
         let parsed = parse_report(&text);
-        let mut found = measured
-            .map(|m| contradictions(&text, m))
-            .unwrap_or_default();
-        found.extend(unsupported_claims(&parsed.codes, masked));
         Outcome::Report {
             codes: parsed.codes.iter().map(ToString::to_string).collect(),
+            contradictions: measured
+                .map(|m| contradictions(&text, m))
+                .unwrap_or_default(),
             text,
-            contradictions: found,
+            withheld,
         }
     }
 }
@@ -181,13 +188,17 @@ impl WindowReport {
             Outcome::Report {
                 text,
                 contradictions,
+                withheld,
                 ..
-            } if contradictions.is_empty() => line.push_str(&format!(": {text}")),
-            Outcome::Report {
-                text,
-                contradictions,
-                ..
-            } => line.push_str(&format!(": {text} [CHECK: {}]", contradictions.join("; "))),
+            } => {
+                line.push_str(&format!(": {text}"));
+                if !contradictions.is_empty() {
+                    line.push_str(&format!(" [CHECK: {}]", contradictions.join("; ")));
+                }
+                if !withheld.is_empty() {
+                    line.push_str(&format!(" [withheld: {}]", withheld.join("; ")));
+                }
+            }
             Outcome::NoReport { reasons } => {
                 line.push_str(&format!(": NO REPORT ({})", reasons.join("; ")))
             }
@@ -195,6 +206,51 @@ impl WindowReport {
         }
         line
     }
+}
+
+/// A report text after [`withhold_unsupported`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guarded {
+    /// The text without the withheld sentences: unchanged when nothing was withheld, otherwise
+    /// the kept sentences joined with ". ".
+    pub text: String,
+    /// One entry per withheld sentence: the sentence and the leads it needs that are missing.
+    pub withheld: Vec<String>,
+}
+
+/// Takes out of `text` every sentence whose statement needs a lead of `masked` (right axis
+/// deviation from lead I alone, a bundle-branch block without V1 and V6): a device cannot show
+/// what its leads do not record, so the model's sentence is not passed on as a finding, only
+/// named in [`Guarded::withheld`]. Sentences the parser does not know are kept.
+pub fn withhold_unsupported(text: &str, masked: &[Lead]) -> Guarded {
+    let mut kept = Vec::new();
+    let mut withheld = Vec::new();
+    for sentence in sentences(text) {
+        let parsed = parse_report(sentence);
+        let missing: Vec<&str> = parsed
+            .codes
+            .iter()
+            .flat_map(|code| leads_needed(code))
+            .filter(|lead| masked.contains(lead))
+            .map(|lead| lead.name())
+            .fold(Vec::new(), |mut names, name| {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+                names
+            });
+        if missing.is_empty() {
+            kept.push(sentence);
+        } else {
+            withheld.push(format!("{sentence} (needs {})", missing.join(", ")));
+        }
+    }
+    let text = if withheld.is_empty() {
+        text.to_string()
+    } else {
+        kept.join(". ")
+    };
+    Guarded { text, withheld }
 }
 
 /// The statements among `codes` that need a lead of `masked`: a report from a reduced lead
@@ -356,25 +412,66 @@ mod tests {
     }
 
     #[test]
-    fn reports_carry_their_codes_and_flag_claims_the_leads_cannot_support() {
+    fn reports_withhold_the_sentences_the_leads_cannot_support() {
         let masked = [Lead::V1, Lead::V2, Lead::V3, Lead::V4, Lead::V6];
         let Outcome::Report {
+            text,
             codes,
             contradictions,
-            ..
+            withheld,
         } = Outcome::report("sinus rhythm. left ventricular hypertrophy", None, &masked)
         else {
             panic!("not a report")
         };
-        assert_eq!(codes, ["SR", "LVH"]);
-        assert_eq!(contradictions.len(), 1, "{contradictions:?}");
-        assert!(contradictions[0].contains("LVH"), "{contradictions:?}");
-        let Outcome::Report { contradictions, .. } =
-            Outcome::report("sinus rhythm. left ventricular hypertrophy", None, &[])
+        assert_eq!(text, "sinus rhythm");
+        assert_eq!(codes, ["SR"]);
+        assert_eq!(
+            withheld,
+            ["left ventricular hypertrophy (needs V1, V2, V6)"]
+        );
+        assert!(contradictions.is_empty(), "{contradictions:?}");
+        // With every lead, the text is passed on byte for byte.
+        let full = "Sinus rhythm.  Left ventricular hypertrophy";
+        let Outcome::Report {
+            text,
+            codes,
+            withheld,
+            ..
+        } = Outcome::report(full, None, &[])
         else {
             panic!("not a report")
         };
-        assert!(contradictions.is_empty(), "{contradictions:?}");
+        assert_eq!((text.as_str(), codes.len()), (full, 2));
+        assert!(withheld.is_empty(), "{withheld:?}");
+    }
+
+    #[test]
+    fn a_strap_keeps_its_rhythm_and_loses_the_axis() {
+        // Lead I alone (a chest strap): the axis needs a second limb lead.
+        let masked: Vec<Lead> = Lead::STANDARD_12
+            .into_iter()
+            .filter(|&l| l != Lead::I)
+            .collect();
+        let guarded =
+            withhold_unsupported("Sinus rhythm. Right axis deviation. PR 160 ms", &masked);
+        assert_eq!(guarded.text, "Sinus rhythm. PR 160 ms");
+        assert_eq!(guarded.withheld.len(), 1, "{:?}", guarded.withheld);
+        assert!(guarded.withheld[0].starts_with("Right axis deviation (needs "));
+        assert!(
+            !guarded.withheld[0].contains(" I,"),
+            "{:?}",
+            guarded.withheld
+        );
+        // Nothing left to say: no report, and the reasons name what was withheld.
+        let Outcome::NoReport { reasons } = Outcome::report("Right axis deviation", None, &masked)
+        else {
+            panic!("a report from withheld sentences only")
+        };
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(
+            reasons[1].starts_with("Right axis deviation (needs"),
+            "{reasons:?}"
+        );
     }
 
     #[test]
@@ -393,11 +490,14 @@ mod tests {
                 text: "Sinus bradycardia".into(),
                 codes: vec!["SBRAD".into()],
                 contradictions: vec!["x".into()],
+                withheld: vec!["Right axis deviation (needs aVF)".into()],
             },
             timings: WindowTimings::default(),
         };
         assert!(
-            report.to_line().ends_with(": Sinus bradycardia [CHECK: x]"),
+            report.to_line().ends_with(
+                ": Sinus bradycardia [CHECK: x] [withheld: Right axis deviation (needs aVF)]"
+            ),
             "{}",
             report.to_line()
         );

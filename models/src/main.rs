@@ -456,16 +456,18 @@ fn generate(model_dir: &Path, hea: &Path, json: bool) -> anyhow::Result<ExitCode
             Outcome::Report {
                 text,
                 contradictions,
+                withheld,
                 ..
-            } if contradictions.is_empty() => println!("{start:6.1}-{end:6.1} s{masked}: {text}"),
-            Outcome::Report {
-                text,
-                contradictions,
-                ..
-            } => println!(
-                "{start:6.1}-{end:6.1} s{masked}: {text} [CHECK: {}]",
-                contradictions.join("; ")
-            ),
+            } => {
+                let mut line = format!("{start:6.1}-{end:6.1} s{masked}: {text}");
+                if !contradictions.is_empty() {
+                    line.push_str(&format!(" [CHECK: {}]", contradictions.join("; ")));
+                }
+                if !withheld.is_empty() {
+                    line.push_str(&format!(" [withheld: {}]", withheld.join("; ")));
+                }
+                println!("{line}");
+            }
             Outcome::NoReport { reasons } => println!(
                 "{start:6.1}-{end:6.1} s{masked}: NO REPORT ({})",
                 reasons.join("; ")

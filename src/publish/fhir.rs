@@ -95,6 +95,12 @@ pub fn diagnostic_report(p: &ReportPayload) -> Value {
     if !p.consistency_flags.is_empty() {
         conclusion.push_str(&format!(" [CHECK: {}]", p.consistency_flags.join("; ")));
     }
+    if !p.withheld_statements.is_empty() {
+        conclusion.push_str(&format!(
+            " [withheld: {}]",
+            p.withheld_statements.join("; ")
+        ));
+    }
     let mut performer = format!("meit gateway {}", p.gateway);
     if let (Some(id), Some(version)) = (&p.model.id, &p.model.version) {
         performer.push_str(&format!(", model {id} {version}"));
@@ -310,6 +316,7 @@ mod tests {
                 text: "Sinus rhythm".into(),
                 codes: vec![],
                 contradictions: vec!["rate".into()],
+                withheld: vec![],
             },
             Some(Measurements {
                 beats: 12,

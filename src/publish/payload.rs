@@ -66,6 +66,10 @@ pub struct ReportPayload {
     pub reasons: Vec<String>,
     /// Where the text contradicts the measured signal; non-empty means "check".
     pub consistency_flags: Vec<String>,
+    /// Sentences the model wrote that need leads this device lacks, taken out of `text`
+    /// (`report::withhold_unsupported`); left out of the payload when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub withheld_statements: Vec<String>,
     /// Signal quality.
     pub quality: QualityPart,
     /// Rate and rhythm measured from the signal, when the window allowed it.
@@ -148,20 +152,31 @@ impl ReportPayload {
         let start = now
             .checked_sub(Duration::from_nanos(span_ns))
             .unwrap_or(UNIX_EPOCH);
-        let (kind, text, codes, reasons, flags) = match &report.outcome {
+        let (kind, text, codes, reasons, flags, withheld) = match &report.outcome {
             Outcome::Report {
                 text,
                 codes,
                 contradictions,
+                withheld,
             } => (
                 "report",
                 Some(text.clone()),
                 codes.clone(),
                 vec![],
                 contradictions.clone(),
+                withheld.clone(),
             ),
-            Outcome::NoReport { reasons } => ("no_report", None, vec![], reasons.clone(), vec![]),
-            Outcome::NoModel { reason } => ("no_model", None, vec![], vec![reason.clone()], vec![]),
+            Outcome::NoReport { reasons } => {
+                ("no_report", None, vec![], reasons.clone(), vec![], vec![])
+            }
+            Outcome::NoModel { reason } => (
+                "no_model",
+                None,
+                vec![],
+                vec![reason.clone()],
+                vec![],
+                vec![],
+            ),
         };
         ReportPayload {
             schema: REPORT_SCHEMA_ID,
@@ -183,6 +198,7 @@ impl ReportPayload {
             statement_codes: codes,
             reasons,
             consistency_flags: flags,
+            withheld_statements: withheld,
             quality: QualityPart {
                 index: finite(report.quality_index),
                 interpolated_fraction: finite(report.interpolated_fraction),
@@ -394,6 +410,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use crate::dsp::quality::QualityReason;
+    use crate::ecg::Lead;
     use crate::publish::schema;
 
     pub(crate) fn identity() -> Identity {
@@ -441,10 +458,12 @@ mod tests {
     fn every_outcome_matches_the_committed_schema() {
         for outcome in [
             Outcome::report("Sinus rhythm. Normal ECG", None, &[]),
+            Outcome::report("Sinus rhythm. Right axis deviation", None, &[Lead::AVF]),
             Outcome::Report {
                 text: "Sinus bradycardia".into(),
                 codes: vec![],
                 contradictions: vec!["states sinus bradycardia but ...".into()],
+                withheld: vec![],
             },
             Outcome::NoReport {
                 reasons: vec!["V1 lead off (required)".into()],

@@ -206,6 +206,10 @@ pub fn format_line(message: &Message) -> String {
             if !flags.is_empty() {
                 line.push_str(&format!(" [CHECK: {flags}]"));
             }
+            let withheld = list(&v["withheld_statements"]);
+            if !withheld.is_empty() {
+                line.push_str(&format!(" [withheld: {withheld}]"));
+            }
             line
         }
         Some(STATUS_SCHEMA_ID) => {
@@ -269,6 +273,7 @@ mod tests {
                 text: "Sinus bradycardia".into(),
                 codes: vec![],
                 contradictions: vec!["rate 88".into()],
+                withheld: vec![],
             }),
             false,
         );

@@ -622,7 +622,9 @@ impl EvalReport {
         out.push_str(
             "\n`flagged`: reports the daemon's consistency flag marks (`meit::report::contradictions`: \
              the text's rhythm or rate disagrees with the beats `meit::dsp::beats` measures on the \
-             ECG the report came from).\n",
+             ECG the report came from). `unsupported claims`: statements the model wrote that \
+             need leads the row lacks (scored as written); the daemon withholds those sentences \
+             (`meit::report::withhold_unsupported`), so they never reach a subscriber.\n",
         );
         if !self.paired.is_empty() {
             out.push_str(
