@@ -267,7 +267,7 @@ mod tests {
     }
 
     #[test]
-    fn lines_show_bed_time_quality_text_and_flags() {
+    fn lines_show_bed_time_quality_text_flags_and_withheld_statements() {
         let l = line(
             report(Outcome::Report {
                 text: "Sinus bradycardia".into(),
@@ -280,6 +280,19 @@ mod tests {
         assert!(l.starts_with("bed-7 20"), "{l}");
         assert!(
             l.ends_with("quality 0.25: Sinus bradycardia [CHECK: rate 88]"),
+            "{l}"
+        );
+        let l = line(
+            report(Outcome::Report {
+                text: "Sinus rhythm".into(),
+                codes: vec!["SR".into()],
+                contradictions: vec![],
+                withheld: vec!["Right axis deviation (needs aVF)".into()],
+            }),
+            false,
+        );
+        assert!(
+            l.ends_with(": Sinus rhythm [withheld: Right axis deviation (needs aVF)]"),
             "{l}"
         );
         let l = line(
