@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""The backbone table (issue #17): one row per trained model, every figure read from files a run wrote.
+
+    python3 models/scripts/backbone_table.py \
+        --model models/trained/tiny --bench tiny-bench.json \
+        --model /work/runs/smollm2-8 --bench smollm2-bench.json \
+        --write docs/bench/backbones.md --readme models/README.md
+
+Per model directory: `run.toml` (backbone, layers), `model.safetensors` (parameters; trainable:
+the encoder and the LoRA adapters when the decoder is a pretrained LLM under LoRA, every
+parameter of a model trained from scratch; batch-norm running statistics are not parameters),
+`metrics.jsonl` (training time: the encoder warm-up's seconds plus, per invocation of `train`,
+its steps times the batch over its last records-per-second figure; a resumed run counts every
+invocation, including steps it re-ran), `eval.json` (`meit-models eval --external`: synthetic
+text and clinical metrics, shuffled-ECG control, the MEIT-20% paired ROUGE-L drop, the external
+set). Per `--bench` (`meit bench infer --bundle B --json`): the int4 bundle's size on disk,
+decode tokens/s and report p50 at batch 1 in the daemon's engine. Standard library only.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import re
+import struct
+import sys
+import tomllib
+from pathlib import Path
+
+BEGIN = "<!-- backbone-table:begin (models/scripts/backbone_table.py) -->"
+END = "<!-- backbone-table:end -->"
+
+
+def tensors(path):
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    return {name: math.prod(t["shape"]) for name, t in header.items()}
+
+
+def parameters(model_dir):
+    sizes = {k: v for k, v in tensors(model_dir / "model.safetensors").items()
+             if "running_mean" not in k and "running_var" not in k}
+    total = sum(sizes.values())
+    lora = [k for k in sizes if ".lora_" in k]
+    if not lora:
+        return total, total
+    return total, sum(v for k, v in sizes.items() if k.startswith("encoder.") or ".lora_" in k)
+
+
+def training_seconds(model_dir, batch):
+    seconds, last = 0.0, None
+    invocation = None  # (first step, last step, last records/s)
+    for line in (model_dir / "metrics.jsonl").read_text().splitlines():
+        m = json.loads(line)
+        if "warmup_steps" in m:
+            seconds += m["seconds"]
+        elif "records_per_second" in m:
+            step = m["step"]
+            if last is not None and step <= last:
+                seconds += (invocation[1] - invocation[0] + 1) * batch / invocation[2]
+                invocation = None
+            invocation = (invocation[0] if invocation else step, step, m["records_per_second"])
+            last = step
+    if invocation:
+        seconds += (invocation[1] - invocation[0] + 1) * batch / invocation[2]
+    return seconds
+
+
+def backbone(run):
+    base = run.get("base")
+    decoder = run.get("model", {}).get("decoder", {})
+    if base:
+        name = Path(base.get("gguf") or base.get("hf_dir", "?")).name
+        name = re.sub(r"\.(Q\w+)\.gguf$", r" (\1 GGUF)", name)
+        layers = base.get("max_layers")
+        return f"{name}, LoRA rank {run.get('model', {}).get('lora', {}).get('rank', '?')}", layers
+    return (f"from scratch ({decoder.get('hidden_size', '?')} wide)",
+            decoder.get("num_layers"))
+
+
+def row(model_dir, bench_path):
+    model_dir = Path(model_dir)
+    run = tomllib.loads((model_dir / "run.toml").read_text())
+    name, layers = backbone(run)
+    total, trainable = parameters(model_dir)
+    batch = run["train"]["batch_size"] * run["train"].get("accumulation_steps", 1)
+    hours = training_seconds(model_dir, batch) / 3600
+    ev = json.loads((model_dir / "eval.json").read_text())
+    results = {r["variant"]["name"]: r for r in ev["results"]}
+    test = results["test"]
+    corpus = test["text"]["corpus"]
+    paired = {p["row"]: p for p in ev["paired"]}
+    drop = paired["meit-20%"]["baseline_rouge_l"] - paired["meit-20%"]["rouge_l"]
+    ext = ev.get("external") or {}
+    total_ext = ext.get("total")
+    external = ("-" if not total_ext else
+                f"{100 * total_ext['rhythm_right'] / total_ext['windows']:.1f} / "
+                f"{100 * total_ext['rate_class_right'] / total_ext['windows']:.1f} / "
+                f"{total_ext['unsupported_claims']}")
+    size = decode = p50 = "-"
+    if bench_path:
+        b = json.loads(Path(bench_path).read_text())
+        bundle = Path(b["bundle"])
+        size = f"{sum(f.stat().st_size for f in bundle.iterdir() if f.is_file()) / 2**20:.1f}"
+        decode = f"{b['decode_tokens_per_s']['p50']:.0f}"
+        p50 = f"{b['batch1']['report_ms_p50']:.1f}"
+    return [f"`{model_dir.name}`", name, str(layers), f"{total / 1e6:.2f} M",
+            f"{trainable / 1e6:.2f} M", f"{hours:.2f}",
+            f"{test['clinical']['macro_f1']:.3f}", f"{corpus['bleu_4']:.3f}",
+            f"{corpus['meteor']:.3f}", f"{corpus['rouge_l']:.3f}", f"{corpus['cider_d']:.2f}",
+            f"{results['shuffled-ecg']['clinical']['macro_f1']:.3f}", f"{drop:.3f}", external,
+            size, decode, p50]
+
+
+HEADER = ["model", "backbone", "decoder layers", "parameters", "trainable", "training h",
+          "macro F1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "shuffled F1",
+          "MEIT-20% ROUGE-L drop", "external rhythm / rate class % / absent-lead claims",
+          "int4 bundle MiB", "decode tokens/s", "report p50 ms"]
+
+
+def table(rows):
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", action="append", required=True)
+    parser.add_argument("--bench", action="append", default=[],
+                        help="`meit bench infer --json` output, one per --model, in order ('-' for none)")
+    parser.add_argument("--write", type=Path)
+    parser.add_argument("--readme", type=Path)
+    args = parser.parse_args()
+    benches = args.bench + ["-"] * (len(args.model) - len(args.bench))
+    rows = [row(m, None if b == "-" else b) for m, b in zip(args.model, benches)]
+    command = "python3 models/scripts/backbone_table.py " + " ".join(sys.argv[1:])
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = (f"Written by `{command}` on {when}; do not edit by hand. Synthetic figures on the "
+            "held-out synthetic test records of each model's `eval.json` (512 records, greedy, "
+            "candle fp32); decode tokens/s and report p50 at batch 1 from `meit bench infer` "
+            "on the int4 bundle (2 threads, the project's 2-core x86_64 box); training hours "
+            "on the same box.\n\n" + table(rows) + "\n")
+    print(body)
+    if args.write:
+        args.write.write_text("# Backbones\n\n" + body)
+    if args.readme:
+        text = args.readme.read_text()
+        block = f"{BEGIN}\n{body}{END}"
+        if BEGIN in text:
+            text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text,
+                          flags=re.S)
+        else:
+            sys.exit(f"{args.readme}: no {BEGIN} marker; add it where the table belongs")
+        args.readme.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
