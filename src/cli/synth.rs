@@ -10,7 +10,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use meit::synth::dataset::{DatasetSpec, DatasetStyle, write_dataset};
 use meit::synth::plot::render_paper;
-use meit::synth::{Acquisition, ConditionSet, Overrides, RecordSpec, generate};
+use meit::synth::{
+    Acquisition, ConditionSet, Overrides, RecordSpec, Variability, generate, generate_with,
+};
 use meit::wfdb::{SignalFormat, WriteOptions, write_record};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -72,12 +74,38 @@ pub struct RecordArgs {
     /// Factor on the QRS amplitude.
     #[arg(long)]
     pub qrs_gain: Option<f32>,
+    /// Physiology and electrode variability: `fixed` (the default: every seed draws what it
+    /// always drew), `literature` (adult ranges, as `models/configs/tiny-realism.toml` trains
+    /// on) or `wide` (literature plus small lead-II QRS beside tall T waves).
+    #[arg(long, value_enum, default_value_t = VariabilityArg::Fixed)]
+    pub variability: VariabilityArg,
     /// Print the full ground truth as JSON instead of the summary.
     #[arg(long)]
     pub json: bool,
     /// List the condition names and exit.
     #[arg(long)]
     pub list: bool,
+}
+
+/// `--variability` values ([`Variability`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VariabilityArg {
+    /// [`Variability::Fixed`].
+    Fixed,
+    /// [`Variability::Literature`].
+    Literature,
+    /// [`Variability::Wide`].
+    Wide,
+}
+
+impl From<VariabilityArg> for Variability {
+    fn from(v: VariabilityArg) -> Variability {
+        match v {
+            VariabilityArg::Fixed => Variability::Fixed,
+            VariabilityArg::Literature => Variability::Literature,
+            VariabilityArg::Wide => Variability::Wide,
+        }
+    }
 }
 
 /// Subcommands of `meit synth`.
@@ -198,7 +226,7 @@ fn one_record(a: &RecordArgs) -> anyhow::Result<ExitCode> {
             qrs_gain: a.qrs_gain,
         },
     };
-    let rec = generate(&spec, a.seed)?;
+    let rec = generate_with(&spec, a.variability.into(), a.seed)?;
     if let Some(path) = &a.plot {
         render_paper(&rec.recording, &plot_title(&rec, &a.condition), path)?;
     }

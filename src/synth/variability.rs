@@ -43,6 +43,12 @@ pub enum Variability {
     Fixed,
     /// Adult ranges from the literature (this module's constants).
     Literature,
+    /// [`Variability::Literature`] and, in [`SMALL_II_QRS_FRACTION`] of the plain records, a
+    /// QRS axis nearly perpendicular to lead II with the T axis where it usually is: a small
+    /// lead-II QRS beside a T wave two to six times taller (what another simulator's lead II
+    /// looks like, and some adults'). Its extra draws come after every literature draw: a
+    /// record it does not reshape keeps its literature morphology.
+    Wide,
 }
 
 /// PR interval of conducted sinus beats without AV block, s (normal 120-200 ms).
@@ -70,6 +76,17 @@ pub const TALL_T_FRACTION: f64 = 0.15;
 pub const TALL_T_RATIO: (f32, f32) = (1.05, 1.6);
 /// Largest T-wave peak in a limb / precordial lead of a tall T wave, uV.
 pub const TALL_T_MAX_UV: (f32, f32) = (900.0, 1500.0);
+/// [`Variability::Wide`]: fraction of plain records with a small lead-II QRS and a tall T.
+pub const SMALL_II_QRS_FRACTION: f64 = 0.1;
+/// Frontal QRS axis of such a record, degrees: within 35 degrees of perpendicular to lead II
+/// (+60), inside the normal axis (above -30) with a margin.
+pub const SMALL_II_QRS_AXIS_DEG: (f32, f32) = (-25.0, -5.0);
+/// Its frontal T axis, degrees: the usual adult T axis. The frontal QRS-T angle is then 35-75
+/// degrees, inside the range of adults without heart disease (controls of the Oregon SUDS
+/// study: mean 51, 95 % range 5-97 degrees; over 90 is the risk marker).
+pub const SMALL_II_T_AXIS_DEG: (f32, f32) = (30.0, 50.0);
+/// Its lead II T/R ratio (the T wave stays within [`TALL_T_MAX_UV`]).
+pub const SMALL_II_T_RATIO: (f32, f32) = (2.0, 6.0);
 /// Respiration rate, Hz (the high-frequency HRV band, 0.15-0.4 Hz).
 pub const RESP_HZ: (f32, f32) = (0.15, 0.4);
 /// Respiratory sinus arrhythmia outside the sinus-arrhythmia condition: relative RR amplitude.
@@ -115,7 +132,7 @@ impl Variability {
     /// The electrodes' lead fields: nominal, or with the precordial electrodes displaced.
     pub fn electrode_fields(self, rng: &mut impl Rng) -> [Vec3; ELECTRODES] {
         let mut fields = electrode_fields();
-        if self == Variability::Literature {
+        if self.is_literature() {
             for f in fields.iter_mut().skip(3) {
                 let gain = f.norm();
                 let turned = f
@@ -141,17 +158,23 @@ impl Variability {
         fields: &[Vec3; ELECTRODES],
         rng: &mut impl Rng,
     ) {
-        if self == Variability::Literature {
-            vary_model(model, overrides, fields, rng);
+        if self.is_literature() {
+            vary_model(model, overrides, fields, self == Variability::Wide, rng);
         }
+    }
+
+    /// Whether the literature ranges apply ([`Variability::Literature`] or wider).
+    pub fn is_literature(self) -> bool {
+        self != Variability::Fixed
     }
 }
 
-/// Draws the literature ranges into `model`.
+/// Draws the literature ranges into `model` (and, when `wide`, [`Variability::Wide`]'s).
 fn vary_model(
     model: &mut BeatModel,
     overrides: &Overrides,
     fields: &[Vec3; ELECTRODES],
+    wide: bool,
     rng: &mut impl Rng,
 ) {
     use Condition::*;
@@ -175,6 +198,18 @@ fn vary_model(
     let t_ratio = u(rng, TALL_T_RATIO.0, TALL_T_RATIO.1);
     let t_gain = u(rng, 0.6, 1.6);
     let tall_limb_qrs = u(rng, 680.0, 800.0);
+    // Wide only, after every literature draw.
+    let small_ii = wide && rng.random_bool(SMALL_II_QRS_FRACTION);
+    let (small_ii_axis, small_ii_t_axis, small_ii_ratio) = if wide {
+        (
+            u(rng, SMALL_II_QRS_AXIS_DEG.0, SMALL_II_QRS_AXIS_DEG.1),
+            u(rng, SMALL_II_T_AXIS_DEG.0, SMALL_II_T_AXIS_DEG.1),
+            u(rng, SMALL_II_T_RATIO.0, SMALL_II_T_RATIO.1),
+        )
+    } else {
+        (axis, 0.0, t_ratio)
+    };
+    let small_ii = small_ii && overrides.qrs_axis_deg.is_none();
 
     // Intervals and the P wave.
     if !has(FirstDegreeAvBlock) && overrides.pr_ms.is_none() {
@@ -225,11 +260,20 @@ fn vary_model(
         for w in model.qrs.iter_mut().chain(model.st_t.iter_mut()) {
             w.vector = w.vector.rotate_horizontal(turn);
         }
-        let target = overrides.qrs_axis_deg.unwrap_or(axis);
+        let target = overrides
+            .qrs_axis_deg
+            .unwrap_or(if small_ii { small_ii_axis } else { axis });
         let before = area(&model.qrs).frontal_deg();
         rotate_to_axis(&mut model.qrs, target);
         for w in &mut model.st_t {
             w.vector = w.vector.rotate_frontal(target - before);
+        }
+        if small_ii {
+            // The T wave keeps the usual T axis instead of following the QRS.
+            let t_axis = area(&model.st_t).frontal_deg();
+            for w in &mut model.st_t {
+                w.vector = w.vector.rotate_frontal(small_ii_t_axis - t_axis);
+            }
         }
         if overrides.qrs_gain.is_none() {
             scale_waves(&mut model.qrs, gain);
@@ -238,7 +282,12 @@ fn vary_model(
     let breathing = model.rhythm.resp_amplitude_fraction;
     enforce_voltage(&conditions, &mut model.qrs, fields, breathing);
     if plain {
-        shape_t(model, fields, tall_t, t_ratio, t_gain, tall_limb_qrs);
+        let (tall, ratio) = if small_ii {
+            (true, small_ii_ratio)
+        } else {
+            (tall_t, t_ratio)
+        };
+        shape_t(model, fields, tall, ratio, t_gain, tall_limb_qrs);
     }
     let p_deg = area(&model.p_wave).frontal_deg();
     model.axes.p_deg = model.axes.p_deg.map(|_| p_deg);
@@ -535,6 +584,38 @@ mod tests {
             |lead: usize| -> f32 { (a..z).map(|i| rec.recording.samples_uv[[lead, i]]).sum() };
         // aVF sees sqrt(3)/2 of the inferior component.
         (sum(5) * 2.0 / 3f32.sqrt()).atan2(sum(0)).to_degrees()
+    }
+
+    #[test]
+    fn wide_draws_small_lead_ii_qrs_beside_tall_t_and_keeps_the_labels() {
+        let spec = RecordSpec::ten_seconds(ConditionSet::normal());
+        let (mut small_ii, mut same) = (0, 0);
+        for seed in 0..80 {
+            let wide = generate_with(&spec, Variability::Wide, seed).unwrap();
+            assert_eq!(wide.truth.report_mimic, "Sinus rhythm. Normal ECG");
+            let axis = measured_axis(&wide);
+            assert!((-30.0..=90.0).contains(&axis), "seed {seed}: axis {axis}");
+            let ratio = t_over_r(&wide);
+            if ratio > 2.0 {
+                small_ii += 1;
+                // Near perpendicular to lead II (+60): the measured axis is a few degrees off the drawn one.
+                assert!((-35.0..=15.0).contains(&axis), "seed {seed}: axis {axis}");
+                let t = peaks(&wide, LEAD_II, 0.15, 0.5);
+                let t = t.iter().sum::<f32>() / t.len().max(1) as f32;
+                // Within the tall-T limb maximum, 15 % more at the top of a breath.
+                assert!(t < TALL_T_MAX_UV.0 * 1.15, "seed {seed}: T {t} uV");
+            }
+            let literature = generate_with(&spec, Variability::Literature, seed).unwrap();
+            same += usize::from(t_over_r(&literature) == ratio);
+        }
+        assert!(
+            (3..=20).contains(&small_ii),
+            "{small_ii} of 80 records with lead II T/R > 2 (expected about 10 %)"
+        );
+        assert!(
+            same >= 60,
+            "only {same} of 80 records kept their literature T/R"
+        );
     }
 
     #[test]

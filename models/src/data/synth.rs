@@ -262,7 +262,7 @@ impl SynthData {
         let record_seed: u64 = rng.random();
         // The opt-in keys draw from their own generator, after everything above.
         let mut extra = StdRng::seed_from_u64(seed ^ DATA_SEED_TAG);
-        let literature = self.variability == Variability::Literature;
+        let literature = self.variability.is_literature();
         let drawn_acquisition = if literature && noisy {
             stress_test_noise(self.max_noise, self.mains_hz, &mut extra)
         } else {

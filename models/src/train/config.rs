@@ -106,6 +106,14 @@ mod tests {
             Some(BaseConfig::gguf(crate::model::gguf::SMOLLM2_GGUF_DEFAULT))
         );
         assert!(matches!(lora.instruction, InstructionStyle::ChatMl { .. }));
+        // tiny-wide is tiny-realism with the wider synthesizer and nothing else.
+        let realism = RunConfig::from_toml(include_str!("../../configs/tiny-realism.toml"))?;
+        let wide = RunConfig::from_toml(include_str!("../../configs/tiny-wide.toml"))?;
+        assert_eq!(
+            wide.data.synth.as_ref().map(|s| s.variability),
+            Some(meit::synth::Variability::Wide)
+        );
+        assert_eq!((&wide.model, &wide.train), (&realism.model, &realism.train));
         let eight = RunConfig::from_toml(include_str!("../../configs/smollm2-8layer.toml"))?;
         assert_eq!(eight.base.as_ref().and_then(|b| b.max_layers), Some(8));
         assert_eq!(
