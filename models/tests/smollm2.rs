@@ -9,7 +9,7 @@
 use candle_core::Device;
 use meit_models::model::gguf::{load_llama_layers, smollm2_gguf_or_skip};
 use meit_models::model::meit::{Batch, Example, prompt_ids, random_ecg};
-use meit_models::model::params::Params;
+use meit_models::model::params::{Params, is_base_weight};
 use meit_models::model::pretrained::{BaseConfig, Pretrained, load_pretrained};
 use meit_models::tokenizer::TextTokenizer;
 use meit_models::train::config::RunConfig;
@@ -99,7 +99,7 @@ fn truncated_smollm2_with_lora_trains_its_adapters_only() -> Result<(), Box<dyn 
     assert!(all_finite, "logits are finite");
 
     let is_adapter = |n: &str| n.contains(".lora_");
-    let is_frozen = |n: &str| n.starts_with("decoder.") && !n.contains(".lora_");
+    let is_frozen = is_base_weight;
     let adapters_before = snapshot(&params, is_adapter)?;
     let frozen_before = snapshot(&params, is_frozen)?;
     let encoder_before = snapshot(&params, |n| {
@@ -144,6 +144,33 @@ fn truncated_smollm2_with_lora_trains_its_adapters_only() -> Result<(), Box<dyn 
         encoder_before,
         "the encoder trains"
     );
+
+    // The trained model stores only what training changed (encoder, projection, adapters);
+    // loaded back on the base's own file it is the same model.
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("model.safetensors");
+    params.save_where(&file, |n| !is_base_weight(n))?;
+    let stored = candle_core::safetensors::load(&file, &Device::Cpu)?;
+    assert!(
+        stored.keys().all(|n| !is_base_weight(n)),
+        "no base weight stored"
+    );
+    assert!(
+        stored.keys().any(|n| n.contains(".lora_"))
+            && stored.contains_key("encoder.stem.conv.weight")
+    );
+    let reloaded = Params::load(&file, run.train.seed, &Device::Cpu)?;
+    let Pretrained { model: again, .. } = load_pretrained(&run.model, &base, &reloaded)?;
+    let before = trainer
+        .model()
+        .logits(&batch, false)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let after = again
+        .logits(&batch, false)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    assert_eq!(before, after, "the reloaded model computes the same logits");
     Ok(())
 }
 

@@ -122,6 +122,23 @@ impl Params {
             .map_err(ModelError::tensor("saving safetensors"))
     }
 
+    /// Writes the weights whose full name satisfies `keep` to a safetensors file: what a model
+    /// on a pretrained base needs beside the base's own file ([`is_base_weight`]).
+    pub fn save_where(
+        &self,
+        path: &std::path::Path,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<(), ModelError> {
+        let tensors: std::collections::HashMap<String, Tensor> = self
+            .lock_vars()
+            .iter()
+            .filter(|(name, _)| keep(name))
+            .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+            .collect();
+        candle_core::safetensors::save(&tensors, path)
+            .map_err(ModelError::tensor("saving safetensors"))
+    }
+
     /// Loads a safetensors file written by [`Params::save`] into an empty store, so the model
     /// built from it reuses those weights instead of drawing new ones.
     pub fn load(path: &std::path::Path, seed: u64, device: &Device) -> Result<Params, ModelError> {
@@ -278,6 +295,12 @@ impl SeededDropout {
 
 /// The element type every weight is created in (training runs in f32 on CPU).
 pub const WEIGHT_DTYPE: DType = DType::F32;
+
+/// Whether `name` is a weight of a pretrained decoder, loaded from its checkpoint file
+/// (`decoder.*` except the LoRA adapters): frozen under LoRA, so a trained model need not store it.
+pub fn is_base_weight(name: &str) -> bool {
+    name.starts_with("decoder.") && !name.contains(".lora_")
+}
 
 #[cfg(test)]
 mod tests {

@@ -119,7 +119,7 @@ pub fn load_pretrained(
     };
     let model = Meit::new(&config, params)?;
     let loaded: usize = params
-        .vars_where(|name| name.starts_with("decoder.") && !name.contains(".lora_"))
+        .vars_where(super::params::is_base_weight)
         .iter()
         .map(|v| v.elem_count())
         .sum();

@@ -30,7 +30,7 @@ use crate::codec::{PreparedRecord, RecordCodec};
 use crate::data::{RunData, Split};
 use crate::model::ModelError;
 use crate::model::meit::{Batch, Meit};
-use crate::model::params::Params;
+use crate::model::params::{Params, is_base_weight};
 use crate::model::statement_head::{
     SentenceVocabulary, StatementHead, label_accuracy, multi_label_loss,
 };
@@ -243,7 +243,16 @@ pub fn train(
     drop(receiver);
     let _ = producer.join();
     let weights = out.join(WEIGHTS);
-    trainer.model().params().save(&weights)?;
+    if config.base.is_some() {
+        // On a pretrained base, only what training changed: the encoder, its projection and
+        // the adapters (`load_model` reloads the base's frozen weights from its file).
+        trainer
+            .model()
+            .params()
+            .save_where(&weights, |name| !is_base_weight(name))?;
+    } else {
+        trainer.model().params().save(&weights)?;
+    }
     let seconds = started.elapsed().as_secs_f64();
     let done = trainer.steps_done() - start_step;
     Ok(RunSummary {
