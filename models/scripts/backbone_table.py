@@ -80,19 +80,20 @@ def backbone(run):
             decoder.get("num_layers"))
 
 
-def row(model_dir, bench_path):
+def row(model_dir, bench_path, eval_path=None):
     model_dir = Path(model_dir)
     run = tomllib.loads((model_dir / "run.toml").read_text())
     name, layers = backbone(run)
     total, trainable = parameters(model_dir)
     batch = run["train"]["batch_size"] * run["train"].get("accumulation_steps", 1)
     hours = training_seconds(model_dir, batch) / 3600
-    ev = json.loads((model_dir / "eval.json").read_text())
+    ev = json.loads(Path(eval_path or model_dir / "eval.json").read_text())
     results = {r["variant"]["name"]: r for r in ev["results"]}
     test = results["test"]
     corpus = test["text"]["corpus"]
     paired = {p["row"]: p for p in ev["paired"]}
-    drop = paired["meit-20%"]["baseline_rouge_l"] - paired["meit-20%"]["rouge_l"]
+    meit20 = paired.get("meit-20%")
+    drop = "-" if meit20 is None else f"{meit20['baseline_rouge_l'] - meit20['rouge_l']:.3f}"
     ext = ev.get("external") or {}
     total_ext = ext.get("total")
     external = ("-" if not total_ext else
@@ -110,7 +111,7 @@ def row(model_dir, bench_path):
             f"{trainable / 1e6:.2f} M", f"{hours:.2f}",
             f"{test['clinical']['macro_f1']:.3f}", f"{corpus['bleu_4']:.3f}",
             f"{corpus['meteor']:.3f}", f"{corpus['rouge_l']:.3f}", f"{corpus['cider_d']:.2f}",
-            f"{results['shuffled-ecg']['clinical']['macro_f1']:.3f}", f"{drop:.3f}", external,
+            f"{results['shuffled-ecg']['clinical']['macro_f1']:.3f}", drop, external,
             size, decode, p50]
 
 
@@ -131,18 +132,25 @@ def main():
     parser.add_argument("--model", action="append", required=True)
     parser.add_argument("--bench", action="append", default=[],
                         help="`meit bench infer --json` output, one per --model, in order ('-' for none)")
+    parser.add_argument("--eval", action="append", default=[],
+                        help="eval.json to read instead of MODEL/eval.json, one per --model, in order ('-' for the default)")
     parser.add_argument("--write", type=Path)
     parser.add_argument("--readme", type=Path)
     args = parser.parse_args()
     benches = args.bench + ["-"] * (len(args.model) - len(args.bench))
-    rows = [row(m, None if b == "-" else b) for m, b in zip(args.model, benches)]
+    evals = args.eval + ["-"] * (len(args.model) - len(args.eval))
+    rows = [row(m, None if b == "-" else b, None if e == "-" else e)
+            for m, b, e in zip(args.model, benches, evals)]
     command = "python3 models/scripts/backbone_table.py " + " ".join(sys.argv[1:])
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    body = (f"Written by `{command}` on {when}; do not edit by hand. Synthetic figures on the "
-            "held-out synthetic test records of each model's `eval.json` (512 records, greedy, "
-            "candle fp32); decode tokens/s and report p50 at batch 1 from `meit bench infer` "
-            "on the int4 bundle (2 threads, the project's 2-core x86_64 box); training hours "
-            "on the same box.\n\n" + table(rows) + "\n")
+    notes = [f"`{Path(m).name}`: {json.loads(Path(e if e != '-' else Path(m) / 'eval.json').read_text())['records']} "
+             f"held-out records a row, {json.loads(Path(e if e != '-' else Path(m) / 'eval.json').read_text())['generator']}"
+             for m, e in zip(args.model, evals)]
+    body = (f"Written by `{command}` on {when}; do not edit by hand. Synthetic figures on each "
+            "model's held-out synthetic test records, greedy (" + "; ".join(notes) + "); decode "
+            "tokens/s and report p50 at batch 1 from `meit bench infer` on the int4 bundle (2 "
+            "threads, the project's 2-core x86_64 box); training hours on the same box.\n\n"
+            + table(rows) + "\n")
     print(body)
     if args.write:
         args.write.write_text("# Backbones\n\n" + body)
