@@ -4,11 +4,10 @@
 //! Detection is Pan-Tompkins-style on all usable leads at once: zero-phase band-passes (1-30 Hz
 //! and 8-30 Hz), a derivative, squaring summed over leads, a 150 ms moving-window integration,
 //! the geometric mean of the two bands' square-root envelopes, then peaks that stand above a
-//! local adaptive threshold (a
-//! fraction of the typical beat height within +-4 s), respect a 200 ms refractory period, are
-//! as sharp as the typical beat (a slow P or T wave has little slope above 8 Hz), are not T
-//! waves (Pan-Tompkins' rule) and spread over several leads (a transient on one electrode
-//! does not).
+//! local adaptive threshold (a fraction of the typical beat height within +-4 s), respect a
+//! 200 ms refractory period, are nearly as sharp as the typical beat (a slow P or T wave has
+//! little slope above 8 Hz), are not T waves (Pan-Tompkins' rule) and spread over several leads
+//! (a transient on one electrode does not).
 //! Width and axis are measured on the median beat of the dominant morphology, so ectopic beats
 //! and noise do not move them. Both bands are specs run by the shared filter chain
 //! ([`crate::dsp::filter`]), zero-phase.
