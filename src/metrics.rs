@@ -114,6 +114,7 @@ pub fn reason_class(reason: &str) -> &'static str {
     let r = reason.to_ascii_lowercase();
     [
         ("fell behind", "dropped"),
+        ("leads this device lacks", "unsupported_leads"),
         ("daemon was stopping", "stopping"),
         ("lead off", "lead_off"),
         ("noisy", "noisy"),

@@ -135,10 +135,12 @@ impl Outcome {
     ) -> Outcome {
         let Guarded { text, withheld } = withhold_unsupported(&text.into(), masked);
         if text.is_empty() && !withheld.is_empty() {
-            let mut reasons =
-                vec!["every statement the model made needs leads this device lacks".to_string()];
-            reasons.extend(withheld);
-            return Outcome::NoReport { reasons };
+            return Outcome::NoReport {
+                reasons: vec![format!(
+                    "every statement the model made needs leads this device lacks: {}",
+                    withheld.join("; ")
+                )],
+            };
         }
         let parsed = parse_report(&text);
         Outcome::Report {
@@ -467,10 +469,14 @@ mod tests {
         else {
             panic!("a report from withheld sentences only")
         };
-        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
         assert!(
-            reasons[1].starts_with("Right axis deviation (needs"),
+            reasons[0].contains("needs leads this device lacks: Right axis deviation (needs "),
             "{reasons:?}"
+        );
+        assert_eq!(
+            crate::metrics::reason_class(&reasons[0]),
+            "unsupported_leads"
         );
     }
 
