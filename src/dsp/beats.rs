@@ -211,11 +211,12 @@ pub const DETECTION_BAND: FilterSpec = FilterSpec {
     zero_phase: true,
 };
 
-/// The sharpness band, a spec for the shared filters: zero-phase 8-30 Hz (see
-/// [`SHARPNESS_BAND_HZ`]).
-pub const SHARPNESS_BAND: FilterSpec = FilterSpec {
+/// The sharpness band's high-pass, a spec for the shared filters, run on the detection band's
+/// output (so the band is 8-30 Hz with the mains notches, for one filter more per lead):
+/// zero-phase 8 Hz (see [`SHARPNESS_BAND_HZ`]).
+pub const SHARPNESS_HIGHPASS: FilterSpec = FilterSpec {
     highpass_hz: SHARPNESS_BAND_HZ.0,
-    lowpass_hz: SHARPNESS_BAND_HZ.1,
+    lowpass_hz: 0.0,
     ..DETECTION_BAND
 };
 
@@ -234,17 +235,7 @@ const MAINS_HZ: [f64; 2] = [50.0, 60.0];
 /// `signals` (rows of one rate) through `band` and the [`MAINS_HZ`] notches of the shared
 /// filter chain, zero-phase.
 fn band_pass(signals: &[&[f64]], fs: f64, band: &FilterSpec) -> Result<Vec<Vec<f64>>, BeatError> {
-    let n = signals.first().map_or(0, |s| s.len());
-    let samples_uv = ndarray::Array2::from_shape_fn((signals.len(), n), |(r, t)| {
-        signals[r].get(t).copied().unwrap_or(0.0) as f32
-    });
-    let mut recording = Recording {
-        sample_rate_hz: fs,
-        // The lead names do not matter to the filters.
-        leads: LeadSet(vec![Lead::II; signals.len()]),
-        samples_uv,
-    };
-    recording = filter_recording(band, &recording)?;
+    let mut recording = filtered(signals, fs, band)?;
     for mains in MAINS_HZ {
         let notch = FilterSpec {
             highpass_hz: 0.0,
@@ -254,12 +245,32 @@ fn band_pass(signals: &[&[f64]], fs: f64, band: &FilterSpec) -> Result<Vec<Vec<f
         };
         recording = filter_recording(&notch, &recording)?;
     }
-    Ok(recording
+    Ok(rows_of(&recording))
+}
+
+/// `signals` (rows of one rate) through `spec` alone, as a recording.
+fn filtered(signals: &[&[f64]], fs: f64, spec: &FilterSpec) -> Result<Recording, BeatError> {
+    let n = signals.first().map_or(0, |s| s.len());
+    let samples_uv = ndarray::Array2::from_shape_fn((signals.len(), n), |(r, t)| {
+        signals[r].get(t).copied().unwrap_or(0.0) as f32
+    });
+    let recording = Recording {
+        sample_rate_hz: fs,
+        // The lead names do not matter to the filters.
+        leads: LeadSet(vec![Lead::II; signals.len()]),
+        samples_uv,
+    };
+    Ok(filter_recording(spec, &recording)?)
+}
+
+/// The rows of a recording as `f64` vectors.
+fn rows_of(recording: &Recording) -> Vec<Vec<f64>> {
+    recording
         .samples_uv
         .rows()
         .into_iter()
         .map(|r| r.iter().map(|&v| f64::from(v)).collect())
-        .collect())
+        .collect()
 }
 
 /// QRS detection on the prepared leads; returns sorted sample indices.
@@ -292,8 +303,9 @@ fn detect(leads: &[LeadSignal], fs: f64) -> Result<Vec<usize>, BeatError> {
         if sum > 0.0 { max / sum } else { 1.0 }
     };
     // The same slope energy in the sharpness band.
+    let banded_rows: Vec<&[f64]> = banded.iter().map(Vec::as_slice).collect();
     let mut sharp_energy = vec![0.0f64; n];
-    for bp in band_pass(&rows, fs, &SHARPNESS_BAND)? {
+    for bp in rows_of(&filtered(&banded_rows, fs, &SHARPNESS_HIGHPASS)?) {
         for t in 1..n.saturating_sub(1) {
             let d = (bp[t + 1] - bp[t - 1]) * 0.5;
             sharp_energy[t] += d * d;
