@@ -39,14 +39,26 @@ def tensors(path):
     return {name: math.prod(t["shape"]) for name, t in header.items()}
 
 
-def parameters(model_dir):
+def base_parameters(run):
+    """Weights of a pretrained Llama decoder cut to `max_layers` (tied embeddings): what the
+    weights file leaves to the base's own file."""
+    d = run["model"]["decoder"]
+    layers = min(run["base"].get("max_layers") or d["num_layers"], d["num_layers"])
+    h, hd = d["hidden_size"], d["head_dim"]
+    attention = h * d["num_heads"] * hd * 2 + h * d["num_kv_heads"] * hd * 2
+    per_layer = attention + 3 * h * d["intermediate_size"] + 2 * h
+    return d["vocab_size"] * h + layers * per_layer + h
+
+
+def parameters(model_dir, run):
     sizes = {k: v for k, v in tensors(model_dir / "model.safetensors").items()
              if "running_mean" not in k and "running_var" not in k}
-    total = sum(sizes.values())
-    lora = [k for k in sizes if ".lora_" in k]
-    if not lora:
-        return total, total
-    return total, sum(v for k, v in sizes.items() if k.startswith("encoder.") or ".lora_" in k)
+    stored = sum(sizes.values())
+    if not any(".lora_" in k for k in sizes):
+        return stored, stored
+    trainable = sum(v for k, v in sizes.items() if k.startswith("encoder.") or ".lora_" in k)
+    base = sum(v for k, v in sizes.items() if k.startswith("decoder.") and ".lora_" not in k)
+    return trainable + (base or base_parameters(run)), trainable
 
 
 def training_seconds(model_dir, batch):
@@ -84,7 +96,7 @@ def row(model_dir, bench_path, eval_path=None):
     model_dir = Path(model_dir)
     run = tomllib.loads((model_dir / "run.toml").read_text())
     name, layers = backbone(run)
-    total, trainable = parameters(model_dir)
+    total, trainable = parameters(model_dir, run)
     batch = run["train"]["batch_size"] * run["train"].get("accumulation_steps", 1)
     hours = training_seconds(model_dir, batch) / 3600
     ev = json.loads(Path(eval_path or model_dir / "eval.json").read_text())
