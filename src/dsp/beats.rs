@@ -50,7 +50,8 @@ const T_WAVE_FRACTION: f32 = 0.3;
 /// band is under this fraction of the typical beat's share. (Measured over 50 ms at the
 /// sharpest point near each envelope peak, relative to the record's narrow beats: the
 /// synthesizer's premature ventricular beats 0.77-1.2; neurokit2's tall T waves 0.05-0.1, its
-/// P waves 0.25, a P wave merged with the T wave before it at 110-130 bpm 0.42-0.47.)
+/// P waves 0.25, a P wave merged with the T wave before it at 110-130 bpm 0.42-0.47; tuned on
+/// `scripts/beat_tuning.py`'s windows, none of them in the external evaluation set.)
 const SHARPNESS_FRACTION: f64 = 0.6;
 /// Integration length of the sharpness measure, seconds: short, so that a QRS close to a tall
 /// T wave is not diluted by it.
