@@ -5,8 +5,11 @@
 //!
 //! ```text
 //! cargo run --release --example daemon_beds -- --beds 256 --seconds 45 --batch 16 [--phase sync]
-//!     [--mqtt] [--markdown docs/bench/daemon.md --note "what else ran on the machine"]
+//!     [--mqtt] [--bundle DIR] [--markdown docs/bench/daemon.md --note "what else ran on the machine"]
 //! ```
+//!
+//! `--bundle DIR`: another report bundle than the committed default `models/bundles/tiny` (e.g.
+//! `.models/bundles/smollm2-8layer` from `make smollm2-8layer-bundle`).
 //!
 //! `--phase spread` (the default): each bed's device starts at its own offset, drawn uniformly
 //! (seeded) over one hop, as real beds are switched on at unrelated moments, so their windows
@@ -202,8 +205,10 @@ fn main() -> anyhow::Result<()> {
     let note = value_of("--note").unwrap_or_default();
 
     let mut config = Config::default();
-    config.model.bundle =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/bundles/tiny");
+    // The committed default bundle unless `--bundle DIR` names another (e.g. the SmolLM2 one).
+    config.model.bundle = value_of("--bundle").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/bundles/tiny")
+    });
     config.pipeline.max_batch = batch;
     config.pipeline.queue_windows = beds.max(256) * 2;
     // The signal-processing queue keeps its default bound (256 windows, each 10 s of raw and
