@@ -161,7 +161,16 @@ pub struct SynthData {
     /// Which lead sets the reduced training records draw (`"monitor"`, the default, or `"any"`).
     #[serde(default, skip_serializing_if = "is_default")]
     pub lead_subsets: LeadSubsets,
+    /// Fraction of training records that also carry the MEIT robustness perturbation
+    /// (Gaussian noise in one window of up to [`MEIT_TRAINING_MAX_FRACTION`] of the record, the
+    /// eval's `meit-*` rows; 0, the default, draws none). Validation and test records never do.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub meit_noise_fraction: f32,
 }
+
+/// The longest window, as a fraction of the record, of the MEIT perturbation training records
+/// draw (`meit_noise_fraction`): the protocol's largest evaluated setting.
+pub const MEIT_TRAINING_MAX_FRACTION: f32 = 0.2;
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
@@ -217,6 +226,7 @@ impl SynthData {
             ("noisy_fraction", self.noisy_fraction),
             ("max_noise", self.max_noise),
             ("reduced_lead_fraction", self.reduced_lead_fraction),
+            ("meit_noise_fraction", self.meit_noise_fraction),
         ] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(format!("data.synth.{name} = {value} is outside 0..=1"));
@@ -275,13 +285,19 @@ impl SynthData {
             }
             (_, drawn) => drawn,
         };
+        // Last of the opt-in draws, and only when asked for: other configs draw as before.
+        let meit_noise = split == Split::Train
+            && self.meit_noise_fraction > 0.0
+            && extra.random_bool(f64::from(self.meit_noise_fraction));
         let spec = RecordSpec {
             sample_rate_hz,
             acquisition: Acquisition {
                 amplifier_noise_uv: self.amplifier_noise_uv,
                 ..forced.acquisition.unwrap_or(drawn_acquisition)
             },
-            meit_max_fraction: forced.meit_max_fraction,
+            meit_max_fraction: forced
+                .meit_max_fraction
+                .or(meit_noise.then_some(MEIT_TRAINING_MAX_FRACTION)),
             ..RecordSpec::ten_seconds(conditions)
         };
         let synth = generate_with(&spec, self.variability, record_seed)?;
@@ -377,6 +393,7 @@ mod tests {
             amplifier_noise_uv: 0.0,
             variability: Variability::Fixed,
             lead_subsets: LeadSubsets::Monitor,
+            meit_noise_fraction: 0.0,
         }
     }
 
@@ -656,6 +673,42 @@ mod tests {
         assert_eq!(d.variability, Variability::Literature);
         assert_eq!(d.lead_subsets, LeadSubsets::Any);
         assert!(d.sample_rates_hz.contains(&125.0) && d.sample_rates_hz.contains(&1000.0));
+        Ok(())
+    }
+
+    #[test]
+    fn meit_noise_reaches_training_records_only_in_one_short_window() -> Result<(), DataError> {
+        let plain = data();
+        let noisy = SynthData {
+            meit_noise_fraction: 1.0,
+            ..data()
+        };
+        for i in 0..8 {
+            let (a, b) = (plain.record(Split::Train, i)?, noisy.record(Split::Train, i)?);
+            assert_eq!(a.codes, b.codes, "the same statements");
+            assert_eq!(a.recording.leads, b.recording.leads);
+            // The columns (time samples) that changed are one run no longer than the maximum.
+            let changed: Vec<usize> = (0..a.recording.samples_uv.ncols())
+                .filter(|&t| {
+                    a.recording.samples_uv.column(t) != b.recording.samples_uv.column(t)
+                })
+                .collect();
+            let (Some(first), Some(last)) = (changed.first(), changed.last()) else {
+                panic!("record {i}: no sample changed");
+            };
+            let span = last - first + 1;
+            assert!(
+                span as f32 <= MEIT_TRAINING_MAX_FRACTION * a.recording.samples_uv.ncols() as f32 + 1.0,
+                "record {i}: {span} samples changed"
+            );
+            // Evaluation records never carry it.
+            assert_eq!(plain.record(Split::Test, i)?, noisy.record(Split::Test, i)?);
+        }
+        let bad = SynthData {
+            meit_noise_fraction: 1.5,
+            ..data()
+        };
+        assert!(bad.validate().is_err_and(|e| e.contains("meit_noise_fraction")));
         Ok(())
     }
 
