@@ -647,7 +647,25 @@ impl Llama {
         cache: &mut KvCache,
         train: bool,
     ) -> Result<Tensor, ModelError> {
+        self.forward_from(tokens, cache, train, 0)
+    }
+
+    /// [`Llama::forward`] with logits only at positions `from..T` of the new tokens
+    /// (`[batch, T - from, vocab]`): the output head and its softmax are as large as the
+    /// decoder's layers together on a 49k vocabulary, and training scores only report tokens.
+    pub fn forward_from(
+        &self,
+        tokens: &Tensor,
+        cache: &mut KvCache,
+        train: bool,
+        from: usize,
+    ) -> Result<Tensor, ModelError> {
         let (batch, t) = self.check_tokens(tokens, cache)?;
+        if from >= t {
+            return Err(ModelError::Input(format!(
+                "logits from position {from} of {t} new tokens"
+            )));
+        }
         let mut run = || -> candle_core::Result<Tensor> {
             let mut x = self
                 .embed_tokens
@@ -659,6 +677,9 @@ impl Llama {
             };
             for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
                 x = layer.forward(&x, &self.rope, layer_cache, mask.as_ref(), train)?;
+            }
+            if from > 0 {
+                x = x.narrow(1, from, t - from)?;
             }
             self.lm_head.forward(&self.norm.forward(&x)?)
         };
@@ -673,9 +694,21 @@ impl Llama {
         ecg: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor, ModelError> {
+        self.forward_sequence_from(tokens, ecg, train, 0)
+    }
+
+    /// [`Llama::forward_sequence`] with logits only at text positions `from..T`
+    /// ([`Llama::forward_from`]).
+    pub fn forward_sequence_from(
+        &self,
+        tokens: &Tensor,
+        ecg: Option<&Tensor>,
+        train: bool,
+        from: usize,
+    ) -> Result<Tensor, ModelError> {
         let batch = tokens.dim(0).map_err(ModelError::tensor("token batch"))?;
         let mut cache = self.start_cache(batch, ecg, train)?;
-        self.forward(tokens, &mut cache, train)
+        self.forward_from(tokens, &mut cache, train, from)
     }
 
     /// The same decoder with every LoRA adapter folded into its weight.

@@ -194,12 +194,36 @@ pub fn masked_lm_loss(
     input_ids: &Tensor,
     target_mask: &Tensor,
 ) -> Result<Tensor, ModelError> {
-    let (_, t, _) = logits.dims3().map_err(ModelError::tensor("loss logits"))?;
-    if t < 2 {
+    masked_lm_loss_from(logits, input_ids, target_mask, 0)
+}
+
+/// [`masked_lm_loss`] from logits of positions `from..T` only (`[batch, T - from, vocab]`, as
+/// [`Llama::forward_from`] returns them): equal to the full loss when no target token sits at
+/// or before `from` ([`first_scored_position`]).
+pub fn masked_lm_loss_from(
+    logits: &Tensor,
+    input_ids: &Tensor,
+    target_mask: &Tensor,
+    from: usize,
+) -> Result<Tensor, ModelError> {
+    let (_, n, _) = logits.dims3().map_err(ModelError::tensor("loss logits"))?;
+    let t = n + from;
+    if n < 2 {
         return Err(ModelError::Input(
             "the loss needs at least two tokens".into(),
         ));
     }
+    if target_mask.dim(1).ok() != Some(t) || input_ids.dim(1).ok() != Some(t) {
+        return Err(ModelError::Input(format!(
+            "logits of positions {from}..{t} do not match tokens {:?}",
+            input_ids.dims()
+        )));
+    }
+    let window = |x: &Tensor| {
+        x.narrow(1, from, n)
+            .map_err(ModelError::tensor("loss window"))
+    };
+    let (input_ids, target_mask, t) = (&window(input_ids)?, &window(target_mask)?, n);
     let weights = target_mask
         .narrow(1, 1, t - 1)
         .map_err(ModelError::tensor("loss weights"))?;
@@ -223,6 +247,20 @@ pub fn masked_lm_loss(
         (picked * &weights)?.sum_all()?.neg()? / f64::from(count)
     };
     run().map_err(ModelError::tensor("masked loss"))
+}
+
+/// The first position whose logits the loss reads: the one before the earliest target token of
+/// any row of `target_mask` `[batch, T]` (0 when a target is at position 0 or 1, or none).
+pub fn first_scored_position(target_mask: &Tensor) -> Result<usize, ModelError> {
+    let rows = target_mask
+        .to_vec2::<f32>()
+        .map_err(ModelError::tensor("target mask"))?;
+    let first = rows
+        .iter()
+        .filter_map(|row| row.iter().position(|&w| w > 0.0))
+        .min()
+        .unwrap_or(0);
+    Ok(first.saturating_sub(1))
 }
 
 /// The MEIT model.
@@ -275,11 +313,13 @@ impl Meit {
 
     /// The masked language-model loss of the batch (a scalar to call `backward` on).
     pub fn loss(&self, batch: &Batch, train: bool) -> Result<Tensor, ModelError> {
-        masked_lm_loss(
-            &self.logits(batch, train)?,
-            &batch.input_ids,
-            &batch.target_mask,
-        )
+        // Logits only from the position before the batch's first target token on.
+        let from = first_scored_position(&batch.target_mask)?;
+        let ecg = self.encoder.forward(&batch.ecg, train)?;
+        let logits =
+            self.decoder
+                .forward_sequence_from(&batch.input_ids, Some(&ecg), train, from)?;
+        masked_lm_loss_from(&logits, &batch.input_ids, &batch.target_mask, from)
     }
 
     /// The variables the optimiser updates: all encoder weights (not BatchNorm running
@@ -464,6 +504,38 @@ mod tests {
         assert_eq!(tokenizer.decode(&target, false)?, "normal ecg</s>");
         let cut = Example::encode(&tokenizer, &style.segments("normal ecg", 0), 5)?;
         assert_eq!((cut.input_ids.len(), cut.is_target.len()), (5, 5));
+        Ok(())
+    }
+
+    #[test]
+    fn the_loss_from_report_positions_equals_the_loss_over_every_position()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let tokenizer = tokenizer()?;
+        let model = Meit::new(
+            &MeitConfig::tiny(tokenizer.vocab_size()),
+            &Params::new(2, &Device::Cpu),
+        )?;
+        let batch = batch(&tokenizer, tokenizer.pad_id())?;
+        let from = first_scored_position(&batch.target_mask)?;
+        assert!(from > 2, "the prompt is skipped ({from})");
+        let full = masked_lm_loss(
+            &model.logits(&batch, false)?,
+            &batch.input_ids,
+            &batch.target_mask,
+        )?
+        .to_scalar::<f32>()?;
+        let narrow = model.loss(&batch, false)?.to_scalar::<f32>()?;
+        assert!((full - narrow).abs() < 1e-5, "{full} vs {narrow}");
+        // Starting one position too late misses a target: a different loss.
+        let late = model.decoder().forward_sequence_from(
+            &batch.input_ids,
+            Some(&model.encoder().forward(&batch.ecg, false)?),
+            false,
+            from + 1,
+        )?;
+        let missed = masked_lm_loss_from(&late, &batch.input_ids, &batch.target_mask, from + 1)?
+            .to_scalar::<f32>()?;
+        assert!((missed - full).abs() > 1e-4, "{missed} vs {full}");
         Ok(())
     }
 
