@@ -202,6 +202,134 @@ fn a_resumed_run_ends_with_the_same_weights_as_a_straight_one()
     Ok(())
 }
 
+/// `text` without its `[train.encoder_warmup]` table and with `[train] init_from = dir`.
+fn continued_from(text: &str, dir: &Path) -> String {
+    let start = text
+        .find("[train.encoder_warmup]")
+        .expect("tiny.toml has an encoder warm-up");
+    let end = start + text[start + 1..].find("\n[").expect("a table follows") + 2;
+    let text = format!("{}{}", &text[..start], &text[end..]);
+    text.replacen(
+        "[train]\n",
+        &format!("[train]\ninit_from = {:?}\n", dir.to_string_lossy()),
+        1,
+    )
+}
+
+#[test]
+fn init_from_continues_from_a_trained_models_weights_and_refuses_another_shape()
+-> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let trained = dir.path().join("trained");
+    train_quiet(&small_config(dir.path())?, &trained)?;
+
+    // A step at a vanishing learning rate leaves the trained weights where they were (BatchNorm
+    // running statistics move with the batch, not the learning rate, so they are left out).
+    let config = small_config_with(dir.path(), |text| {
+        with_values(
+            &continued_from(&text, &trained),
+            &[("learning_rate", "1e-12")],
+        )
+    })?;
+    let continued = dir.path().join("continued");
+    ok(&meit_models(&[
+        "train",
+        "--config",
+        &config,
+        "--out",
+        &continued.to_string_lossy(),
+        "--quiet",
+        "--max-steps",
+        "1",
+    ]));
+    assert_eq!(
+        std::fs::read(trained.join("tokenizer.json"))?,
+        std::fs::read(continued.join("tokenizer.json"))?,
+        "the trained model's tokenizer, not a new one"
+    );
+    let load = |d: &Path| {
+        candle_core::safetensors::load(d.join("model.safetensors"), &candle_core::Device::Cpu)
+    };
+    let (before, after) = (load(&trained)?, load(&continued)?);
+    let mut compared = 0;
+    for (name, a) in &before {
+        if name.contains("running_") {
+            continue;
+        }
+        let b = after.get(name).ok_or_else(|| format!("{name} missing"))?;
+        let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "{name} moved by {diff}");
+        compared += 1;
+    }
+    assert!(compared > 20, "{compared} tensors compared");
+    // Without init_from the same step starts elsewhere.
+    let fresh = dir.path().join("fresh");
+    let scratch = small_config_with(dir.path(), |text| {
+        with_values(
+            &continued_from(&text, &trained),
+            &[("learning_rate", "1e-12")],
+        )
+        .replace(
+            &format!("init_from = {:?}\n", trained.to_string_lossy()),
+            "",
+        )
+    })?;
+    ok(&meit_models(&[
+        "train",
+        "--config",
+        &scratch,
+        "--out",
+        &fresh.to_string_lossy(),
+        "--quiet",
+        "--max-steps",
+        "1",
+    ]));
+    let fresh = load(&fresh)?;
+    let name = "decoder.embed_tokens.weight";
+    let (Some(a), Some(b)) = (before.get(name), fresh.get(name)) else {
+        return Err(format!("{name} missing").into());
+    };
+    assert!((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()? > 1e-3);
+
+    // Another shape: refused, naming what differs.
+    let wider = small_config_with(dir.path(), |text| {
+        with_values(
+            &continued_from(&text, &trained),
+            &[("intermediate_size", "352")],
+        )
+    })?;
+    let run = meit_models(&[
+        "train",
+        "--config",
+        &wider,
+        "--out",
+        &dir.path().join("wider").to_string_lossy(),
+        "--quiet",
+    ]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("init_from") && stderr.contains("[model]"),
+        "{stderr}"
+    );
+    // With a warm-up as well: refused when the config is read.
+    let both = small_config_with(dir.path(), |text| {
+        text.replacen(
+            "[train]\n",
+            &format!("[train]\ninit_from = {:?}\n", trained.to_string_lossy()),
+            1,
+        )
+    })?;
+    let run = meit_models(&["check-config", &both]);
+    assert!(!run.status.success());
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("remove [train.encoder_warmup]"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    Ok(())
+}
+
 /// Writes a 25 s, 360 Hz record `name` with leads I, II, V1 and a Frank lead `vx` (not
 /// ECG-standard); with `flat_ii` lead II is a flat line (an electrode off).
 fn reduced_record(

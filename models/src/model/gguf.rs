@@ -559,6 +559,7 @@ mod tests {
             checkpoint_every: 100,
             validate_every: 100,
             encoder_warmup: None,
+            init_from: None,
         };
         let mut trainer = Trainer::new(model, &train, 3)?;
         let first = trainer.step(&batch)?;

@@ -113,6 +113,37 @@ fn training_index(
         .unwrap_or(0)
 }
 
+/// The weights file of `[train] init_from = dir` after checking that `dir` holds a model of
+/// `config`'s shape and base; a from-scratch model's tokenizer is copied into `out` (its ids
+/// are the weights' rows).
+fn init_weights(config: &RunConfig, dir: &Path, out: &Path) -> Result<PathBuf, TrainError> {
+    let config_path = dir.join(RUN_CONFIG);
+    let text = std::fs::read_to_string(&config_path).map_err(file_error(&config_path))?;
+    let trained = RunConfig::from_toml(&text)?;
+    let mismatch = |what: &str| {
+        Err(TrainError::File {
+            path: config_path.clone(),
+            message: format!(
+                "init_from: this model's {what} differs from the config's; continued training needs the same"
+            ),
+        })
+    };
+    if trained.model != config.model {
+        return mismatch("[model]");
+    }
+    if trained.base != config.base {
+        return mismatch("[base]");
+    }
+    if trained.instruction != config.instruction {
+        return mismatch("instruction");
+    }
+    if config.base.is_none() {
+        let from = dir.join(TOKENIZER);
+        std::fs::copy(&from, out.join(TOKENIZER)).map_err(file_error(&from))?;
+    }
+    Ok(dir.join(WEIGHTS))
+}
+
 /// Runs (or resumes) the training of `config` (whose TOML text is `config_text`) into
 /// `options.out`.
 pub fn train(
@@ -127,7 +158,11 @@ pub fn train(
     let checkpoint = out.join(CHECKPOINT_DIR);
     let resuming = options.resume && checkpoint.join(CHECKPOINT_WEIGHTS).exists();
     let data = RunData::open(&config.data)?;
-    if config.base.is_none() && !resuming {
+    let init = match (&config.train.init_from, resuming) {
+        (Some(dir), false) => Some(init_weights(config, dir, out)?),
+        _ => None,
+    };
+    if config.base.is_none() && !resuming && init.is_none() {
         train_tokenizer(config, &data)?.save(&out.join(TOKENIZER))?;
     }
     let device = Device::Cpu;
@@ -140,7 +175,7 @@ pub fn train(
             RecordCodec::new(config, tokenizer)?,
         )
     } else {
-        let (model, tokenizer) = build_model(config, None, out)?;
+        let (model, tokenizer) = build_model(config, init.as_deref(), out)?;
         (
             Trainer::new(model, &config.train, total)?,
             RecordCodec::new(config, tokenizer)?,

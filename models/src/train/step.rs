@@ -50,6 +50,11 @@ pub struct TrainConfig {
     /// Train the encoder alone first (see [`crate::model::statement_head`]); absent = the paper.
     #[serde(default)]
     pub encoder_warmup: Option<EncoderWarmup>,
+    /// Start from a trained model directory's weights (and tokenizer) instead of fresh ones:
+    /// continued training with a new schedule. The directory's `[model]` and `[base]` must equal
+    /// this config's; its encoder is already warmed up, so `encoder_warmup` must be absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<std::path::PathBuf>,
 }
 
 /// The encoder warm-up before instruction tuning (`[train.encoder_warmup]`).
@@ -103,6 +108,11 @@ impl TrainConfig {
         {
             return bad(
                 "encoder_warmup: batch_size >= 2, records >= batch_size, learning_rate > 0",
+            );
+        }
+        if self.init_from.is_some() && self.encoder_warmup.is_some() {
+            return bad(
+                "init_from continues a trained model whose encoder is warmed up: remove [train.encoder_warmup]",
             );
         }
         Ok(())
@@ -475,6 +485,7 @@ mod tests {
             checkpoint_every: 100,
             validate_every: 100,
             encoder_warmup: None,
+            init_from: None,
         }
     }
 
