@@ -206,9 +206,11 @@ fn main() -> anyhow::Result<()> {
 
     let mut config = Config::default();
     // The committed default bundle unless `--bundle DIR` names another (e.g. the SmolLM2 one).
-    config.model.bundle = value_of("--bundle").map(std::path::PathBuf::from).unwrap_or_else(|| {
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/bundles/tiny")
-    });
+    config.model.bundle = value_of("--bundle")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/bundles/tiny")
+        });
     config.pipeline.max_batch = batch;
     config.pipeline.queue_windows = beds.max(256) * 2;
     // The signal-processing queue keeps its default bound (256 windows, each 10 s of raw and

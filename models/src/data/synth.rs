@@ -684,21 +684,23 @@ mod tests {
             ..data()
         };
         for i in 0..8 {
-            let (a, b) = (plain.record(Split::Train, i)?, noisy.record(Split::Train, i)?);
+            let (a, b) = (
+                plain.record(Split::Train, i)?,
+                noisy.record(Split::Train, i)?,
+            );
             assert_eq!(a.codes, b.codes, "the same statements");
             assert_eq!(a.recording.leads, b.recording.leads);
             // The columns (time samples) that changed are one run no longer than the maximum.
             let changed: Vec<usize> = (0..a.recording.samples_uv.ncols())
-                .filter(|&t| {
-                    a.recording.samples_uv.column(t) != b.recording.samples_uv.column(t)
-                })
+                .filter(|&t| a.recording.samples_uv.column(t) != b.recording.samples_uv.column(t))
                 .collect();
             let (Some(first), Some(last)) = (changed.first(), changed.last()) else {
                 panic!("record {i}: no sample changed");
             };
             let span = last - first + 1;
             assert!(
-                span as f32 <= MEIT_TRAINING_MAX_FRACTION * a.recording.samples_uv.ncols() as f32 + 1.0,
+                span as f32
+                    <= MEIT_TRAINING_MAX_FRACTION * a.recording.samples_uv.ncols() as f32 + 1.0,
                 "record {i}: {span} samples changed"
             );
             // Evaluation records never carry it.
@@ -708,7 +710,10 @@ mod tests {
             meit_noise_fraction: 1.5,
             ..data()
         };
-        assert!(bad.validate().is_err_and(|e| e.contains("meit_noise_fraction")));
+        assert!(
+            bad.validate()
+                .is_err_and(|e| e.contains("meit_noise_fraction"))
+        );
         Ok(())
     }
 
