@@ -11,7 +11,8 @@ the encoder and the LoRA adapters when the decoder is a pretrained LLM under LoR
 parameter of a model trained from scratch; batch-norm running statistics are not parameters),
 `metrics.jsonl` (training time: the encoder warm-up's seconds plus, per invocation of `train`,
 its steps times the batch over its last records-per-second figure; a resumed run counts every
-invocation, including steps it re-ran), `eval.json` (`meit-models eval --external`: synthetic
+invocation, including steps it re-ran; a run continued from another model, `[train] init_from`,
+adds that model's time), `eval.json` (`meit-models eval --external`: synthetic
 text and clinical metrics, shuffled-ECG control, the MEIT-20% paired ROUGE-L drop, the external
 set). Per `--bench` (`meit bench infer --bundle B --json`): the int4 bundle's size on disk,
 decode tokens/s and report p50 at batch 1 in the daemon's engine. Standard library only.
@@ -80,6 +81,18 @@ def training_seconds(model_dir, batch):
     return seconds
 
 
+def total_training_seconds(model_dir, run):
+    """This run's training time plus, for a run continued from another (`[train] init_from`, a
+    path from the repository root), that model's, down the chain."""
+    batch = run["train"]["batch_size"] * run["train"].get("accumulation_steps", 1)
+    seconds = training_seconds(model_dir, batch)
+    parent = run["train"].get("init_from")
+    if parent:
+        parent = Path(parent)
+        seconds += total_training_seconds(parent, tomllib.loads((parent / "run.toml").read_text()))
+    return seconds
+
+
 def backbone(run):
     base = run.get("base")
     decoder = run.get("model", {}).get("decoder", {})
@@ -97,8 +110,7 @@ def row(model_dir, bench_path, eval_path=None):
     run = tomllib.loads((model_dir / "run.toml").read_text())
     name, layers = backbone(run)
     total, trainable = parameters(model_dir, run)
-    batch = run["train"]["batch_size"] * run["train"].get("accumulation_steps", 1)
-    hours = training_seconds(model_dir, batch) / 3600
+    hours = total_training_seconds(model_dir, run) / 3600
     ev = json.loads(Path(eval_path or model_dir / "eval.json").read_text())
     results = {r["variant"]["name"]: r for r in ev["results"]}
     test = results["test"]
