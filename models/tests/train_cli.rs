@@ -216,6 +216,85 @@ fn continued_from(text: &str, dir: &Path) -> String {
     )
 }
 
+/// `[model.encoder] lead_presence = true` on a model trained without it: the continued run
+/// starts from the trained weights with one zero column per lead added to the projection's
+/// first weight (so it starts from the trained model's function); the other direction is refused.
+#[test]
+fn init_from_adds_lead_presence_flags_as_zero_columns_of_the_projection()
+-> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let trained = dir.path().join("trained");
+    train_quiet(&small_config(dir.path())?, &trained)?;
+    let with_flags = |text: &str| {
+        assert!(text.contains("[model.encoder]\n"));
+        text.replacen(
+            "[model.encoder]\n",
+            "[model.encoder]\nlead_presence = true\n",
+            1,
+        )
+    };
+    let config = small_config_with(dir.path(), |text| {
+        with_flags(&with_values(
+            &continued_from(&text, &trained),
+            &[("learning_rate", "1e-12")],
+        ))
+    })?;
+    let continued = dir.path().join("continued");
+    ok(&meit_models(&[
+        "train",
+        "--config",
+        &config,
+        "--out",
+        &continued.to_string_lossy(),
+        "--quiet",
+        "--max-steps",
+        "1",
+    ]));
+    let load = |d: &Path| {
+        candle_core::safetensors::load(d.join("model.safetensors"), &candle_core::Device::Cpu)
+    };
+    let (before, after) = (load(&trained)?, load(&continued)?);
+    let max_abs = |t: &candle_core::Tensor| -> Result<f32, candle_core::Error> {
+        t.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    };
+    let projection = "encoder.projection.hidden.weight";
+    let mut compared = 0;
+    for (name, a) in &before {
+        if name.contains("running_") {
+            continue;
+        }
+        let b = after.get(name).ok_or_else(|| format!("{name} missing"))?;
+        if name == projection {
+            let (rows, cols) = a.dims2()?;
+            assert_eq!(b.dims(), &[rows, cols + 12], "one column per lead");
+            assert!(max_abs(&(a - b.narrow(1, 0, cols)?)?)? < 1e-6);
+            assert!(
+                max_abs(&b.narrow(1, cols, 12)?)? < 1e-6,
+                "new columns start at zero"
+            );
+        } else {
+            assert!(max_abs(&(a - b)?)? < 1e-6, "{name} moved");
+        }
+        compared += 1;
+    }
+    assert!(compared > 20, "{compared} tensors compared");
+
+    // Flags off again on a model that has them: refused.
+    let back = small_config_with(dir.path(), |text| continued_from(&text, &continued))?;
+    let run = meit_models(&[
+        "train",
+        "--config",
+        &back,
+        "--out",
+        &dir.path().join("back").to_string_lossy(),
+        "--quiet",
+    ]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("[model]"), "{stderr}");
+    Ok(())
+}
+
 #[test]
 fn init_from_continues_from_a_trained_models_weights_and_refuses_another_shape()
 -> Result<(), Box<dyn std::error::Error>> {

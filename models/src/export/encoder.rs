@@ -7,6 +7,7 @@
 //!  -> Conv(k7, s2) + BN -> ReLU [-> MaxPool(3, 2, 1)]          stem
 //!  -> residual blocks (Conv + BN, ReLU, Conv + BN, + shortcut, ReLU)
 //!  -> ReduceMean over time                                    pooled features
+//! [ -> Concat with Cast(Greater(ReduceMax(Abs(ecg)), 0))       lead-presence flags, opt-in ]
 //!  -> Gemm + BN -> ReLU -> Gemm + BN                          projection
 //!  -> x / max(||x||, 1e-12)                                    L2 normalisation
 //!  -> slot.{i}.key, slot.{i}.value [batch, kv_heads, 1, head_dim] for every layer i
@@ -192,11 +193,24 @@ pub fn build(
 
     // Pooling, projection, L2 normalisation.
     g.set_prefix("projection");
-    let pooled = g.op(
+    let mut pooled = g.op(
         "ReduceMean",
         &[&x],
         vec![attr_ints("axes", &[2]), attr_int("keepdims", 0)],
     );
+    if encoder.lead_presence {
+        // `ecg_encoder::lead_presence`: 1 where a lead's row has any non-zero sample.
+        let magnitude = g.op("Abs", &[&ecg], vec![]);
+        let peak = g.op(
+            "ReduceMax",
+            &[&magnitude],
+            vec![attr_ints("axes", &[2]), attr_int("keepdims", 0)],
+        );
+        let zero = g.scalar_f32(0.0);
+        let present = g.op("Greater", &[&peak, &zero], vec![]);
+        let flags = g.op("Cast", &[&present], vec![attr_int("to", 1)]);
+        pooled = g.op("Concat", &[&pooled, &flags], vec![attr_int("axis", 1)]);
+    }
     let hidden = linear_bn(
         &mut g,
         w,

@@ -10,6 +10,10 @@
 //!   bottleneck: 1-tap -> 3-tap (carries the stride) -> 1-tap to 4x the width. A 1-tap conv +
 //!   BatchNorm shortcut wherever the shape changes;
 //! - `AdaptiveAvgPool1d(1)`: the mean over time -> feature vector (2048 for ResNet50-1D);
+//! - not in the paper, opt-in (`lead_presence`): one 0/1 flag per lead appended to that vector,
+//!   1 where the lead's row has any non-zero sample. Preprocessing fills a lead the device does
+//!   not record with zeros (`meit::dsp::leads`), and a convolution sees "absent" only as "flat";
+//!   the flags tell the projection which leads exist, so a report can keep to what they show;
 //! - projection: `Linear(f, f) -> BatchNorm -> ReLU -> Linear(f, head_dim) -> BatchNorm`, then
 //!   L2 normalisation (`torch.nn.functional.normalize`, eps 1e-12).
 //!
@@ -68,6 +72,10 @@ pub struct EcgEncoderConfig {
     /// from scratch needs to find the slot early (a pretrained one can scale it in its weights).
     #[serde(default = "unit_length")]
     pub output_scale: f64,
+    /// Append one presence flag per lead (any non-zero sample in its row) to the pooled features
+    /// before the projection. Off in the paper and in models trained before it existed.
+    #[serde(default)]
+    pub lead_presence: bool,
 }
 
 fn unit_length() -> f64 {
@@ -85,6 +93,7 @@ impl EcgEncoderConfig {
             stem_max_pool: false,
             head_dim,
             output_scale: 1.0,
+            lead_presence: false,
         }
     }
 
@@ -99,11 +108,18 @@ impl EcgEncoderConfig {
             stem_max_pool: true,
             head_dim,
             output_scale: 1.0,
+            lead_presence: false,
         }
     }
 
-    /// Length of the pooled feature vector: last stage width x block expansion.
+    /// Length of the feature vector the projection reads: last stage width x block expansion,
+    /// plus one flag per lead with `lead_presence`.
     pub fn feature_dim(&self) -> usize {
+        self.pooled_dim() + if self.lead_presence { self.leads } else { 0 }
+    }
+
+    /// Length of the pooled convolutional features: last stage width x block expansion.
+    pub fn pooled_dim(&self) -> usize {
         let stages = self.stage_blocks.len().max(1);
         self.base_width * (1 << (stages - 1)) * self.block.expansion()
     }
@@ -295,9 +311,16 @@ struct Projection {
 }
 
 impl Projection {
-    fn new(p: &Params, features: usize, head_dim: usize) -> candle_core::Result<Projection> {
+    /// `inputs` = pooled features (+ lead flags); the hidden layer is as wide as the pooled
+    /// features (the paper's `Linear(f, f)` when there are no flags).
+    fn new(
+        p: &Params,
+        inputs: usize,
+        features: usize,
+        head_dim: usize,
+    ) -> candle_core::Result<Projection> {
         Ok(Projection {
-            hidden: linear_with_bias(&p.pp("hidden"), features, features)?,
+            hidden: linear_with_bias(&p.pp("hidden"), inputs, features)?,
             hidden_bn: batch_norm(&p.pp("hidden_bn"), features)?,
             out: linear_with_bias(&p.pp("out"), features, head_dim)?,
             out_bn: batch_norm(&p.pp("out_bn"), head_dim)?,
@@ -364,7 +387,13 @@ impl EcgEncoder {
             }
             stages.push(stage);
         }
-        let projection = Projection::new(&p.pp("projection"), c_in, config.head_dim)?;
+        debug_assert_eq!(c_in, config.pooled_dim());
+        let projection = Projection::new(
+            &p.pp("projection"),
+            config.feature_dim(),
+            c_in,
+            config.head_dim,
+        )?;
         Ok(EcgEncoder {
             config: config.clone(),
             stem,
@@ -378,7 +407,8 @@ impl EcgEncoder {
         &self.config
     }
 
-    /// Pooled ResNet features `[batch, feature_dim]` (before the projection).
+    /// Pooled ResNet features, then the lead-presence flags when configured: `[batch,
+    /// feature_dim]` (the projection's input).
     pub fn features(&self, ecg: &Tensor, train: bool) -> Result<Tensor, ModelError> {
         self.check_input(ecg, train)?;
         self.features_inner(ecg, train)
@@ -408,7 +438,12 @@ impl EcgEncoder {
         for block in self.stages.iter().flatten() {
             x = block.forward_t(&x, train)?;
         }
-        x.mean(D::Minus1)
+        let pooled = x.mean(D::Minus1)?;
+        if self.config.lead_presence {
+            Tensor::cat(&[&pooled, &lead_presence(ecg)?], 1)
+        } else {
+            Ok(pooled)
+        }
     }
 
     fn check_input(&self, ecg: &Tensor, train: bool) -> Result<(), ModelError> {
@@ -450,6 +485,18 @@ fn max_pool_3_2_1(x: &Tensor) -> candle_core::Result<Tensor> {
         .maximum(&even.narrow(2, 1, windows)?)
 }
 
+/// 1 for each lead whose row has a non-zero sample, else 0: `[batch, leads, samples]` ->
+/// `[batch, leads]` (the ONNX export computes the same: `Cast(Greater(ReduceMax(Abs(x)), 0))`).
+/// Constant with respect to the weights: no gradient flows through it.
+pub fn lead_presence(ecg: &Tensor) -> candle_core::Result<Tensor> {
+    Ok(ecg
+        .abs()?
+        .max(D::Minus1)?
+        .gt(0f64)?
+        .to_dtype(ecg.dtype())?
+        .detach())
+}
+
 /// Each row divided by its Euclidean norm (at least 1e-12), as `F.normalize(x, dim=-1)`.
 pub fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
     let norm = x
@@ -476,6 +523,7 @@ mod tests {
             stem_max_pool: true,
             head_dim: 6,
             output_scale: 1.0,
+            lead_presence: false,
         }
     }
 
@@ -614,6 +662,61 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The flags are 1 exactly where a row has a non-zero sample (a tiny signal counts, a
+    /// zeroed lead does not), they are the last `leads` features, and the projection reads them:
+    /// zeroing a lead changes the embedding through the flag as well as through the signal.
+    #[test]
+    fn lead_presence_flags_mark_the_rows_with_signal() -> Result<(), Box<dyn std::error::Error>> {
+        let mut config = tiny(BlockKind::Basic);
+        config.lead_presence = true;
+        let encoder = EcgEncoder::new(&config, &Params::new(1, &Device::Cpu))?;
+        let mut values = ecg(2, 64)?.to_vec3::<f32>()?;
+        for v in values[0][3].iter_mut() {
+            *v = 0.0;
+        }
+        for v in values[1][7].iter_mut() {
+            *v = 0.0;
+        }
+        values[1][7][10] = -1e-6;
+        for v in values[1][11].iter_mut() {
+            *v = 0.0;
+        }
+        let flat: Vec<f32> = values.iter().flatten().flatten().copied().collect();
+        let input = Tensor::from_vec(flat, (2, 12, 64), &Device::Cpu)?;
+        let features = encoder.features(&input, false)?;
+        assert_eq!(features.dims(), &[2, config.pooled_dim() + 12]);
+        let flags = features
+            .narrow(1, config.pooled_dim(), 12)?
+            .to_vec2::<f32>()?;
+        let expected = |absent: &[usize]| -> Vec<f32> {
+            (0..12)
+                .map(|l| if absent.contains(&l) { 0.0 } else { 1.0 })
+                .collect()
+        };
+        assert_eq!(flags, vec![expected(&[3]), expected(&[11])]);
+
+        // Same signal, one flag flipped: only the flag differs at the projection's input, and the
+        // embedding moves.
+        let pooled_only = EcgEncoder::new(&tiny(BlockKind::Basic), &Params::new(1, &Device::Cpu))?;
+        let pooled = pooled_only.features(&input, false)?;
+        assert_eq!(
+            features
+                .narrow(1, 0, config.pooled_dim())?
+                .to_vec2::<f32>()?,
+            pooled.to_vec2::<f32>()?
+        );
+        let a = encoder.forward(&input, false)?.to_vec2::<f32>()?;
+        let mut nudged = values.clone();
+        nudged[0][3][5] = 1e-6;
+        let flat: Vec<f32> = nudged.iter().flatten().flatten().copied().collect();
+        let b = encoder
+            .forward(&Tensor::from_vec(flat, (2, 12, 64), &Device::Cpu)?, false)?
+            .to_vec2::<f32>()?;
+        let moved: f32 = a[0].iter().zip(&b[0]).map(|(x, y)| (x - y).abs()).sum();
+        assert!(moved > 1e-3, "a presence flag changed nothing: {moved}");
         Ok(())
     }
 

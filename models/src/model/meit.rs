@@ -46,6 +46,7 @@ impl MeitConfig {
                 stem_max_pool: true,
                 head_dim: decoder.head_dim,
                 output_scale: 1.0,
+                lead_presence: false,
             },
             decoder,
             lora: None,

@@ -128,7 +128,12 @@ fn init_weights(config: &RunConfig, dir: &Path, out: &Path) -> Result<PathBuf, T
             ),
         })
     };
-    if trained.model != config.model {
+    // The one change of shape allowed: lead-presence flags added to a model trained without
+    // them (`widen_for_lead_presence`).
+    let mut widened = trained.model.clone();
+    widened.encoder.lead_presence = config.model.encoder.lead_presence;
+    let widen = widened == config.model && trained.model != config.model;
+    if widened != config.model || (trained.model.encoder.lead_presence && widen) {
         return mismatch("[model]");
     }
     if trained.base != config.base {
@@ -141,7 +146,48 @@ fn init_weights(config: &RunConfig, dir: &Path, out: &Path) -> Result<PathBuf, T
         let from = dir.join(TOKENIZER);
         std::fs::copy(&from, out.join(TOKENIZER)).map_err(file_error(&from))?;
     }
+    if widen {
+        return widen_for_lead_presence(&config.model.encoder, &dir.join(WEIGHTS), out);
+    }
     Ok(dir.join(WEIGHTS))
+}
+
+/// The name of the projection's first weight, the one whose input the lead-presence flags
+/// extend.
+const PROJECTION_INPUT_WEIGHT: &str = "encoder.projection.hidden.weight";
+
+/// A copy of the weights at `from` (a model without lead-presence flags) in `out`, with the
+/// projection's first weight given one zero column per lead: the widened model computes exactly
+/// what the trained one did until training moves those columns (Net2Net's function-preserving
+/// widening).
+fn widen_for_lead_presence(
+    encoder: &crate::model::ecg_encoder::EcgEncoderConfig,
+    from: &Path,
+    out: &Path,
+) -> Result<PathBuf, TrainError> {
+    let bad = |message: String| TrainError::File {
+        path: from.to_path_buf(),
+        message,
+    };
+    let tensor_error = |e: candle_core::Error| bad(format!("widening for lead presence: {e}"));
+    let mut weights = candle_core::safetensors::load(from, &Device::Cpu).map_err(tensor_error)?;
+    let weight = weights
+        .get(PROJECTION_INPUT_WEIGHT)
+        .ok_or_else(|| bad(format!("no {PROJECTION_INPUT_WEIGHT}")))?;
+    let (rows, cols) = weight.dims2().map_err(tensor_error)?;
+    if cols != encoder.pooled_dim() {
+        return Err(bad(format!(
+            "{PROJECTION_INPUT_WEIGHT} has {cols} inputs, the encoder pools {}",
+            encoder.pooled_dim()
+        )));
+    }
+    let zeros = candle_core::Tensor::zeros((rows, encoder.leads), weight.dtype(), &Device::Cpu)
+        .map_err(tensor_error)?;
+    let wider = candle_core::Tensor::cat(&[weight, &zeros], 1).map_err(tensor_error)?;
+    weights.insert(PROJECTION_INPUT_WEIGHT.to_string(), wider);
+    let path = out.join("init-widened.safetensors");
+    candle_core::safetensors::save(&weights, &path).map_err(tensor_error)?;
+    Ok(path)
 }
 
 /// Runs (or resumes) the training of `config` (whose TOML text is `config_text`) into
