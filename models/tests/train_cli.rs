@@ -15,16 +15,17 @@ fn meit_models(args: &[&str]) -> Output {
         .expect("the meit-models binary runs")
 }
 
+/// `meit-models train --config CONFIG --out OUT --quiet` and `extra` flags.
+fn train_run(config: &str, out: &Path, extra: &[&str]) -> Output {
+    let out = out.to_string_lossy();
+    let mut args = vec!["train", "--config", config, "--out", &out, "--quiet"];
+    args.extend_from_slice(extra);
+    meit_models(&args)
+}
+
 /// `meit-models train --config CONFIG --out OUT --quiet`: its JSON summary.
 fn train_quiet(config: &str, out: &Path) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
-    let summary = ok(&meit_models(&[
-        "train",
-        "--config",
-        config,
-        "--out",
-        &out.to_string_lossy(),
-        "--quiet",
-    ]));
+    let summary = ok(&train_run(config, out, &[]));
     Ok(serde_json::from_str(&summary)?)
 }
 
@@ -216,6 +217,29 @@ fn continued_from(text: &str, dir: &Path) -> String {
     )
 }
 
+/// `meit-models train --config CONFIG --out OUT --quiet --max-steps 1`, which must succeed.
+fn train_one_step(config: &str, out: &Path) {
+    ok(&train_run(config, out, &["--max-steps", "1"]));
+}
+
+/// Every tensor of a trained model directory's `model.safetensors`, by name.
+fn weights_of(
+    dir: &Path,
+) -> candle_core::Result<std::collections::HashMap<String, candle_core::Tensor>> {
+    candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
+}
+
+/// `meit-models train --config CONFIG --out OUT` fails, naming `init_from` and `[model]`.
+fn assert_init_from_refuses_the_model(config: &str, out: &Path) {
+    let run = train_run(config, out, &[]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("init_from") && stderr.contains("[model]"),
+        "{stderr}"
+    );
+}
+
 /// `[model.encoder] lead_presence = true` on a model trained without it: the continued run
 /// starts from the trained weights with one zero column per lead added to the projection's
 /// first weight (so it starts from the trained model's function); the other direction is refused.
@@ -240,20 +264,8 @@ fn init_from_adds_lead_presence_flags_as_zero_columns_of_the_projection()
         ))
     })?;
     let continued = dir.path().join("continued");
-    ok(&meit_models(&[
-        "train",
-        "--config",
-        &config,
-        "--out",
-        &continued.to_string_lossy(),
-        "--quiet",
-        "--max-steps",
-        "1",
-    ]));
-    let load = |d: &Path| {
-        candle_core::safetensors::load(d.join("model.safetensors"), &candle_core::Device::Cpu)
-    };
-    let (before, after) = (load(&trained)?, load(&continued)?);
+    train_one_step(&config, &continued);
+    let (before, after) = (weights_of(&trained)?, weights_of(&continued)?);
     let max_abs = |t: &candle_core::Tensor| -> Result<f32, candle_core::Error> {
         t.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
     };
@@ -281,17 +293,7 @@ fn init_from_adds_lead_presence_flags_as_zero_columns_of_the_projection()
 
     // Flags off again on a model that has them: refused.
     let back = small_config_with(dir.path(), |text| continued_from(&text, &continued))?;
-    let run = meit_models(&[
-        "train",
-        "--config",
-        &back,
-        "--out",
-        &dir.path().join("back").to_string_lossy(),
-        "--quiet",
-    ]);
-    assert!(!run.status.success());
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains("[model]"), "{stderr}");
+    assert_init_from_refuses_the_model(&back, &dir.path().join("back"));
     Ok(())
 }
 
@@ -311,25 +313,13 @@ fn init_from_continues_from_a_trained_models_weights_and_refuses_another_shape()
         )
     })?;
     let continued = dir.path().join("continued");
-    ok(&meit_models(&[
-        "train",
-        "--config",
-        &config,
-        "--out",
-        &continued.to_string_lossy(),
-        "--quiet",
-        "--max-steps",
-        "1",
-    ]));
+    train_one_step(&config, &continued);
     assert_eq!(
         std::fs::read(trained.join("tokenizer.json"))?,
         std::fs::read(continued.join("tokenizer.json"))?,
         "the trained model's tokenizer, not a new one"
     );
-    let load = |d: &Path| {
-        candle_core::safetensors::load(d.join("model.safetensors"), &candle_core::Device::Cpu)
-    };
-    let (before, after) = (load(&trained)?, load(&continued)?);
+    let (before, after) = (weights_of(&trained)?, weights_of(&continued)?);
     let mut compared = 0;
     for (name, a) in &before {
         if name.contains("running_") {
@@ -353,17 +343,8 @@ fn init_from_continues_from_a_trained_models_weights_and_refuses_another_shape()
             "",
         )
     })?;
-    ok(&meit_models(&[
-        "train",
-        "--config",
-        &scratch,
-        "--out",
-        &fresh.to_string_lossy(),
-        "--quiet",
-        "--max-steps",
-        "1",
-    ]));
-    let fresh = load(&fresh)?;
+    train_one_step(&scratch, &fresh);
+    let fresh = weights_of(&fresh)?;
     let name = "decoder.embed_tokens.weight";
     let (Some(a), Some(b)) = (before.get(name), fresh.get(name)) else {
         return Err(format!("{name} missing").into());
@@ -377,20 +358,7 @@ fn init_from_continues_from_a_trained_models_weights_and_refuses_another_shape()
             &[("intermediate_size", "352")],
         )
     })?;
-    let run = meit_models(&[
-        "train",
-        "--config",
-        &wider,
-        "--out",
-        &dir.path().join("wider").to_string_lossy(),
-        "--quiet",
-    ]);
-    assert!(!run.status.success());
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        stderr.contains("init_from") && stderr.contains("[model]"),
-        "{stderr}"
-    );
+    assert_init_from_refuses_the_model(&wider, &dir.path().join("wider"));
     // With a warm-up as well: refused when the config is read.
     let both = small_config_with(dir.path(), |text| {
         text.replacen(
