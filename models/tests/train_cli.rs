@@ -240,6 +240,84 @@ fn assert_init_from_refuses_the_model(config: &str, out: &Path) {
     );
 }
 
+/// `encoder_from`: a model with another decoder (wider MLP) starts its encoder trunk and the
+/// projection's first layer from a trained model, and nothing else; another trunk is refused,
+/// and so is `encoder_from` beside `init_from`.
+#[test]
+fn encoder_from_reuses_a_trained_encoder_trunk_under_another_decoder()
+-> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let trained = dir.path().join("trained");
+    train_quiet(&small_config(dir.path())?, &trained)?;
+    let encoder_from = |text: &str, values: &[(&str, &str)]| {
+        with_values(text, values).replacen(
+            "[train]\n",
+            &format!("[train]\nencoder_from = {:?}\n", trained.to_string_lossy()),
+            1,
+        )
+    };
+    let config = small_config_with(dir.path(), |text| {
+        encoder_from(
+            &text,
+            &[("learning_rate", "1e-12"), ("intermediate_size", "352")],
+        )
+    })?;
+    // Every `learning_rate` line is set, the encoder warm-up's too: nothing trained moves.
+    let other = dir.path().join("other-decoder");
+    train_one_step(&config, &other);
+    let (before, after) = (weights_of(&trained)?, weights_of(&other)?);
+    let max_abs = |t: &candle_core::Tensor| -> Result<f32, candle_core::Error> {
+        t.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    };
+    let mut carried = 0;
+    for (name, a) in &before {
+        let Some(b) = after.get(name) else { continue };
+        let trunk = [
+            "encoder.stem.",
+            "encoder.stages.",
+            "encoder.projection.hidden",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p));
+        if trunk {
+            if !name.contains("running_") {
+                assert!(max_abs(&(a - b)?)? < 1e-6, "{name} was not carried over");
+                carried += 1;
+            }
+        } else if a.dims() == b.dims() && !name.contains("running_") {
+            assert!(
+                max_abs(&(a - b)?)? > 1e-6,
+                "{name} came from the trained model"
+            );
+        }
+    }
+    assert!(carried >= 10, "{carried} encoder tensors carried");
+
+    // Another trunk width: refused, naming encoder_from.
+    let wider = small_config_with(dir.path(), |text| {
+        encoder_from(&text, &[("base_width", "12")])
+    })?;
+    let run = train_run(&wider, &dir.path().join("wider"), &[]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("encoder_from") && stderr.contains("trunk"),
+        "{stderr}"
+    );
+    // Beside init_from: refused when the config is read.
+    let both = small_config_with(dir.path(), |text| {
+        encoder_from(&continued_from(&text, &trained), &[])
+    })?;
+    let run = meit_models(&["check-config", &both]);
+    assert!(!run.status.success());
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("remove encoder_from or init_from"),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    Ok(())
+}
+
 /// `[model.encoder] lead_presence = true` on a model trained without it: the continued run
 /// starts from the trained weights with one zero column per lead added to the projection's
 /// first weight (so it starts from the trained model's function); the other direction is refused.

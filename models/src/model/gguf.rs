@@ -560,6 +560,7 @@ mod tests {
             validate_every: 100,
             encoder_warmup: None,
             init_from: None,
+            encoder_from: None,
         };
         let mut trainer = Trainer::new(model, &train, 3)?;
         let first = trainer.step(&batch)?;

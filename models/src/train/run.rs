@@ -152,6 +152,76 @@ fn init_weights(config: &RunConfig, dir: &Path, out: &Path) -> Result<PathBuf, T
     Ok(dir.join(WEIGHTS))
 }
 
+/// The weights of `[train] encoder_from = dir` that start this run: the encoder's trunk (stem,
+/// stages) and the projection's first layer with its BatchNorm, written to `out` (everything
+/// else is drawn or loaded as a fresh run's). Refused unless `dir`'s encoder has this config's
+/// trunk and lead flags and its preprocessing equals this config's (the trunk learned that input).
+fn encoder_weights(config: &RunConfig, dir: &Path, out: &Path) -> Result<PathBuf, TrainError> {
+    let config_path = dir.join(RUN_CONFIG);
+    let text = std::fs::read_to_string(&config_path).map_err(file_error(&config_path))?;
+    let trained = RunConfig::from_toml(&text)?;
+    let refuse = |message: String| {
+        Err(TrainError::File {
+            path: config_path.clone(),
+            message: format!("encoder_from: {message}"),
+        })
+    };
+    let (theirs, ours) = (&trained.model.encoder, &config.model.encoder);
+    let trunk = |e: &crate::model::ecg_encoder::EcgEncoderConfig| {
+        (
+            e.leads,
+            e.block,
+            e.stage_blocks.clone(),
+            e.base_width,
+            e.stem_max_pool,
+            e.lead_presence,
+        )
+    };
+    if trunk(theirs) != trunk(ours) {
+        return refuse(format!(
+            "its encoder trunk (leads, block, stage_blocks, base_width, stem_max_pool, \
+             lead_presence) is {:?}, this config's {:?}",
+            trunk(theirs),
+            trunk(ours)
+        ));
+    }
+    if trained.preprocess != config.preprocess {
+        return refuse(
+            "its [preprocess] differs from this config's; the encoder learned that input".into(),
+        );
+    }
+    let from = dir.join(WEIGHTS);
+    let tensor_error = |e: candle_core::Error| TrainError::File {
+        path: from.clone(),
+        message: format!("encoder_from: {e}"),
+    };
+    let kept: std::collections::HashMap<String, Tensor> =
+        candle_core::safetensors::load(&from, &Device::Cpu)
+            .map_err(tensor_error)?
+            .into_iter()
+            .filter(|(name, _)| is_transferred_encoder_weight(name))
+            .collect();
+    if !kept.keys().any(|n| n.starts_with("encoder.stem.")) {
+        return refuse(format!("{} holds no encoder.stem weights", from.display()));
+    }
+    let path = out.join("init-encoder.safetensors");
+    candle_core::safetensors::save(&kept, &path).map_err(tensor_error)?;
+    Ok(path)
+}
+
+/// The weights `encoder_from` carries over: everything of the encoder before the projection's
+/// last layer (whose width is the decoder's head dimension).
+fn is_transferred_encoder_weight(name: &str) -> bool {
+    [
+        "encoder.stem.",
+        "encoder.stages.",
+        "encoder.projection.hidden.",
+        "encoder.projection.hidden_bn.",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
 /// The name of the projection's first weight, the one whose input the lead-presence flags
 /// extend.
 const PROJECTION_INPUT_WEIGHT: &str = "encoder.projection.hidden.weight";
@@ -204,11 +274,16 @@ pub fn train(
     let checkpoint = out.join(CHECKPOINT_DIR);
     let resuming = options.resume && checkpoint.join(CHECKPOINT_WEIGHTS).exists();
     let data = RunData::open(&config.data)?;
-    let init = match (&config.train.init_from, resuming) {
-        (Some(dir), false) => Some(init_weights(config, dir, out)?),
+    let init = match (
+        &config.train.init_from,
+        &config.train.encoder_from,
+        resuming,
+    ) {
+        (Some(dir), _, false) => Some(init_weights(config, dir, out)?),
+        (None, Some(dir), false) => Some(encoder_weights(config, dir, out)?),
         _ => None,
     };
-    if config.base.is_none() && !resuming && init.is_none() {
+    if config.base.is_none() && !resuming && config.train.init_from.is_none() {
         train_tokenizer(config, &data)?.save(&out.join(TOKENIZER))?;
     }
     let device = Device::Cpu;

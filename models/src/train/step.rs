@@ -55,6 +55,12 @@ pub struct TrainConfig {
     /// this config's; its encoder is already warmed up, so `encoder_warmup` must be absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<std::path::PathBuf>,
+    /// Start the ECG encoder's convolutional trunk and the projection's first layer from a
+    /// trained model directory (another backbone's, e.g. the tiny model's), everything else as a
+    /// fresh run would: one trained encoder reused across decoders. The directory's encoder must
+    /// have the same trunk and lead flags and its `[preprocess]` must equal this config's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_from: Option<std::path::PathBuf>,
 }
 
 /// The encoder warm-up before instruction tuning (`[train.encoder_warmup]`).
@@ -113,6 +119,11 @@ impl TrainConfig {
         if self.init_from.is_some() && self.encoder_warmup.is_some() {
             return bad(
                 "init_from continues a trained model whose encoder is warmed up: remove [train.encoder_warmup]",
+            );
+        }
+        if self.init_from.is_some() && self.encoder_from.is_some() {
+            return bad(
+                "init_from already brings the model's encoder: remove encoder_from or init_from",
             );
         }
         Ok(())
@@ -486,6 +497,7 @@ mod tests {
             validate_every: 100,
             encoder_warmup: None,
             init_from: None,
+            encoder_from: None,
         }
     }
 
