@@ -12,7 +12,8 @@ parameter of a model trained from scratch; batch-norm running statistics are not
 `metrics.jsonl` (training time: the encoder warm-up's seconds plus, per invocation of `train`,
 its steps times the batch over its last records-per-second figure; a resumed run counts every
 invocation, including steps it re-ran; a run continued from another model, `[train] init_from`,
-adds that model's time), `eval.json` (`meit-models eval --external`: synthetic
+adds that model's time, and so does one whose encoder came from another, `encoder_from`),
+`eval.json` (`meit-models eval --external`: synthetic
 text and clinical metrics, shuffled-ECG control, the MEIT-20% paired ROUGE-L drop, the external
 set). Per `--bench` (`meit bench infer --bundle B --json`): the int4 bundle's size on disk,
 decode tokens/s and report p50 at batch 1 in the daemon's engine. Standard library only.
@@ -83,13 +84,16 @@ def training_seconds(model_dir, batch):
 
 def total_training_seconds(model_dir, run):
     """This run's training time plus, for a run continued from another (`[train] init_from`, a
-    path from the repository root), that model's, down the chain."""
+    path from the repository root) or started with another's encoder (`encoder_from`), that
+    model's, down the chain."""
     batch = run["train"]["batch_size"] * run["train"].get("accumulation_steps", 1)
     seconds = training_seconds(model_dir, batch)
-    parent = run["train"].get("init_from")
-    if parent:
-        parent = Path(parent)
-        seconds += total_training_seconds(parent, tomllib.loads((parent / "run.toml").read_text()))
+    for key in ("init_from", "encoder_from"):
+        parent = run["train"].get(key)
+        if parent:
+            parent = Path(parent)
+            seconds += total_training_seconds(parent,
+                                              tomllib.loads((parent / "run.toml").read_text()))
     return seconds
 
 
