@@ -114,6 +114,31 @@ mod tests {
             Some(meit::synth::Variability::Wide)
         );
         assert_eq!((&wide.model, &wide.train), (&realism.model, &realism.train));
+        // tiny-leads (the default) continues the tiny-wide model with lead-presence flags: the
+        // same data, preprocessing and decoder; only the encoder's flags and the schedule differ.
+        let leads = RunConfig::from_toml(include_str!("../../configs/tiny-leads.toml"))?;
+        assert!(leads.model.encoder.lead_presence && !wide.model.encoder.lead_presence);
+        let mut widened = wide.model.clone();
+        widened.encoder.lead_presence = true;
+        assert_eq!(leads.model, widened);
+        assert_eq!(
+            (&leads.data, &leads.preprocess, &leads.instruction),
+            (&wide.data, &wide.preprocess, &wide.instruction)
+        );
+        assert_eq!(
+            leads.train.init_from.as_deref(),
+            Some(std::path::Path::new("models/trained/tiny-wide"))
+        );
+        // The SmolLM2 model with the default model's encoder: its trunk, data and preprocessing.
+        let tinyenc =
+            RunConfig::from_toml(include_str!("../../configs/smollm2-8layer-tinyenc.toml"))?;
+        assert_eq!(
+            tinyenc.train.encoder_from.as_deref(),
+            Some(std::path::Path::new("models/trained/tiny"))
+        );
+        assert!(tinyenc.model.encoder.lead_presence);
+        assert_eq!(tinyenc.data.synth, leads.data.synth);
+        assert_eq!(tinyenc.preprocess, leads.preprocess);
         let eight = RunConfig::from_toml(include_str!("../../configs/smollm2-8layer.toml"))?;
         assert_eq!(eight.base.as_ref().and_then(|b| b.max_layers), Some(8));
         assert_eq!(
