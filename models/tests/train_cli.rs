@@ -153,10 +153,7 @@ fn trains_from_a_ptbxl_tree_on_disk_and_refuses_a_run_larger_than_the_tree()
     );
 
     let two = small_config_with(dir.path(), |text| format!("{text}\n{source}\n"))?;
-    let run = meit_models(&["check-config", &two]);
-    assert!(!run.status.success());
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains("name exactly one source"), "{stderr}");
+    assert_check_config_refuses(&two, "name exactly one source");
     Ok(())
 }
 
@@ -217,6 +214,28 @@ fn continued_from(text: &str, dir: &Path) -> String {
     )
 }
 
+/// A small model trained into `DIR/trained` of a fresh temporary directory.
+fn trained_small_model()
+-> Result<(tempfile::TempDir, std::path::PathBuf), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let trained = dir.path().join("trained");
+    train_quiet(&small_config(dir.path())?, &trained)?;
+    Ok((dir, trained))
+}
+
+/// The largest absolute element of `t`.
+fn max_abs(t: &candle_core::Tensor) -> candle_core::Result<f32> {
+    t.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+}
+
+/// `meit-models check-config CONFIG` fails with a message containing `needle`.
+fn assert_check_config_refuses(config: &str, needle: &str) {
+    let run = meit_models(&["check-config", config]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains(needle), "{stderr}");
+}
+
 /// `meit-models train --config CONFIG --out OUT --quiet --max-steps 1`, which must succeed.
 fn train_one_step(config: &str, out: &Path) {
     ok(&train_run(config, out, &["--max-steps", "1"]));
@@ -246,9 +265,7 @@ fn assert_init_from_refuses_the_model(config: &str, out: &Path) {
 #[test]
 fn encoder_from_reuses_a_trained_encoder_trunk_under_another_decoder()
 -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let trained = dir.path().join("trained");
-    train_quiet(&small_config(dir.path())?, &trained)?;
+    let (dir, trained) = trained_small_model()?;
     let encoder_from = |text: &str, values: &[(&str, &str)]| {
         with_values(text, values).replacen(
             "[train]\n",
@@ -266,9 +283,6 @@ fn encoder_from_reuses_a_trained_encoder_trunk_under_another_decoder()
     let other = dir.path().join("other-decoder");
     train_one_step(&config, &other);
     let (before, after) = (weights_of(&trained)?, weights_of(&other)?);
-    let max_abs = |t: &candle_core::Tensor| -> Result<f32, candle_core::Error> {
-        t.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
-    };
     let mut carried = 0;
     for (name, a) in &before {
         let Some(b) = after.get(name) else { continue };
@@ -308,13 +322,7 @@ fn encoder_from_reuses_a_trained_encoder_trunk_under_another_decoder()
     let both = small_config_with(dir.path(), |text| {
         encoder_from(&continued_from(&text, &trained), &[])
     })?;
-    let run = meit_models(&["check-config", &both]);
-    assert!(!run.status.success());
-    assert!(
-        String::from_utf8_lossy(&run.stderr).contains("remove encoder_from or init_from"),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_check_config_refuses(&both, "remove encoder_from or init_from");
     Ok(())
 }
 
@@ -324,9 +332,7 @@ fn encoder_from_reuses_a_trained_encoder_trunk_under_another_decoder()
 #[test]
 fn init_from_adds_lead_presence_flags_as_zero_columns_of_the_projection()
 -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let trained = dir.path().join("trained");
-    train_quiet(&small_config(dir.path())?, &trained)?;
+    let (dir, trained) = trained_small_model()?;
     let with_flags = |text: &str| {
         assert!(text.contains("[model.encoder]\n"));
         text.replacen(
@@ -344,9 +350,6 @@ fn init_from_adds_lead_presence_flags_as_zero_columns_of_the_projection()
     let continued = dir.path().join("continued");
     train_one_step(&config, &continued);
     let (before, after) = (weights_of(&trained)?, weights_of(&continued)?);
-    let max_abs = |t: &candle_core::Tensor| -> Result<f32, candle_core::Error> {
-        t.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
-    };
     let projection = "encoder.projection.hidden.weight";
     let mut compared = 0;
     for (name, a) in &before {
@@ -378,9 +381,7 @@ fn init_from_adds_lead_presence_flags_as_zero_columns_of_the_projection()
 #[test]
 fn init_from_continues_from_a_trained_models_weights_and_refuses_another_shape()
 -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let trained = dir.path().join("trained");
-    train_quiet(&small_config(dir.path())?, &trained)?;
+    let (dir, trained) = trained_small_model()?;
 
     // A step at a vanishing learning rate leaves the trained weights where they were (BatchNorm
     // running statistics move with the batch, not the learning rate, so they are left out).
@@ -404,7 +405,7 @@ fn init_from_continues_from_a_trained_models_weights_and_refuses_another_shape()
             continue;
         }
         let b = after.get(name).ok_or_else(|| format!("{name} missing"))?;
-        let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let diff = max_abs(&(a - b)?)?;
         assert!(diff < 1e-6, "{name} moved by {diff}");
         compared += 1;
     }
@@ -445,13 +446,7 @@ fn init_from_continues_from_a_trained_models_weights_and_refuses_another_shape()
             1,
         )
     })?;
-    let run = meit_models(&["check-config", &both]);
-    assert!(!run.status.success());
-    assert!(
-        String::from_utf8_lossy(&run.stderr).contains("remove [train.encoder_warmup]"),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert_check_config_refuses(&both, "remove [train.encoder_warmup]");
     Ok(())
 }
 
