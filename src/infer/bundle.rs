@@ -132,6 +132,24 @@ pub enum Precision {
     Int4,
 }
 
+/// How the decoder graph computes attention: what its cache may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attention {
+    /// Plain ONNX operators: each call's present is a new tensor, past ++ new (any batch).
+    #[default]
+    Operators,
+    /// com.microsoft `GroupQueryAttention`: the present may be the past's own buffer, written in
+    /// place (the engine preallocates it); a prompt after a past is prefilled one row at a time.
+    GroupQuery,
+}
+
+impl Attention {
+    fn is_operators(&self) -> bool {
+        *self == Attention::Operators
+    }
+}
+
 /// One graph of the bundle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,6 +168,9 @@ pub struct GraphSpec {
     /// For `int4`: `MatMulNBits` accuracy level (4 = int8 compute on the CPU provider).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy_level: Option<i64>,
+    /// For the decoder: how it computes attention (absent: plain operators).
+    #[serde(default, skip_serializing_if = "Attention::is_operators")]
+    pub attention: Attention,
 }
 
 /// The ECG encoder's shape.

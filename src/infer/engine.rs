@@ -14,16 +14,24 @@
 //! decoder's provider computed them ([`CacheDevice`]): with IoBinding the encoder's slot and every
 //! present land on that device and only the logits come to the host, so a CUDA or TensorRT
 //! session never moves the cache over the bus between steps.
+//!
+//! A decoder written with GroupQueryAttention ([`Attention::GroupQuery`]) decodes in place on the
+//! host ([`KvCache::InPlace`]): after the prompt, the cache moves once into buffers with room for
+//! the whole report, bound as both the past input and the present output of every step, so
+//! ONNX Runtime writes each new token's key and value where they belong and nothing is allocated
+//! or copied per token (onnxruntime-genai's "past-present share buffer"). Its CPU kernel does not
+//! take a prompt of several tokens after a past in a batch of more than one, so such a batch is
+//! prefilled one row at a time and the rows' caches are stacked into the buffers.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ndarray::{Array2, Array3, ArrayView2, Axis};
-use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ndarray::{Array2, Array3, ArrayD, ArrayView2, Axis, s};
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
 use ort::value::{DynTensorValueType, DynValue, Tensor};
 
-use super::bundle::{Bundle, BundleError};
+use super::bundle::{Attention, Bundle, BundleError};
 use super::config::{ExecutionProviderKind, ProviderConfig};
 use super::detokenize::{DetokenizeError, Detokenizer};
 use super::runtime::{CpuSessionOptions, OnnxRuntime, RuntimeError, SessionProviders};
@@ -71,6 +79,19 @@ fn run_error(graph: &'static str) -> impl Fn(ort::Error) -> EngineError {
 /// A decoder cache: every layer's key and value, as ONNX Runtime values
 /// `[batch, kv_heads, entries, head_dim]`.
 pub type Cache = Vec<(DynValue, DynValue)>;
+
+/// The decoder's cache between the calls of one generation.
+enum KvCache {
+    /// The last call's present outputs (past ++ new tokens, a new tensor per call), on the
+    /// decoder's [`CacheDevice`].
+    Grown(Cache),
+    /// Host buffers `[batch, kv_heads, capacity, head_dim]` that a GroupQueryAttention decoder
+    /// reads and writes in place; the entries in use are the attention mask's width.
+    InPlace(Buffers),
+}
+
+/// Every layer's in-place key and value buffer `[batch, kv_heads, capacity, head_dim]`.
+type Buffers = Vec<(Tensor<f32>, Tensor<f32>)>;
 
 /// Where the decoder's cache lives between calls: the memory of the provider that runs the
 /// decoder first.
@@ -148,6 +169,7 @@ pub struct Engine {
     threads: usize,
     providers: [SessionProviders; 2],
     cache_device: CacheDevice,
+    attention: Attention,
 }
 
 impl std::fmt::Debug for Engine {
@@ -214,6 +236,7 @@ impl Engine {
                 })
         };
         let manifest = &bundle.manifest;
+        let attention = manifest.decoder_graph.attention;
         let (encoder, encoder_providers) = open(&manifest.encoder_graph.file)?;
         let (decoder, decoder_providers) = open(&manifest.decoder_graph.file)?;
         let detokenizer = Detokenizer::from_file(&bundle.path(&manifest.tokenizer))?;
@@ -239,6 +262,7 @@ impl Engine {
             threads: options.intra_threads.max(1),
             cache_device: CacheDevice::for_provider(decoder_providers.primary(), providers),
             providers: [encoder_providers, decoder_providers],
+            attention,
         })
     }
 
@@ -255,6 +279,12 @@ impl Engine {
     /// Where the decoder's cache stays between calls.
     pub fn cache_device(&self) -> CacheDevice {
         self.cache_device
+    }
+
+    /// Whether generation decodes in place ([`KvCache::InPlace`]): a GroupQueryAttention
+    /// decoder whose cache lives on the host.
+    pub fn decodes_in_place(&self) -> bool {
+        self.attention == Attention::GroupQuery && self.cache_device == CacheDevice::Host
     }
 
     /// Intra-op threads of each session.
@@ -308,24 +338,27 @@ impl Engine {
         mask: Array2<i64>,
         past: Vec<(DynValue, DynValue)>,
     ) -> Result<(Array3<f32>, Cache), EngineError> {
-        self.decoder_call(ids, positions, mask, past, |logits| {
-            logits
-                .into_dimensionality::<ndarray::Ix3>()
-                .map(|l| l.to_owned())
-                .map_err(|e| format!("logits: {e}"))
-        })
+        let (logits, present) =
+            self.decoder_call(ids, positions, mask, KvCache::Grown(past), |logits| {
+                logits
+                    .into_dimensionality::<ndarray::Ix3>()
+                    .map(|l| l.to_owned())
+                    .map_err(|e| format!("logits: {e}"))
+            })?;
+        Ok((logits, present.into_grown()?))
     }
 
     /// One decoder call that hands the logits view `[batch, T, vocab]` to `read` instead of
-    /// copying them out.
+    /// copying them out. A grown `past` comes back as the call's present outputs; an in-place
+    /// one is bound as both past and present and comes back holding the new entries.
     fn decoder_call<R>(
         &mut self,
         ids: Array2<i64>,
         positions: Array2<i64>,
         mask: Array2<i64>,
-        past: Vec<(DynValue, DynValue)>,
+        past: KvCache,
         read: impl FnOnce(ndarray::ArrayViewD<'_, f32>) -> Result<R, String>,
-    ) -> Result<(R, Cache), EngineError> {
+    ) -> Result<(R, KvCache), EngineError> {
         let fail = run_error("decoder");
         let mut binding = self.decoder.create_binding().map_err(&fail)?;
         for (name, a) in [
@@ -336,16 +369,34 @@ impl Engine {
             let value = Tensor::from_array(a).map_err(&fail)?;
             binding.bind_input(name, &value).map_err(&fail)?;
         }
-        for ((k, v), (k_name, v_name)) in past.iter().zip(&self.past_names) {
-            binding.bind_input(k_name, k).map_err(&fail)?;
-            binding.bind_input(v_name, v).map_err(&fail)?;
-        }
-        // The binding holds the past inputs now; the caller's handles can go.
-        drop(past);
         binding
             .bind_output_to_device("logits", &CacheDevice::Host.memory_info().map_err(&fail)?)
             .map_err(&fail)?;
-        bind_cache_outputs(&mut binding, &self.present_names, self.cache_device).map_err(&fail)?;
+        let in_place = match past {
+            KvCache::Grown(past) => {
+                for ((k, v), (k_name, v_name)) in past.iter().zip(&self.past_names) {
+                    binding.bind_input(k_name, k).map_err(&fail)?;
+                    binding.bind_input(v_name, v).map_err(&fail)?;
+                }
+                // The binding holds the past inputs now; the caller's handles can go.
+                drop(past);
+                bind_cache_outputs(&mut binding, &self.present_names, self.cache_device)
+                    .map_err(&fail)?;
+                None
+            }
+            KvCache::InPlace(mut buffers) => {
+                let names = self.past_names.iter().zip(&self.present_names);
+                for ((k, v), ((past_k, past_v), (present_k, present_v))) in
+                    buffers.iter_mut().zip(names)
+                {
+                    binding.bind_input(past_k, &*k).map_err(&fail)?;
+                    binding.bind_input(past_v, &*v).map_err(&fail)?;
+                    binding.bind_output(present_k, &mut *k).map_err(&fail)?;
+                    binding.bind_output(present_v, &mut *v).map_err(&fail)?;
+                }
+                Some(buffers)
+            }
+        };
         let mut outputs = self.decoder.run_binding(&binding).map_err(&fail)?;
         let logits = outputs["logits"]
             .try_extract_array::<f32>()
@@ -354,19 +405,11 @@ impl Engine {
             graph: "decoder",
             reason,
         })?;
-        let present = take_cache(&mut outputs, &self.present_names, "decoder")?;
+        let present = match in_place {
+            Some(buffers) => KvCache::InPlace(buffers),
+            None => KvCache::Grown(take_cache(&mut outputs, &self.present_names, "decoder")?),
+        };
         Ok((read, present))
-    }
-
-    /// One decoder call returning each row's argmax token at the last new position.
-    fn decode_argmax(
-        &mut self,
-        ids: Array2<i64>,
-        positions: Array2<i64>,
-        mask: Array2<i64>,
-        past: Vec<(DynValue, DynValue)>,
-    ) -> Result<(Vec<u32>, Cache), EngineError> {
-        self.decode_last(ids, positions, mask, past, argmax)
     }
 
     /// One decoder call returning `per_row` of each row's logits at the last new position.
@@ -375,9 +418,9 @@ impl Engine {
         ids: Array2<i64>,
         positions: Array2<i64>,
         mask: Array2<i64>,
-        past: Vec<(DynValue, DynValue)>,
+        past: KvCache,
         per_row: impl Fn(ndarray::ArrayView1<'_, f32>) -> R,
-    ) -> Result<(Vec<R>, Cache), EngineError> {
+    ) -> Result<(Vec<R>, KvCache), EngineError> {
         self.decoder_call(ids, positions, mask, past, |logits| {
             let logits = logits
                 .into_dimensionality::<ndarray::Ix3>()
@@ -390,6 +433,61 @@ impl Engine {
                 .map(&per_row)
                 .collect())
         })
+    }
+
+    /// The prompt's call: `ids` `[batch, T]` after the grown `past`, returning `per_row` of each
+    /// row's last logits and the cache to decode from: in place with room for `capacity`
+    /// entries when [`Engine::decodes_in_place`], grown otherwise. A GroupQueryAttention decoder
+    /// prefills a batch one row at a time when the prompt follows a past (its CPU kernel's
+    /// constraint), each row exactly as a batch of one.
+    fn prefill_last<R>(
+        &mut self,
+        ids: Array2<i64>,
+        positions: Array2<i64>,
+        mask: Array2<i64>,
+        past: Cache,
+        capacity: usize,
+        per_row: impl Fn(ndarray::ArrayView1<'_, f32>) -> R,
+    ) -> Result<(Vec<R>, KvCache), EngineError> {
+        let rows = ids.nrows();
+        let past_len = match past.first() {
+            Some((k, _)) => host_array(k, self.cache_device)?.shape().get(2).copied(),
+            None => None,
+        };
+        let row_by_row = self.attention == Attention::GroupQuery
+            && rows > 1
+            && ids.ncols() > 1
+            && past_len > Some(0);
+        let (results, presents) = if row_by_row {
+            let mut results = Vec::with_capacity(rows);
+            let mut presents = Vec::with_capacity(rows);
+            for r in 0..rows {
+                let one = |a: &Array2<i64>| a.slice(s![r..r + 1, ..]).to_owned();
+                let row_past = select_rows(&past, &[r], usize::MAX, self.cache_device)?;
+                let (mut result, present) = self.decode_last(
+                    one(&ids),
+                    one(&positions),
+                    one(&mask),
+                    KvCache::Grown(row_past),
+                    &per_row,
+                )?;
+                results.append(&mut result);
+                presents.push(present.into_grown()?);
+            }
+            (results, presents)
+        } else {
+            let (results, present) =
+                self.decode_last(ids, positions, mask, KvCache::Grown(past), &per_row)?;
+            (results, vec![present.into_grown()?])
+        };
+        let cache = if self.decodes_in_place() {
+            KvCache::InPlace(in_place_buffers(&presents, capacity)?)
+        } else if presents.len() == 1 {
+            KvCache::Grown(presents.into_iter().flatten().collect())
+        } else {
+            KvCache::Grown(stack_rows(&presents, self.cache_device)?)
+        };
+        Ok((results, cache))
     }
 
     /// Greedy reports for a batch of preprocessed windows (each `leads x samples`, the same
@@ -483,7 +581,7 @@ impl Engine {
         &mut self,
         batch: usize,
         prompt: &[u32],
-        mut past: Vec<(DynValue, DynValue)>,
+        past: Vec<(DynValue, DynValue)>,
         mut cache_len: usize,
         limits: &Limits,
     ) -> Result<(Vec<Vec<u32>>, Timings), EngineError> {
@@ -491,6 +589,8 @@ impl Engine {
             prompt_tokens: prompt.len(),
             ..Timings::default()
         };
+        let capacity = limits.capacity(cache_len, prompt.len());
+        let mut past = KvCache::Grown(past);
         let first = cache_len as i64;
         let mut ids = Array2::from_shape_fn((batch, prompt.len()), |(_, t)| i64::from(prompt[t]));
         let mut positions = Array2::from_shape_fn((batch, prompt.len()), |(_, t)| first + t as i64);
@@ -505,7 +605,12 @@ impl Engine {
             // Every row attends to its whole cache: rows never see each other, and a finished
             // row's entries are never read for an active one.
             let mask = Array2::<i64>::ones((rows.len(), total));
-            let (next, present) = self.decode_argmax(ids, positions, mask, past)?;
+            let (next, present) = match past {
+                KvCache::Grown(past) if step == 0 => {
+                    self.prefill_last(ids, positions, mask, past, capacity, argmax)?
+                }
+                past => self.decode_last(ids, positions, mask, past, argmax)?,
+            };
             past = present;
             cache_len = total;
             for ((original, active), &token) in rows.iter_mut().zip(&next) {
@@ -523,7 +628,7 @@ impl Engine {
             let mut tokens: Vec<i64> = next.iter().map(|&t| i64::from(t)).collect();
             if finished > 0 && 4 * finished >= rows.len() {
                 let keep: Vec<usize> = (0..rows.len()).filter(|&r| rows[r].1).collect();
-                past = compact(past, &keep, self.cache_device)?;
+                past = past.select_rows(&keep, cache_len, self.cache_device)?;
                 rows = keep.iter().map(|&r| rows[r]).collect();
                 tokens = keep.iter().map(|&r| tokens[r]).collect();
                 timings.compactions += 1;
@@ -590,18 +695,23 @@ impl Engine {
             return Err(EngineError::Input("the manifest's prompt is empty".into()));
         }
         let prompt = manifest.prompt.ids.clone();
-        let stop_ids = manifest.tokens.stop_ids.clone();
-        let max_new = manifest.tokens.max_new_tokens;
-        let max_positions = manifest.decoder.max_positions;
+        let limits = Limits {
+            stop_ids: manifest.tokens.stop_ids.clone(),
+            max_new: manifest.tokens.max_new_tokens,
+            max_positions: manifest.decoder.max_positions,
+        };
+        let (stop_ids, max_new, max_positions) =
+            (&limits.stop_ids, limits.max_new, limits.max_positions);
         let mut timings = Timings {
             prompt_tokens: prompt.len(),
             ..Timings::default()
         };
 
         let start = Instant::now();
-        let mut past = self.slots(ecg)?;
+        let mut past = KvCache::Grown(self.slots(ecg)?);
         timings.encode_ms = ms(start);
         let mut cache_len = 1usize;
+        let capacity = limits.capacity(cache_len, prompt.len());
         let mut ids = Array2::from_shape_fn((1, prompt.len()), |(_, t)| i64::from(prompt[t]));
         let mut positions =
             Array2::from_shape_fn((1, prompt.len()), |(_, t)| (cache_len + t) as i64);
@@ -616,8 +726,13 @@ impl Engine {
             let total = cache_len + ids.ncols();
             let mask = Array2::<i64>::ones((active.len(), total));
             // Per row: the `beams` best (log-probability, token) of the last position.
-            let (candidates, present) =
-                self.decode_last(ids, positions, mask, past, |row| top_log_probs(row, beams))?;
+            let top = |row: ndarray::ArrayView1<'_, f32>| top_log_probs(row, beams);
+            let (candidates, present) = match past {
+                KvCache::Grown(past) if step == 0 => {
+                    self.prefill_last(ids, positions, mask, past, capacity, top)?
+                }
+                past => self.decode_last(ids, positions, mask, past, top)?,
+            };
             cache_len = total;
             let mut expanded: Vec<(f64, usize, u32)> = Vec::new();
             for (parent, (hyp, row)) in active.iter().zip(&candidates).enumerate() {
@@ -656,7 +771,7 @@ impl Engine {
                 i64::from(*next[r].ids.last().unwrap_or(&0))
             });
             positions = Array2::from_elem((next.len(), 1), cache_len as i64);
-            past = compact(present, &parents, self.cache_device)?;
+            past = present.select_rows(&parents, cache_len, self.cache_device)?;
             active = next;
         }
         let pool = if finished.is_empty() {
@@ -722,6 +837,16 @@ struct Limits {
     max_positions: usize,
 }
 
+impl Limits {
+    /// The most cache entries a generation from `cache_len` entries and a `prompt`-token prompt
+    /// can reach: the size of in-place buffers.
+    fn capacity(&self, cache_len: usize, prompt: usize) -> usize {
+        (cache_len + prompt + self.max_new)
+            .min(self.max_positions)
+            .max(cache_len + prompt)
+    }
+}
+
 fn record_step(timings: &mut Timings, step: usize, t0: Instant) {
     if step == 0 {
         timings.prefill_ms = ms(t0);
@@ -764,35 +889,168 @@ fn take_cache(
         .collect()
 }
 
-/// The cache with only the batch rows `keep`, in that order, left on `device`. Rows are
-/// gathered on the host: a device cache makes one round trip (compaction and beam steps only,
-/// never a plain greedy step).
-fn compact(past: Cache, keep: &[usize], device: CacheDevice) -> Result<Cache, EngineError> {
-    let fail = run_error("decoder");
-    let select = |v: DynValue| -> Result<DynValue, EngineError> {
-        let host = match device {
-            CacheDevice::Host => v,
-            CacheDevice::Cuda(_) => v
-                .downcast::<DynTensorValueType>()
-                .and_then(|t| t.to(AllocationDevice::CPU, 0))
-                .map_err(&fail)?
-                .into_dyn(),
-        };
-        let rows = host
-            .try_extract_array::<f32>()
-            .map_err(&fail)?
-            .select(Axis(0), keep);
-        let selected = Tensor::from_array(rows).map_err(&fail)?;
-        match device {
-            CacheDevice::Host => Ok(selected.into_dyn()),
-            CacheDevice::Cuda(_) => {
-                let (to, id) = device.allocation();
-                Ok(selected.to(to, id).map_err(&fail)?.into_dyn())
+impl KvCache {
+    /// The grown cache; an in-place one is an error (the prompt's call always returns grown).
+    fn into_grown(self) -> Result<Cache, EngineError> {
+        match self {
+            KvCache::Grown(cache) => Ok(cache),
+            KvCache::InPlace(_) => Err(EngineError::Run {
+                graph: "decoder",
+                reason: "an in-place cache where the call's present outputs were expected".into(),
+            }),
+        }
+    }
+
+    /// The cache with only the batch rows `keep`, in that order (finished rows leave, beams
+    /// follow their parents). Of an in-place cache only the `entries` in use are copied.
+    fn select_rows(
+        self,
+        keep: &[usize],
+        entries: usize,
+        device: CacheDevice,
+    ) -> Result<KvCache, EngineError> {
+        match self {
+            KvCache::Grown(cache) => Ok(KvCache::Grown(select_rows(
+                &cache,
+                keep,
+                usize::MAX,
+                device,
+            )?)),
+            KvCache::InPlace(buffers) => {
+                let fail = run_error("decoder");
+                let select = |buffer: &Tensor<f32>| -> Result<Tensor<f32>, EngineError> {
+                    let from = buffer.try_extract_array::<f32>().map_err(&fail)?;
+                    let mut shape = from.shape().to_vec();
+                    shape[0] = keep.len();
+                    let mut to = Tensor::<f32>::new(&Allocator::default(), shape).map_err(&fail)?;
+                    let mut view = to.try_extract_array_mut::<f32>().map_err(&fail)?;
+                    for (row, &r) in keep.iter().enumerate() {
+                        view.slice_mut(s![row, .., ..entries, ..])
+                            .assign(&from.slice(s![r, .., ..entries, ..]));
+                    }
+                    Ok(to)
+                };
+                let selected = buffers
+                    .iter()
+                    .map(|(k, v)| Ok((select(k)?, select(v)?)))
+                    .collect::<Result<_, EngineError>>()?;
+                Ok(KvCache::InPlace(selected))
             }
         }
+    }
+}
+
+/// A cache value as a host array (copied over from a device cache).
+fn host_array(value: &DynValue, device: CacheDevice) -> Result<ArrayD<f32>, EngineError> {
+    let fail = run_error("decoder");
+    match device {
+        CacheDevice::Host => Ok(value.try_extract_array::<f32>().map_err(&fail)?.to_owned()),
+        CacheDevice::Cuda(_) => value
+            .view()
+            .downcast::<DynTensorValueType>()
+            .and_then(|t| t.to(AllocationDevice::CPU, 0))
+            .and_then(|t| t.try_extract_array::<f32>().map(|a| a.to_owned()))
+            .map_err(&fail),
+    }
+}
+
+/// A host array as a cache value on `device`.
+fn on_device(array: ArrayD<f32>, device: CacheDevice) -> Result<DynValue, EngineError> {
+    let fail = run_error("decoder");
+    let value = Tensor::from_array(array).map_err(&fail)?;
+    match device {
+        CacheDevice::Host => Ok(value.into_dyn()),
+        CacheDevice::Cuda(_) => {
+            let (to, id) = device.allocation();
+            Ok(value.to(to, id).map_err(&fail)?.into_dyn())
+        }
+    }
+}
+
+/// The batch rows `keep` of a grown cache, in that order, left on `device` (its first
+/// `entries` entries at most). Rows are gathered on the host: a device cache makes one round
+/// trip (compaction, beam steps and row-by-row prefill only, never a plain greedy step).
+fn select_rows(
+    past: &Cache,
+    keep: &[usize],
+    entries: usize,
+    device: CacheDevice,
+) -> Result<Cache, EngineError> {
+    let select = |v: &DynValue| -> Result<DynValue, EngineError> {
+        let host = host_array(v, device)?;
+        let entries = entries.min(host.shape().get(2).copied().unwrap_or(0));
+        let rows = host.select(Axis(0), keep);
+        on_device(
+            rows.slice_axis(Axis(2), (..entries).into()).to_owned(),
+            device,
+        )
     };
-    past.into_iter()
+    past.iter()
         .map(|(k, v)| Ok((select(k)?, select(v)?)))
+        .collect()
+}
+
+/// The rows of `parts` (grown caches of the same entries), stacked in order into one.
+fn stack_rows(parts: &[Cache], device: CacheDevice) -> Result<Cache, EngineError> {
+    let layers = parts.first().map_or(0, Vec::len);
+    let stack = |pick: &dyn Fn(&(DynValue, DynValue)) -> &DynValue, layer: usize| {
+        let arrays = parts
+            .iter()
+            .map(|part| host_array(pick(&part[layer]), device))
+            .collect::<Result<Vec<_>, EngineError>>()?;
+        let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
+        let stacked = ndarray::concatenate(Axis(0), &views).map_err(|e| EngineError::Run {
+            graph: "decoder",
+            reason: format!("stacking row caches: {e}"),
+        })?;
+        on_device(stacked, device)
+    };
+    (0..layers)
+        .map(|layer| Ok((stack(&|kv| &kv.0, layer)?, stack(&|kv| &kv.1, layer)?)))
+        .collect()
+}
+
+/// Host buffers `[rows, kv_heads, capacity, head_dim]` holding the rows of `parts` (grown host
+/// caches of the same entries) in order, for in-place decoding.
+fn in_place_buffers(
+    parts: &[Cache],
+    capacity: usize,
+) -> Result<Buffers, EngineError> {
+    let fail = run_error("decoder");
+    let layers = parts.first().map_or(0, Vec::len);
+    let buffer = |pick: &dyn Fn(&(DynValue, DynValue)) -> &DynValue, layer: usize| {
+        let arrays = parts
+            .iter()
+            .map(|part| pick(&part[layer]).try_extract_array::<f32>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&fail)?;
+        let rows: usize = arrays.iter().map(|a| a.shape()[0]).sum();
+        let mut shape = arrays
+            .first()
+            .map(|a| a.shape().to_vec())
+            .unwrap_or_default();
+        if shape.len() != 4 || shape[2] > capacity {
+            return Err(EngineError::Run {
+                graph: "decoder",
+                reason: format!("cache of shape {shape:?} does not fit {capacity} entries"),
+            });
+        }
+        let entries = shape[2];
+        shape[0] = rows;
+        shape[2] = capacity;
+        let mut tensor = Tensor::<f32>::new(&Allocator::default(), shape).map_err(&fail)?;
+        let mut view = tensor.try_extract_array_mut::<f32>().map_err(&fail)?;
+        let mut row = 0;
+        for a in &arrays {
+            let n = a.shape()[0];
+            view.slice_mut(s![row..row + n, .., ..entries, ..])
+                .assign(a);
+            row += n;
+        }
+        Ok(tensor)
+    };
+    (0..layers)
+        .map(|layer| Ok((buffer(&|kv| &kv.0, layer)?, buffer(&|kv| &kv.1, layer)?)))
         .collect()
 }
 

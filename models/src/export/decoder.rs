@@ -51,10 +51,11 @@ pub enum AttentionExport {
     #[default]
     Ops,
     /// ONNX Runtime's fused com.microsoft `GroupQueryAttention` (RoPE inside, packed QKV):
-    /// twice as fast per decode step on the tiny model, but ONNX Runtime 1.31's CPU kernel
-    /// refuses a prompt of several tokens after a past in a batch of more than one ("batch_size
-    /// must be 1 when sequence_length > 1 and past context is given"), so batches would have
-    /// to prefill row by row (models/README.md, "Export choices").
+    /// twice as fast per decode step on the tiny model, and its cache can be written in place
+    /// (the engine's in-place decode); but ONNX Runtime 1.31's CPU kernel refuses a prompt of
+    /// several tokens after a past in a batch of more than one ("batch_size must be 1 when
+    /// sequence_length > 1 and past context is given"), so the engine prefills such batches row
+    /// by row (models/README.md, "Export choices").
     Gqa,
 }
 

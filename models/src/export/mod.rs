@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use meit::infer::bundle::{
-    self, DecoderShape, EncoderShape, FORMAT_VERSION, GraphSpec, MANIFEST_FILE, Manifest,
-    ModelIdentity, Precision, PromptSpec, TokenSpec,
+    self, Attention, DecoderShape, EncoderShape, FORMAT_VERSION, GraphSpec, MANIFEST_FILE,
+    Manifest, ModelIdentity, Precision, PromptSpec, TokenSpec,
 };
 
 use crate::model::meit::prompt_ids;
@@ -220,6 +220,7 @@ pub fn export(
             outputs: enc_out,
             block_size: None,
             accuracy_level: None,
+            attention: Attention::Operators,
         },
         decoder_graph: GraphSpec {
             file: DECODER_FILE.into(),
@@ -229,6 +230,10 @@ pub fn export(
             block_size: (options.precision == Precision::Int4).then_some(options.block_size),
             accuracy_level: (options.precision == Precision::Int4)
                 .then_some(options.accuracy_level),
+            attention: match options.attention {
+                decoder::AttentionExport::Ops => Attention::Operators,
+                decoder::AttentionExport::Gqa => Attention::GroupQuery,
+            },
         },
         tokenizer: TOKENIZER.into(),
         files,
