@@ -133,6 +133,9 @@ pub struct InferBench {
     pub provider: String,
     /// Intra-op threads of each session.
     pub threads: usize,
+    /// The decoder's cache between steps: `in place` (GroupQueryAttention buffers written where
+    /// they are) or `grown` (a new present tensor per step).
+    pub cache: String,
     /// Distinct input windows.
     pub windows: usize,
     /// Prompt tokens per report.
@@ -329,6 +332,12 @@ pub fn run(
         precision: format!("{:?}", manifest.decoder_graph.precision).to_lowercase(),
         provider: engine.primary_provider().to_string(),
         threads: engine.threads(),
+        cache: if engine.decodes_in_place() {
+            "in place"
+        } else {
+            "grown"
+        }
+        .to_string(),
         windows: windows.len(),
         prompt_tokens,
         new_tokens_mean: tokens as f64 / wall.len() as f64,
@@ -384,8 +393,11 @@ impl InferBench {
         );
         line(
             &mut out,
-            "precision / threads / provider",
-            format!("{} / {} / {}", self.precision, self.threads, self.provider),
+            "precision / threads / provider / cache",
+            format!(
+                "{} / {} / {} / {}",
+                self.precision, self.threads, self.provider, self.cache
+            ),
         );
         line(
             &mut out,

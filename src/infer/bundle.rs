@@ -140,7 +140,9 @@ pub enum Attention {
     #[default]
     Operators,
     /// com.microsoft `GroupQueryAttention`: the present may be the past's own buffer, written in
-    /// place (the engine preallocates it); a prompt after a past is prefilled one row at a time.
+    /// place (the engine preallocates it on the host); a prompt after a past is prefilled one
+    /// row at a time. ONNX Runtime's CUDA kernel takes fp16 only: an fp32 graph's attention
+    /// runs on the CPU provider, so export plain operators (or fp16) for a GPU.
     GroupQuery,
 }
 

@@ -170,6 +170,7 @@ pub struct Engine {
     providers: [SessionProviders; 2],
     cache_device: CacheDevice,
     attention: Attention,
+    in_place_steps: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -263,6 +264,7 @@ impl Engine {
             cache_device: CacheDevice::for_provider(decoder_providers.primary(), providers),
             providers: [encoder_providers, decoder_providers],
             attention,
+            in_place_steps: 0,
         })
     }
 
@@ -285,6 +287,13 @@ impl Engine {
     /// decoder whose cache lives on the host.
     pub fn decodes_in_place(&self) -> bool {
         self.attention == Attention::GroupQuery && self.cache_device == CacheDevice::Host
+    }
+
+    /// Decoder calls so far that were seen to write the cache in place: a sentinel in an unused
+    /// entry of the buffers survived the call (ONNX Runtime's kernel zero-fills a present it
+    /// does not share with the past, so a lost alias shows here, and as a warning).
+    pub fn in_place_steps(&self) -> u64 {
+        self.in_place_steps
     }
 
     /// Intra-op threads of each session.
@@ -360,6 +369,7 @@ impl Engine {
         read: impl FnOnce(ndarray::ArrayViewD<'_, f32>) -> Result<R, String>,
     ) -> Result<(R, KvCache), EngineError> {
         let fail = run_error("decoder");
+        let entries = mask.ncols();
         let mut binding = self.decoder.create_binding().map_err(&fail)?;
         for (name, a) in [
             ("input_ids", ids),
@@ -385,6 +395,10 @@ impl Engine {
                 None
             }
             KvCache::InPlace(mut buffers) => {
+                let sentinel = match buffers.first_mut() {
+                    Some((k, _)) => set_sentinel(k, entries).map_err(&fail)?,
+                    None => None,
+                };
                 let names = self.past_names.iter().zip(&self.present_names);
                 for ((k, v), ((past_k, past_v), (present_k, present_v))) in
                     buffers.iter_mut().zip(names)
@@ -394,7 +408,7 @@ impl Engine {
                     binding.bind_output(present_k, &mut *k).map_err(&fail)?;
                     binding.bind_output(present_v, &mut *v).map_err(&fail)?;
                 }
-                Some(buffers)
+                Some((buffers, sentinel))
             }
         };
         let mut outputs = self.decoder.run_binding(&binding).map_err(&fail)?;
@@ -406,7 +420,20 @@ impl Engine {
             reason,
         })?;
         let present = match in_place {
-            Some(buffers) => KvCache::InPlace(buffers),
+            Some((buffers, sentinel)) => {
+                if let (Some(at), Some((k, _))) = (sentinel, buffers.first()) {
+                    let kept = k.try_extract_array::<f32>().map_err(&fail)?[at.as_slice()].is_nan();
+                    if kept {
+                        self.in_place_steps += 1;
+                    } else {
+                        tracing::warn!(
+                            "the decoder did not write its cache in place (an unused entry was \
+                             overwritten): decoding is correct but copies the cache every step"
+                        );
+                    }
+                }
+                KvCache::InPlace(buffers)
+            }
             None => KvCache::Grown(take_cache(&mut outputs, &self.present_names, "decoder")?),
         };
         Ok((read, present))
@@ -450,10 +477,10 @@ impl Engine {
         per_row: impl Fn(ndarray::ArrayView1<'_, f32>) -> R,
     ) -> Result<(Vec<R>, KvCache), EngineError> {
         let rows = ids.nrows();
-        let past_len = match past.first() {
-            Some((k, _)) => host_array(k, self.cache_device)?.shape().get(2).copied(),
-            None => None,
-        };
+        let past_len = past
+            .first()
+            .and_then(|(k, _)| k.dtype().tensor_shape())
+            .and_then(|shape| shape.get(2).copied());
         let row_by_row = self.attention == Attention::GroupQuery
             && rows > 1
             && ids.ncols() > 1
@@ -463,7 +490,7 @@ impl Engine {
             let mut presents = Vec::with_capacity(rows);
             for r in 0..rows {
                 let one = |a: &Array2<i64>| a.slice(s![r..r + 1, ..]).to_owned();
-                let row_past = select_rows(&past, &[r], usize::MAX, self.cache_device)?;
+                let row_past = select_rows(&past, &[r], self.cache_device)?;
                 let (mut result, present) = self.decode_last(
                     one(&ids),
                     one(&positions),
@@ -841,9 +868,11 @@ impl Limits {
     /// The most cache entries a generation from `cache_len` entries and a `prompt`-token prompt
     /// can reach: the size of in-place buffers.
     fn capacity(&self, cache_len: usize, prompt: usize) -> usize {
-        (cache_len + prompt + self.max_new)
+        let start = cache_len.saturating_add(prompt);
+        start
+            .saturating_add(self.max_new)
             .min(self.max_positions)
-            .max(cache_len + prompt)
+            .max(start)
     }
 }
 
@@ -910,12 +939,11 @@ impl KvCache {
         device: CacheDevice,
     ) -> Result<KvCache, EngineError> {
         match self {
-            KvCache::Grown(cache) => Ok(KvCache::Grown(select_rows(
-                &cache,
-                keep,
-                usize::MAX,
-                device,
-            )?)),
+            KvCache::Grown(cache) => Ok(KvCache::Grown(select_rows(&cache, keep, device)?)),
+            KvCache::InPlace(buffers) if keep.iter().copied().eq(0..buffers_rows(&buffers)) => {
+                // Every row in its place (a beam step whose parents are its own rows).
+                Ok(KvCache::InPlace(buffers))
+            }
             KvCache::InPlace(buffers) => {
                 let fail = run_error("decoder");
                 let select = |buffer: &Tensor<f32>| -> Result<Tensor<f32>, EngineError> {
@@ -938,6 +966,27 @@ impl KvCache {
             }
         }
     }
+}
+
+/// Puts a NaN in the last entry of `buffer` when a call with `entries` entries in use leaves it
+/// unused; returns its index.
+fn set_sentinel(buffer: &mut Tensor<f32>, entries: usize) -> ort::Result<Option<Vec<usize>>> {
+    let mut view = buffer.try_extract_array_mut::<f32>()?;
+    let shape = view.shape().to_vec();
+    if shape.len() != 4 || shape.contains(&0) || entries >= shape[2] {
+        return Ok(None);
+    }
+    let at = vec![0, 0, shape[2] - 1, 0];
+    view[at.as_slice()] = f32::NAN;
+    Ok(Some(at))
+}
+
+/// Batch rows of in-place buffers.
+fn buffers_rows(buffers: &Buffers) -> usize {
+    buffers
+        .first()
+        .and_then(|(k, _)| k.shape().first().copied())
+        .map_or(0, |rows| rows as usize)
 }
 
 /// A cache value as a host array (copied over from a device cache).
@@ -967,23 +1016,20 @@ fn on_device(array: ArrayD<f32>, device: CacheDevice) -> Result<DynValue, Engine
     }
 }
 
-/// The batch rows `keep` of a grown cache, in that order, left on `device` (its first
-/// `entries` entries at most). Rows are gathered on the host: a device cache makes one round
-/// trip (compaction, beam steps and row-by-row prefill only, never a plain greedy step).
-fn select_rows(
-    past: &Cache,
-    keep: &[usize],
-    entries: usize,
-    device: CacheDevice,
-) -> Result<Cache, EngineError> {
+/// The batch rows `keep` of a grown cache, in that order, left on `device`. Rows are gathered
+/// on the host: a device cache makes one round trip (compaction, beam steps and row-by-row
+/// prefill only, never a plain greedy step).
+fn select_rows(past: &Cache, keep: &[usize], device: CacheDevice) -> Result<Cache, EngineError> {
+    let fail = run_error("decoder");
     let select = |v: &DynValue| -> Result<DynValue, EngineError> {
-        let host = host_array(v, device)?;
-        let entries = entries.min(host.shape().get(2).copied().unwrap_or(0));
-        let rows = host.select(Axis(0), keep);
-        on_device(
-            rows.slice_axis(Axis(2), (..entries).into()).to_owned(),
-            device,
-        )
+        let rows = match device {
+            CacheDevice::Host => v
+                .try_extract_array::<f32>()
+                .map_err(&fail)?
+                .select(Axis(0), keep),
+            CacheDevice::Cuda(_) => host_array(v, device)?.select(Axis(0), keep),
+        };
+        on_device(rows, device)
     };
     past.iter()
         .map(|(k, v)| Ok((select(k)?, select(v)?)))
@@ -1011,11 +1057,9 @@ fn stack_rows(parts: &[Cache], device: CacheDevice) -> Result<Cache, EngineError
 }
 
 /// Host buffers `[rows, kv_heads, capacity, head_dim]` holding the rows of `parts` (grown host
-/// caches of the same entries) in order, for in-place decoding.
-fn in_place_buffers(
-    parts: &[Cache],
-    capacity: usize,
-) -> Result<Buffers, EngineError> {
+/// caches of the same entries) in order, for in-place decoding (the entries past them zero:
+/// `Tensor::new` zero-fills host memory, and the kernel reads only the entries in use).
+fn in_place_buffers(parts: &[Cache], capacity: usize) -> Result<Buffers, EngineError> {
     let fail = run_error("decoder");
     let layers = parts.first().map_or(0, Vec::len);
     let buffer = |pick: &dyn Fn(&(DynValue, DynValue)) -> &DynValue, layer: usize| {
@@ -1024,17 +1068,26 @@ fn in_place_buffers(
             .map(|part| pick(&part[layer]).try_extract_array::<f32>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(&fail)?;
-        let rows: usize = arrays.iter().map(|a| a.shape()[0]).sum();
         let mut shape = arrays
             .first()
             .map(|a| a.shape().to_vec())
             .unwrap_or_default();
-        if shape.len() != 4 || shape[2] > capacity {
+        let fits = |a: &ndarray::ArrayViewD<'_, f32>| {
+            a.ndim() == 4 && a.shape()[1..] == shape[1..] && a.shape()[2] <= capacity
+        };
+        if shape.len() != 4 || !arrays.iter().all(fits) {
             return Err(EngineError::Run {
                 graph: "decoder",
-                reason: format!("cache of shape {shape:?} does not fit {capacity} entries"),
+                reason: format!(
+                    "row caches of shapes {:?} do not stack into {capacity} entries",
+                    arrays
+                        .iter()
+                        .map(|a| a.shape().to_vec())
+                        .collect::<Vec<_>>()
+                ),
             });
         }
+        let rows: usize = arrays.iter().map(|a| a.shape()[0]).sum();
         let entries = shape[2];
         shape[0] = rows;
         shape[2] = capacity;
