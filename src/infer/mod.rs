@@ -5,11 +5,14 @@
 //! - [`bundle`]: the model bundle format (`manifest.json`, graphs, tokenizer) and its checks.
 //! - [`engine`]: the bundle's graphs on ONNX Runtime: encoder -> ECG slot as KV-cache entry 0
 //!   -> prompt prefill -> greedy decoding, windows of several beds in one batch.
+//! - [`cache`]: the decoder's key/value cache between calls (on the host or a GPU, grown per
+//!   call or written in place) and its row operations.
 //! - [`detokenize`]: token ids -> text for the bundle's byte-level BPE tokenizer.
 //! - [`bench`]: the measurements behind `meit bench infer`.
 
 pub mod bench;
 pub mod bundle;
+pub mod cache;
 pub mod config;
 pub mod detokenize;
 pub mod engine;
