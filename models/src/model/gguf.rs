@@ -561,6 +561,7 @@ mod tests {
             encoder_warmup: None,
             init_from: None,
             encoder_from: None,
+            encoder_learning_rate: None,
         };
         let mut trainer = Trainer::new(model, &train, 3)?;
         let first = trainer.step(&batch)?;

@@ -61,6 +61,11 @@ pub struct TrainConfig {
     /// have the same trunk and lead flags and its `[preprocess]` must equal this config's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder_from: Option<std::path::PathBuf>,
+    /// The ECG encoder's own peak learning rate (same schedule shape); absent = `learning_rate`
+    /// for every trainable weight, as the paper. A convolutional encoder trained from scratch
+    /// learns at rates (1e-3) that would break a pretrained decoder's adapters (1e-4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_learning_rate: Option<f64>,
 }
 
 /// The encoder warm-up before instruction tuning (`[train.encoder_warmup]`).
@@ -93,6 +98,11 @@ impl TrainConfig {
         let bad = |what: &str| Err(ModelError::Config(format!("train: {what}")));
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
             return bad("learning_rate must be positive");
+        }
+        if let Some(rate) = self.encoder_learning_rate
+            && !(rate > 0.0 && rate.is_finite())
+        {
+            return bad("encoder_learning_rate must be positive");
         }
         if !(0.0..1.0).contains(&self.warmup_fraction) {
             return bad("warmup_fraction must be in [0, 1)");
@@ -211,11 +221,12 @@ pub(crate) struct AdamW {
     weight_decay: f64,
 }
 
-/// One trainable variable and its first and second moments.
+/// One trainable variable, its learning-rate factor and its first and second moments.
 #[derive(Debug)]
 struct Slot {
     name: String,
     var: Var,
+    lr_scale: f64,
     first: Tensor,
     second: Tensor,
 }
@@ -226,11 +237,21 @@ const EPS: f64 = 1e-8;
 
 impl AdamW {
     pub(crate) fn new(vars: Vec<(String, Var)>, weight_decay: f64) -> candle_core::Result<AdamW> {
+        AdamW::with_lr_scales(vars, weight_decay, |_| 1.0)
+    }
+
+    /// [`AdamW::new`] where each variable's learning rate is the step's times `lr_scale(name)`.
+    pub(crate) fn with_lr_scales(
+        vars: Vec<(String, Var)>,
+        weight_decay: f64,
+        lr_scale: impl Fn(&str) -> f64,
+    ) -> candle_core::Result<AdamW> {
         let slots = vars
             .into_iter()
             .map(|(name, var)| {
                 let zeros = var.zeros_like()?;
                 Ok(Slot {
+                    lr_scale: lr_scale(&name),
                     name,
                     first: zeros.clone(),
                     second: zeros,
@@ -258,6 +279,7 @@ impl AdamW {
             slot.first = ((&slot.first * BETA1)? + (g * (1.0 - BETA1))?)?.detach();
             slot.second = ((&slot.second * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?.detach();
             let update = ((&slot.first * scale_m)? / ((&slot.second * scale_v)?.sqrt()? + EPS)?)?;
+            let lr = lr * slot.lr_scale;
             let decayed = (slot.var.as_tensor() * (1.0 - lr * self.weight_decay))?;
             slot.var.set(&(decayed - (update * lr)?)?)?;
         }
@@ -343,8 +365,15 @@ impl Trainer {
         let vars = named.iter().map(|(_, v)| v.clone()).collect();
         let schedule =
             LinearSchedule::new(config.learning_rate, config.warmup_fraction, total_steps);
-        let optimizer =
-            AdamW::new(named, config.weight_decay).map_err(ModelError::tensor("creating AdamW"))?;
+        let encoder_scale = config
+            .encoder_learning_rate
+            .map_or(1.0, |rate| rate / config.learning_rate);
+        let scale = |name: &str| match name.starts_with("encoder.") {
+            true => encoder_scale,
+            false => 1.0,
+        };
+        let optimizer = AdamW::with_lr_scales(named, config.weight_decay, scale)
+            .map_err(ModelError::tensor("creating AdamW"))?;
         Ok(Trainer {
             model,
             vars,
@@ -498,6 +527,7 @@ mod tests {
             encoder_warmup: None,
             init_from: None,
             encoder_from: None,
+            encoder_learning_rate: None,
         }
     }
 
@@ -632,6 +662,59 @@ mod tests {
             Trainer::new(model, &config, steps)?,
             fixed_batch(&tokenizer, style)?,
         ))
+    }
+
+    #[test]
+    fn the_encoder_learning_rate_scales_only_the_encoders_updates()
+    -> Result<(), Box<dyn std::error::Error>> {
+        // Adam's first update is linear in the learning rate (moments from one gradient), so
+        // with the encoder's rate 4x the decoder's, each encoder weight moves exactly 4x as far
+        // as in a run at the shared rate, and each decoder weight just as far.
+        let weights = |t: &Trainer| -> candle_core::Result<Vec<(String, Vec<f32>)>> {
+            t.model()
+                .trainable_named_vars()
+                .into_iter()
+                .map(|(name, var)| Ok((name, var.as_tensor().flatten_all()?.to_vec1::<f32>()?)))
+                .collect()
+        };
+        let (mut shared, batch) = trainer(12, 2)?;
+        let (model, _) = trainer(12, 2)?;
+        let mut config = test_config(12, 0.0, 0.01);
+        config.encoder_learning_rate = Some(4.0 * config.learning_rate);
+        let mut split = Trainer::new(model.model().clone(), &config, 2)?;
+        let before = weights(&shared)?;
+        shared.step(&batch)?;
+        split.step(&batch)?;
+        let (after_shared, after_split) = (weights(&shared)?, weights(&split)?);
+        let (mut encoder_vars, mut decoder_vars) = (0, 0);
+        for ((name, w0), ((_, w1), (_, w2))) in
+            before.iter().zip(after_shared.iter().zip(&after_split))
+        {
+            let moved = |w: &[f32]| -> f32 {
+                w0.iter()
+                    .zip(w)
+                    .map(|(a, b)| (b - a).abs())
+                    .fold(0.0, f32::max)
+            };
+            let (by_shared, by_split) = (moved(w1), moved(w2));
+            assert!(by_shared > 0.0, "{name} did not move");
+            let want = if name.starts_with("encoder.") {
+                encoder_vars += 1;
+                4.0
+            } else {
+                decoder_vars += 1;
+                1.0
+            };
+            let ratio = by_split / by_shared;
+            assert!(
+                (ratio - want).abs() < 1e-2 * want,
+                "{name}: moved {ratio}x, want {want}x"
+            );
+        }
+        assert!(encoder_vars > 0 && decoder_vars > 0);
+        config.encoder_learning_rate = Some(f64::NAN);
+        assert!(matches!(config.validate(), Err(ModelError::Config(_))));
+        Ok(())
     }
 
     #[test]
