@@ -30,8 +30,7 @@
 //! token at a time into the same cache. Batches are right-padded: a padded position is only ever
 //! seen by later (also padded) positions, whose outputs the loss ignores.
 
-use candle_core::{D, DType, Device, Module, Tensor};
-use candle_nn::Linear;
+use candle_core::{D, DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
@@ -520,7 +519,7 @@ pub struct Llama {
     embed_tokens: Tensor,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
-    lm_head: Linear,
+    lm_head: LoraLinear,
     rope: Rope,
 }
 
@@ -580,7 +579,10 @@ impl Llama {
             embed_tokens,
             layers,
             norm: norm(&base.pp("norm"))?,
-            lm_head: Linear::new(head, None),
+            lm_head: match base.is_frozen() {
+                true => LoraLinear::from_frozen_weight(head),
+                false => LoraLinear::from_weight(head),
+            },
             rope: Rope::new(c.head_dim, c.rope_theta, c.max_positions, p.device())?,
         })
     }
@@ -681,7 +683,7 @@ impl Llama {
             if from > 0 {
                 x = x.narrow(1, from, t - from)?;
             }
-            self.lm_head.forward(&self.norm.forward(&x)?)
+            self.lm_head.forward_t(&self.norm.forward(&x)?, train)
         };
         run().map_err(ModelError::tensor("decoder forward"))
     }

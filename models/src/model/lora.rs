@@ -5,9 +5,10 @@
 //! [`LoraLinear::merge`] folds `(alpha / r) B A` into `W` and gives a plain linear layer.
 //!
 //! Every projection of the decoder is a [`LoraLinear`]; without an adapter it is an ordinary
-//! bias-free linear layer whose weight trains.
+//! bias-free linear layer whose weight trains. A frozen weight is multiplied by
+//! [`frozen_linear`], whose backward pass computes the input's gradient only.
 
-use candle_core::{Module, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Module, Shape, Storage, Tensor};
 use candle_nn::Linear;
 use serde::{Deserialize, Serialize};
 
@@ -107,7 +108,67 @@ struct Adapter {
 #[derive(Debug, Clone)]
 pub struct LoraLinear {
     base: Linear,
+    /// The base weight does not train (the pretrained LLM under LoRA).
+    frozen: bool,
     adapter: Option<Adapter>,
+}
+
+/// `x W^T` for a weight `[out, in]` that does not train, `x` `[..., in]`.
+///
+/// candle's matmul backward computes the gradient of both operands whether or not they are
+/// variables: for a frozen weight that is a second matrix product as large as the forward one
+/// and a weight-sized buffer per layer and step (113 MB for SmolLM2's tied 49,152-way output
+/// layer), all thrown away. This op's backward computes `dy W`, the input's gradient, only.
+/// Without a gradient to carry (`x` depends on no variable) it is the plain product.
+pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
+    let y = Linear::new(weight.detach(), None).forward(&x.detach())?;
+    if !x.track_op() || !x.device().is_cpu() {
+        return Ok(y);
+    }
+    x.apply_op1(FrozenLinear {
+        product: y,
+        weight: weight.detach(),
+    })
+}
+
+/// [`frozen_linear`]'s op: the product is computed before (plain tensor operations, no graph);
+/// the op hands it out and defines the backward pass.
+struct FrozenLinear {
+    product: Tensor,
+    weight: Tensor,
+}
+
+impl CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _x: &CpuStorage,
+        _layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let product = self.product.contiguous()?;
+        let (storage, layout) = product.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else {
+            candle_core::bail!("frozen-linear: the product is not on the CPU");
+        };
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("frozen-linear: strided product".into()))?;
+        let data = match cpu {
+            CpuStorage::F32(values) => CpuStorage::F32(values[start..end].to_vec()),
+            _ => candle_core::bail!("frozen-linear: weights must be f32"),
+        };
+        Ok((data, layout.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let out = self.weight.dim(0)?;
+        let rows = dy.elem_count() / out.max(1);
+        let dx = dy.reshape((rows, out))?.matmul(&self.weight)?;
+        Ok(Some(dx.reshape(x.shape())?))
+    }
 }
 
 impl LoraLinear {
@@ -122,9 +183,11 @@ impl LoraLinear {
         lora: Option<&LoraConfig>,
     ) -> candle_core::Result<LoraLinear> {
         let base = Linear::new(p.get((c_out, c_in), "weight", init)?, None);
+        let frozen = p.is_frozen();
         let Some(config) = lora else {
             return Ok(LoraLinear {
                 base,
+                frozen,
                 adapter: None,
             });
         };
@@ -138,6 +201,7 @@ impl LoraLinear {
             .get((c_out, config.rank), "weight", Init::Const(0.0))?;
         Ok(LoraLinear {
             base,
+            frozen,
             adapter: Some(Adapter {
                 a: Linear::new(a, None),
                 b: Linear::new(b, None),
@@ -151,6 +215,16 @@ impl LoraLinear {
     pub fn from_weight(weight: Tensor) -> LoraLinear {
         LoraLinear {
             base: Linear::new(weight, None),
+            frozen: false,
+            adapter: None,
+        }
+    }
+
+    /// A plain layer around a weight that does not train (multiplied by [`frozen_linear`]).
+    pub fn from_frozen_weight(weight: Tensor) -> LoraLinear {
+        LoraLinear {
+            base: Linear::new(weight.detach(), None),
+            frozen: true,
             adapter: None,
         }
     }
@@ -167,7 +241,10 @@ impl LoraLinear {
 
     /// `W x`, plus the adapter's update if there is one (dropout only when `train`).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = self.base.forward(x)?;
+        let y = match self.frozen {
+            true => frozen_linear(x, self.base.weight())?,
+            false => self.base.forward(x)?,
+        };
         match &self.adapter {
             None => Ok(y),
             Some(adapter) => {
@@ -210,6 +287,74 @@ mod tests {
 
     fn input() -> candle_core::Result<Tensor> {
         Tensor::new(&[[[0.5f32, -1.0, 2.0], [1.5, 0.25, -0.75]]], &Device::Cpu)
+    }
+
+    #[test]
+    fn a_frozen_weight_passes_the_same_gradients_and_gets_none_itself() -> candle_core::Result<()> {
+        // A trainable input (an upstream variable) through a frozen-weight layer with an adapter,
+        // against the same layer with candle's plain product: the same output, the same
+        // gradients for the input and both adapter matrices; the plain path also computes a
+        // gradient for the frozen weight, the frozen one none.
+        let params = Params::new(5, &Device::Cpu);
+        let frozen = params.frozen();
+        let mut lora = config();
+        lora.dropout = 0.0;
+        let layer = LoraLinear::new(&frozen.pp("q"), 3, 4, Init::Normal(0.5), Some(&lora))?;
+        assert!(layer.frozen);
+        params
+            .pp("q.lora_b")
+            .insert(
+                "weight",
+                &Tensor::new(
+                    &[[1f32, -2.], [0.5, 0.25], [0., 3.], [-1., 1.]],
+                    &Device::Cpu,
+                )?,
+            )
+            .map_err(candle_core::Error::wrap)?;
+        let layer = LoraLinear::new(&frozen.pp("q"), 3, 4, Init::Normal(0.5), Some(&lora))?;
+        let plain = LoraLinear {
+            frozen: false,
+            ..layer.clone()
+        };
+        let x = candle_core::Var::from_tensor(&input()?)?;
+        let weights = Tensor::new(&[[[1f32, -1., 2., 0.5], [0.25, 3., -2., 1.]]], &Device::Cpu)?;
+        let run =
+            |l: &LoraLinear| -> candle_core::Result<(Tensor, candle_core::backprop::GradStore)> {
+                let y = l.forward_t(x.as_tensor(), true)?;
+                let grads = (&y * &weights)?.sum_all()?.backward()?;
+                Ok((y, grads))
+            };
+        let ((y_frozen, g_frozen), (y_plain, g_plain)) = (run(&layer)?, run(&plain)?);
+        let gap = |a: &Tensor, b: &Tensor| -> candle_core::Result<f32> {
+            (a - b)?.abs()?.max_all()?.to_scalar::<f32>()
+        };
+        assert!(gap(&y_frozen, &y_plain)? < 1e-6);
+        let adapter = layer.adapter.as_ref().expect("adapter");
+        for t in [x.as_tensor(), adapter.a.weight(), adapter.b.weight()] {
+            let (f, p) = (
+                g_frozen.get(t).expect("gradient"),
+                g_plain.get(t).expect("gradient"),
+            );
+            assert!(gap(f, p)? < 1e-5, "gradients differ by {}", gap(f, p)?);
+            assert!(p.abs()?.max_all()?.to_scalar::<f32>()? > 0.0);
+        }
+        // candle files the wasted product under the transposed weight's id ([in, out] = [3, 4]).
+        let weight_sized = |g: &candle_core::backprop::GradStore| {
+            g.get_ids()
+                .filter_map(|id| g.get_id(*id))
+                .filter(|t| t.dims() == [3, 4])
+                .count()
+        };
+        assert_eq!(weight_sized(&g_plain), 1, "candle's product computes it");
+        assert_eq!(weight_sized(&g_frozen), 0, "the frozen product does not");
+        // Without a variable upstream it is the plain product, no op recorded.
+        let base_only = LoraLinear::from_frozen_weight(layer.weight().clone());
+        let constant = base_only.forward_t(&input()?, false)?;
+        assert!(!constant.track_op());
+        let reference =
+            LoraLinear::from_weight(layer.weight().clone()).forward_t(&input()?, false)?;
+        assert!(gap(&constant, &reference)? < 1e-6);
+        Ok(())
     }
 
     #[test]

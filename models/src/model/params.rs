@@ -86,6 +86,11 @@ impl Params {
         }
     }
 
+    /// Whether this view hands out frozen weights ([`Params::frozen`]).
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
+    }
+
     /// The same store, handing out trainable weights (undoes [`Params::frozen`]).
     pub fn trainable(&self) -> Params {
         Params {
