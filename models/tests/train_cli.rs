@@ -197,6 +197,41 @@ fn a_resumed_run_ends_with_the_same_weights_as_a_straight_one()
         std::fs::read(split.join("model.safetensors"))?,
         "resuming changed the result"
     );
+
+    // Stopped right after the encoder warm-up: a checkpoint at step 0 already exists, and the
+    // resumed run (which skips the warm-up) ends where the straight one does.
+    let after_warmup = dir.path().join("after-warmup");
+    let after_warmup_s = after_warmup.to_string_lossy();
+    ok(&meit_models(&[
+        "train",
+        "--config",
+        &config,
+        "--out",
+        &after_warmup_s,
+        "--quiet",
+        "--max-steps",
+        "0",
+    ]));
+    assert!(
+        after_warmup.join("checkpoint/model.safetensors").is_file(),
+        "no checkpoint after the warm-up"
+    );
+    ok(&meit_models(&[
+        "train",
+        "--config",
+        &config,
+        "--out",
+        &after_warmup_s,
+        "--quiet",
+        "--resume",
+    ]));
+    let metrics = std::fs::read_to_string(after_warmup.join("metrics.jsonl"))?;
+    assert_eq!(metrics.matches("\"warmup_steps\"").count(), 1, "{metrics}");
+    assert_eq!(
+        std::fs::read(straight.join("model.safetensors"))?,
+        std::fs::read(after_warmup.join("model.safetensors"))?,
+        "resuming after the warm-up changed the result"
+    );
     Ok(())
 }
 

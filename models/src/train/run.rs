@@ -322,6 +322,9 @@ pub fn train(
             options.quiet,
         )?;
         write_metric(&mut metrics, &metrics_path, &summary)?;
+        // A checkpoint at step 0: a run stopped before its first scheduled checkpoint resumes
+        // after the warm-up (an hour on SmolLM2's box), not before it.
+        save_checkpoint(&trainer, out)?;
     }
     let stop_at = options.max_steps.map_or(total, |m| m.min(total));
     let start_step = trainer.steps_done();
