@@ -177,61 +177,29 @@ fn a_resumed_run_ends_with_the_same_weights_as_a_straight_one()
     let png = std::fs::read(straight.join("loss.png"))?;
     assert_eq!(&png[1..4], b"PNG");
 
-    let split = dir.path().join("split");
-    let split_s = split.to_string_lossy();
-    ok(&meit_models(&[
-        "train",
-        "--config",
-        &config,
-        "--out",
-        &split_s,
-        "--quiet",
-        "--max-steps",
-        "4",
-    ]));
-    ok(&meit_models(&[
-        "train", "--config", &config, "--out", &split_s, "--quiet", "--resume",
-    ]));
-    assert_eq!(
-        std::fs::read(straight.join("model.safetensors"))?,
-        std::fs::read(split.join("model.safetensors"))?,
-        "resuming changed the result"
-    );
-
-    // Stopped right after the encoder warm-up: a checkpoint at step 0 already exists, and the
-    // resumed run (which skips the warm-up) ends where the straight one does.
-    let after_warmup = dir.path().join("after-warmup");
-    let after_warmup_s = after_warmup.to_string_lossy();
-    ok(&meit_models(&[
-        "train",
-        "--config",
-        &config,
-        "--out",
-        &after_warmup_s,
-        "--quiet",
-        "--max-steps",
-        "0",
-    ]));
-    assert!(
-        after_warmup.join("checkpoint/model.safetensors").is_file(),
-        "no checkpoint after the warm-up"
-    );
-    ok(&meit_models(&[
-        "train",
-        "--config",
-        &config,
-        "--out",
-        &after_warmup_s,
-        "--quiet",
-        "--resume",
-    ]));
-    let metrics = std::fs::read_to_string(after_warmup.join("metrics.jsonl"))?;
-    assert_eq!(metrics.matches("\"warmup_steps\"").count(), 1, "{metrics}");
-    assert_eq!(
-        std::fs::read(straight.join("model.safetensors"))?,
-        std::fs::read(after_warmup.join("model.safetensors"))?,
-        "resuming after the warm-up changed the result"
-    );
+    // Stopped after 4 steps, and right after the encoder warm-up (0 steps: a checkpoint at
+    // step 0 exists, and the resumed run skips the warm-up): each resumed run ends where the
+    // straight one does.
+    for stop_after in ["4", "0"] {
+        let split = dir.path().join(format!("split-{stop_after}"));
+        let split_s = split.to_string_lossy();
+        let first = ["train", "--config", &config, "--out", &split_s, "--quiet"];
+        ok(&meit_models(
+            &[&first[..], &["--max-steps", stop_after]].concat(),
+        ));
+        assert!(
+            split.join("checkpoint/model.safetensors").is_file(),
+            "no checkpoint after {stop_after} steps"
+        );
+        ok(&meit_models(&[&first[..], &["--resume"]].concat()));
+        let metrics = std::fs::read_to_string(split.join("metrics.jsonl"))?;
+        assert_eq!(metrics.matches("\"warmup_steps\"").count(), 1, "{metrics}");
+        assert_eq!(
+            std::fs::read(straight.join("model.safetensors"))?,
+            std::fs::read(split.join("model.safetensors"))?,
+            "resuming after {stop_after} steps changed the result"
+        );
+    }
     Ok(())
 }
 
