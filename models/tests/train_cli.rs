@@ -176,17 +176,61 @@ fn a_resumed_run_ends_with_the_same_weights_as_a_straight_one()
     }
     let png = std::fs::read(straight.join("loss.png"))?;
     assert_eq!(&png[1..4], b"PNG");
+    assert_resumed_runs_end_as_the_straight_one(dir.path(), &config, &straight)
+}
 
-    // Stopped after 4 steps, and right after the encoder warm-up (0 steps: a checkpoint at
-    // step 0 exists, and the resumed run skips the warm-up): each resumed run ends where the
-    // straight one does.
-    for stop_after in ["4", "0"] {
-        let split = dir.path().join(format!("split-{stop_after}"));
+#[test]
+fn a_lora_run_with_dropout_resumes_exactly() -> Result<(), Box<dyn std::error::Error>> {
+    // Adapter dropout draws a mask per step: a resumed run must draw the straight run's masks
+    // (mask streams keyed by layer name and count, the counts in the checkpoint).
+    let dir = tempfile::tempdir()?;
+    let config = small_config_with(dir.path(), |text| {
+        format!(
+            "{text}\n[model.lora]\nrank = 4\nalpha = 8.0\ndropout = 0.3\ntargets = [\"q\", \"v\", \"down\"]\n"
+        )
+    })?;
+    let straight = dir.path().join("straight");
+    train_quiet(&config, &straight)?;
+    let checkpoint = std::fs::read_to_string(straight.join("checkpoint/trainer.json"))?;
+    assert!(
+        checkpoint.contains("lora_dropout"),
+        "dropout counts not saved: {checkpoint}"
+    );
+    assert_resumed_runs_end_as_the_straight_one(dir.path(), &config, &straight)
+}
+
+/// Runs of `config` stopped after 4 steps, right after the encoder warm-up (0 steps: a checkpoint
+/// at step 0 exists and the resumed run skips the warm-up), and killed after logging steps 3-4
+/// but before their checkpoint (the step-2 checkpoint put back): each, resumed, ends with the
+/// weights of the straight run in `straight` and logs each step once.
+fn assert_resumed_runs_end_as_the_straight_one(
+    dir: &Path,
+    config: &str,
+    straight: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    for stop_after in ["4", "0", "killed"] {
+        let split = dir.join(format!("split-{stop_after}"));
         let split_s = split.to_string_lossy();
-        let first = ["train", "--config", &config, "--out", &split_s, "--quiet"];
-        ok(&meit_models(
-            &[&first[..], &["--max-steps", stop_after]].concat(),
-        ));
+        let first = ["train", "--config", config, "--out", &split_s, "--quiet"];
+        if stop_after == "killed" {
+            ok(&meit_models(&[&first[..], &["--max-steps", "2"]].concat()));
+            let saved = dir.join("saved-checkpoint");
+            std::fs::rename(split.join("checkpoint"), &saved)?;
+            std::fs::create_dir(split.join("checkpoint"))?;
+            for file in std::fs::read_dir(&saved)? {
+                let file = file?;
+                std::fs::copy(file.path(), split.join("checkpoint").join(file.file_name()))?;
+            }
+            ok(&meit_models(
+                &[&first[..], &["--resume", "--max-steps", "4"]].concat(),
+            ));
+            std::fs::remove_dir_all(split.join("checkpoint"))?;
+            std::fs::rename(&saved, split.join("checkpoint"))?;
+        } else {
+            ok(&meit_models(
+                &[&first[..], &["--max-steps", stop_after]].concat(),
+            ));
+        }
         assert!(
             split.join("checkpoint/model.safetensors").is_file(),
             "no checkpoint after {stop_after} steps"
@@ -194,10 +238,20 @@ fn a_resumed_run_ends_with_the_same_weights_as_a_straight_one()
         ok(&meit_models(&[&first[..], &["--resume"]].concat()));
         let metrics = std::fs::read_to_string(split.join("metrics.jsonl"))?;
         assert_eq!(metrics.matches("\"warmup_steps\"").count(), 1, "{metrics}");
+        for step in 1..=6 {
+            let lines = metrics
+                .lines()
+                .filter(|l| l.starts_with(&format!("{{\"step\":{step},\"epoch\"")))
+                .count();
+            assert_eq!(
+                lines, 1,
+                "step {step} logged {lines} times ({stop_after}):\n{metrics}"
+            );
+        }
         assert_eq!(
             std::fs::read(straight.join("model.safetensors"))?,
             std::fs::read(split.join("model.safetensors"))?,
-            "resuming after {stop_after} steps changed the result"
+            "resuming ({stop_after}) changed the result"
         );
     }
     Ok(())

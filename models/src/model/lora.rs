@@ -8,6 +8,8 @@
 //! bias-free linear layer whose weight trains. A frozen weight is multiplied by
 //! [`frozen_linear`], whose backward pass computes the input's gradient only.
 
+use std::sync::{Mutex, PoisonError};
+
 use candle_core::{CpuStorage, CustomOp1, Layout, Module, Shape, Storage, Tensor};
 use candle_nn::Linear;
 use serde::{Deserialize, Serialize};
@@ -121,20 +123,23 @@ pub struct LoraLinear {
 /// layer), all thrown away. This op's backward computes `dy W`, the input's gradient, only.
 /// Without a gradient to carry (`x` depends on no variable) it is the plain product.
 pub fn frozen_linear(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
-    let y = Linear::new(weight.detach(), None).forward(&x.detach())?;
+    let plain = Linear::new(weight.detach(), None);
     if !x.track_op() || !x.device().is_cpu() {
-        return Ok(y);
+        // Nothing to save, or no CPU op for another device: candle's own product.
+        return plain.forward(x);
     }
+    let y = plain.forward(&x.detach())?;
     x.apply_op1(FrozenLinear {
-        product: y,
+        product: Mutex::new(Some(y)),
         weight: weight.detach(),
     })
 }
 
 /// [`frozen_linear`]'s op: the product is computed before (plain tensor operations, no graph);
-/// the op hands it out and defines the backward pass.
+/// the op hands it out once (candle runs `cpu_fwd` once, eagerly, in `apply_op1`) and defines
+/// the backward pass.
 struct FrozenLinear {
-    product: Tensor,
+    product: Mutex<Option<Tensor>>,
     weight: Tensor,
 }
 
@@ -148,7 +153,13 @@ impl CustomOp1 for FrozenLinear {
         _x: &CpuStorage,
         _layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let product = self.product.contiguous()?;
+        let product = self
+            .product
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg("frozen-linear: run twice".into()))?
+            .contiguous()?;
         let (storage, layout) = product.storage_and_layout();
         let Storage::Cpu(cpu) = &*storage else {
             candle_core::bail!("frozen-linear: the product is not on the CPU");
@@ -206,7 +217,7 @@ impl LoraLinear {
                 a: Linear::new(a, None),
                 b: Linear::new(b, None),
                 scale: config.scale(),
-                dropout: SeededDropout::new(config.dropout, p.next_seed()),
+                dropout: p.dropout(config.dropout, "lora_dropout"),
             }),
         })
     }

@@ -5,7 +5,12 @@
 //! A weight that already sits in the map under the same name (inserted with [`Params::insert`],
 //! e.g. from a checkpoint) is reused instead of being drawn, after a shape check.
 //! [`Params::frozen`] hands out weights cut off from the gradient graph (the LLM under LoRA).
+//! Dropout masks ([`Params::dropout`]) follow the model's seed, the layer's name and how many
+//! masks that layer has drawn, so a run resumed from a checkpoint draws the masks a straight run
+//! would have.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::{DType, Device, Shape, Tensor, Var};
@@ -30,6 +35,9 @@ pub enum Init {
 struct Store {
     varmap: VarMap,
     rng: Mutex<StdRng>,
+    seed: u64,
+    /// Masks drawn so far by each named dropout layer.
+    dropouts: Mutex<BTreeMap<String, Arc<AtomicU64>>>,
     device: Device,
 }
 
@@ -58,6 +66,8 @@ impl Params {
             store: Arc::new(Store {
                 varmap: VarMap::new(),
                 rng: Mutex::new(StdRng::seed_from_u64(seed)),
+                seed,
+                dropouts: Mutex::new(BTreeMap::new()),
                 device: device.clone(),
             }),
             prefix: String::new(),
@@ -196,13 +206,57 @@ impl Params {
         Ok(if self.frozen { tensor.detach() } else { tensor })
     }
 
-    /// A seed for a component's own generator (dropout masks), drawn from the model's seed.
-    pub fn next_seed(&self) -> u64 {
-        self.store
-            .rng
+    /// Dropout with probability `p` named `name` under this prefix: its masks follow the model's
+    /// seed, the full name and the count of masks it has drawn ([`Params::dropout_calls`]), not
+    /// the order in which weights were drawn, so a model rebuilt from a checkpoint and given its
+    /// counts back draws the same masks.
+    pub fn dropout(&self, p: f32, name: &str) -> SeededDropout {
+        let full = self.full_name(name);
+        // FNV-1a of the name, mixed with the model's seed.
+        let hash = full.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let calls = self
+            .store
+            .dropouts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .random()
+            .entry(full)
+            .or_default()
+            .clone();
+        SeededDropout {
+            p,
+            seed: hash ^ self.store.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            calls,
+        }
+    }
+
+    /// Masks drawn so far by each named dropout layer (saved with a checkpoint).
+    pub fn dropout_calls(&self) -> BTreeMap<String, u64> {
+        self.store
+            .dropouts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, calls)| (name.clone(), calls.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Puts back counts saved by [`Params::dropout_calls`]; a name this model has no dropout
+    /// under is refused. Layers absent from `saved` keep their count.
+    pub fn restore_dropout_calls(&self, saved: &BTreeMap<String, u64>) -> Result<(), String> {
+        let dropouts = self
+            .store
+            .dropouts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (name, count) in saved {
+            let calls = dropouts
+                .get(name)
+                .ok_or_else(|| format!("dropout {name} belongs to no layer of this model"))?;
+            calls.store(*count, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn draw(&self, count: usize, init: Init) -> Vec<f32> {
@@ -263,36 +317,43 @@ fn standard_normal(rng: &mut StdRng) -> f64 {
 #[derive(Debug, Clone)]
 pub struct SeededDropout {
     p: f32,
-    rng: Arc<Mutex<StdRng>>,
+    seed: u64,
+    /// Masks drawn so far (shared with the store's record for a named layer).
+    calls: Arc<AtomicU64>,
 }
 
 impl SeededDropout {
-    /// Drops each element with probability `p` in training, scaling the rest by `1/(1-p)`.
+    /// Drops each element with probability `p` in training, scaling the rest by `1/(1-p)`; an
+    /// unnamed layer (see [`Params::dropout`] for a named one).
     pub fn new(p: f32, seed: u64) -> SeededDropout {
         SeededDropout {
             p,
-            rng: Arc::new(Mutex::new(StdRng::seed_from_u64(seed))),
+            seed,
+            calls: Arc::default(),
         }
     }
 
-    /// `x` itself outside training or when `p == 0`, else `x` times a fresh mask.
+    /// `x` itself outside training or when `p == 0`, else `x` times the next mask (mask `k` is
+    /// drawn from a generator seeded by the layer's seed and `k`).
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         if !train || self.p <= 0.0 {
             return Ok(x.clone());
         }
         let keep = 1.0 - self.p;
-        let mask: Vec<f32> = {
-            let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
-            (0..x.elem_count())
-                .map(|_| {
-                    if rng.random::<f32>() < keep {
-                        1.0 / keep
-                    } else {
-                        0.0
-                    }
-                })
-                .collect()
-        };
+        let k = self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut rng = StdRng::seed_from_u64(
+            self.seed
+                .wrapping_add(k.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        );
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| {
+                if rng.random::<f32>() < keep {
+                    1.0 / keep
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         x.mul(&mask)
     }

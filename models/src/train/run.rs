@@ -310,6 +310,8 @@ pub fn train(
         .map_err(file_error(&metrics_path))?;
     if !resuming {
         metrics.set_len(0).map_err(file_error(&metrics_path))?;
+    } else {
+        forget_metrics_after(&metrics_path, trainer.steps_done())?;
     }
     let validation = validation_batches(config, &data, &codec, &device)?;
     if let (Some(warmup), false) = (&config.train.encoder_warmup, resuming) {
@@ -584,6 +586,26 @@ pub fn warm_up_encoder(
         validation_exact: exact,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Drops the lines of `metrics.jsonl` about steps after `step` (a run stopped after its last
+/// checkpoint logged steps that the resumed run repeats); lines without a step stay.
+fn forget_metrics_after(path: &Path, step: usize) -> Result<(), TrainError> {
+    let text = std::fs::read_to_string(path).map_err(file_error(path))?;
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            let logged = serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64));
+            logged.is_none_or(|logged| logged <= step as u64)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    if kept.len() != text.len() {
+        std::fs::write(path, kept).map_err(file_error(path))?;
+    }
+    Ok(())
 }
 
 /// Writes the checkpoint beside the old one and swaps it in, so a crash never leaves a torn one.

@@ -61,8 +61,9 @@ pub struct TrainConfig {
     /// have the same trunk and lead flags and its `[preprocess]` must equal this config's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder_from: Option<std::path::PathBuf>,
-    /// The ECG encoder's own peak learning rate (same schedule shape); absent = `learning_rate`
-    /// for every trainable weight, as the paper. A convolutional encoder trained from scratch
+    /// The ECG encoder's own peak learning rate (same schedule shape) for every `encoder.*`
+    /// weight, its projection into the decoder included; absent = `learning_rate` for every
+    /// trainable weight, as the paper. A convolutional encoder trained from scratch
     /// learns at rates (1e-3) that would break a pretrained decoder's adapters (1e-4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder_learning_rate: Option<f64>,
@@ -328,12 +329,16 @@ impl AdamW {
 }
 
 /// What a checkpoint records besides the weights and the optimiser moments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrainerState {
     /// Optimiser steps completed.
     pub step: usize,
     /// Steps the schedule was built for.
     pub total_steps: usize,
+    /// Masks each named dropout layer has drawn (absent in checkpoints written before it was
+    /// recorded: those resume with fresh mask streams).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub dropout_calls: std::collections::BTreeMap<String, u64>,
 }
 
 /// A model with its optimiser state and schedule.
@@ -410,6 +415,11 @@ impl Trainer {
             .optimizer
             .restore(moments, state.step)
             .map_err(bad)?;
+        trainer
+            .model
+            .params()
+            .restore_dropout_calls(&state.dropout_calls)
+            .map_err(bad)?;
         trainer.step = state.step;
         Ok(trainer)
     }
@@ -427,6 +437,7 @@ impl Trainer {
         let state = TrainerState {
             step: self.step,
             total_steps: self.total_steps,
+            dropout_calls: self.model.params().dropout_calls(),
         };
         let json = serde_json::to_string_pretty(&state).map_err(|e| bad(e.to_string()))?;
         std::fs::write(dir.join(CHECKPOINT_STATE), json).map_err(|e| bad(e.to_string()))
