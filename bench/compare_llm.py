@@ -132,13 +132,17 @@ def gguf_bytes(path: Path) -> int:
 class MeitEngine:
     """The engine in one of the daemon's two thread settings (`[runtime] intra_op_spinning`)."""
 
-    def __init__(self, bundle: Path, prompt: list[int], new_tokens: int, threads: int, spinning: bool):
+    def __init__(self, bundle: Path, prompt: list[int], new_tokens: int, threads: int, spinning: bool,
+                 drafts: int = 0):
         self.name = ("meit engine, threads spin (intra_op_spinning = true)" if spinning
                      else "meit engine, threads sleep (default)")
+        if drafts:
+            self.name += f", lookup drafts (draft_tokens = {drafts})"
         exe = ROOT / "target/release/examples/llm_text_bench"
         self.proc = subprocess.Popen(
             [str(exe), "--bundle", str(bundle), "--threads", str(threads), "--new-tokens", str(new_tokens),
-             "--prompt-ids", ",".join(map(str, prompt)), "--spinning", "true" if spinning else "false"],
+             "--prompt-ids", ",".join(map(str, prompt)), "--spinning", "true" if spinning else "false",
+             "--draft-tokens", str(drafts)],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.ready = json.loads(self.proc.stdout.readline())
         self.peak_rss_mib = None
@@ -148,6 +152,7 @@ class MeitEngine:
         self.proc.stdin.flush()
         r = json.loads(self.proc.stdout.readline())
         self.peak_rss_mib = r.get("peak_rss_mib")
+        self.drafted, self.accepted = r.get("drafted", 0), r.get("accepted", 0)
         return r["prefill_ms"], r["decode_ms"], r["ids"]
 
     def close(self):
@@ -289,7 +294,7 @@ def llm_comparison(args, bundles: list[tuple[Path, dict]]) -> dict:
     n = args.new_tokens
     runtimes = []
     load = {}
-    groups = []  # (graph label, decoder file, [engine sleep, engine spin, genai] names)
+    groups = []  # (graph label, decoder file, [engine sleep, engine spin, engine spin + drafts, genai] names)
     for bundle, manifest in bundles:
         if manifest["prompt"]["ids"] != prompt:
             raise SystemExit(f"{bundle}: a different prompt from {bundles[0][0]}")
@@ -300,6 +305,7 @@ def llm_comparison(args, bundles: list[tuple[Path, dict]]) -> dict:
         names = []
         for make in (lambda: MeitEngine(bundle, prompt, n, args.threads, False),
                      lambda: MeitEngine(bundle, prompt, n, args.threads, True),
+                     lambda: MeitEngine(bundle, prompt, n, args.threads, True, args.draft_tokens),
                      lambda: Genai(tmp, prompt, n)):
             t = time.perf_counter()
             r = make()
@@ -333,16 +339,22 @@ def llm_comparison(args, bundles: list[tuple[Path, dict]]) -> dict:
             f"{name} {res['decode'][-1]:.0f} tok/s" for name, res in results.items()),
             file=sys.stderr, flush=True)
     rss = {}
+    drafts = {}
     for r in runtimes:
         if isinstance(r, MeitEngine):
             rss[r.name] = r.peak_rss_mib
+            if r.drafted:
+                drafts[r.name] = (r.accepted, r.drafted)
             r.close()
+    first_difference = lambda a, b: next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)  # noqa: E731
     same = []
-    for label, _, (sleep, spin, genai) in groups:
+    drafted_tokens = []
+    for label, _, (sleep, spin, drafted, genai) in groups:
         if results[spin]["ids"] != results[sleep]["ids"]:
             raise SystemExit(f"the engine's two thread settings generated different tokens ({label})")
         a, b = results[sleep]["ids"], results[genai]["ids"]
-        same.append((label, a == b, next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)))
+        same.append((label, a == b, first_difference(a, b)))
+        drafted_tokens.append((label, first_difference(results[drafted]["ids"], a)))
     # The graphs round differently (fused attention vs operators), so a greedy run on weights this
     # flat may part at a near-tie: reported, not required.
     first = results[groups[0][2][0]]["ids"]
@@ -350,7 +362,7 @@ def llm_comparison(args, bundles: list[tuple[Path, dict]]) -> dict:
               for label, _, names in groups[1:]]
     return {"across_graphs": across, "results": results, "groups": groups, "llama": llama, "load_s": load, "prompt_tokens": len(prompt),
             "onnxruntime": runtimes[0].ready.get("onnxruntime"), "new_tokens": n, "peak_rss_mib": rss,
-            "same_tokens": same, "llama_missing": llama_missing}
+            "same_tokens": same, "llama_missing": llama_missing, "drafts": drafts, "drafted_tokens": drafted_tokens}
 
 
 def write_doc(args, start: str, tiny: dict, candle: dict, llm: dict | None, smol_bench: dict | None,
@@ -380,6 +392,9 @@ def write_doc(args, start: str, tiny: dict, candle: dict, llm: dict | None, smol
     w(f"| encoder, batch 1 | {fmt(tiny['encoder_ms'], 2)} ms |")
     w(f"| prefill, batch 1 | {fmt(tiny['prefill_tokens_per_s'], 0)} tokens/s |")
     w(f"| decode, batch 1 | {fmt(tiny['decode_tokens_per_s'], 0)} tokens/s |")
+    if tiny.get("draft_tokens"):
+        w(f"| lookup drafts, batch 1 (`[runtime] draft_tokens`) | up to {tiny['draft_tokens']} a call, "
+          f"{100 * tiny['drafts_accepted']:.0f} % kept |")
     b1, best = tiny["batch1"], tiny["best"]
     w(f"| whole report, batch 1 | p50 {b1['report_ms_p50']:.2f} ms, p99 {b1['report_ms_p99']:.2f} ms "
       f"(min {b1['report_ms_min']:.2f}, {b1['calls']} reports) |")
@@ -437,8 +452,8 @@ def write_doc(args, start: str, tiny: dict, candle: dict, llm: dict | None, smol
         med = lambda r, k: statistics.median(r[k])  # noqa: E731
         w("Ratios of medians (meit / peer; genai on the same graph as the engine):")
         w("")
-        for label, _, (sleep, spin, genai) in groups:
-            for engine in (sleep, spin):
+        for label, _, (sleep, spin, drafted, genai) in groups:
+            for engine in (sleep, spin, drafted):
                 for peer in [genai] + ([llama] if llama else []):
                     w(f"- {engine} vs {peer}: decode **{med(res[engine], 'decode') / med(res[peer], 'decode'):.2f}x**, "
                       f"prefill **{med(res[engine], 'prefill') / med(res[peer], 'prefill'):.2f}x**")
@@ -461,6 +476,16 @@ def write_doc(args, start: str, tiny: dict, candle: dict, llm: dict | None, smol
               f"{'identical' if first_difference is None else 'differ from token ' + str(first_difference)} "
               "(the graphs round attention differently; the committed model's reports are held equal by the test "
               "`a_group_query_attention_bundle_decodes_in_place_to_the_plain_bundles_reports`).")
+        for label, first_difference in llm["drafted_tokens"]:
+            w(f"- The engine with lookup drafts against the engine one token a call, on the {label}: "
+              f"{'identical' if first_difference is None else 'differ from token ' + str(first_difference)} "
+              "(a call of several tokens rounds the int4 products differently from a call of one; on the "
+              "committed models' reports the test `lookup_drafts_give_the_greedy_reports_in_fewer_decoder_calls` "
+              "holds them equal).")
+        for name, (accepted, drafted) in llm["drafts"].items():
+            w(f"- {name}: {drafted} drafts fed in the last round, {accepted} kept "
+              f"({100 * accepted / max(drafted, 1):.0f} %): {llm['new_tokens'] - 1 - accepted} decode calls "
+              f"for {llm['new_tokens'] - 1} tokens.")
         w("- llama.cpp runs the original GGUF weights (the bundle is the GGUF after one training step, LoRA "
           "merged, re-quantised), so its tokens are not compared.")
         for name, rss in llm["peak_rss_mib"].items():
@@ -519,6 +544,8 @@ def main() -> int:
     ap.add_argument("--tiny-bundle", type=Path, default=ROOT / "models/bundles/tiny")
     ap.add_argument("--out", type=Path, default=ROOT / "docs/bench/infer.md")
     ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--draft-tokens", type=int, default=4,
+                    help="lookup drafts a call of the engine's drafted rows (the daemon's [runtime] draft_tokens)")
     args = ap.parse_args()
     start = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     machine_line = machine()

@@ -3,7 +3,7 @@
 //! (stop ids ignored, as the peers are told to).
 //!
 //! ```text
-//! cargo run --release --example llm_text_bench -- --bundle DIR [--threads 2] [--new-tokens 128] [--prompt-ids 1,2,3] [--spinning true|false]
+//! cargo run --release --example llm_text_bench -- --bundle DIR [--threads 2] [--new-tokens 128] [--prompt-ids 1,2,3] [--spinning true|false] [--draft-tokens N]
 //! ```
 //!
 //! A line protocol, so the script can interleave rounds with the other runtimes while every
@@ -26,6 +26,7 @@ fn main() -> anyhow::Result<()> {
     let (mut threads, mut new_tokens) = (2usize, 128usize);
     let mut prompt: Option<Vec<u32>> = None;
     let mut spinning: Option<bool> = None;
+    let mut draft_tokens = 0usize;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
@@ -34,6 +35,7 @@ fn main() -> anyhow::Result<()> {
             "--threads" => threads = value()?.parse()?,
             "--new-tokens" => new_tokens = value()?.parse()?,
             "--spinning" => spinning = Some(value()?.parse()?),
+            "--draft-tokens" => draft_tokens = value()?.parse()?,
             "--prompt-ids" => {
                 prompt = Some(
                     value()?
@@ -55,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         options.spinning = spinning;
     }
     let mut engine = Engine::with_options(bundle, &runtime, &options)?;
+    engine.set_draft_tokens(draft_tokens);
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -71,6 +74,9 @@ fn main() -> anyhow::Result<()> {
     for line in std::io::stdin().lock().lines() {
         match line?.trim() {
             "run" => {
+                // Drafts come from this run's own context only, never from an earlier run's
+                // identical output.
+                engine.forget_drafts();
                 let t = Instant::now();
                 let (ids, timings) = engine.generate_text(&prompt, new_tokens, false)?;
                 let wall_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -81,6 +87,8 @@ fn main() -> anyhow::Result<()> {
                         "prefill_ms": timings.prefill_ms,
                         "decode_ms": timings.decode_ms,
                         "decode_steps": timings.decode_steps,
+                        "drafted": timings.drafted_tokens,
+                        "accepted": timings.accepted_tokens,
                         "wall_ms": wall_ms,
                         "ids": ids,
                         "peak_rss_mib": peak_rss_bytes().map(|b| b as f64 / 1048576.0),

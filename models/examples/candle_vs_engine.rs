@@ -43,6 +43,8 @@ fn main() -> anyhow::Result<()> {
     let bundle = Bundle::open(&bundle_dir, &runtime)?;
     let max_new = bundle.manifest.tokens.max_new_tokens;
     let mut engine = Engine::new(bundle, &runtime, threads)?;
+    // The daemon's generation: lookup drafts as `[runtime] draft_tokens` defaults to.
+    engine.set_draft_tokens(meit::infer::config::RuntimeConfig::default().draft_tokens);
     let (_, model, encoder) = load_model(&model_dir)?;
     let inputs = bench_inputs(&engine.bundle().manifest, windows, 1)?;
 

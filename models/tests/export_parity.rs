@@ -630,6 +630,55 @@ fn a_group_query_attention_bundle_decodes_in_place_to_the_plain_bundles_reports(
 }
 
 #[test]
+fn lookup_drafts_give_the_greedy_reports_in_fewer_decoder_calls() -> TestResult {
+    // Several drafts are checked in one call: after a rejected one the plain graph's grown
+    // cache is cut, the GroupQueryAttention graph's in-place buffers are overwritten. The
+    // reports must be greedy decoding's, one token a call, on every graph.
+    let inputs = held_out(32, true);
+    let views: Vec<_> = inputs.iter().map(|i| i.samples.view()).collect();
+    for dir in [&bundles().1, &bundles().2, &gqa_fp32().1] {
+        let name = dir.display();
+        let mut plain = engine(dir);
+        let mut drafted = engine(dir);
+        drafted.set_draft_tokens(4);
+        let (mut calls, mut drafted_calls, mut kept, mut fed) = (0, 0, 0, 0);
+        for (i, view) in views.iter().enumerate() {
+            let (want, one) = plain.generate(std::slice::from_ref(view))?;
+            let (got, several) = drafted.generate(std::slice::from_ref(view))?;
+            assert_eq!(got[0], want[0], "{name}: window {i}");
+            assert_eq!(one.drafted_tokens, 0);
+            calls += one.decode_steps;
+            drafted_calls += several.decode_steps;
+            kept += several.accepted_tokens;
+            fed += several.drafted_tokens;
+        }
+        assert!(
+            kept > 0 && fed > kept,
+            "{name}: drafts both kept and dropped ({kept} of {fed})"
+        );
+        assert_eq!(
+            calls - drafted_calls,
+            kept,
+            "{name}: each kept draft saves one decoder call"
+        );
+        // A batch of several windows decodes one token a call, drafts set or not.
+        let (together, t) = drafted.generate(&views[..6])?;
+        assert_eq!(t.drafted_tokens, 0);
+        assert_eq!(together, plain.generate(&views[..6])?.0);
+    }
+    // Text only, from an empty cache, exactly as many tokens as asked.
+    let mut plain = engine(&bundles().1);
+    let mut drafted = engine(&bundles().1);
+    drafted.set_draft_tokens(6);
+    let prompt = fixed_tokens();
+    let (want, _) = plain.generate_text(&prompt, 40, false)?;
+    let (got, timings) = drafted.generate_text(&prompt, 40, false)?;
+    assert_eq!(got, want);
+    assert_eq!(timings.generated_tokens, 40);
+    Ok(())
+}
+
+#[test]
 fn a_half_precision_embedding_table_gives_the_same_reports_in_fewer_bytes() -> TestResult {
     let dir = tempfile::tempdir()?;
     let half = dir.path().join("half");

@@ -99,6 +99,9 @@ pub struct InferArgs {
     /// Profiling: ONNX Runtime memory pattern planning (default: the engine's).
     #[arg(long)]
     pub memory_pattern: Option<bool>,
+    /// Lookup drafts a decoder call at batch 1 (`[runtime] draft_tokens`; 0: none).
+    #[arg(long, default_value_t = meit::infer::config::RuntimeConfig::default().draft_tokens)]
+    pub draft_tokens: usize,
     /// Execution providers in priority order, each required (`cuda`, `tensorrt`; the CPU
     /// provider always takes what they do not), e.g. `--provider cuda` on a GPU machine.
     #[arg(long = "provider", value_enum)]
@@ -183,6 +186,7 @@ fn run_infer(args: InferArgs) -> anyhow::Result<ExitCode> {
     }
     let providers: Vec<ProviderConfig> = args.providers.iter().map(|&p| p.into()).collect();
     let mut engine = Engine::with_providers(opened, &runtime, &session, &providers)?;
+    engine.set_draft_tokens(args.draft_tokens);
     let options = BenchOptions {
         windows: args.windows.max(1),
         max_batch: args.batch.max(1),

@@ -148,6 +148,10 @@ pub struct InferBench {
     pub prefill_tokens_per_s: Spread,
     /// Decode at batch 1, tokens/s (tokens after the first / decode time).
     pub decode_tokens_per_s: Spread,
+    /// Lookup drafts a decoder call at batch 1 ([`Engine::set_draft_tokens`]; 0: none).
+    pub draft_tokens: usize,
+    /// Share of the drafts fed at batch 1 that greedy decoding confirmed.
+    pub drafts_accepted: f64,
     /// Whole report (encode + prefill + decode + detokenize) at batch 1.
     pub batch1: BatchFigures,
     /// The batch size with the most windows per second.
@@ -283,6 +287,9 @@ pub fn run(
     let mut batch1_timings = Vec::new();
     let mut tokens = 0usize;
     for _ in 0..options.rounds {
+        // Each round drafts from the other windows' reports, never from a window's own report
+        // of the round before.
+        engine.forget_drafts();
         for view in &views {
             let (ms, t, n) = timed_generate(engine, std::slice::from_ref(view))?;
             wall.push(ms);
@@ -298,6 +305,8 @@ pub fn run(
         }
     }
     let batch1 = figures(1, &wall, &batch1_timings);
+    let drafted: usize = batch1_timings.iter().map(|t| t.drafted_tokens).sum();
+    let accepted: usize = batch1_timings.iter().map(|t| t.accepted_tokens).sum();
 
     let mut sweep = vec![batch1];
     for batch in batch_sizes(options.max_batch).into_iter().skip(1) {
@@ -344,6 +353,12 @@ pub fn run(
         encoder_ms: Spread::of(&encode),
         prefill_tokens_per_s: Spread::of(&prefill),
         decode_tokens_per_s: Spread::of(&decode),
+        draft_tokens: engine.draft_tokens(),
+        drafts_accepted: if drafted > 0 {
+            accepted as f64 / drafted as f64
+        } else {
+            0.0
+        },
         batch1,
         best,
         sweep,
@@ -421,6 +436,17 @@ impl InferBench {
             "decode, batch 1",
             spread(&self.decode_tokens_per_s, "tokens/s"),
         );
+        if self.draft_tokens > 0 {
+            line(
+                &mut out,
+                "lookup drafts, batch 1",
+                format!(
+                    "up to {} a call, {:.0} % confirmed",
+                    self.draft_tokens,
+                    100.0 * self.drafts_accepted
+                ),
+            );
+        }
         out.push_str("\nbatch  calls  report p50 ms  p99 ms  windows/s  beds (10 s)  encode / prefill / decode ms (steps)\n");
         for f in &self.sweep {
             let mark = if f.batch == self.best.batch { " *" } else { "" };

@@ -110,6 +110,41 @@ impl KvCache {
         }
     }
 
+    /// The cache with its first `entries` entries: a grown cache is cut to them (the entries
+    /// of lookup drafts greedy decoding did not confirm go); in-place buffers stay as they are
+    /// (the next call's mask says which entries are in use, and it overwrites the rest). A
+    /// device cache is cut on the host (a round trip, only after a rejected draft).
+    pub(super) fn keep_entries(
+        self,
+        entries: usize,
+        device: CacheDevice,
+    ) -> Result<KvCache, EngineError> {
+        let KvCache::Grown(cache) = self else {
+            return Ok(self);
+        };
+        let longer = |v: &DynValue| {
+            v.dtype()
+                .tensor_shape()
+                .and_then(|shape| shape.get(2).copied())
+                .is_some_and(|n| n > entries as i64)
+        };
+        if !cache.first().is_some_and(|(k, _)| longer(k)) {
+            return Ok(KvCache::Grown(cache));
+        }
+        let cut = |v: &DynValue| -> Result<DynValue, EngineError> {
+            let array = host_array(v, device)?;
+            on_device(
+                array.slice(s![.., .., ..entries, ..]).to_owned().into_dyn(),
+                device,
+            )
+        };
+        let cut = cache
+            .iter()
+            .map(|(k, v)| Ok((cut(k)?, cut(v)?)))
+            .collect::<Result<_, EngineError>>()?;
+        Ok(KvCache::Grown(cut))
+    }
+
     /// The cache with only the batch rows `keep`, in that order (finished rows leave, beams
     /// follow their parents). Of an in-place cache only the `entries` in use are copied.
     pub(super) fn select_rows(

@@ -206,6 +206,11 @@ pub struct RuntimeConfig {
     /// (`docs/bench/infer.md` measures both).
     #[serde(default)]
     pub intra_op_spinning: bool,
+    /// Lookup drafts a decoder call when a window is generated alone: up to this many guessed
+    /// tokens (n-grams of earlier reports) are checked in one call, and the ones greedy
+    /// decoding confirms save a call each; the text is the same. 0: one token a call.
+    #[serde(default = "default_draft_tokens")]
+    pub draft_tokens: usize,
 }
 
 fn default_providers() -> Vec<ProviderConfig> {
@@ -217,6 +222,9 @@ fn default_providers() -> Vec<ProviderConfig> {
 fn default_threads() -> usize {
     2
 }
+fn default_draft_tokens() -> usize {
+    4
+}
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -226,6 +234,7 @@ impl Default for RuntimeConfig {
             intra_threads: default_threads(),
             inter_threads: None,
             intra_op_spinning: false,
+            draft_tokens: default_draft_tokens(),
         }
     }
 }

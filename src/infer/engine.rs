@@ -22,6 +22,11 @@
 //! or copied per token (onnxruntime-genai's "past-present share buffer"). Its CPU kernel does not
 //! take a prompt of several tokens after a past in a batch of more than one, so such a batch is
 //! prefilled one row at a time and the rows' caches are stacked into the buffers.
+//!
+//! A window generated alone may decode with lookup drafts ([`Engine::set_draft_tokens`],
+//! [`super::draft`]): each call feeds the last token and a few guessed ones, and keeps the
+//! guesses greedy decoding confirms; a grown cache is cut back after a rejected guess, in-place
+//! buffers are simply overwritten by the next call.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -38,6 +43,7 @@ use super::cache::{
 };
 use super::config::ProviderConfig;
 use super::detokenize::{DetokenizeError, Detokenizer};
+use super::draft::LookupDrafts;
 use super::runtime::{CpuSessionOptions, OnnxRuntime, RuntimeError, SessionProviders};
 
 /// Why the engine cannot start or run.
@@ -106,6 +112,11 @@ pub struct Timings {
     pub generated_tokens: usize,
     /// Times finished rows were dropped from the batch's cache.
     pub compactions: usize,
+    /// Lookup drafts fed to the decoder ([`Engine::set_draft_tokens`]).
+    pub drafted_tokens: usize,
+    /// Tokens kept beyond one a decode call: the drafts greedy decoding confirmed, each one a
+    /// decoder call saved.
+    pub accepted_tokens: usize,
 }
 
 /// The two sessions of a bundle and its tokenizer.
@@ -121,6 +132,7 @@ pub struct Engine {
     cache_device: CacheDevice,
     attention: Attention,
     in_place_steps: u64,
+    drafts: LookupDrafts,
 }
 
 impl std::fmt::Debug for Engine {
@@ -215,7 +227,26 @@ impl Engine {
             providers: [encoder_providers, decoder_providers],
             attention,
             in_place_steps: 0,
+            drafts: LookupDrafts::new(0),
         })
+    }
+
+    /// Up to `k` lookup drafts a decoder call when one window is generated (0, the default:
+    /// none). The text stays greedy decoding's; drafts that greedy decoding confirms save a call
+    /// each ([`super::draft`]). Batches of several windows decode one token a call.
+    pub fn set_draft_tokens(&mut self, k: usize) {
+        self.drafts = LookupDrafts::new(k);
+    }
+
+    /// The most lookup drafts a call ([`Engine::set_draft_tokens`]).
+    pub fn draft_tokens(&self) -> usize {
+        self.drafts.max_tokens()
+    }
+
+    /// Forgets the earlier outputs drafts are looked up in (a benchmark that repeats its inputs
+    /// would otherwise draft each report from its own earlier copy).
+    pub fn forget_drafts(&mut self) {
+        self.drafts = LookupDrafts::new(self.drafts.max_tokens());
     }
 
     /// The providers the encoder and the decoder session run on, in that order.
@@ -562,6 +593,11 @@ impl Engine {
         mut cache_len: usize,
         limits: &Limits,
     ) -> Result<(Vec<Vec<u32>>, Timings), EngineError> {
+        if batch == 1 && self.drafts.max_tokens() > 0 {
+            let (generated, timings) = self.greedy_drafted(prompt, past, cache_len, limits)?;
+            self.drafts.remember(&generated);
+            return Ok((vec![generated], timings));
+        }
         let mut timings = Timings {
             prompt_tokens: prompt.len(),
             ..Timings::default()
@@ -618,6 +654,101 @@ impl Engine {
             ids = Array2::from_shape_vec((rows.len(), 1), tokens)
                 .map_err(|e| EngineError::Input(format!("next ids: {e}")))?;
             positions = Array2::from_elem((rows.len(), 1), cache_len as i64);
+            record_step(&mut timings, step, t0);
+            step += 1;
+        }
+        for row in &generated {
+            self.drafts.remember(row);
+        }
+        Ok((generated, timings))
+    }
+
+    /// Greedy decoding of one row with lookup drafts ([`super::draft`]): after the prompt, each
+    /// call feeds the last token and up to [`LookupDrafts::max_tokens`] drafts at once, keeps
+    /// the drafts greedy decoding would have chosen and greedy decoding's own token after the
+    /// last of them, and drops the cache entries of the rest. Same arguments and tokens as
+    /// [`Engine::greedy`] with a batch of one.
+    fn greedy_drafted(
+        &mut self,
+        prompt: &[u32],
+        past: Vec<(DynValue, DynValue)>,
+        mut cache_len: usize,
+        limits: &Limits,
+    ) -> Result<(Vec<u32>, Timings), EngineError> {
+        let mut timings = Timings {
+            prompt_tokens: prompt.len(),
+            ..Timings::default()
+        };
+        if limits.max_new == 0 || cache_len >= limits.max_positions {
+            return Ok((Vec::new(), timings));
+        }
+        let t0 = Instant::now();
+        let capacity = limits.capacity(cache_len, prompt.len());
+        let row = |tokens: &[u32], from: usize| {
+            let ids = Array2::from_shape_fn((1, tokens.len()), |(_, t)| i64::from(tokens[t]));
+            let positions = Array2::from_shape_fn((1, tokens.len()), |(_, t)| (from + t) as i64);
+            let mask = Array2::<i64>::ones((1, from + tokens.len()));
+            (ids, positions, mask)
+        };
+        let (ids, positions, mask) = row(prompt, cache_len);
+        let (mut generated, mut past) =
+            self.prefill_last(ids, positions, mask, past, capacity, argmax)?;
+        cache_len += prompt.len();
+        timings.generated_tokens = generated.len();
+        record_step(&mut timings, 0, t0);
+        let mut context: Vec<u32> = prompt.iter().chain(&generated).copied().collect();
+        let mut step = 1;
+        while let Some(&last) = generated.last() {
+            if limits.stop_ids.contains(&last)
+                || generated.len() >= limits.max_new
+                || cache_len >= limits.max_positions
+            {
+                break;
+            }
+            let t0 = Instant::now();
+            // Every draft kept adds a token: stay within max_new and the last position.
+            let room =
+                (limits.max_new - generated.len() - 1).min(limits.max_positions - cache_len - 1);
+            let drafts = self.drafts.propose(&context, room);
+            let fed: Vec<u32> = std::iter::once(last)
+                .chain(drafts.iter().copied())
+                .collect();
+            let (ids, positions, mask) = row(&fed, cache_len);
+            let (chosen, present) = self.decoder_call(ids, positions, mask, past, |logits| {
+                let logits = logits
+                    .into_dimensionality::<ndarray::Ix3>()
+                    .map_err(|e| format!("logits: {e}"))?;
+                if logits.dim().0 != 1 || logits.dim().1 != fed.len() {
+                    return Err(format!(
+                        "logits of shape {:?} for one row of {} tokens",
+                        logits.dim(),
+                        fed.len()
+                    ));
+                }
+                Ok(logits
+                    .index_axis(Axis(0), 0)
+                    .rows()
+                    .into_iter()
+                    .map(argmax)
+                    .collect::<Vec<u32>>())
+            })?;
+            // chosen[i] is greedy's token after fed[..=i]: valid while every draft before it
+            // was greedy's own choice.
+            let mut kept = 0;
+            for (i, &token) in chosen.iter().enumerate() {
+                generated.push(token);
+                context.push(token);
+                kept += 1;
+                if limits.stop_ids.contains(&token) || drafts.get(i) != Some(&token) {
+                    break;
+                }
+            }
+            timings.drafted_tokens += drafts.len();
+            timings.accepted_tokens += kept - 1;
+            timings.generated_tokens += kept;
+            // The cache holds `last` and the kept drafts; the entries of the others go.
+            cache_len += kept;
+            past = present.keep_entries(cache_len, self.cache_device)?;
             record_step(&mut timings, step, t0);
             step += 1;
         }

@@ -7,6 +7,8 @@
 //!   -> prompt prefill -> greedy decoding, windows of several beds in one batch.
 //! - [`cache`]: the decoder's key/value cache between calls (on the host or a GPU, grown per
 //!   call or written in place) and its row operations.
+//! - [`draft`]: lookup drafts (n-grams seen before) that greedy decoding checks several at a
+//!   call.
 //! - [`detokenize`]: token ids -> text for the bundle's byte-level BPE tokenizer.
 //! - [`bench`]: the measurements behind `meit bench infer`.
 
@@ -15,5 +17,6 @@ pub mod bundle;
 pub mod cache;
 pub mod config;
 pub mod detokenize;
+pub mod draft;
 pub mod engine;
 pub mod runtime;

@@ -206,12 +206,13 @@ fn open(dir: &Path, runtime: &RuntimeConfig) -> Result<Engine, OpenError> {
         spinning: Some(runtime.intra_op_spinning),
         ..Engine::session_options(runtime.intra_threads)
     };
-    Engine::with_providers(bundle, &ort, &options, &runtime.execution_providers).map_err(
-        |e| match e {
-            EngineError::ProviderRequired(_) => OpenError::ProviderRequired(e.to_string()),
-            other => unusable(&other),
-        },
-    )
+    let mut engine = Engine::with_providers(bundle, &ort, &options, &runtime.execution_providers)
+        .map_err(|e| match e {
+        EngineError::ProviderRequired(_) => OpenError::ProviderRequired(e.to_string()),
+        other => unusable(&other),
+    })?;
+    engine.set_draft_tokens(runtime.draft_tokens);
+    Ok(engine)
 }
 
 /// The preprocessing without a manifest: the deployment's `[dsp]` filters and windows, with
