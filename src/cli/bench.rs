@@ -14,7 +14,7 @@ use meit::dsp::Preprocessor;
 use meit::dsp::beat_bench::{self, RecordResult, Stress};
 use meit::infer::bench::{self, BED_WINDOW_SECONDS, BenchOptions, InferBench, Spread};
 use meit::infer::bundle::Bundle;
-use meit::infer::config::{ExecutionProviderKind, ProviderConfig, ProviderPolicy};
+use meit::infer::config::{ExecutionProviderKind, ProviderConfig, ProviderPolicy, RuntimeConfig};
 use meit::infer::engine::Engine;
 use meit::infer::runtime::{OnnxRuntime, OptimizationLevel};
 use meit::synth::{ConditionSet, RecordSpec, generate};
@@ -100,7 +100,7 @@ pub struct InferArgs {
     #[arg(long)]
     pub memory_pattern: Option<bool>,
     /// Lookup drafts a decoder call at batch 1 (`[runtime] draft_tokens`; 0: none).
-    #[arg(long, default_value_t = meit::infer::config::RuntimeConfig::default().draft_tokens)]
+    #[arg(long, default_value_t = RuntimeConfig::default().draft_tokens)]
     pub draft_tokens: usize,
     /// Execution providers in priority order, each required (`cuda`, `tensorrt`; the CPU
     /// provider always takes what they do not), e.g. `--provider cuda` on a GPU machine.
@@ -167,7 +167,9 @@ fn open_engine(bundle: &Path, threads: usize) -> anyhow::Result<Engine> {
     let runtime = OnnxRuntime::load(None)?;
     let opened =
         Bundle::open(bundle, &runtime).with_context(|| format!("bundle {}", bundle.display()))?;
-    Ok(Engine::new(opened, &runtime, threads)?)
+    let mut engine = Engine::new(opened, &runtime, threads)?;
+    engine.set_draft_tokens(RuntimeConfig::default().draft_tokens);
+    Ok(engine)
 }
 
 fn run_infer(args: InferArgs) -> anyhow::Result<ExitCode> {
