@@ -74,6 +74,8 @@ fn main() -> anyhow::Result<()> {
     let mut equal = 0usize;
     let mut compared = 0usize;
     for _ in 0..rounds {
+        // Drafts come from the other windows' reports, never a window's own earlier copy.
+        engine.forget_drafts();
         for input in &inputs {
             let t = Instant::now();
             let (generated, _) = engine.generate(&[input.samples.view()])?;

@@ -661,6 +661,10 @@ fn lookup_drafts_give_the_greedy_reports_in_fewer_decoder_calls() -> TestResult 
             kept,
             "{name}: each kept draft saves one decoder call"
         );
+        if drafted.decodes_in_place() {
+            // Every drafted call kept the buffers in place (no fallback to copying the cache).
+            assert_eq!(drafted.in_place_steps() as usize, drafted_calls, "{name}");
+        }
         // A batch of several windows decodes one token a call, drafts set or not.
         let (together, t) = drafted.generate(&views[..6])?;
         assert_eq!(t.drafted_tokens, 0);

@@ -112,8 +112,9 @@ impl KvCache {
 
     /// The cache with its first `entries` entries: a grown cache is cut to them (the entries
     /// of lookup drafts greedy decoding did not confirm go); in-place buffers stay as they are
-    /// (the next call's mask says which entries are in use, and it overwrites the rest). A
-    /// device cache is cut on the host (a round trip, only after a rejected draft).
+    /// (the next call's mask says which entries are in use; entries past it are never read and
+    /// the next calls write over them). A device cache would be cut on the host (a round trip:
+    /// the engine drafts only with a host cache).
     pub(super) fn keep_entries(
         self,
         entries: usize,
@@ -131,12 +132,16 @@ impl KvCache {
         if !cache.first().is_some_and(|(k, _)| longer(k)) {
             return Ok(KvCache::Grown(cache));
         }
+        let fail = run_error("decoder");
         let cut = |v: &DynValue| -> Result<DynValue, EngineError> {
-            let array = host_array(v, device)?;
-            on_device(
-                array.slice(s![.., .., ..entries, ..]).to_owned().into_dyn(),
-                device,
-            )
+            let first = |a: ndarray::ArrayViewD<'_, f32>| {
+                a.slice(s![.., .., ..entries, ..]).to_owned().into_dyn()
+            };
+            let array = match device {
+                CacheDevice::Host => first(v.try_extract_array::<f32>().map_err(&fail)?),
+                CacheDevice::Cuda(_) => first(host_array(v, device)?.view()),
+            };
+            on_device(array, device)
         };
         let cut = cache
             .iter()

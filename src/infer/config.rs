@@ -206,10 +206,14 @@ pub struct RuntimeConfig {
     /// (`docs/bench/infer.md` measures both).
     #[serde(default)]
     pub intra_op_spinning: bool,
-    /// Lookup drafts a decoder call when a window is generated alone: up to this many guessed
-    /// tokens (n-grams of earlier reports) are checked in one call, and the ones greedy
-    /// decoding confirms save a call each; the text is the same. 0: one token a call.
-    #[serde(default = "default_draft_tokens")]
+    /// Lookup drafts a decoder call when a window is generated alone on a host cache: up to
+    /// this many guessed tokens (n-grams of this report and of recent ones) are checked in one
+    /// call, and the ones greedy decoding confirms save a call each. Off by default (0: one
+    /// token a call): a call of several tokens rounds int4 products differently from a call of
+    /// one, so where greedy decoding is a near-tie a report can differ from the evaluated
+    /// one-token path and, through the drafts, depend on other beds' recent reports
+    /// (`src/infer/draft.rs`).
+    #[serde(default)]
     pub draft_tokens: usize,
 }
 
@@ -222,9 +226,6 @@ fn default_providers() -> Vec<ProviderConfig> {
 fn default_threads() -> usize {
     2
 }
-fn default_draft_tokens() -> usize {
-    4
-}
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -234,7 +235,7 @@ impl Default for RuntimeConfig {
             intra_threads: default_threads(),
             inter_threads: None,
             intra_op_spinning: false,
-            draft_tokens: default_draft_tokens(),
+            draft_tokens: 0,
         }
     }
 }

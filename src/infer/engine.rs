@@ -104,7 +104,7 @@ pub struct Timings {
     pub prefill_ms: f64,
     /// All decode steps, ms.
     pub decode_ms: f64,
-    /// Decode steps run.
+    /// Decode calls run (a call with lookup drafts may add several tokens).
     pub decode_steps: usize,
     /// Prompt tokens prefilled per row.
     pub prompt_tokens: usize,
@@ -231,9 +231,11 @@ impl Engine {
         })
     }
 
-    /// Up to `k` lookup drafts a decoder call when one window is generated (0, the default:
-    /// none). The text stays greedy decoding's; drafts that greedy decoding confirms save a call
-    /// each ([`super::draft`]). Batches of several windows decode one token a call.
+    /// Up to `k` lookup drafts a decoder call when one window is generated on a host cache (0,
+    /// the default: none). Drafts greedy decoding confirms save a call each; the text is greedy
+    /// decoding's up to the rounding of several-token calls ([`super::draft`]). Batches of
+    /// several windows, and a cache on a GPU (where cutting rejected entries would move the
+    /// cache over the bus), decode one token a call.
     pub fn set_draft_tokens(&mut self, k: usize) {
         self.drafts = LookupDrafts::new(k);
     }
@@ -584,7 +586,8 @@ impl Engine {
     }
 
     /// The greedy loop: `prompt` at positions `cache_len..` after `past` (`cache_len` entries),
-    /// then one token per call until every row stops or a limit is reached.
+    /// then one token per call until every row stops or a limit is reached (lookup drafts, for
+    /// one row on a host cache: [`Engine::greedy_drafted`]).
     fn greedy(
         &mut self,
         batch: usize,
@@ -593,7 +596,7 @@ impl Engine {
         mut cache_len: usize,
         limits: &Limits,
     ) -> Result<(Vec<Vec<u32>>, Timings), EngineError> {
-        if batch == 1 && self.drafts.max_tokens() > 0 {
+        if batch == 1 && self.drafts.max_tokens() > 0 && self.cache_device == CacheDevice::Host {
             let (generated, timings) = self.greedy_drafted(prompt, past, cache_len, limits)?;
             self.drafts.remember(&generated);
             return Ok((vec![generated], timings));
@@ -746,8 +749,16 @@ impl Engine {
             timings.drafted_tokens += drafts.len();
             timings.accepted_tokens += kept - 1;
             timings.generated_tokens += kept;
-            // The cache holds `last` and the kept drafts; the entries of the others go.
             cache_len += kept;
+            let finished = generated
+                .last()
+                .is_some_and(|t| limits.stop_ids.contains(t))
+                || generated.len() >= limits.max_new;
+            if finished {
+                record_step(&mut timings, step, t0);
+                break;
+            }
+            // The cache holds `last` and the kept drafts; the entries of the others go.
             past = present.keep_entries(cache_len, self.cache_device)?;
             record_step(&mut timings, step, t0);
             step += 1;
