@@ -3,11 +3,11 @@
 
 Installs nothing itself. Set up once (pinned):
 
-    python3 -m venv .venv-bench && .venv-bench/bin/pip install scipy==1.16.3 numpy==2.3.5
+    python3 -m venv .venv-dsp && .venv-dsp/bin/pip install scipy==1.16.3 numpy==2.3.5
 
 then run from the repository root:
 
-    .venv-bench/bin/python scripts/bench_dsp_scipy.py [--markdown docs/bench/dsp.md]
+    .venv-dsp/bin/python scripts/bench_dsp_scipy.py [--markdown docs/bench/dsp.md]
 
 It builds and runs `cargo run --release --example dsp_sosfilt_bench`, which times the Rust
 streaming path and exports the second-order sections, the input (12 leads x 5000 samples at
