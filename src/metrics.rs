@@ -460,8 +460,15 @@ impl Metrics {
 /// Serves [`Metrics::render`] to every HTTP request on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors (EMFILE) and the like fail again at once: back off instead
+                // of spinning a worker thread, and say why the endpoint stalls.
+                tracing::warn!(error = %e, "metrics endpoint: accept failed; retrying in 100 ms");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {

@@ -943,6 +943,64 @@ fn is_dropped_unjudged(report: &Value) -> bool {
         .contains("signal processing fell behind")
 }
 
+/// A replay bed that ended and is started again by a reload (SIGHUP) goes on numbering its
+/// windows where it ended: numbered from 0 again, its reports would look older than the ones
+/// already published and the publisher would hold them back.
+#[test]
+fn a_replay_bed_started_again_by_a_reload_goes_on_numbering_where_it_ended() {
+    let tag = std::process::id();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = RecordSpec {
+        seconds: 4.0,
+        ..RecordSpec::ten_seconds(ConditionSet::parse_list("normal").unwrap())
+    };
+    let recording = generate(&spec, 5).unwrap().recording;
+    let options = WriteOptions {
+        format: SignalFormat::Format16,
+        adc_gain_per_mv: 200.0,
+    };
+    write_record(dir.path(), "short", &recording, options, &[]).unwrap();
+    let (keep, replay) = (format!("keep-{tag}"), format!("again-{tag}"));
+    // No bundle (quality-only outcomes, no ONNX Runtime) and 2 s windows: two per replay.
+    let config = dir.path().join("again.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[model]\nbundle = \"{}\"\n\n[dsp]\nwindow_seconds = 2\nhop_seconds = 2\n\n[[source]]\nkind = \"simulated\"\nbed = \"{keep}\"\nsample_rate_hz = 250\nleads = [\"I\", \"II\"]\n\n[[source]]\nkind = \"replay\"\nbed = \"{replay}\"\nfile = \"{}\"\nrealtime = false\n",
+            dir.path().join("no-bundle").display(),
+            dir.path().join("short.hea").display()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&config, dir.path(), &[]);
+    let indices = |reports: &[(Instant, Value)]| -> Vec<u64> {
+        reports
+            .iter()
+            .filter(|(_, v)| v["bed"] == replay.as_str())
+            .map(|(_, v)| v["window_index"].as_u64().unwrap())
+            .collect()
+    };
+    let first = collect_timed(&daemon, Duration::from_secs(30), |r| indices(r).len() >= 2);
+    assert_eq!(
+        indices(&first),
+        [0, 1],
+        "{replay}'s windows, of {} lines",
+        first.len()
+    );
+    // The replay has ended (its two windows are out); the same file again starts it anew.
+    std::thread::sleep(Duration::from_secs(1));
+    signal(&daemon.child, "HUP");
+    let second = collect_timed(&daemon, Duration::from_secs(30), |r| indices(r).len() >= 2);
+    assert_eq!(
+        indices(&second),
+        [2, 3],
+        "{replay}'s windows after the reload, of {} lines",
+        second.len()
+    );
+    let (_, ok, stderr) = daemon.terminate();
+    assert!(ok, "{stderr}");
+}
+
 /// The backpressure promise when the signal processing, not inference, falls behind:
 /// sixteen 12-lead 500 Hz beds (real-time replays of one synthesized record) each make a
 /// 10 s window every 0.25 s (64 windows a second) for ONE dsp thread, which judges a window

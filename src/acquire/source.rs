@@ -191,8 +191,14 @@ pub fn start(
             sample_rate_hz,
             ..
         } => {
-            let recording = replay::load(file, *sample_rate_hz)
-                .map_err(|source| SourceError::Replay { bed, source })?;
+            // Reading and parsing a long record takes a while: on the daemon's multi-threaded
+            // runtime the other tasks of this worker (beds, publisher) move elsewhere meanwhile.
+            let load = || replay::load(file, *sample_rate_hz);
+            let loaded = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(load),
+                _ => load(),
+            };
+            let recording = loaded.map_err(|source| SourceError::Replay { bed, source })?;
             return Ok(start_recording(recording, *realtime, events));
         }
         SourceConfig::Ble { device, .. } => {

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::ecg::{Lead, LeadSet, Recording};
 pub use config::DspConfig;
 use filter::{FilterError, FilterSpec, filter_recording};
-use leads::{LeadMapper, LeadMask, LeadSetMismatch};
+use leads::{LeadMapper, LeadMask, LeadSetMismatch, LeadStatus};
 use normalize::Normalization;
 use quality::{QualityContext, QualityReport, QualityThresholds};
 use resample::{ResampleError, Resampler};
@@ -197,6 +197,17 @@ impl Preprocessor {
                 format!("names {lead}, which is not in lead_order"),
             );
         }
+        // The daemon's `[dsp]` limit, for a spec read from a bundle too: a longer bridge would
+        // interpolate (and allocate) whatever a device's clock jump asks for.
+        if !(0.0..=1.0).contains(&spec.max_gap_seconds) {
+            return bad(
+                "max_gap_seconds",
+                format!(
+                    "is {}; allowed: 0 (never interpolate) to 1 s",
+                    spec.max_gap_seconds
+                ),
+            );
+        }
         spec.filter.design(spec.model_rate_hz)?;
         Ok(Preprocessor { spec })
     }
@@ -265,16 +276,27 @@ impl Preprocessor {
                 thresholds: &self.spec.quality,
             },
         );
-        let lead_mask = mapper.mask().clone();
+        let mut lead_mask = mapper.mask().clone();
         let mut samples = mapped.samples_uv;
         self.spec
             .normalization
             .apply(&mut samples, &lead_mask.available());
-        // Whatever the raw signal looked like, the model is never handed a non-finite value
-        // in a window called reportable.
-        for (row, &lead) in samples.rows().into_iter().zip(&self.spec.lead_order.0) {
+        // Whatever the raw signal looked like, the model is never handed a non-finite value:
+        // such a lead is flagged (blocking the window when it is required) and, like a lead the
+        // device does not record, zero-filled and masked, so a window reported from the other
+        // leads neither carries the NaN to the model nor claims what that lead would show.
+        for ((i, mut row), &lead) in samples
+            .rows_mut()
+            .into_iter()
+            .enumerate()
+            .zip(&self.spec.lead_order.0)
+        {
             if row.iter().any(|v| !v.is_finite()) {
                 quality.flag_non_finite(lead, &self.spec.required_leads);
+                row.fill(0.0);
+                if let Some(status) = lead_mask.status.get_mut(i) {
+                    *status = LeadStatus::Missing;
+                }
             }
         }
         Ok(ModelInput {
@@ -340,5 +362,57 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("`model_rate_hz`"), "{err}");
+        for gap in [f64::NAN, -0.1, 1.5, 1e9] {
+            let err = Preprocessor::new(PreprocessSpec {
+                max_gap_seconds: gap,
+                ..PreprocessSpec::default()
+            })
+            .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    DspError::Spec {
+                        field: "max_gap_seconds",
+                        ..
+                    }
+                ),
+                "{gap}: {err}"
+            );
+        }
+    }
+
+    /// A 12-lead record whose V1 is unreadable in a stretch (WFDB's invalid-sample value reads
+    /// as NaN) but is not required: the window stays reportable from the other leads, and the
+    /// model input carries no NaN: V1 is zero-filled, masked and named in the quality report.
+    #[test]
+    fn a_non_finite_lead_that_is_not_required_is_zeroed_and_masked() {
+        let spec = PreprocessSpec {
+            required_leads: vec![Lead::I, Lead::II],
+            ..PreprocessSpec::default()
+        };
+        let pre = Preprocessor::new(spec).unwrap();
+        let spec12 = crate::synth::RecordSpec::ten_seconds(crate::synth::ConditionSet::normal());
+        let mut record = crate::synth::generate(&spec12, 7).unwrap().recording;
+        let v1 = record.leads.position(Lead::V1).unwrap();
+        for t in 1000..1010 {
+            record.samples_uv[[v1, t]] = f32::NAN;
+        }
+        let input = pre.process_recording(&record).unwrap();
+        assert!(input.samples.iter().all(|v| v.is_finite()));
+        let row = pre.spec().lead_order.position(Lead::V1).unwrap();
+        assert!(input.samples.row(row).iter().all(|v| *v == 0.0));
+        assert_eq!(input.lead_mask.status[row], LeadStatus::Missing);
+        assert!(input.lead_mask.missing().contains(&Lead::V1));
+        assert!(input.quality.is_reportable(), "{:?}", input.quality.reasons);
+        let v1_quality = input.quality.per_lead.iter().find(|q| q.lead == Lead::V1);
+        assert!(
+            v1_quality.is_some_and(|q| q.issues.contains(&quality::LeadIssue::NonFinite)),
+            "{:?}",
+            input.quality.per_lead
+        );
+        // The other leads are untouched by V1's repair.
+        let ii = pre.spec().lead_order.position(Lead::II).unwrap();
+        assert!(input.samples.row(ii).iter().any(|v| *v != 0.0));
+        assert_eq!(input.lead_mask.status[ii], LeadStatus::Measured);
     }
 }

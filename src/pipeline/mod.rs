@@ -644,7 +644,14 @@ async fn run_pipeline<S: Sink + 'static>(
                 // is no longer listed.
                 if let Some(at) = beds.running.iter().position(|b| b.id == id) {
                     let bed = beds.running.remove(at);
+                    let name = bed.config.bed().to_string();
                     let _ = tokio::task::spawn_blocking(move || drop(bed.handle)).await;
+                    // Its task has ended (the guard fires as it returns): keep where its
+                    // numbering stopped, so a reload that starts the bed again goes on from
+                    // there instead of from 0 (which the publisher would hold back as stale).
+                    if let Ok(Ok(next)) = tokio::time::timeout(Duration::from_secs(1), bed.task).await {
+                        beds.next_index.insert(name, next);
+                    }
                     if beds.running.is_empty() {
                         tracing::info!("every source has ended; finishing the windows in flight");
                         break false;

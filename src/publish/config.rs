@@ -126,6 +126,10 @@ fn default_outbox_dir() -> PathBuf {
 fn default_outbox_bytes() -> u64 {
     64 << 20
 }
+/// The longest `outbox.max_age_seconds`: 30 days. A report older than that helps no one at the
+/// bedside, and the bound keeps the age in milliseconds far from `u64`'s range.
+pub const MAX_OUTBOX_AGE_SECONDS: u64 = 30 * 24 * 3600;
+
 fn default_outbox_age() -> u64 {
     24 * 3600
 }
@@ -274,8 +278,14 @@ impl MqttConfig {
                 ),
             );
         }
-        if self.outbox.max_age_seconds == 0 {
-            return bad("outbox.max_age_seconds", "is 0; allowed: 1 or more".into());
+        if !(1..=MAX_OUTBOX_AGE_SECONDS).contains(&self.outbox.max_age_seconds) {
+            return bad(
+                "outbox.max_age_seconds",
+                format!(
+                    "is {}; allowed: 1 to {MAX_OUTBOX_AGE_SECONDS} (30 days)",
+                    self.outbox.max_age_seconds
+                ),
+            );
         }
         Ok(())
     }
@@ -343,6 +353,16 @@ mod tests {
         let mut c = MqttConfig::default();
         c.outbox.max_bytes = 10;
         assert_eq!(check(&c).unwrap_err().0, "mqtt.outbox.max_bytes");
+        for age in [0, MAX_OUTBOX_AGE_SECONDS + 1, 18_446_744_073_709_552] {
+            let mut c = MqttConfig::default();
+            c.outbox.max_age_seconds = age;
+            let (field, reason) = check(&c).unwrap_err();
+            assert_eq!(field, "mqtt.outbox.max_age_seconds", "{age}");
+            assert!(reason.contains(&age.to_string()), "{reason}");
+        }
+        let mut c = MqttConfig::default();
+        c.outbox.max_age_seconds = MAX_OUTBOX_AGE_SECONDS;
+        assert_eq!(check(&c), Ok(()));
         assert_eq!(check(&MqttConfig::default()), Ok(()));
     }
 }

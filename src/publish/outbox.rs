@@ -567,7 +567,8 @@ impl Outbox {
 
     /// Drops records older than `max_age` from the head; returns their sequence numbers.
     fn expire(&mut self, now: u64) -> Vec<u64> {
-        let max_age = self.opts.max_age.as_millis() as u64;
+        // Saturating: an age past u64 milliseconds means "never", not a wrapped 384 ms.
+        let max_age = u64::try_from(self.opts.max_age.as_millis()).unwrap_or(u64::MAX);
         let mut dropped = Vec::new();
         while let Some(front) = self.entries.iter().find(|e| !e.acked)
             && now.saturating_sub(front.enqueued_ms) > max_age
@@ -843,6 +844,22 @@ mod tests {
         let (o, back) = Outbox::open(options).unwrap();
         assert!(back.is_empty(), "{back:?}");
         assert_eq!(o.stats().dropped_expired, 2);
+    }
+
+    /// An age beyond u64 milliseconds (the outbox API takes any `Duration`) keeps records: it
+    /// once wrapped to 384 ms and expired every record recovered at start.
+    #[test]
+    fn an_age_past_u64_milliseconds_keeps_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = opts(dir.path());
+        let (mut o, _) = Outbox::open(options.clone()).unwrap();
+        put(&mut o, 2);
+        drop(o);
+        std::thread::sleep(Duration::from_millis(500));
+        options.max_age = Duration::from_secs(18_446_744_073_709_552);
+        let (o, back) = Outbox::open(options).unwrap();
+        assert_eq!(back.len(), 2, "{back:?}");
+        assert_eq!(o.stats().dropped_expired, 0);
     }
 
     #[test]
