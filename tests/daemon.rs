@@ -943,6 +943,22 @@ fn is_dropped_unjudged(report: &Value) -> bool {
         .contains("signal processing fell behind")
 }
 
+/// A synthesized sinus-rhythm record of `seconds` (12 leads, 500 Hz) written as WFDB
+/// `dir/name.hea` for replay beds; returns it.
+fn write_sinus_record(dir: &Path, name: &str, seconds: f64, seed: u64) -> Recording {
+    let spec = RecordSpec {
+        seconds,
+        ..RecordSpec::ten_seconds(ConditionSet::parse_list("normal").unwrap())
+    };
+    let recording = generate(&spec, seed).unwrap().recording;
+    let options = WriteOptions {
+        format: SignalFormat::Format16,
+        adc_gain_per_mv: 200.0,
+    };
+    write_record(dir, name, &recording, options, &[]).unwrap();
+    recording
+}
+
 /// A replay bed that ended and is started again by a reload (SIGHUP) goes on numbering its
 /// windows where it ended: numbered from 0 again, its reports would look older than the ones
 /// already published and the publisher would hold them back.
@@ -950,16 +966,7 @@ fn is_dropped_unjudged(report: &Value) -> bool {
 fn a_replay_bed_started_again_by_a_reload_goes_on_numbering_where_it_ended() {
     let tag = std::process::id();
     let dir = tempfile::tempdir().unwrap();
-    let spec = RecordSpec {
-        seconds: 4.0,
-        ..RecordSpec::ten_seconds(ConditionSet::parse_list("normal").unwrap())
-    };
-    let recording = generate(&spec, 5).unwrap().recording;
-    let options = WriteOptions {
-        format: SignalFormat::Format16,
-        adc_gain_per_mv: 200.0,
-    };
-    write_record(dir.path(), "short", &recording, options, &[]).unwrap();
+    write_sinus_record(dir.path(), "short", 4.0, 5);
     let (keep, replay) = (format!("keep-{tag}"), format!("again-{tag}"));
     // No bundle (quality-only outcomes, no ONNX Runtime) and 2 s windows: two per replay.
     let config = dir.path().join("again.toml");
@@ -1015,20 +1022,11 @@ fn when_signal_processing_falls_behind_the_oldest_windows_are_dropped_latency_an
  {
     let tag = std::process::id();
     let dir = tempfile::tempdir().unwrap();
-    let spec = RecordSpec {
-        seconds: 80.0,
-        ..RecordSpec::ten_seconds(ConditionSet::parse_list("normal").unwrap())
-    };
-    let recording = generate(&spec, 17).unwrap().recording;
+    let recording = write_sinus_record(dir.path(), "ward", 80.0, 17);
     assert_eq!(
         (recording.sample_rate_hz, recording.leads.len()),
         (500.0, 12)
     );
-    let options = WriteOptions {
-        format: SignalFormat::Format16,
-        adc_gain_per_mv: 200.0,
-    };
-    write_record(dir.path(), "ward", &recording, options, &[]).unwrap();
     let port = free_port();
     let (beds, hop) = (16, 0.25);
     let mut text = format!(
