@@ -15,7 +15,8 @@ invocation, including steps it re-ran; a run continued from another model, `[tra
 adds that model's time, and so does one whose encoder came from another, `encoder_from`),
 `eval.json` (`meit-models eval --external`: synthetic
 text and clinical metrics, shuffled-ECG control, the MEIT-20% paired ROUGE-L drop, the external
-set). Per `--bench` (`meit bench infer --bundle B --json`): the int4 bundle's size on disk,
+set). Per `--bench` (`meit bench infer --bundle B --json`): the int4 bundle's size on disk (its
+manifest and the files the manifest lists),
 decode tokens/s and report p50 at batch 1 in the daemon's engine. Standard library only.
 """
 
@@ -132,7 +133,12 @@ def row(model_dir, bench_path, eval_path=None):
     if bench_path:
         b = json.loads(Path(bench_path).read_text())
         bundle = Path(b["bundle"])
-        size = f"{sum(f.stat().st_size for f in bundle.iterdir() if f.is_file()) / 2**20:.1f}"
+        if bundle_measured(bundle, b["model"]):
+            size = f"{bundle_bytes(bundle) / 2**20:.1f}"
+        elif model_dir.name in previous_sizes:
+            # The bundle is git-ignored and gone, or since re-exported from another model: the
+            # size this script measured when it was there, marked.
+            size = previous_sizes[model_dir.name] .rstrip("*") + "*"
         decode = f"{b['decode_tokens_per_s']['p50']:.0f}"
         p50 = f"{b['batch1']['report_ms_p50']:.1f}"
     return [f"`{model_dir.name}`", name, str(layers), f"{total / 1e6:.2f} M",
@@ -142,6 +148,37 @@ def row(model_dir, bench_path, eval_path=None):
             f"{results['shuffled-ecg']['clinical']['macro_f1']:.3f}", drop, external,
             size, decode, p50]
 
+
+def bundle_measured(bundle, model):
+    """True when `bundle` is on disk and still holds `model` (the bench's "id version")."""
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return f"{manifest['model']['id']} {manifest['model']['version']}" == model
+
+
+def bundle_bytes(bundle):
+    """What the daemon loads: the manifest and the files it lists (not evaluation output)."""
+    manifest = bundle / "manifest.json"
+    names = json.loads(manifest.read_text())["files"]
+    return manifest.stat().st_size + sum((bundle / name).stat().st_size for name in names)
+
+
+def read_previous_sizes(path):
+    """Bundle sizes per model in a table this script wrote before (model name -> cell)."""
+    sizes = {}
+    if path is None or not path.exists():
+        return sizes
+    column = HEADER.index("int4 bundle MiB")
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == len(HEADER) and cells[0].startswith("`"):
+            sizes[cells[0].strip("`")] = cells[column]
+    return sizes
+
+
+previous_sizes = {}
 
 HEADER = ["model", "backbone", "decoder layers", "parameters", "trainable", "training h",
           "macro F1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "shuffled F1",
@@ -165,6 +202,7 @@ def main():
     parser.add_argument("--write", type=Path)
     parser.add_argument("--readme", type=Path)
     args = parser.parse_args()
+    previous_sizes.update(read_previous_sizes(args.write))
     benches = args.bench + ["-"] * (len(args.model) - len(args.bench))
     evals = args.eval + ["-"] * (len(args.model) - len(args.eval))
     rows = [row(m, None if b == "-" else b, None if e == "-" else e)
@@ -177,7 +215,9 @@ def main():
     body = (f"Written by `{command}` on {when}; do not edit by hand. Synthetic figures on each "
             "model's held-out synthetic test records, greedy (" + "; ".join(notes) + "); decode "
             "tokens/s and report p50 at batch 1 from `meit bench infer` on the int4 bundle (2 "
-            "threads, the project's 2-core x86_64 box); training hours on the same box.\n\n"
+            "threads, the project's 2-core x86_64 box); training hours on the same box; a bundle "
+            "size marked * is the one this script measured in an earlier run (then every file in the "
+            "bundle's directory), the bundle being no longer on disk (git-ignored).\n\n"
             + table(rows) + "\n")
     print(body)
     if args.write:

@@ -36,6 +36,10 @@ pub struct PreparedRecord {
     pub length: usize,
     /// Tokens and loss mask.
     pub example: Example,
+    /// Rows of this record's ECG that train only the unlikelihood of a statement its leads
+    /// cannot support ([`Example::avoiding_after_end`]); empty unless `[train]
+    /// unlikelihood_weight` is above 0.
+    pub negatives: Vec<Example>,
 }
 
 impl RecordCodec {
@@ -79,16 +83,33 @@ impl RecordCodec {
         index: usize,
     ) -> Result<PreparedRecord, TrainError> {
         let (samples, length) = self.samples(record)?;
-        let segments = self.config.instruction.segments(&record.report, index);
-        let example = Example::encode(
-            self.tokenizer.as_ref(),
-            &segments,
-            self.config.train.max_tokens,
-        )?;
+        let encode = |report: &str| {
+            let segments = self.config.instruction.segments(report, index);
+            Example::encode(
+                self.tokenizer.as_ref(),
+                &segments,
+                self.config.train.max_tokens,
+            )
+        };
+        let mut example = encode(&record.report)?;
+        let mut negatives = Vec::new();
+        if self.config.train.unlikelihood_weight > 0.0 {
+            // Where each report with a statement the leads cannot support departs from this
+            // one: inside the report, a token to avoid there; past its end, one extra row for the
+            // first such statement (the one the model would write next).
+            for withheld in &record.withheld_reports {
+                let other = encode(withheld)?;
+                example.avoid_departure(&other);
+                if negatives.is_empty() {
+                    negatives.extend(example.avoiding_after_end(&other));
+                }
+            }
+        }
         Ok(PreparedRecord {
             samples,
             length,
             example,
+            negatives,
         })
     }
 
@@ -107,7 +128,8 @@ impl RecordCodec {
         ))
     }
 
-    /// Stacks prepared records into a batch on `device`.
+    /// Stacks prepared records into a batch on `device`: one row per record, then one per
+    /// negative ([`PreparedRecord::negatives`]) with its record's ECG.
     pub fn collate(
         &self,
         records: &[PreparedRecord],
@@ -123,13 +145,23 @@ impl RecordCodec {
                 ModelError::Input("records of different lengths in one batch".into()).into(),
             );
         }
-        let samples: Vec<f32> = records
+        // Each record's row, then one row per negative with its record's ECG again.
+        let rows: Vec<(&PreparedRecord, &Example)> = records
             .iter()
-            .flat_map(|r| r.samples.iter().copied())
+            .map(|r| (r, &r.example))
+            .chain(
+                records
+                    .iter()
+                    .flat_map(|r| r.negatives.iter().map(move |n| (r, n))),
+            )
             .collect();
-        let ecg = Tensor::from_vec(samples, (records.len(), leads, length), device)
+        let samples: Vec<f32> = rows
+            .iter()
+            .flat_map(|(r, _)| r.samples.iter().copied())
+            .collect();
+        let ecg = Tensor::from_vec(samples, (rows.len(), leads, length), device)
             .map_err(ModelError::tensor("ECG batch"))?;
-        let examples: Vec<Example> = records.iter().map(|r| r.example.clone()).collect();
+        let examples: Vec<Example> = rows.iter().map(|(_, e)| (*e).clone()).collect();
         Ok(Batch::collate(
             ecg,
             &examples,

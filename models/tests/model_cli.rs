@@ -73,11 +73,17 @@ fn plot_loss_draws_the_metrics_of_a_run_and_names_a_missing_file()
     let mut pngs = Vec::new();
     // The committed run, and the same run with the losses of its second half ten times larger
     // (on a log axis a uniform scale would move only the labels).
+    let step = |line: &str| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64))
+    };
+    let half = metrics.lines().filter_map(step).max().ok_or("no steps")? / 2;
     let scaled: String = metrics
         .lines()
         .map(|line| {
             let mut v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-            let late = v.get("step").and_then(serde_json::Value::as_u64) > Some(3000);
+            let late = step(line) > Some(half);
             for key in ["loss", "validation_loss"].into_iter().filter(|_| late) {
                 if let Some(loss) = v.get(key).and_then(serde_json::Value::as_f64) {
                     v[key] = serde_json::json!(loss * 10.0);

@@ -68,6 +68,11 @@ pub struct LabelledRecord {
     pub codes: Vec<String>,
     /// Ventricular rate in bpm when the source states one.
     pub rate_bpm: Option<f32>,
+    /// For each statement the record's leads cannot support (dropped from `report`), the
+    /// report with that one statement put back in its place: what the model must not write
+    /// (the unlikelihood term of `[train] unlikelihood_weight`). Empty when the source knows of
+    /// no such statement (full-lead records, PTB-XL, MIMIC).
+    pub withheld_reports: Vec<String>,
 }
 
 /// Which part of a data set.

@@ -314,12 +314,30 @@ impl SynthData {
                 .is_some_and(|i| mask.is_available(i))
         };
         let statements = report::supported_statements(&synth.truth.statements, available);
+        // Each withheld statement put back alone, in the order the full report has it.
+        let withheld_reports = synth
+            .truth
+            .statements
+            .iter()
+            .filter(|w| !statements.contains(w))
+            .map(|withheld| {
+                let with_it: Vec<Statement> = synth
+                    .truth
+                    .statements
+                    .iter()
+                    .filter(|s| *s == withheld || statements.contains(s))
+                    .cloned()
+                    .collect();
+                self.style.report(&with_it)
+            })
+            .collect();
         Ok(LabelledRecord {
             id: format!("synth:{}:{split:?}:{index}", self.seed),
             recording,
             report: self.style.report(&statements),
             codes: statements.iter().map(|s| s.code.to_string()).collect(),
             rate_bpm: Some(synth.truth.measurements.ventricular_rate_bpm),
+            withheld_reports,
         })
     }
 
@@ -622,6 +640,49 @@ mod tests {
         assert!(
             dropped >= 80,
             "every reduced reference loses at least its verdict"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn each_withheld_statement_comes_back_alone_in_its_place() -> Result<(), DataError> {
+        let d = SynthData {
+            lead_subsets: LeadSubsets::Any,
+            reduced_lead_fraction: 1.0,
+            ..data()
+        };
+        let mut withheld = 0;
+        for i in 0..40 {
+            let r = d.record(Split::Train, i)?;
+            let full = d.record_with(
+                Split::Train,
+                i,
+                Forced {
+                    leads: Some(LeadProfile::Twelve),
+                    ..Forced::default()
+                },
+            )?;
+            assert!(
+                full.withheld_reports.is_empty(),
+                "twelve leads withhold nothing"
+            );
+            let dropped: Vec<&String> =
+                full.codes.iter().filter(|c| !r.codes.contains(c)).collect();
+            assert_eq!(r.withheld_reports.len(), dropped.len(), "{i}");
+            for (text, code) in r.withheld_reports.iter().zip(&dropped) {
+                let expected: Vec<&str> = full
+                    .codes
+                    .iter()
+                    .filter(|c| r.codes.contains(c) || c == code)
+                    .map(String::as_str)
+                    .collect();
+                assert_eq!(report::parse_report(text).codes, expected, "{i}: {text}");
+            }
+            withheld += dropped.len();
+        }
+        assert!(
+            withheld >= 40,
+            "{withheld} statements withheld in 40 reduced records"
         );
         Ok(())
     }

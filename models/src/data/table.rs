@@ -256,6 +256,7 @@ impl IndexedRecord {
             report: self.report.clone(),
             codes: self.codes.clone(),
             rate_bpm: self.rate_bpm,
+            withheld_reports: Vec::new(),
         })
     }
 }

@@ -537,6 +537,7 @@ mod tests {
             Ok(Example {
                 input_ids,
                 is_target,
+                avoid: Vec::new(),
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -562,6 +563,7 @@ mod tests {
             init_from: None,
             encoder_from: None,
             encoder_learning_rate: None,
+            unlikelihood_weight: 0.0,
         };
         let mut trainer = Trainer::new(model, &train, 3)?;
         let first = trainer.step(&batch)?;

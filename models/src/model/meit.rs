@@ -87,6 +87,10 @@ pub struct Example {
     pub input_ids: Vec<u32>,
     /// `true` for target tokens (scored), `false` for prompt tokens.
     pub is_target: Vec<bool>,
+    /// `(position, token)`: a token the model must not write at that position of
+    /// `input_ids` (where a report it must not write departs from this one; see
+    /// [`Example::avoid_departure`]). Scored by [`unlikelihood_loss_from`].
+    pub avoid: Vec<(usize, u32)>,
 }
 
 impl Example {
@@ -111,6 +115,52 @@ impl Example {
         Ok(Example {
             input_ids,
             is_target,
+            avoid: Vec::new(),
+        })
+    }
+
+    /// Where `other` (the same prompt with a report this example must not become) first
+    /// departs from this example: a target position of this example, or `None` (no departure
+    /// within this example's tokens, e.g. after truncation, or one inside the prompt).
+    pub fn departure(&self, other: &Example) -> Option<usize> {
+        self.input_ids
+            .iter()
+            .zip(&other.input_ids)
+            .position(|(ours, theirs)| ours != theirs)
+            .filter(|&at| at > 0 && self.is_target[at])
+    }
+
+    /// Marks the token where `other` departs from this example ([`Example::departure`]) as one
+    /// to avoid at that position. Nothing when the departure is at this example's last token
+    /// (its end marker: `other` goes on with the separator to one more statement; see
+    /// [`Example::avoiding_after_end`]). A departure already marked is not marked twice.
+    pub fn avoid_departure(&mut self, other: &Example) {
+        if let Some(at) = self.departure(other)
+            && at + 1 < self.input_ids.len()
+        {
+            let mark = (at, other.input_ids[at]);
+            if !self.avoid.contains(&mark) {
+                self.avoid.push(mark);
+            }
+        }
+    }
+
+    /// When `other` departs at this example's last token (its end marker, where `other` goes
+    /// on with the separator to one more statement): `other` as a row that trains nothing but
+    /// the unlikelihood of that statement's first token, the one after the separator, in
+    /// `other`'s own context. The separator itself is not pushed down: the reference's own loss
+    /// already asks for the end there, and pushing the separator down taught the model to end
+    /// reduced-lead reports early (their recall fell; models/README.md).
+    pub fn avoiding_after_end(&self, other: &Example) -> Option<Example> {
+        let at = self.departure(other)?;
+        let first = at + 1;
+        if first != self.input_ids.len() || first >= other.input_ids.len() {
+            return None;
+        }
+        Some(Example {
+            input_ids: other.input_ids.clone(),
+            is_target: vec![false; other.input_ids.len()],
+            avoid: vec![(first, other.input_ids[first])],
         })
     }
 }
@@ -134,6 +184,8 @@ pub struct Batch {
     pub input_ids: Tensor,
     /// 1.0 at target tokens, 0.0 at prompt and padding `[batch, T]` (f32).
     pub target_mask: Tensor,
+    /// `(row, position, token)`: the examples' tokens to avoid ([`Example::avoid`]).
+    pub avoid: Vec<(usize, usize, u32)>,
 }
 
 impl Batch {
@@ -175,12 +227,18 @@ impl Batch {
             );
             mask.extend(std::iter::repeat_n(0f32, pad));
         }
+        let avoid = examples
+            .iter()
+            .enumerate()
+            .flat_map(|(row, e)| e.avoid.iter().map(move |&(at, token)| (row, at, token)))
+            .collect();
         let shape = (examples.len(), longest);
         let build = || -> candle_core::Result<Batch> {
             Ok(Batch {
                 ecg: ecg.to_device(device)?,
                 input_ids: Tensor::from_vec(ids, shape, device)?,
                 target_mask: Tensor::from_vec(mask, shape, device)?,
+                avoid,
             })
         };
         build().map_err(ModelError::tensor("collating a batch"))
@@ -250,6 +308,55 @@ pub fn masked_lm_loss_from(
     run().map_err(ModelError::tensor("masked loss"))
 }
 
+/// The unlikelihood term (Welleck et al. 2019, "Neural text generation with unlikelihood
+/// training"): the mean over `avoid` `(row, position, token)` of `-log(1 - p(token))`, where p
+/// is the model's probability of writing `token` at `position` given the tokens before it:
+/// logits `[batch, T - from, vocab]` of positions `from..T` (row position `i` is predicted from
+/// logits `i - 1`). `None` when there is nothing to avoid.
+pub fn unlikelihood_loss_from(
+    logits: &Tensor,
+    avoid: &[(usize, usize, u32)],
+    from: usize,
+) -> Result<Option<Tensor>, ModelError> {
+    if avoid.is_empty() {
+        return Ok(None);
+    }
+    let (rows, n, vocab) = logits.dims3().map_err(ModelError::tensor("loss logits"))?;
+    let mut picked_rows = Vec::with_capacity(avoid.len());
+    let mut tokens = Vec::with_capacity(avoid.len());
+    for &(row, at, token) in avoid {
+        let predicted_from = at.checked_sub(1 + from).filter(|&i| i < n);
+        match predicted_from {
+            Some(i) if row < rows && (token as usize) < vocab => {
+                picked_rows.push((row * n + i) as u32);
+                tokens.push(token);
+            }
+            _ => {
+                return Err(ModelError::Input(format!(
+                    "token {token} to avoid at row {row} position {at} is outside logits of \
+                     positions {from}..{} ({rows} rows, vocabulary {vocab})",
+                    from + n
+                )));
+            }
+        }
+    }
+    let count = tokens.len();
+    let device = logits.device();
+    let run = || -> candle_core::Result<Tensor> {
+        let flat = logits.reshape((rows * n, vocab))?;
+        let index = Tensor::from_vec(picked_rows, count, device)?;
+        let log_probs = candle_nn::ops::log_softmax(&flat.index_select(&index, 0)?, D::Minus1)?;
+        let tokens = Tensor::from_vec(tokens, (count, 1), device)?;
+        let p = log_probs.gather(&tokens, D::Minus1)?.exp()?;
+        // -log(1 - p), with 1 - p kept off zero so a confident mistake gives a large, finite loss.
+        let rest = p.affine(-1.0, 1.0)?.clamp(1e-6f32, 1.0f32)?;
+        rest.log()?.neg()?.mean_all()
+    };
+    run()
+        .map(Some)
+        .map_err(ModelError::tensor("unlikelihood loss"))
+}
+
 /// The first position whose logits the loss reads: the one before the earliest target token of
 /// any row of `target_mask` `[batch, T]` (0 when a target is at position 0 or 1, or none).
 pub fn first_scored_position(target_mask: &Tensor) -> Result<usize, ModelError> {
@@ -262,6 +369,18 @@ pub fn first_scored_position(target_mask: &Tensor) -> Result<usize, ModelError> 
         .min()
         .unwrap_or(0);
     Ok(first.saturating_sub(1))
+}
+
+/// A training loss and its parts (scalars).
+#[derive(Debug, Clone)]
+pub struct LossTerms {
+    /// What `backward` is called on: `lm` plus the weighted `unlikelihood`.
+    pub total: Tensor,
+    /// The masked language-model loss.
+    pub lm: Tensor,
+    /// The unlikelihood term, unweighted; `None` when the batch has nothing to avoid or the
+    /// weight is 0.
+    pub unlikelihood: Option<Tensor>,
 }
 
 /// The MEIT model.
@@ -314,13 +433,39 @@ impl Meit {
 
     /// The masked language-model loss of the batch (a scalar to call `backward` on).
     pub fn loss(&self, batch: &Batch, train: bool) -> Result<Tensor, ModelError> {
+        Ok(self.training_loss(batch, train, 0.0)?.total)
+    }
+
+    /// The language-model loss plus `unlikelihood_weight` times the unlikelihood term of the
+    /// batch's tokens to avoid ([`unlikelihood_loss_from`]), from one forward pass.
+    pub fn training_loss(
+        &self,
+        batch: &Batch,
+        train: bool,
+        unlikelihood_weight: f64,
+    ) -> Result<LossTerms, ModelError> {
         // Logits only from the position before the batch's first target token on.
         let from = first_scored_position(&batch.target_mask)?;
         let ecg = self.encoder.forward(&batch.ecg, train)?;
         let logits =
             self.decoder
                 .forward_sequence_from(&batch.input_ids, Some(&ecg), train, from)?;
-        masked_lm_loss_from(&logits, &batch.input_ids, &batch.target_mask, from)
+        let lm = masked_lm_loss_from(&logits, &batch.input_ids, &batch.target_mask, from)?;
+        let unlikelihood = match unlikelihood_weight > 0.0 {
+            true => unlikelihood_loss_from(&logits, &batch.avoid, from)?,
+            false => None,
+        };
+        let total = match &unlikelihood {
+            Some(term) => (term * unlikelihood_weight)
+                .and_then(|weighted| &lm + weighted)
+                .map_err(ModelError::tensor("adding the unlikelihood term"))?,
+            None => lm.clone(),
+        };
+        Ok(LossTerms {
+            total,
+            lm,
+            unlikelihood,
+        })
     }
 
     /// The variables the optimiser updates: all encoder weights (not BatchNorm running
@@ -459,6 +604,168 @@ mod tests {
             masked_lm_loss(&logits, &ids, &nothing),
             Err(ModelError::Input(_))
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn the_token_to_avoid_is_where_the_withheld_report_departs()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let tokenizer = tokenizer()?;
+        let style = InstructionStyle::Tulu {
+            prompts: Prompts::Ptbxl,
+        };
+        let encode = |report: &str, max_len| {
+            Example::encode(&tokenizer, &style.segments(report, 3), max_len)
+        };
+        let mut example = encode("sinus rhythm. normal ecg", 128)?;
+        let withheld = encode("sinus rhythm. atrial fibrillation. normal ecg", 128)?;
+        example.avoid_departure(&withheld);
+        example.avoid_departure(&withheld);
+        let at = example
+            .input_ids
+            .iter()
+            .zip(&withheld.input_ids)
+            .position(|(a, b)| a != b)
+            .ok_or("the reports differ")?;
+        assert_eq!(
+            example.avoid,
+            vec![(at, withheld.input_ids[at])],
+            "marked once"
+        );
+        assert!(example.is_target[at]);
+        // The token avoided begins the withheld statement, after the shared "sinus rhythm.".
+        let before = tokenizer.decode(&withheld.input_ids[..at], false)?;
+        let from_avoided = tokenizer.decode(&withheld.input_ids[at..], false)?;
+        assert!(before.trim_end().ends_with("sinus rhythm."), "{before:?}");
+        assert!(
+            from_avoided.trim_start().starts_with("atrial fibrillation"),
+            "{from_avoided:?}"
+        );
+        // Nothing when the withheld report departs only past a truncated end, at the end marker
+        // (a statement appended after the last one) or in the prompt.
+        let mut ends = encode("sinus rhythm. normal ecg", 128)?;
+        let appended = encode("sinus rhythm. normal ecg. atrial fibrillation", 128)?;
+        ends.avoid_departure(&appended);
+        assert!(ends.avoid.is_empty(), "{:?}", ends.avoid);
+        // There an extra row of the appended report trains only the unlikelihood of the
+        // statement's first token, after the separator.
+        assert!(example.avoiding_after_end(&withheld).is_none());
+        let row = ends
+            .avoiding_after_end(&appended)
+            .ok_or("a row past the end")?;
+        assert_eq!(row.input_ids, appended.input_ids);
+        assert!(
+            row.is_target.iter().all(|&t| !t),
+            "no language-model target"
+        );
+        let first = ends.input_ids.len();
+        assert_eq!(row.avoid, vec![(first, appended.input_ids[first])]);
+        let before = tokenizer.decode(&appended.input_ids[..first], false)?;
+        let from_avoided = tokenizer.decode(&appended.input_ids[first..], false)?;
+        assert!(before.trim_end().ends_with("normal ecg."), "{before:?}");
+        assert!(
+            from_avoided.trim_start().starts_with("atrial fibrillation"),
+            "{from_avoided:?}"
+        );
+        let mut cut = encode("sinus rhythm. normal ecg", at)?;
+        cut.avoid_departure(&withheld);
+        assert!(cut.avoid.is_empty());
+        let mut first = encode("sinus rhythm", 128)?;
+        let mut other_prompt = first.clone();
+        other_prompt.input_ids[1] += 1;
+        other_prompt.input_ids[first.input_ids.len() - 2] += 1;
+        assert!(!first.is_target[1]);
+        first.avoid_departure(&other_prompt);
+        assert!(
+            first.avoid.is_empty() && first.avoiding_after_end(&other_prompt).is_none(),
+            "a departure in the prompt is not a token to avoid"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn unlikelihood_is_minus_log_one_minus_the_probability_of_each_avoided_token()
+    -> Result<(), Box<dyn std::error::Error>> {
+        // Two rows, logits of positions 1..4 (from = 1): row 0 position 2 is predicted from
+        // logits index 0, row 1 position 4 from index 2.
+        let logits = Tensor::new(
+            &[
+                [[2f32.ln(), 0., 0.], [9., 9., 9.], [9., 9., 9.]],
+                [[9f32, 9., 9.], [9., 9., 9.], [0., 0., 3f32.ln()]],
+            ],
+            &Device::Cpu,
+        )?;
+        // p = 2/4 and 3/5: -(ln(1/2) + ln(2/5)) / 2.
+        let expected = -((0.5f32).ln() + (0.4f32).ln()) / 2.0;
+        let term = unlikelihood_loss_from(&logits, &[(0, 2, 0), (1, 4, 2)], 1)?
+            .ok_or("a term")?
+            .to_scalar::<f32>()?;
+        assert!((term - expected).abs() < 1e-5, "{term} vs {expected}");
+        assert!(unlikelihood_loss_from(&logits, &[], 1)?.is_none());
+        for outside in [(0, 1, 0), (0, 5, 0), (2, 2, 0), (0, 2, 3)] {
+            assert!(
+                matches!(
+                    unlikelihood_loss_from(&logits, &[outside], 1),
+                    Err(ModelError::Input(_))
+                ),
+                "{outside:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_training_loss_adds_the_weighted_unlikelihood_term_and_trains_it_down()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let tokenizer = tokenizer()?;
+        let model = Meit::new(
+            &MeitConfig::tiny(tokenizer.vocab_size()),
+            &Params::new(2, &Device::Cpu),
+        )?;
+        let mut batch = batch(&tokenizer, tokenizer.pad_id())?;
+        let plain = model.training_loss(&batch, false, 2.0)?;
+        assert!(plain.unlikelihood.is_none(), "nothing to avoid, no term");
+        // Avoid a token row 0 holds: the term pulls against the language model.
+        let from = first_scored_position(&batch.target_mask)?;
+        let at = from + 4;
+        let token = batch.input_ids.get(0)?.get(at)?.to_scalar::<u32>()?;
+        batch.avoid = vec![(0, at, token)];
+        let terms = model.training_loss(&batch, false, 2.0)?;
+        let (total, lm) = (
+            terms.total.to_scalar::<f32>()?,
+            terms.lm.to_scalar::<f32>()?,
+        );
+        let term = terms.unlikelihood.ok_or("a term")?.to_scalar::<f32>()?;
+        assert_eq!(lm, plain.lm.to_scalar::<f32>()?);
+        assert!(
+            (total - (lm + 2.0 * term)).abs() < 1e-5,
+            "{total} = {lm} + 2 x {term}"
+        );
+        assert_eq!(
+            model
+                .training_loss(&batch, false, 0.0)?
+                .total
+                .to_scalar::<f32>()?,
+            lm,
+            "weight 0 is the paper's loss"
+        );
+        // Gradient steps on the unlikelihood term alone lower it.
+        let vars = model.trainable_vars();
+        use candle_nn::Optimizer;
+        let mut sgd = candle_nn::SGD::new(vars, 0.5)?;
+        for _ in 0..5 {
+            let term = model
+                .training_loss(&batch, true, 1.0)?
+                .unlikelihood
+                .ok_or("a term")?;
+            sgd.backward_step(&term)?;
+        }
+        let after = model
+            .training_loss(&batch, false, 1.0)?
+            .unlikelihood
+            .ok_or("a term")?
+            .to_scalar::<f32>()?;
+        assert!(after < 0.5 * term, "{term} -> {after}");
         Ok(())
     }
 

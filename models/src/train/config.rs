@@ -114,7 +114,7 @@ mod tests {
             Some(meit::synth::Variability::Wide)
         );
         assert_eq!((&wide.model, &wide.train), (&realism.model, &realism.train));
-        // tiny-leads (the default) continues the tiny-wide model with lead-presence flags: the
+        // tiny-leads continues the tiny-wide model with lead-presence flags: the
         // same data, preprocessing and decoder; only the encoder's flags and the schedule differ.
         let leads = RunConfig::from_toml(include_str!("../../configs/tiny-leads.toml"))?;
         assert!(leads.model.encoder.lead_presence && !wide.model.encoder.lead_presence);
@@ -129,12 +129,41 @@ mod tests {
             leads.train.init_from.as_deref(),
             Some(std::path::Path::new("models/trained/tiny-wide"))
         );
-        // The SmolLM2 model with the default model's encoder: its trunk, data and preprocessing.
+        // tiny-unlikely (the default) continues tiny-leads with the unlikelihood term: the same
+        // model, data, preprocessing and instruction; only the schedule and the term differ.
+        let unlikely = RunConfig::from_toml(include_str!("../../configs/tiny-unlikely.toml"))?;
+        assert_eq!(
+            (
+                &unlikely.model,
+                &unlikely.data,
+                &unlikely.preprocess,
+                &unlikely.instruction
+            ),
+            (
+                &leads.model,
+                &leads.data,
+                &leads.preprocess,
+                &leads.instruction
+            )
+        );
+        assert_eq!(
+            (
+                leads.train.unlikelihood_weight,
+                unlikely.train.unlikelihood_weight
+            ),
+            (0.0, 1.0)
+        );
+        assert_eq!(
+            unlikely.train.init_from.as_deref(),
+            Some(std::path::Path::new("models/trained/tiny-leads"))
+        );
+        // The SmolLM2 model with the tiny-leads model's encoder: its trunk, data and
+        // preprocessing.
         let tinyenc =
             RunConfig::from_toml(include_str!("../../configs/smollm2-8layer-tinyenc.toml"))?;
         assert_eq!(
             tinyenc.train.encoder_from.as_deref(),
-            Some(std::path::Path::new("models/trained/tiny"))
+            Some(std::path::Path::new("models/trained/tiny-leads"))
         );
         assert!(tinyenc.model.encoder.lead_presence);
         assert_eq!(tinyenc.data.synth, leads.data.synth);

@@ -661,6 +661,8 @@ struct StepLine {
     learning_rate: f64,
     grad_norm: f64,
     records_per_second: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unlikelihood: Option<f32>,
 }
 
 impl StepLine {
@@ -672,6 +674,7 @@ impl StepLine {
             learning_rate: report.learning_rate,
             grad_norm: report.grad_norm,
             records_per_second: rate,
+            unlikelihood: report.unlikelihood,
         }
     }
 }

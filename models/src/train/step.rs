@@ -67,6 +67,16 @@ pub struct TrainConfig {
     /// learns at rates (1e-3) that would break a pretrained decoder's adapters (1e-4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder_learning_rate: Option<f64>,
+    /// Weight of the unlikelihood term (Welleck et al. 2019): on a reduced-lead record, the
+    /// first token of each statement its leads cannot support, where that statement would
+    /// begin, is pushed down by `-log(1 - p)` (see
+    /// [`crate::model::meit::unlikelihood_loss_from`]). 0 (the default) = the paper's loss.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unlikelihood_weight: f64,
+}
+
+fn is_zero(weight: &f64) -> bool {
+    *weight == 0.0
 }
 
 /// The encoder warm-up before instruction tuning (`[train.encoder_warmup]`).
@@ -126,6 +136,9 @@ impl TrainConfig {
             return bad(
                 "encoder_warmup: batch_size >= 2, records >= batch_size, learning_rate > 0",
             );
+        }
+        if !(0.0..=10.0).contains(&self.unlikelihood_weight) {
+            return bad("unlikelihood_weight must be in [0, 10]");
         }
         if self.init_from.is_some() && self.encoder_warmup.is_some() {
             return bad(
@@ -209,6 +222,9 @@ pub struct StepReport {
     pub grad_norm: f64,
     /// The learning rate this step used.
     pub learning_rate: f64,
+    /// The unlikelihood term before weighting (mean over the micro-batches that had tokens to
+    /// avoid; `None` when none had or the weight is 0). `loss` includes it weighted.
+    pub unlikelihood: Option<f32>,
 }
 
 /// AdamW as `torch.optim.AdamW` (and candle's `AdamW`): bias-corrected moments, decoupled
@@ -349,6 +365,7 @@ pub struct Trainer {
     optimizer: AdamW,
     schedule: LinearSchedule,
     max_grad_norm: f64,
+    unlikelihood_weight: f64,
     step: usize,
     total_steps: usize,
 }
@@ -385,6 +402,7 @@ impl Trainer {
             optimizer,
             schedule,
             max_grad_norm: config.max_grad_norm,
+            unlikelihood_weight: config.unlikelihood_weight,
             step: 0,
             total_steps,
         })
@@ -468,11 +486,18 @@ impl Trainer {
         let learning_rate = self.schedule.learning_rate(self.step);
         let share = 1.0 / batches.len() as f64;
         let mut total_loss = 0f32;
+        let mut unlikelihood = Vec::new();
         let mut summed: Option<GradStore> = None;
         for batch in batches {
-            let loss = self.model.loss(batch, true)?;
+            let terms = self
+                .model
+                .training_loss(batch, true, self.unlikelihood_weight)?;
+            let loss = terms.total;
             let mut accumulate = || -> candle_core::Result<()> {
                 total_loss += loss.to_scalar::<f32>()?;
+                if let Some(term) = &terms.unlikelihood {
+                    unlikelihood.push(term.to_scalar::<f32>()?);
+                }
                 let grads = (&loss * share)?.backward()?;
                 match summed.as_mut() {
                     None => summed = Some(grads),
@@ -507,6 +532,8 @@ impl Trainer {
             loss: total_loss * share as f32,
             grad_norm,
             learning_rate,
+            unlikelihood: (!unlikelihood.is_empty())
+                .then(|| unlikelihood.iter().sum::<f32>() / unlikelihood.len() as f32),
         })
     }
 }
@@ -539,6 +566,7 @@ mod tests {
             init_from: None,
             encoder_from: None,
             encoder_learning_rate: None,
+            unlikelihood_weight: 0.0,
         }
     }
 
@@ -726,6 +754,25 @@ mod tests {
         config.encoder_learning_rate = Some(f64::NAN);
         assert!(matches!(config.validate(), Err(ModelError::Config(_))));
         Ok(())
+    }
+
+    #[test]
+    fn an_unlikelihood_weight_outside_0_to_10_is_refused() {
+        let mut config = test_config(1, 0.0, 0.0);
+        for (weight, ok) in [
+            (0.0, true),
+            (1.0, true),
+            (10.0, true),
+            (-0.1, false),
+            (10.5, false),
+        ] {
+            config.unlikelihood_weight = weight;
+            assert_eq!(config.validate().is_ok(), ok, "{weight}");
+        }
+        config.unlikelihood_weight = f64::NAN;
+        assert!(
+            matches!(config.validate(), Err(ModelError::Config(m)) if m.contains("unlikelihood_weight"))
+        );
     }
 
     #[test]
