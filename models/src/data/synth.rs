@@ -595,6 +595,18 @@ mod tests {
             || (is_limb && limb.iter().filter(|l| recorded.contains(l)).count() >= 2)
     }
 
+    /// Training record `i` of `d` drawn with twelve leads.
+    fn with_twelve_leads(d: &SynthData, i: u64) -> Result<LabelledRecord, DataError> {
+        d.record_with(
+            Split::Train,
+            i,
+            Forced {
+                leads: Some(LeadProfile::Twelve),
+                ..Forced::default()
+            },
+        )
+    }
+
     #[test]
     fn any_lead_subset_reference_states_nothing_that_needs_an_absent_lead() -> Result<(), DataError>
     {
@@ -617,14 +629,7 @@ mod tests {
                 }
             }
             // The same record with twelve leads states everything the reduced one does.
-            let full = d.record_with(
-                Split::Train,
-                i,
-                Forced {
-                    leads: Some(LeadProfile::Twelve),
-                    ..Forced::default()
-                },
-            )?;
+            let full = with_twelve_leads(&d, i)?;
             assert!(r.codes.iter().all(|c| full.codes.contains(c)), "{i}");
             dropped += full.codes.len() - r.codes.len();
             sets.insert(recorded.clone());
@@ -654,14 +659,7 @@ mod tests {
         let mut withheld = 0;
         for i in 0..40 {
             let r = d.record(Split::Train, i)?;
-            let full = d.record_with(
-                Split::Train,
-                i,
-                Forced {
-                    leads: Some(LeadProfile::Twelve),
-                    ..Forced::default()
-                },
-            )?;
+            let full = with_twelve_leads(&d, i)?;
             assert!(
                 full.withheld_reports.is_empty(),
                 "twelve leads withhold nothing"

@@ -718,10 +718,7 @@ mod tests {
     fn the_training_loss_adds_the_weighted_unlikelihood_term_and_trains_it_down()
     -> Result<(), Box<dyn std::error::Error>> {
         let tokenizer = tokenizer()?;
-        let model = Meit::new(
-            &MeitConfig::tiny(tokenizer.vocab_size()),
-            &Params::new(2, &Device::Cpu),
-        )?;
+        let model = tiny_model(&tokenizer)?;
         let mut batch = batch(&tokenizer, tokenizer.pad_id())?;
         let plain = model.training_loss(&batch, false, 2.0)?;
         assert!(plain.unlikelihood.is_none(), "nothing to avoid, no term");
@@ -767,6 +764,14 @@ mod tests {
             .to_scalar::<f32>()?;
         assert!(after < 0.5 * term, "{term} -> {after}");
         Ok(())
+    }
+
+    /// The tiny model, fresh weights of seed 2, for `tokenizer`'s vocabulary.
+    fn tiny_model(tokenizer: &ReportTokenizer) -> Result<Meit, ModelError> {
+        Meit::new(
+            &MeitConfig::tiny(tokenizer.vocab_size()),
+            &Params::new(2, &Device::Cpu),
+        )
     }
 
     fn tokenizer() -> Result<ReportTokenizer, TokenizerError> {
@@ -819,10 +824,7 @@ mod tests {
     fn the_loss_from_report_positions_equals_the_loss_over_every_position()
     -> Result<(), Box<dyn std::error::Error>> {
         let tokenizer = tokenizer()?;
-        let model = Meit::new(
-            &MeitConfig::tiny(tokenizer.vocab_size()),
-            &Params::new(2, &Device::Cpu),
-        )?;
+        let model = tiny_model(&tokenizer)?;
         let batch = batch(&tokenizer, tokenizer.pad_id())?;
         let from = first_scored_position(&batch.target_mask)?;
         assert!(from > 2, "the prompt is skipped ({from})");
