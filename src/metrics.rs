@@ -457,9 +457,23 @@ impl Metrics {
     }
 }
 
-/// Serves [`Metrics::render`] to every HTTP request on `listener` until the task is dropped.
+/// Scrapes served at once; a further client waits in the listener's backlog until one ends
+/// (each ends within [`SCRAPE_READ_TIMEOUT`] plus the write), so a flood of idle connections
+/// costs at most this many tasks and descriptors.
+pub const MAX_SCRAPES_IN_FLIGHT: usize = 16;
+
+/// How long a scrape may take to send its request before it gets the metrics anyway.
+pub const SCRAPE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Serves [`Metrics::render`] to every HTTP request on `listener` until the task is dropped,
+/// at most [`MAX_SCRAPES_IN_FLIGHT`] at once.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES_IN_FLIGHT));
     loop {
+        // Never closed, so this only waits while the limit's scrapes are being served.
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
         let mut stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -472,12 +486,11 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
         };
         let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
+            let _permit = permit;
             // The request itself does not matter (every path gets the metrics); read what the
             // client sent so that it sees a clean response.
             let mut buf = [0u8; 1024];
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_millis(500), stream.read(&mut buf))
-                    .await;
+            let _ = tokio::time::timeout(SCRAPE_READ_TIMEOUT, stream.read(&mut buf)).await;
             let body = metrics.render();
             let response = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -600,5 +613,35 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_connections_past_the_limit_wait_for_a_scrape_to_end()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let server = tokio::spawn(serve(listener, Arc::new(Metrics::default())));
+        // The limit's worth of clients that connect and send nothing, then a scrape.
+        let started = std::time::Instant::now();
+        let mut idle = Vec::new();
+        for _ in 0..MAX_SCRAPES_IN_FLIGHT {
+            idle.push(tokio::net::TcpStream::connect(address).await?);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut client = tokio::net::TcpStream::connect(address).await?;
+        client.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await?;
+        let mut response = String::new();
+        client.read_to_string(&mut response).await?;
+        let waited = started.elapsed();
+        server.abort();
+        assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+        // Served only once an idle client's read timed out, which is no sooner than the timeout
+        // after `started` (a lower bound holds on any machine, however slow).
+        assert!(
+            waited >= SCRAPE_READ_TIMEOUT,
+            "served after {waited:?} while {MAX_SCRAPES_IN_FLIGHT} idle clients were open"
+        );
+        drop(idle);
+        Ok(())
     }
 }
