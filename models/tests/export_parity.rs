@@ -131,26 +131,20 @@ fn dyn_to_vec(v: &ort::value::DynValue) -> Vec<f32> {
         .collect()
 }
 
-/// Record 2 keeps only its limb leads and record 3 only lead II, as a monitor and a strap
-/// deliver them (zeros), so the lead-presence flags of a model that has them are exercised.
-#[test]
-fn encoder_slot_keys_and_values_match_candle_within_1e_4_also_with_absent_leads() -> TestResult {
-    let (model, _) = model();
-    let inputs = held_out(4, false);
-    let mut ecg = batch(&inputs);
-    ecg.slice_mut(ndarray::s![2, 6.., ..]).fill(0.0);
-    ecg.slice_mut(ndarray::s![3, ..1, ..]).fill(0.0);
-    ecg.slice_mut(ndarray::s![3, 2.., ..]).fill(0.0);
-    let mut engine = engine(&bundles().1);
+/// Every layer's slot key and value from `bundle`'s encoder (ONNX Runtime) equal `model`'s
+/// (candle) on `ecg` within 1e-4 relative error.
+fn assert_slots_match_candle(model: &Meit, bundle: &Path, ecg: &Array3<f32>) -> TestResult {
+    let records = ecg.dim().0;
+    let mut engine = engine(bundle);
     let slots = engine.slots(ecg.clone())?;
-    let embedding = model.encoder().forward(&to_tensor(&ecg), false)?;
+    let embedding = model.encoder().forward(&to_tensor(ecg), false)?;
     let cache = model
         .decoder()
-        .start_cache(inputs.len(), Some(&embedding), false)?;
+        .start_cache(records, Some(&embedding), false)?;
     assert_eq!(slots.len(), cache.layers().len());
     for (layer, ((k, v), reference)) in slots.iter().zip(cache.layers()).enumerate() {
         let (rk, rv) = reference.key_value().expect("slot cached");
-        assert_eq!(rk.dims(), &[4, 2, 1, 32]);
+        assert_eq!(rk.dims(), &[records, 2, 1, 32]);
         let rk = rk.flatten_all()?.to_vec1::<f32>()?;
         let rv = rv.flatten_all()?.to_vec1::<f32>()?;
         let (ek, ev) = (
@@ -162,6 +156,80 @@ fn encoder_slot_keys_and_values_match_candle_within_1e_4_also_with_absent_leads(
             "layer {layer}: key {ek}, value {ev}"
         );
     }
+    Ok(())
+}
+
+/// Four held-out records; record 2 keeps only its limb leads and record 3 only lead II, as a
+/// monitor and a strap deliver them (zeros), so the lead-presence flags are exercised.
+fn records_with_absent_leads() -> Array3<f32> {
+    let mut ecg = batch(&held_out(4, false));
+    ecg.slice_mut(ndarray::s![2, 6.., ..]).fill(0.0);
+    ecg.slice_mut(ndarray::s![3, ..1, ..]).fill(0.0);
+    ecg.slice_mut(ndarray::s![3, 2.., ..]).fill(0.0);
+    ecg
+}
+
+#[test]
+fn encoder_slot_keys_and_values_match_candle_within_1e_4_also_with_absent_leads() -> TestResult {
+    let (model, _) = model();
+    assert_slots_match_candle(model, &bundles().1, &records_with_absent_leads())
+}
+
+/// The committed model given statistics pooling (`pooling = "mean_std"`): its projection's
+/// first weight widened with standard-deviation columns of half the mean columns (not zero,
+/// so the exported Sub/Mul/ReduceMean/Sqrt path is what the comparison sees), exported fp32.
+#[test]
+fn a_mean_std_pooling_encoder_exports_to_the_same_slots() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let std_model = dir.path().join("model");
+    std::fs::create_dir(&std_model)?;
+    std::fs::copy(
+        model_dir().join("tokenizer.json"),
+        std_model.join("tokenizer.json"),
+    )?;
+    let run = std::fs::read_to_string(model_dir().join("run.toml"))?;
+    assert_eq!(run.matches("\nlead_presence = ").count(), 1);
+    let run = run.replacen(
+        "\nlead_presence = ",
+        "\npooling = \"mean_std\"\nlead_presence = ",
+        1,
+    );
+    std::fs::write(std_model.join("run.toml"), run)?;
+    let mut weights =
+        candle_core::safetensors::load(model_dir().join("model.safetensors"), &Device::Cpu)?;
+    let name = "encoder.projection.hidden.weight";
+    let weight = weights[name].clone();
+    let channels = weight.dims2()?.0; // the hidden layer is as wide as the channels
+    let widened = Tensor::cat(
+        &[
+            weight.narrow(1, 0, channels)?,
+            (weight.narrow(1, 0, channels)? * 0.5)?,
+            weight.narrow(1, channels, weight.dims2()?.1 - channels)?,
+        ],
+        1,
+    )?;
+    weights.insert(name.to_string(), widened);
+    candle_core::safetensors::save(&weights, std_model.join("model.safetensors"))?;
+
+    let bundle = dir.path().join("bundle");
+    let options = ExportOptions {
+        precision: Precision::Fp32,
+        ..Default::default()
+    };
+    export(&std_model, &bundle, &options)?;
+    let (config, with_std, _) = load_model(&std_model)?;
+    assert_eq!(
+        config.model.encoder.pooling,
+        meit_models::model::ecg_encoder::Pooling::MeanStd
+    );
+    let ecg = records_with_absent_leads();
+    assert_slots_match_candle(&with_std, &bundle, &ecg)?;
+    // The standard deviations reach the embedding: the committed model's differs.
+    let (plain, _) = model();
+    let a = plain.encoder().forward(&to_tensor(&ecg), false)?;
+    let b = with_std.encoder().forward(&to_tensor(&ecg), false)?;
+    let moved = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    assert!(moved > 1e-3, "the std columns changed nothing: {moved}");
     Ok(())
 }
 

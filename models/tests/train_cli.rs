@@ -1,9 +1,10 @@
 //! End-to-end tests of `meit-models train`, `generate` and `eval` on a run small enough for CI:
 //! the tiny config with a few dozen synthetic records.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use candle_core::Tensor;
 use meit::ecg::{Lead, LeadSet, Recording};
 use meit::wfdb::{SignalFormat, WriteOptions};
 
@@ -383,26 +384,21 @@ fn encoder_from_reuses_a_trained_encoder_trunk_under_another_decoder()
     Ok(())
 }
 
-/// `[model.encoder] lead_presence = true` on a model trained without it: the continued run
-/// starts from the trained weights with one zero column per lead added to the projection's
-/// first weight (so it starts from the trained model's function); the other direction is refused.
-#[test]
-fn init_from_adds_lead_presence_flags_as_zero_columns_of_the_projection()
--> Result<(), Box<dyn std::error::Error>> {
+/// The small trained model continued one step at a vanishing learning rate with `added` (lines
+/// for `[model.encoder]`): checks that every weight but the projection's first is where it was
+/// and returns (tempdir, continued model, the projection's first weight before and after).
+#[allow(clippy::type_complexity)]
+fn continued_with_encoder_lines(
+    added: &str,
+) -> Result<(tempfile::TempDir, PathBuf, Tensor, Tensor), Box<dyn std::error::Error>> {
     let (dir, trained) = trained_small_model()?;
-    let with_flags = |text: &str| {
-        assert!(text.contains("[model.encoder]\n"));
-        text.replacen(
-            "[model.encoder]\n",
-            "[model.encoder]\nlead_presence = true\n",
-            1,
-        )
-    };
     let config = small_config_with(dir.path(), |text| {
-        with_flags(&with_values(
+        assert!(text.contains("[model.encoder]\n"));
+        with_values(
             &continued_from(&text, &trained),
             &[("learning_rate", "1e-12")],
-        ))
+        )
+        .replacen("[model.encoder]\n", &format!("[model.encoder]\n{added}"), 1)
     })?;
     let continued = dir.path().join("continued");
     train_one_step(&config, &continued);
@@ -410,27 +406,61 @@ fn init_from_adds_lead_presence_flags_as_zero_columns_of_the_projection()
     let projection = "encoder.projection.hidden.weight";
     let mut compared = 0;
     for (name, a) in &before {
-        if name.contains("running_") {
+        let b = after.get(name).ok_or_else(|| format!("{name} missing"))?;
+        if name.contains("running_") || name == projection {
             continue;
         }
-        let b = after.get(name).ok_or_else(|| format!("{name} missing"))?;
-        if name == projection {
-            let (rows, cols) = a.dims2()?;
-            assert_eq!(b.dims(), &[rows, cols + 12], "one column per lead");
-            assert!(max_abs(&(a - b.narrow(1, 0, cols)?)?)? < 1e-6);
-            assert!(
-                max_abs(&b.narrow(1, cols, 12)?)? < 1e-6,
-                "new columns start at zero"
-            );
-        } else {
-            assert!(max_abs(&(a - b)?)? < 1e-6, "{name} moved");
-        }
+        assert!(max_abs(&(a - b)?)? < 1e-6, "{name} moved");
         compared += 1;
     }
     assert!(compared > 20, "{compared} tensors compared");
+    let (a, b) = (before[projection].clone(), after[projection].clone());
+    Ok((dir, continued, a, b))
+}
+
+/// `[model.encoder] lead_presence = true` on a model trained without it: the continued run
+/// starts from the trained weights with one zero column per lead added to the projection's
+/// first weight (so it starts from the trained model's function); the other direction is refused.
+#[test]
+fn init_from_adds_lead_presence_flags_as_zero_columns_of_the_projection()
+-> Result<(), Box<dyn std::error::Error>> {
+    let (dir, continued, a, b) = continued_with_encoder_lines("lead_presence = true\n")?;
+    let (rows, cols) = a.dims2()?;
+    assert_eq!(b.dims(), &[rows, cols + 12], "one column per lead");
+    assert!(max_abs(&(&a - b.narrow(1, 0, cols)?)?)? < 1e-6);
+    assert!(
+        max_abs(&b.narrow(1, cols, 12)?)? < 1e-6,
+        "new columns start at zero"
+    );
 
     // Flags off again on a model that has them: refused.
     let back = small_config_with(dir.path(), |text| continued_from(&text, &continued))?;
+    assert_init_from_refuses_the_model(&back, &dir.path().join("back"));
+    Ok(())
+}
+
+/// `pooling = "mean_std"` (with lead flags, both new) on a model trained with mean pooling: one
+/// zero column per channel after the trained means, then one per lead; back to the mean alone
+/// is refused.
+#[test]
+fn init_from_adds_standard_deviation_pooling_as_zero_columns_after_the_means()
+-> Result<(), Box<dyn std::error::Error>> {
+    let (dir, continued, a, b) =
+        continued_with_encoder_lines("pooling = \"mean_std\"\nlead_presence = true\n")?;
+    let (rows, channels) = a.dims2()?;
+    assert_eq!(b.dims(), &[rows, 2 * channels + 12]);
+    assert!(max_abs(&(&a - b.narrow(1, 0, channels)?)?)? < 1e-6);
+    assert!(
+        max_abs(&b.narrow(1, channels, channels + 12)?)? < 1e-6,
+        "standard deviation and flag columns start at zero"
+    );
+    let back = small_config_with(dir.path(), |text| {
+        continued_from(&text, &continued).replacen(
+            "[model.encoder]\n",
+            "[model.encoder]\nlead_presence = true\n",
+            1,
+        )
+    })?;
     assert_init_from_refuses_the_model(&back, &dir.path().join("back"));
     Ok(())
 }

@@ -7,6 +7,7 @@
 //!  -> Conv(k7, s2) + BN -> ReLU [-> MaxPool(3, 2, 1)]          stem
 //!  -> residual blocks (Conv + BN, ReLU, Conv + BN, + shortcut, ReLU)
 //!  -> ReduceMean over time                                    pooled features
+//! [ -> Concat with Sqrt(ReduceMean((x - mean)^2) + 1e-5)         standard deviation, opt-in ]
 //! [ -> Concat with Cast(Greater(ReduceMax(Abs(ecg)), 0))       lead-presence flags, opt-in ]
 //!  -> Gemm + BN -> ReLU -> Gemm + BN                          projection
 //!  -> x / max(||x||, 1e-12)                                    L2 normalisation
@@ -26,7 +27,7 @@ use meit::infer::bundle::{Dim as ManifestDim, TensorSpec};
 use super::ExportError;
 use super::graph::{Dim, Elem, Graph, attr_int, attr_ints, named};
 use super::weights::Weights;
-use crate::model::ecg_encoder::{BlockKind, EcgEncoderConfig};
+use crate::model::ecg_encoder::{BlockKind, EcgEncoderConfig, Pooling, STD_POOLING_EPSILON};
 use crate::model::llama::LlamaConfig;
 
 /// The output names of layer `i`'s slot key and value.
@@ -198,6 +199,25 @@ pub fn build(
         &[&x],
         vec![attr_ints("axes", &[2]), attr_int("keepdims", 0)],
     );
+    if encoder.pooling == Pooling::MeanStd {
+        // `Pooling::MeanStd`: sqrt of the variance over time (no Bessel correction) + epsilon.
+        let mean = g.op(
+            "ReduceMean",
+            &[&x],
+            vec![attr_ints("axes", &[2]), attr_int("keepdims", 1)],
+        );
+        let centred = g.op("Sub", &[&x, &mean], vec![]);
+        let squared = g.op("Mul", &[&centred, &centred], vec![]);
+        let variance = g.op(
+            "ReduceMean",
+            &[&squared],
+            vec![attr_ints("axes", &[2]), attr_int("keepdims", 0)],
+        );
+        let epsilon = g.scalar_f32(STD_POOLING_EPSILON as f32);
+        let shifted = g.op("Add", &[&variance, &epsilon], vec![]);
+        let std = g.op("Sqrt", &[&shifted], vec![]);
+        pooled = g.op("Concat", &[&pooled, &std], vec![attr_int("axis", 1)]);
+    }
     if encoder.lead_presence {
         // `ecg_encoder::lead_presence`: 1 where a lead's row has any non-zero sample.
         let magnitude = g.op("Abs", &[&ecg], vec![]);

@@ -10,6 +10,11 @@
 //!   bottleneck: 1-tap -> 3-tap (carries the stride) -> 1-tap to 4x the width. A 1-tap conv +
 //!   BatchNorm shortcut wherever the shape changes;
 //! - `AdaptiveAvgPool1d(1)`: the mean over time -> feature vector (2048 for ResNet50-1D);
+//! - not in the paper, opt-in (`pooling = "mean_std"`): the standard deviation over time of
+//!   each channel appended to the mean (statistics pooling, Snyder et al. 2018's x-vectors). The
+//!   last stage sees about 2 s (195 samples at 100 Hz), one or two beats: a channel can measure
+//!   the local R-R interval, but its mean over the window cannot say how much that interval
+//!   varies (sinus arrhythmia) or that one beat came early (premature complexes); its spread can;
 //! - not in the paper, opt-in (`lead_presence`): one 0/1 flag per lead appended to that vector,
 //!   1 where the lead's row has any non-zero sample. Preprocessing fills a lead the device does
 //!   not record with zeros (`meit::dsp::leads`), and a convolution sees "absent" only as "flat";
@@ -76,7 +81,37 @@ pub struct EcgEncoderConfig {
     /// before the projection. Off in the paper and in models trained before it existed.
     #[serde(default)]
     pub lead_presence: bool,
+    /// How the last stage's features are pooled over time. Mean in the paper and in models
+    /// trained before the option existed.
+    #[serde(default)]
+    pub pooling: Pooling,
 }
+
+/// How the encoder pools its last stage over time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// The mean of each channel (the paper's `AdaptiveAvgPool1d(1)`).
+    #[default]
+    Mean,
+    /// The mean, then the standard deviation of each channel (`sqrt(var + 1e-5)`, the
+    /// variance over time without Bessel's correction).
+    MeanStd,
+}
+
+impl Pooling {
+    /// Pooled values per channel.
+    pub fn statistics(self) -> usize {
+        match self {
+            Pooling::Mean => 1,
+            Pooling::MeanStd => 2,
+        }
+    }
+}
+
+/// Added to the variance under the square root of [`Pooling::MeanStd`] (its gradient stays
+/// finite on a constant channel).
+pub const STD_POOLING_EPSILON: f64 = 1e-5;
 
 fn unit_length() -> f64 {
     1.0
@@ -94,6 +129,7 @@ impl EcgEncoderConfig {
             head_dim,
             output_scale: 1.0,
             lead_presence: false,
+            pooling: Pooling::Mean,
         }
     }
 
@@ -109,17 +145,24 @@ impl EcgEncoderConfig {
             head_dim,
             output_scale: 1.0,
             lead_presence: false,
+            pooling: Pooling::Mean,
         }
     }
 
-    /// Length of the feature vector the projection reads: last stage width x block expansion,
-    /// plus one flag per lead with `lead_presence`.
+    /// Length of the feature vector the projection reads: the pooled statistics, plus one flag
+    /// per lead with `lead_presence`.
     pub fn feature_dim(&self) -> usize {
         self.pooled_dim() + if self.lead_presence { self.leads } else { 0 }
     }
 
-    /// Length of the pooled convolutional features: last stage width x block expansion.
+    /// Length of the pooled features: channels (last stage width x block expansion) x
+    /// statistics per channel.
     pub fn pooled_dim(&self) -> usize {
+        self.channels() * self.pooling.statistics()
+    }
+
+    /// Channels of the last stage: its width x block expansion (the projection's hidden width).
+    pub fn channels(&self) -> usize {
         let stages = self.stage_blocks.len().max(1);
         self.base_width * (1 << (stages - 1)) * self.block.expansion()
     }
@@ -387,7 +430,7 @@ impl EcgEncoder {
             }
             stages.push(stage);
         }
-        debug_assert_eq!(c_in, config.pooled_dim());
+        debug_assert_eq!(c_in, config.channels());
         let projection = Projection::new(
             &p.pp("projection"),
             config.feature_dim(),
@@ -438,7 +481,7 @@ impl EcgEncoder {
         for block in self.stages.iter().flatten() {
             x = block.forward_t(&x, train)?;
         }
-        let pooled = x.mean(D::Minus1)?;
+        let pooled = pool_over_time(&x, self.config.pooling)?;
         if self.config.lead_presence {
             Tensor::cat(&[&pooled, &lead_presence(ecg)?], 1)
         } else {
@@ -485,6 +528,20 @@ fn max_pool_3_2_1(x: &Tensor) -> candle_core::Result<Tensor> {
         .maximum(&even.narrow(2, 1, windows)?)
 }
 
+/// `[batch, channels, time]` -> `[batch, channels x statistics]`: the mean of each channel
+/// over time, then (`MeanStd`) its standard deviation `sqrt(mean((x - mean)^2) + 1e-5)`.
+pub fn pool_over_time(x: &Tensor, pooling: Pooling) -> candle_core::Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    match pooling {
+        Pooling::Mean => mean.squeeze(D::Minus1),
+        Pooling::MeanStd => {
+            let variance = x.broadcast_sub(&mean)?.sqr()?.mean(D::Minus1)?;
+            let std = (variance + STD_POOLING_EPSILON)?.sqrt()?;
+            Tensor::cat(&[&mean.squeeze(D::Minus1)?, &std], 1)
+        }
+    }
+}
+
 /// 1 for each lead whose row has a non-zero sample, else 0: `[batch, leads, samples]` ->
 /// `[batch, leads]` (the ONNX export computes the same: `Cast(Greater(ReduceMax(Abs(x)), 0))`).
 /// Constant with respect to the weights: no gradient flows through it.
@@ -524,6 +581,7 @@ mod tests {
             head_dim: 6,
             output_scale: 1.0,
             lead_presence: false,
+            pooling: Pooling::Mean,
         }
     }
 
@@ -662,6 +720,65 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Statistics pooling by hand: channel [1, 2, 3, 4] has mean 2.5 and variance 1.25; a
+    /// constant channel has standard deviation sqrt(1e-5), and its gradient is finite.
+    #[test]
+    fn mean_std_pooling_appends_each_channels_standard_deviation()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let x = candle_core::Var::from_vec(
+            vec![1f32, 2., 3., 4., 7., 7., 7., 7.],
+            (1, 2, 4),
+            &Device::Cpu,
+        )?;
+        let mean = pool_over_time(&x, Pooling::Mean)?.to_vec2::<f32>()?;
+        assert_eq!(mean, vec![vec![2.5, 7.0]]);
+        let pooled = pool_over_time(&x, Pooling::MeanStd)?;
+        let values = pooled.to_vec2::<f32>()?;
+        let expected = [2.5, 7.0, (1.25f32 + 1e-5).sqrt(), 1e-5f32.sqrt()];
+        for (v, e) in values[0].iter().zip(expected) {
+            assert!((v - e).abs() < 1e-6, "{values:?} vs {expected:?}");
+        }
+        let grads = pooled.sum_all()?.backward()?;
+        let g = grads
+            .get(&x)
+            .ok_or("no gradient")?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
+        Ok(())
+    }
+
+    /// With `MeanStd` the encoder's features are the mean-pooled features of the same trunk,
+    /// then one standard deviation per channel (positive), then the lead flags; the projection
+    /// reads all of them.
+    #[test]
+    fn mean_std_features_extend_the_mean_features() -> Result<(), Box<dyn std::error::Error>> {
+        let mut config = tiny(BlockKind::Basic);
+        config.pooling = Pooling::MeanStd;
+        config.lead_presence = true;
+        assert_eq!(config.feature_dim(), 2 * config.channels() + 12);
+        let encoder = EcgEncoder::new(&config, &Params::new(1, &Device::Cpu))?;
+        let mean_only = EcgEncoder::new(&tiny(BlockKind::Basic), &Params::new(1, &Device::Cpu))?;
+        let input = ecg(2, 64)?;
+        let features = encoder.features(&input, false)?;
+        assert_eq!(features.dims(), &[2, config.feature_dim()]);
+        let c = config.channels();
+        assert_eq!(
+            features.narrow(1, 0, c)?.to_vec2::<f32>()?,
+            mean_only.features(&input, false)?.to_vec2::<f32>()?
+        );
+        let std = features.narrow(1, c, c)?.flatten_all()?.to_vec1::<f32>()?;
+        assert!(std.iter().all(|v| *v >= 1e-5f32.sqrt() - 1e-7), "{std:?}");
+        assert!(std.iter().any(|v| *v > 1e-2), "no channel varies: {std:?}");
+        let flags = features
+            .narrow(1, 2 * c, 12)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        assert!(flags.iter().all(|v| *v == 1.0), "{flags:?}");
+        assert_eq!(encoder.forward(&input, true)?.dims(), &[2, 6]);
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use candle_core::{D, DType, Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-use super::ecg_encoder::{BlockKind, EcgEncoder, EcgEncoderConfig};
+use super::ecg_encoder::{BlockKind, EcgEncoder, EcgEncoderConfig, Pooling};
 use super::instruction::Segments;
 use super::llama::{Llama, LlamaConfig};
 use super::lora::LoraConfig;
@@ -47,6 +47,7 @@ impl MeitConfig {
                 head_dim: decoder.head_dim,
                 output_scale: 1.0,
                 lead_presence: false,
+                pooling: Pooling::Mean,
             },
             decoder,
             lora: None,

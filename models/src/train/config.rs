@@ -183,6 +183,25 @@ mod tests {
             (lora.model.decoder.clone(), lora.model.lora.clone()),
             "the checkpoint's shape and the paper's LoRA"
         );
+        // The statistics-pooling run continues the realism model: its model with the standard
+        // deviations added, its data and preprocessing.
+        let realism8 =
+            RunConfig::from_toml(include_str!("../../configs/smollm2-8layer-realism.toml"))?;
+        let stdpool =
+            RunConfig::from_toml(include_str!("../../configs/smollm2-8layer-stdpool.toml"))?;
+        let mut with_std = realism8.model.clone();
+        with_std.encoder.pooling = crate::model::ecg_encoder::Pooling::MeanStd;
+        assert_eq!(stdpool.model, with_std);
+        assert_eq!(
+            (&stdpool.data.synth, &stdpool.preprocess, &stdpool.base),
+            (&realism8.data.synth, &realism8.preprocess, &realism8.base)
+        );
+        assert_eq!(
+            stdpool.train.init_from.as_deref(),
+            Some(std::path::Path::new(
+                "models/trained/smollm2-8layer-realism"
+            ))
+        );
         let without_base =
             include_str!("../../configs/smollm2-lora.toml").replace("[base]\ngguf = ", "# ");
         assert!(

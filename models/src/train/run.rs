@@ -29,6 +29,7 @@ use super::{
 use crate::codec::{PreparedRecord, RecordCodec};
 use crate::data::{RunData, Split};
 use crate::model::ModelError;
+use crate::model::ecg_encoder::{EcgEncoderConfig, Pooling};
 use crate::model::meit::{Batch, Meit};
 use crate::model::params::{Params, is_base_weight};
 use crate::model::statement_head::{
@@ -128,14 +129,18 @@ fn init_weights(config: &RunConfig, dir: &Path, out: &Path) -> Result<PathBuf, T
             ),
         })
     };
-    // The one change of shape allowed: lead-presence flags added to a model trained without
-    // them (`widen_for_lead_presence`).
+    // The changes of shape allowed: lead-presence flags or the standard deviation pooling
+    // added to a model trained without them (`widen_projection_input`); nothing taken away.
+    let (theirs, ours) = (&trained.model.encoder, &config.model.encoder);
     let mut widened = trained.model.clone();
-    widened.encoder.lead_presence = config.model.encoder.lead_presence;
-    let widen = widened == config.model && trained.model != config.model;
-    if widened != config.model || (trained.model.encoder.lead_presence && widen) {
+    widened.encoder.lead_presence = ours.lead_presence;
+    widened.encoder.pooling = ours.pooling;
+    let only_adds = (ours.lead_presence || !theirs.lead_presence)
+        && (theirs.pooling == Pooling::Mean || ours.pooling == theirs.pooling);
+    if widened != config.model || !only_adds {
         return mismatch("[model]");
     }
+    let widen = trained.model != config.model;
     if trained.base != config.base {
         return mismatch("[base]");
     }
@@ -147,7 +152,7 @@ fn init_weights(config: &RunConfig, dir: &Path, out: &Path) -> Result<PathBuf, T
         std::fs::copy(&from, out.join(TOKENIZER)).map_err(file_error(&from))?;
     }
     if widen {
-        return widen_for_lead_presence(&config.model.encoder, &dir.join(WEIGHTS), out);
+        return widen_projection_input(theirs, ours, &dir.join(WEIGHTS), out);
     }
     Ok(dir.join(WEIGHTS))
 }
@@ -167,7 +172,7 @@ fn encoder_weights(config: &RunConfig, dir: &Path, out: &Path) -> Result<PathBuf
         })
     };
     let (theirs, ours) = (&trained.model.encoder, &config.model.encoder);
-    let trunk = |e: &crate::model::ecg_encoder::EcgEncoderConfig| {
+    let trunk = |e: &EcgEncoderConfig| {
         (
             e.leads,
             e.block,
@@ -175,12 +180,13 @@ fn encoder_weights(config: &RunConfig, dir: &Path, out: &Path) -> Result<PathBuf
             e.base_width,
             e.stem_max_pool,
             e.lead_presence,
+            e.pooling,
         )
     };
     if trunk(theirs) != trunk(ours) {
         return refuse(format!(
             "its encoder trunk (leads, block, stage_blocks, base_width, stem_max_pool, \
-             lead_presence) is {:?}, this config's {:?}",
+             lead_presence, pooling) is {:?}, this config's {:?}",
             trunk(theirs),
             trunk(ours)
         ));
@@ -222,16 +228,18 @@ fn is_transferred_encoder_weight(name: &str) -> bool {
     .any(|p| name.starts_with(p))
 }
 
-/// The name of the projection's first weight, the one whose input the lead-presence flags
-/// extend.
+/// The name of the projection's first weight, the one whose input the lead-presence flags and
+/// the standard deviation pooling extend.
 const PROJECTION_INPUT_WEIGHT: &str = "encoder.projection.hidden.weight";
 
-/// A copy of the weights at `from` (a model without lead-presence flags) in `out`, with the
-/// projection's first weight given one zero column per lead: the widened model computes exactly
+/// A copy of the weights at `from` (a model whose encoder is `trained`) in `out`, with the
+/// projection's first weight given zero columns for the inputs `wanted` adds: the standard
+/// deviations after the means, the lead flags at the end. The widened model computes exactly
 /// what the trained one did until training moves those columns (Net2Net's function-preserving
 /// widening).
-fn widen_for_lead_presence(
-    encoder: &crate::model::ecg_encoder::EcgEncoderConfig,
+fn widen_projection_input(
+    trained: &EcgEncoderConfig,
+    wanted: &EcgEncoderConfig,
     from: &Path,
     out: &Path,
 ) -> Result<PathBuf, TrainError> {
@@ -239,21 +247,45 @@ fn widen_for_lead_presence(
         path: from.to_path_buf(),
         message,
     };
-    let tensor_error = |e: candle_core::Error| bad(format!("widening for lead presence: {e}"));
+    let tensor_error = |e: candle_core::Error| bad(format!("widening the encoder's input: {e}"));
     let mut weights = candle_core::safetensors::load(from, &Device::Cpu).map_err(tensor_error)?;
     let weight = weights
         .get(PROJECTION_INPUT_WEIGHT)
         .ok_or_else(|| bad(format!("no {PROJECTION_INPUT_WEIGHT}")))?;
     let (rows, cols) = weight.dims2().map_err(tensor_error)?;
-    if cols != encoder.pooled_dim() {
+    if cols != trained.feature_dim() {
         return Err(bad(format!(
-            "{PROJECTION_INPUT_WEIGHT} has {cols} inputs, the encoder pools {}",
-            encoder.pooled_dim()
+            "{PROJECTION_INPUT_WEIGHT} has {cols} inputs, the trained encoder has {}",
+            trained.feature_dim()
         )));
     }
-    let zeros = candle_core::Tensor::zeros((rows, encoder.leads), weight.dtype(), &Device::Cpu)
+    // Column blocks of the trained weight, each kept or replaced by zeros as `wanted` lays out
+    // its input: [means][standard deviations][lead flags].
+    let (channels, leads) = (trained.channels(), trained.leads);
+    let column_block = |start: usize, width: usize, present: bool| {
+        if present {
+            weight.narrow(1, start, width)
+        } else {
+            candle_core::Tensor::zeros((rows, width), weight.dtype(), &Device::Cpu)
+        }
+    };
+    let has_std = trained.pooling == Pooling::MeanStd;
+    let mut blocks = vec![column_block(0, channels, true)];
+    if wanted.pooling == Pooling::MeanStd {
+        blocks.push(column_block(channels, channels, has_std));
+    }
+    if wanted.lead_presence {
+        blocks.push(column_block(
+            trained.pooled_dim(),
+            leads,
+            trained.lead_presence,
+        ));
+    }
+    let blocks = blocks
+        .into_iter()
+        .collect::<candle_core::Result<Vec<_>>>()
         .map_err(tensor_error)?;
-    let wider = candle_core::Tensor::cat(&[weight, &zeros], 1).map_err(tensor_error)?;
+    let wider = candle_core::Tensor::cat(&blocks, 1).map_err(tensor_error)?;
     weights.insert(PROJECTION_INPUT_WEIGHT.to_string(), wider);
     let path = out.join("init-widened.safetensors");
     candle_core::safetensors::save(&weights, &path).map_err(tensor_error)?;
