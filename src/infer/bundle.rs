@@ -183,7 +183,7 @@ pub struct EncoderShape {
     pub leads: usize,
     /// Samples per lead of one window at the model rate.
     pub samples: usize,
-    /// Pooled ResNet features.
+    /// The projection's input: the pooled ResNet statistics (+ one flag per lead).
     pub feature_dim: usize,
     /// The embedding's size (= the decoder's head_dim).
     pub head_dim: usize,

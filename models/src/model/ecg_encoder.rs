@@ -354,8 +354,8 @@ struct Projection {
 }
 
 impl Projection {
-    /// `inputs` = pooled features (+ lead flags); the hidden layer is as wide as the pooled
-    /// features (the paper's `Linear(f, f)` when there are no flags).
+    /// `inputs` = pooled statistics (+ lead flags); the hidden layer is as wide as the last
+    /// stage's channels (the paper's `Linear(f, f)` with mean pooling and no flags).
     fn new(
         p: &Params,
         inputs: usize,

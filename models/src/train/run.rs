@@ -874,3 +874,97 @@ pub fn plot_loss(metrics: &Path, png: &Path) -> Result<(), TrainError> {
     root.present().map_err(|e| plot_error(&e))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ecg_encoder::BlockKind;
+
+    /// An encoder of 2 channels (base width 2, one stage) on 3 leads.
+    fn small(pooling: Pooling, lead_presence: bool) -> EcgEncoderConfig {
+        EcgEncoderConfig {
+            leads: 3,
+            block: BlockKind::Basic,
+            stage_blocks: vec![1],
+            base_width: 2,
+            stem_max_pool: false,
+            head_dim: 4,
+            output_scale: 1.0,
+            lead_presence,
+            pooling,
+        }
+    }
+
+    /// Every (trained, wanted) pair `init_from` accepts: each trained column lands under the
+    /// input it reads in the wanted layout [means][standard deviations][flags], each new input
+    /// gets a zero column. Column j of the trained weight holds 10 + j, so a misplaced block shows.
+    #[test]
+    fn widening_keeps_each_trained_column_under_its_input_and_zeroes_the_new_ones()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use Pooling::{Mean, MeanStd};
+        let cases = [
+            ((Mean, false), (Mean, true)),
+            ((Mean, false), (MeanStd, false)),
+            ((Mean, false), (MeanStd, true)),
+            ((Mean, true), (MeanStd, true)),
+            ((MeanStd, false), (MeanStd, true)),
+        ];
+        for ((tp, tf), (wp, wf)) in cases {
+            let (trained, wanted) = (small(tp, tf), small(wp, wf));
+            let dir = tempfile::tempdir()?;
+            let from = dir.path().join("model.safetensors");
+            let cols = trained.feature_dim();
+            let values: Vec<f32> = (0..2 * cols).map(|i| (10 + i % cols) as f32).collect();
+            let weight = Tensor::from_vec(values, (2, cols), &Device::Cpu)?;
+            let other = Tensor::ones(3, candle_core::DType::F32, &Device::Cpu)?;
+            let tensors = std::collections::HashMap::from([
+                (PROJECTION_INPUT_WEIGHT.to_string(), weight),
+                ("encoder.projection.hidden.bias".to_string(), other.clone()),
+            ]);
+            candle_core::safetensors::save(&tensors, &from)?;
+            let path = widen_projection_input(&trained, &wanted, &from, dir.path())?;
+            let widened = candle_core::safetensors::load(&path, &Device::Cpu)?;
+            assert_eq!(
+                widened["encoder.projection.hidden.bias"].to_vec1::<f32>()?,
+                other.to_vec1::<f32>()?
+            );
+            let row = widened[PROJECTION_INPUT_WEIGHT].to_vec2::<f32>()?[1].clone();
+            // The wanted layout, naming the trained column each input reads (None: new).
+            let c = 2;
+            let mut expected: Vec<Option<usize>> = (0..c).map(Some).collect();
+            if wp == MeanStd {
+                expected.extend((0..c).map(|j| (tp == MeanStd).then_some(c + j)));
+            }
+            if wf {
+                let at = trained.pooled_dim();
+                expected.extend((0..3).map(|l| tf.then_some(at + l)));
+            }
+            let expected: Vec<f32> = expected
+                .iter()
+                .map(|column| column.map_or(0.0, |j| (10 + j) as f32))
+                .collect();
+            assert_eq!(row, expected, "{trained:?} -> {wanted:?}");
+        }
+        Ok(())
+    }
+
+    /// A weight whose width is not the trained encoder's input is refused, naming it.
+    #[test]
+    fn a_projection_of_another_width_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let from = dir.path().join("model.safetensors");
+        let weight = Tensor::zeros((2, 5), candle_core::DType::F32, &Device::Cpu)?;
+        let tensors =
+            std::collections::HashMap::from([(PROJECTION_INPUT_WEIGHT.to_string(), weight)]);
+        candle_core::safetensors::save(&tensors, &from)?;
+        let error = widen_projection_input(
+            &small(Pooling::Mean, false),
+            &small(Pooling::MeanStd, false),
+            &from,
+            dir.path(),
+        )
+        .expect_err("5 columns for an encoder of 2");
+        assert!(error.to_string().contains("has 5 inputs"), "{error}");
+        Ok(())
+    }
+}
