@@ -26,16 +26,19 @@ struct Timing {
     rmssd: f32,
 }
 
+/// Command-line options.
+#[derive(clap::Parser)]
+struct Args {
+    /// A trained model directory: its run.toml names the synthetic data.
+    #[arg(long)]
+    model: PathBuf,
+    /// Test records to read (those of other rhythms are skipped).
+    #[arg(long, default_value_t = 3000)]
+    records: u64,
+}
+
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let model = PathBuf::from(arg("--model").ok_or_else(|| anyhow::anyhow!("--model DIR"))?);
-    let records: u64 = arg("--records").map_or(Ok(3000), |s| s.parse())?;
+    let Args { model, records } = clap::Parser::parse();
     let config = RunConfig::from_toml(&std::fs::read_to_string(model.join("run.toml"))?)?;
     let mut clean = config.data.clone();
     let synth = clean
