@@ -33,8 +33,8 @@ fn one_beam_is_greedy_decoding() {
     let mut engine = engine();
     let windows = bench_windows(&engine.bundle().manifest, 4, 11).unwrap();
     for window in &windows {
-        let (greedy, _) = engine.generate(&[window.view()]).unwrap();
-        let (beam, _) = engine.generate_beam(window.view(), 1).unwrap();
+        let (greedy, _) = engine.generate(&[window]).unwrap();
+        let (beam, _) = engine.generate_beam(window, 1).unwrap();
         assert_eq!(beam.report, greedy[0]);
     }
 }
@@ -81,7 +81,7 @@ fn a_wider_beam_reports_the_log_probability_of_its_own_text() {
     let stop_ids = engine.bundle().manifest.tokens.stop_ids.clone();
     let windows = bench_windows(&engine.bundle().manifest, 3, 12).unwrap();
     for window in &windows {
-        let (beam, timings) = engine.generate_beam(window.view(), 4).unwrap();
+        let (beam, timings) = engine.generate_beam(window, 4).unwrap();
         let ids = &beam.report.ids;
         assert!(!beam.report.text.is_empty());
         assert!(
@@ -89,7 +89,7 @@ fn a_wider_beam_reports_the_log_probability_of_its_own_text() {
             "the best hypothesis finished: {ids:?}"
         );
         assert!(timings.decode_steps > 0);
-        let forced = teacher_forced_log_prob(&mut engine, window, ids);
+        let forced = teacher_forced_log_prob(&mut engine, &window.samples, ids);
         assert!(
             (beam.log_prob - forced).abs() < 0.02,
             "beam score {} vs teacher-forced {forced}",

@@ -169,6 +169,35 @@ fn a_preprocessing_spec_the_daemon_cannot_run_is_refused() {
 }
 
 #[test]
+fn a_manifest_whose_preprocessing_and_encoder_disagree_on_rhythm_features_is_refused() {
+    // The preprocessing computes the R-R statistics, but the committed encoder has no input
+    // for them: the daemon would compute numbers no graph reads, or feed a graph without them.
+    let dir = copy();
+    edit_manifest(dir.path(), |m| {
+        m["preprocess"]["rhythm_features"] = Value::from(true);
+    });
+    let e = refusal(dir.path());
+    assert!(
+        e.contains("manifest.json") && e.contains("has no such input `rhythm`"),
+        "{e}"
+    );
+
+    // The other way round: the manifest says the graph reads them (it would then fail to
+    // open against the graph too), the preprocessing does not compute them.
+    let dir = copy();
+    edit_manifest(dir.path(), |m| {
+        let inputs = m["encoder_graph"]["inputs"].as_array_mut().unwrap();
+        inputs
+            .push(serde_json::json!({"name": "rhythm", "dtype": "float32", "shape": ["batch", 4]}));
+    });
+    let e = refusal(dir.path());
+    assert!(
+        e.contains("reads `rhythm`") && e.contains("does not compute them"),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_missing_or_garbled_manifest_is_named() {
     let dir = copy();
     std::fs::write(dir.path().join("manifest.json"), "{ not json").unwrap();

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use meit::infer::bench::{Spread, bench_inputs};
+use meit::infer::bench::{Spread, bench_windows};
 use meit::infer::bundle::Bundle;
 use meit::infer::engine::Engine;
 use meit::infer::runtime::OnnxRuntime;
@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
     // The daemon's generation: lookup drafts as `[runtime] draft_tokens` defaults to.
     engine.set_draft_tokens(meit::infer::config::RuntimeConfig::default().draft_tokens);
     let (_, model, encoder) = load_model(&model_dir)?;
-    let inputs = bench_inputs(&engine.bundle().manifest, windows, 1)?;
+    let inputs = bench_windows(&engine.bundle().manifest, windows, 1)?;
 
     // Preprocessing of one window (shared by both paths; timed once per window).
     let spec = engine.bundle().manifest.preprocess.clone();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use meit::dsp::Preprocessor;
+use meit::dsp::rhythm::RHYTHM_FEATURES;
 
 use crate::data::{DataError, LabelledRecord};
 use crate::model::ModelError;
@@ -27,13 +28,23 @@ pub struct RecordCodec {
 /// The tokenizer of a run: trained on the reports, or the pretrained decoder's own.
 pub type SharedTokenizer = Arc<dyn TextTokenizer + Send + Sync>;
 
-/// One record ready for collation.
+/// One record's encoder input, as the shared preprocessing hands it over.
 #[derive(Debug, Clone)]
-pub struct PreparedRecord {
+pub struct EcgRow {
     /// The preprocessed samples, `leads x samples`, row-major.
     pub samples: Vec<f32>,
     /// Samples per lead.
     pub length: usize,
+    /// The R-R interval statistics ([`meit::dsp::rhythm::RhythmFeatures::to_array`]), when
+    /// the run's preprocessing computes them.
+    pub rhythm: Option<[f32; RHYTHM_FEATURES]>,
+}
+
+/// One record ready for collation.
+#[derive(Debug, Clone)]
+pub struct PreparedRecord {
+    /// The record's encoder input.
+    pub ecg: EcgRow,
     /// Tokens and loss mask.
     pub example: Example,
     /// Rows of this record's ECG that train only the unlikelihood of a statement its leads
@@ -82,7 +93,7 @@ impl RecordCodec {
         record: &LabelledRecord,
         index: usize,
     ) -> Result<PreparedRecord, TrainError> {
-        let (samples, length) = self.samples(record)?;
+        let ecg = self.ecg_row(record)?;
         let encode = |report: &str| {
             let segments = self.config.instruction.segments(report, index);
             Example::encode(
@@ -106,15 +117,14 @@ impl RecordCodec {
             }
         }
         Ok(PreparedRecord {
-            samples,
-            length,
+            ecg,
             example,
             negatives,
         })
     }
 
-    /// The preprocessed samples of `record` (`leads x length`, row-major) and the length.
-    pub fn samples(&self, record: &LabelledRecord) -> Result<(Vec<f32>, usize), TrainError> {
+    /// The encoder input of `record` through the shared preprocessing.
+    pub fn ecg_row(&self, record: &LabelledRecord) -> Result<EcgRow, TrainError> {
         let input = self
             .preprocessor
             .process_recording(&record.recording)
@@ -122,10 +132,56 @@ impl RecordCodec {
                 id: record.id.clone(),
                 source,
             })?;
-        Ok((
-            input.samples.iter().copied().collect(),
-            input.samples.ncols(),
-        ))
+        Ok(EcgRow {
+            samples: input.samples.iter().copied().collect(),
+            length: input.samples.ncols(),
+            rhythm: input.rhythm.map(|r| r.to_array()),
+        })
+    }
+
+    /// Stacks encoder inputs of one length into `[rows, leads, length]` on `device`, with their
+    /// R-R statistics `[rows, 4]` when every row has them (none when no row has).
+    pub fn stack(
+        &self,
+        rows: &[&EcgRow],
+        device: &Device,
+    ) -> Result<(Tensor, Option<Tensor>), TrainError> {
+        let length = rows.first().map_or(0, |r| r.length);
+        let leads = self.config.model.encoder.leads;
+        if rows
+            .iter()
+            .any(|r| r.length != length || r.samples.len() != leads * length)
+        {
+            return Err(
+                ModelError::Input("records of different lengths in one batch".into()).into(),
+            );
+        }
+        let samples: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| r.samples.iter().copied())
+            .collect();
+        let ecg = Tensor::from_vec(samples, (rows.len(), leads, length), device)
+            .map_err(ModelError::tensor("ECG batch"))?;
+        let rhythm = match rows.iter().filter(|r| r.rhythm.is_some()).count() {
+            0 => None,
+            n if n == rows.len() => {
+                let values: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|r| r.rhythm.unwrap_or_default())
+                    .collect();
+                Some(
+                    Tensor::from_vec(values, (rows.len(), RHYTHM_FEATURES), device)
+                        .map_err(ModelError::tensor("R-R statistics batch"))?,
+                )
+            }
+            _ => {
+                return Err(ModelError::Input(
+                    "R-R statistics for some rows of a batch and not others".into(),
+                )
+                .into());
+            }
+        };
+        Ok((ecg, rhythm))
     }
 
     /// Stacks prepared records into a batch on `device`: one row per record, then one per
@@ -135,16 +191,6 @@ impl RecordCodec {
         records: &[PreparedRecord],
         device: &Device,
     ) -> Result<Batch, TrainError> {
-        let length = records.first().map_or(0, |r| r.length);
-        let leads = self.config.model.encoder.leads;
-        if records
-            .iter()
-            .any(|r| r.length != length || r.samples.len() != leads * length)
-        {
-            return Err(
-                ModelError::Input("records of different lengths in one batch".into()).into(),
-            );
-        }
         // Each record's row, then one row per negative with its record's ECG again.
         let rows: Vec<(&PreparedRecord, &Example)> = records
             .iter()
@@ -155,18 +201,13 @@ impl RecordCodec {
                     .flat_map(|r| r.negatives.iter().map(move |n| (r, n))),
             )
             .collect();
-        let samples: Vec<f32> = rows
-            .iter()
-            .flat_map(|(r, _)| r.samples.iter().copied())
-            .collect();
-        let ecg = Tensor::from_vec(samples, (rows.len(), leads, length), device)
-            .map_err(ModelError::tensor("ECG batch"))?;
+        let ecg_rows: Vec<&EcgRow> = rows.iter().map(|(r, _)| &r.ecg).collect();
+        let (ecg, rhythm) = self.stack(&ecg_rows, device)?;
         let examples: Vec<Example> = rows.iter().map(|(_, e)| (*e).clone()).collect();
-        Ok(Batch::collate(
-            ecg,
-            &examples,
-            self.tokenizer.pad_id(),
-            device,
-        )?)
+        let batch = Batch::collate(ecg, &examples, self.tokenizer.pad_id(), device)?;
+        Ok(match rhythm {
+            Some(rhythm) => batch.with_rhythm(rhythm)?,
+            None => batch,
+        })
     }
 }

@@ -36,10 +36,21 @@ pub fn report_for_input(
     let samples: Vec<f32> = input.samples.iter().copied().collect();
     let ecg = Tensor::from_vec(samples, (1, leads, length), &Device::Cpu)
         .map_err(ModelError::tensor("ECG input"))?;
+    let rhythm = input
+        .rhythm
+        .map(|r| Tensor::new(&[r.to_array()], &Device::Cpu))
+        .transpose()
+        .map_err(ModelError::tensor("R-R statistics"))?;
     let tokenizer = codec.tokenizer();
     let prompt_text = codec.instruction().prompt(prompt);
     let prompt = prompt_ids(tokenizer, &prompt_text)?;
-    let ids = model.generate_greedy(&ecg, &prompt, max_new_tokens, codec.stop_id())?;
+    let ids = model.generate_greedy(
+        &ecg,
+        rhythm.as_ref(),
+        &prompt,
+        max_new_tokens,
+        codec.stop_id(),
+    )?;
     Ok(tokenizer.decode(&ids, true)?.trim().to_string())
 }
 
@@ -101,9 +112,8 @@ impl Reporter for BundleReporter {
         inputs: &[&ModelInput],
         _prompts: &[usize],
     ) -> Result<Vec<String>, TrainError> {
-        let views: Vec<_> = inputs.iter().map(|i| i.samples.view()).collect();
         let mut out = Vec::with_capacity(inputs.len());
-        for chunk in views.chunks(self.batch.max(1)) {
+        for chunk in inputs.chunks(self.batch.max(1)) {
             let (generated, _) = self
                 .engine
                 .generate(chunk)

@@ -134,10 +134,25 @@ fn dyn_to_vec(v: &ort::value::DynValue) -> Vec<f32> {
 /// Every layer's slot key and value from `bundle`'s encoder (ONNX Runtime) equal `model`'s
 /// (candle) on `ecg` within 1e-4 relative error.
 fn assert_slots_match_candle(model: &Meit, bundle: &Path, ecg: &Array3<f32>) -> TestResult {
+    assert_slots_match_candle_with(model, bundle, ecg, None)
+}
+
+/// [`assert_slots_match_candle`] for an encoder that reads the R-R statistics `rhythm`.
+fn assert_slots_match_candle_with(
+    model: &Meit,
+    bundle: &Path,
+    ecg: &Array3<f32>,
+    rhythm: Option<&Array2<f32>>,
+) -> TestResult {
     let records = ecg.dim().0;
     let mut engine = engine(bundle);
-    let slots = engine.slots(ecg.clone())?;
-    let embedding = model.encoder().forward(&to_tensor(ecg), false)?;
+    let slots = engine.slots_with_rhythm(ecg.clone(), rhythm.cloned())?;
+    let rhythm = rhythm
+        .map(|r| Tensor::from_vec(r.iter().copied().collect(), r.dim(), &Device::Cpu))
+        .transpose()?;
+    let embedding = model
+        .encoder()
+        .forward_with(&to_tensor(ecg), rhythm.as_ref(), false)?;
     let cache = model
         .decoder()
         .start_cache(records, Some(&embedding), false)?;
@@ -230,6 +245,116 @@ fn a_mean_std_pooling_encoder_exports_to_the_same_slots() -> TestResult {
     let b = with_std.encoder().forward(&to_tensor(&ecg), false)?;
     let moved = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
     assert!(moved > 1e-3, "the std columns changed nothing: {moved}");
+    Ok(())
+}
+
+/// The committed model given the R-R statistics (`rhythm_features` in its preprocessing and
+/// encoder), the four new projection columns set to a tenth of its first four (not zero, so
+/// the graph's `rhythm` input is what the comparison sees), exported fp32: the slots match
+/// candle's; the engine's reports from windows preprocessed by the bundle's own spec equal the
+/// candle model's; a bare array without the statistics is refused, naming what is missing.
+#[test]
+fn a_rhythm_features_encoder_exports_a_second_input_and_reports_as_candle_does() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let rhythm_model = dir.path().join("model");
+    std::fs::create_dir(&rhythm_model)?;
+    std::fs::copy(
+        model_dir().join("tokenizer.json"),
+        rhythm_model.join("tokenizer.json"),
+    )?;
+    let run = std::fs::read_to_string(model_dir().join("run.toml"))?;
+    for line in ["\nlead_presence = ", "\nmax_gap_seconds = "] {
+        assert_eq!(run.matches(line).count(), 1, "{line}");
+    }
+    let run = run
+        .replacen(
+            "\nlead_presence = ",
+            "\nrhythm_features = true\nlead_presence = ",
+            1,
+        )
+        .replacen(
+            "\nmax_gap_seconds = ",
+            "\nrhythm_features = true\nmax_gap_seconds = ",
+            1,
+        );
+    std::fs::write(rhythm_model.join("run.toml"), run)?;
+    let mut weights =
+        candle_core::safetensors::load(model_dir().join("model.safetensors"), &Device::Cpu)?;
+    let name = "encoder.projection.hidden.weight";
+    let weight = weights[name].clone();
+    let widened = Tensor::cat(&[weight.clone(), (weight.narrow(1, 0, 4)? * 0.1)?], 1)?;
+    weights.insert(name.to_string(), widened);
+    candle_core::safetensors::save(&weights, rhythm_model.join("model.safetensors"))?;
+
+    let bundle = dir.path().join("bundle");
+    let options = ExportOptions {
+        precision: Precision::Fp32,
+        ..Default::default()
+    };
+    export(&rhythm_model, &bundle, &options)?;
+    let (_, with_rhythm, codec) = load_model(&rhythm_model)?;
+    assert!(with_rhythm.config().encoder.rhythm_features);
+
+    // Held-out records through the rhythm model's own preprocessing: each carries statistics.
+    let (config, _, _) = load_model(&model_dir())?;
+    let data = config.data.synth.expect("synthetic data config");
+    let inputs: Vec<ModelInput> = (0..4)
+        .map(|i| {
+            let record = data.record(Split::Test, i).expect("record");
+            device_preprocessor(&codec, &record.recording.leads)
+                .expect("preprocessor")
+                .process_recording(&record.recording)
+                .expect("preprocess")
+        })
+        .collect();
+    let rows: Vec<[f32; 4]> = inputs
+        .iter()
+        .map(|i| {
+            i.rhythm
+                .expect("the spec asks for the statistics")
+                .to_array()
+        })
+        .collect();
+    assert!(
+        rows.iter().any(|r| r[0] == 1.0),
+        "no record measured: {rows:?}"
+    );
+    let rhythm = Array2::from_shape_fn((4, 4), |(r, c)| rows[r][c]);
+    let ecg = batch(&inputs);
+    assert_slots_match_candle_with(&with_rhythm, &bundle, &ecg, Some(&rhythm))?;
+    // The statistics reach the embedding: other statistics, another embedding.
+    let to_rhythm =
+        |a: &Array2<f32>| Tensor::from_vec(a.iter().copied().collect(), (4, 4), &Device::Cpu);
+    let mut other = rhythm.clone();
+    other.column_mut(1).mapv_inplace(|v| v + 3.0);
+    let a =
+        with_rhythm
+            .encoder()
+            .forward_with(&to_tensor(&ecg), Some(&to_rhythm(&rhythm)?), false)?;
+    let b =
+        with_rhythm
+            .encoder()
+            .forward_with(&to_tensor(&ecg), Some(&to_rhythm(&other)?), false)?;
+    let moved = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    assert!(moved > 1e-3, "the rhythm columns changed nothing: {moved}");
+
+    let mut engine = engine(&bundle);
+    assert!(engine.reads_rhythm());
+    let (reports, _) = engine.generate(&inputs)?;
+    for (input, got) in inputs.iter().zip(&reports) {
+        let want = report_for_input(&with_rhythm, &codec, input, 0, encoder_max_tokens())?;
+        assert_eq!(got.text, want);
+    }
+    let bare: Vec<_> = inputs.iter().map(|i| i.samples.view()).collect();
+    let refused = engine
+        .generate(&bare)
+        .expect_err("no statistics for a rhythm encoder");
+    assert!(
+        refused
+            .to_string()
+            .contains("carries no R-R interval statistics"),
+        "{refused}"
+    );
     Ok(())
 }
 

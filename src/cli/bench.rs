@@ -243,7 +243,7 @@ fn run_all(bundle: &Path, threads: usize) -> anyhow::Result<ExitCode> {
         let input = pre.process_recording(rec)?;
         dsp_ms.push(t.elapsed().as_secs_f64() * 1e3);
         if input.quality.is_reportable() {
-            windows.push(input.samples);
+            windows.push(input);
         }
     }
     anyhow::ensure!(!windows.is_empty(), "no synthesized record is reportable");

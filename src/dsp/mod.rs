@@ -24,6 +24,7 @@ pub mod leads;
 pub mod normalize;
 pub mod quality;
 pub mod resample;
+pub mod rhythm;
 pub mod window;
 
 use ndarray::Array2;
@@ -36,6 +37,7 @@ use leads::{LeadMapper, LeadMask, LeadSetMismatch, LeadStatus};
 use normalize::Normalization;
 use quality::{QualityContext, QualityReport, QualityThresholds};
 use resample::{ResampleError, Resampler};
+use rhythm::RhythmFeatures;
 use window::{Window, WindowError, WindowTiming, Windower};
 
 /// Everything preprocessing does, as a model bundle's manifest records it.
@@ -63,6 +65,10 @@ pub struct PreprocessSpec {
     /// Signal quality limits.
     #[serde(default)]
     pub quality: QualityThresholds,
+    /// Hand the model the R-R interval statistics ([`rhythm::RhythmFeatures`]) beside the
+    /// samples. Off for models trained before it existed (and left out of their manifests).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rhythm_features: bool,
 }
 
 impl PreprocessSpec {
@@ -84,6 +90,7 @@ impl PreprocessSpec {
             hop_seconds: config.hop_seconds,
             max_gap_seconds: config.max_gap_seconds,
             quality: QualityThresholds::default(),
+            rhythm_features: false,
         }
     }
 
@@ -166,6 +173,9 @@ pub struct ModelInput {
     pub lead_mask: LeadMask,
     /// Signal quality; check [`QualityReport::is_reportable`] before reporting.
     pub quality: QualityReport,
+    /// The R-R interval statistics of the filtered signal at the device rate, when the spec
+    /// asks for them ([`PreprocessSpec::rhythm_features`]).
+    pub rhythm: Option<RhythmFeatures>,
 }
 
 /// Runs a [`PreprocessSpec`]: the one preprocessing function of daemon and training.
@@ -263,6 +273,12 @@ impl Preprocessor {
     ) -> Result<ModelInput, DspError> {
         let resampled = Resampler::new(filtered.sample_rate_hz, self.spec.model_rate_hz)?
             .process_recording(&filtered);
+        // Beats are timed on the device-rate signal (a 500 Hz R peak is placed to 2 ms, a
+        // 100 Hz one to 10 ms), before lead mapping and normalisation.
+        let rhythm = self
+            .spec
+            .rhythm_features
+            .then(|| RhythmFeatures::measure(&filtered));
         let mapper = LeadMapper::new(&raw.leads, &self.spec.lead_order);
         let mapped = mapper.map(&resampled)?;
         let mut quality = quality::assess(
@@ -303,6 +319,7 @@ impl Preprocessor {
             samples,
             lead_mask,
             quality,
+            rhythm,
         })
     }
 }
@@ -321,6 +338,46 @@ mod tests {
         let back: PreprocessSpec = serde_json::from_str(&json).unwrap();
         assert_eq!(back, spec);
         assert!(json.contains("\"min_max_record\""), "{json}");
+    }
+
+    #[test]
+    fn rhythm_features_are_measured_only_when_the_spec_asks_and_old_manifests_still_read() {
+        let spec = PreprocessSpec::default();
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(!json.contains("rhythm_features"), "{json}");
+        let with: PreprocessSpec = serde_json::from_str(
+            &json.replace("\"quality\"", "\"rhythm_features\":true,\"quality\""),
+        )
+        .unwrap();
+        assert!(with.rhythm_features);
+        let record = crate::synth::generate(
+            &crate::synth::RecordSpec::ten_seconds(
+                crate::synth::ConditionSet::parse_list("SR").unwrap(),
+            ),
+            3,
+        )
+        .unwrap()
+        .recording;
+        let without = Preprocessor::new(spec)
+            .unwrap()
+            .process_recording(&record)
+            .unwrap();
+        assert_eq!(without.rhythm, None);
+        let measured = Preprocessor::new(with)
+            .unwrap()
+            .process_recording(&record)
+            .unwrap()
+            .rhythm
+            .unwrap();
+        let rate = crate::dsp::beats::analyze(&record)
+            .unwrap()
+            .heart_rate_bpm
+            .unwrap();
+        assert!(measured.measured, "{measured:?}");
+        assert!(
+            (60.0 / measured.mean_interval_s - rate).abs() < 3.0,
+            "{measured:?} vs {rate} bpm"
+        );
     }
 
     #[test]

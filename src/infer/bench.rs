@@ -9,14 +9,13 @@
 
 use std::time::Instant;
 
-use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::Serialize;
 
 use crate::dsp::{DspError, ModelInput, Preprocessor};
 use crate::infer::bundle::Manifest;
-use crate::infer::engine::{Engine, EngineError, Timings};
+use crate::infer::engine::{EncoderInput, Engine, EngineError, Timings};
 use crate::synth::{ConditionSet, RecordSpec, SynthError, generate};
 
 /// Seconds of signal one window covers when counting beds served in real time: a bed yields
@@ -171,18 +170,6 @@ pub fn bench_windows(
     manifest: &Manifest,
     n: usize,
     seed: u64,
-) -> Result<Vec<Array2<f32>>, BenchError> {
-    Ok(bench_inputs(manifest, n, seed)?
-        .into_iter()
-        .map(|input| input.samples)
-        .collect())
-}
-
-/// [`bench_windows`] with each window's lead mask and quality report.
-pub fn bench_inputs(
-    manifest: &Manifest,
-    n: usize,
-    seed: u64,
 ) -> Result<Vec<ModelInput>, BenchError> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut windows = Vec::with_capacity(n);
@@ -255,9 +242,9 @@ pub fn batch_sizes(max: usize) -> Vec<usize> {
 }
 
 /// One timed [`Engine::generate`] call: wall ms, the engine's own timings, tokens generated.
-pub fn timed_generate(
+pub fn timed_generate<W: EncoderInput>(
     engine: &mut Engine,
-    windows: &[ArrayView2<'_, f32>],
+    windows: &[W],
 ) -> Result<(f64, Timings, usize), BenchError> {
     let start = Instant::now();
     let (reports, timings) = engine.generate(windows)?;
@@ -268,7 +255,7 @@ pub fn timed_generate(
 /// Runs the benchmark on `engine` with `windows` (from [`bench_windows`]).
 pub fn run(
     engine: &mut Engine,
-    windows: &[Array2<f32>],
+    windows: &[ModelInput],
     options: &BenchOptions,
 ) -> Result<InferBench, BenchError> {
     if windows.is_empty() || options.rounds == 0 || options.batch_calls == 0 {
@@ -276,7 +263,7 @@ pub fn run(
             "need at least one window, one round and one batched call".into(),
         ));
     }
-    let views: Vec<ArrayView2<'_, f32>> = windows.iter().map(|w| w.view()).collect();
+    let views: Vec<&ModelInput> = windows.iter().collect();
     let prompt_tokens = engine.bundle().manifest.prompt.ids.len();
     // Warm-up: first runs allocate ONNX Runtime's arenas and pick kernels.
     for view in views.iter().take(2) {
@@ -315,7 +302,7 @@ pub fn run(
         let mut offset = 0;
         // One untimed call to size the arenas for this batch.
         let mut group = || {
-            let g: Vec<ArrayView2<'_, f32>> = (0..batch)
+            let g: Vec<&ModelInput> = (0..batch)
                 .map(|i| views[(offset + i) % views.len()])
                 .collect();
             offset += batch;

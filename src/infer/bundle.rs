@@ -152,6 +152,10 @@ impl Attention {
     }
 }
 
+/// The encoder graph's second input, present when the manifest's preprocessing hands the model
+/// the R-R interval statistics ([`PreprocessSpec::rhythm_features`]): `[batch, 4]` float32.
+pub const RHYTHM_INPUT: &str = "rhythm";
+
 /// One graph of the bundle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -341,6 +345,25 @@ impl Bundle {
             path: manifest_path.clone(),
             reason: e.to_string(),
         })?;
+        let reads_rhythm = manifest
+            .encoder_graph
+            .inputs
+            .iter()
+            .any(|input| input.name == RHYTHM_INPUT);
+        if reads_rhythm != manifest.preprocess.rhythm_features {
+            let (graph, spec) = if reads_rhythm {
+                ("reads", "does not compute them")
+            } else {
+                ("has no such input", "computes them (`rhythm_features`)")
+            };
+            return Err(BundleError::Preprocess {
+                path: manifest_path,
+                reason: format!(
+                    "the encoder graph {graph} `{RHYTHM_INPUT}` (R-R interval statistics) but \
+                     the preprocessing {spec}"
+                ),
+            });
+        }
         let rows = manifest.preprocess.lead_order.0.len();
         if rows != manifest.encoder.leads {
             return Err(BundleError::Preprocess {

@@ -35,7 +35,7 @@ use ndarray::{Array2, Array3, ArrayView2, Axis, s};
 use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 
-use super::bundle::{Attention, Bundle, BundleError};
+use super::bundle::{Attention, Bundle, BundleError, RHYTHM_INPUT};
 pub use super::cache::{Cache, CacheDevice};
 use super::cache::{
     KvCache, bind_cache_outputs, in_place_buffers, select_rows, set_sentinel, stack_rows,
@@ -45,6 +45,44 @@ use super::config::ProviderConfig;
 use super::detokenize::{DetokenizeError, Detokenizer};
 use super::draft::LookupDrafts;
 use super::runtime::{CpuSessionOptions, OnnxRuntime, RuntimeError, SessionProviders};
+use crate::dsp::ModelInput;
+use crate::dsp::rhythm::{RHYTHM_FEATURES, RhythmFeatures};
+
+/// One preprocessed window as the encoder reads it: the samples (`leads x samples`) and, for a
+/// bundle whose encoder reads them (`rhythm_features`), the R-R interval statistics.
+pub trait EncoderInput {
+    /// The normalised samples, `leads x samples`.
+    fn samples(&self) -> ArrayView2<'_, f32>;
+    /// The R-R interval statistics; none for a bare array.
+    fn rhythm(&self) -> Option<RhythmFeatures>;
+}
+
+impl EncoderInput for ArrayView2<'_, f32> {
+    fn samples(&self) -> ArrayView2<'_, f32> {
+        self.view()
+    }
+    fn rhythm(&self) -> Option<RhythmFeatures> {
+        None
+    }
+}
+
+impl EncoderInput for ModelInput {
+    fn samples(&self) -> ArrayView2<'_, f32> {
+        self.samples.view()
+    }
+    fn rhythm(&self) -> Option<RhythmFeatures> {
+        self.rhythm
+    }
+}
+
+impl<T: EncoderInput + ?Sized> EncoderInput for &T {
+    fn samples(&self) -> ArrayView2<'_, f32> {
+        (**self).samples()
+    }
+    fn rhythm(&self) -> Option<RhythmFeatures> {
+        (**self).rhythm()
+    }
+}
 
 /// Why the engine cannot start or run.
 #[derive(Debug, thiserror::Error)]
@@ -297,6 +335,17 @@ impl Engine {
     /// Every layer's ECG-slot key and value for a batch `ecg` `[batch, leads, samples]`, as
     /// ONNX Runtime values (the decoder's first past).
     pub fn slots(&mut self, ecg: Array3<f32>) -> Result<Vec<(DynValue, DynValue)>, EngineError> {
+        self.slots_with_rhythm(ecg, None)
+    }
+
+    /// [`Engine::slots`] with each row's R-R interval statistics `[batch, 4]`
+    /// ([`RhythmFeatures::to_array`]), which a bundle with `rhythm_features` requires and any
+    /// other ignores.
+    pub fn slots_with_rhythm(
+        &mut self,
+        ecg: Array3<f32>,
+        rhythm: Option<Array2<f32>>,
+    ) -> Result<Vec<(DynValue, DynValue)>, EngineError> {
         let leads = self.bundle.manifest.encoder.leads;
         if ecg.dim().1 != leads || ecg.dim().0 == 0 || ecg.dim().2 < 8 {
             return Err(EngineError::Input(format!(
@@ -309,16 +358,69 @@ impl Engine {
                 "ECG batch holds a non-finite sample".into(),
             ));
         }
+        let batch = ecg.dim().0;
+        let rhythm = match rhythm {
+            _ if !self.reads_rhythm() => None,
+            None => {
+                return Err(EngineError::Input(format!(
+                    "this bundle's encoder reads the R-R interval statistics (`{RHYTHM_INPUT}`); \
+                     none were given"
+                )));
+            }
+            Some(r) if r.dim() != (batch, RHYTHM_FEATURES) => {
+                return Err(EngineError::Input(format!(
+                    "R-R interval statistics must be [{batch}, {RHYTHM_FEATURES}], got {:?}",
+                    r.dim()
+                )));
+            }
+            Some(r) if r.iter().any(|v| !v.is_finite()) => {
+                return Err(EngineError::Input(
+                    "R-R interval statistics hold a non-finite value".into(),
+                ));
+            }
+            Some(r) => Some(r),
+        };
         let fail = run_error("encoder");
         let input = Tensor::from_array(ecg).map_err(&fail)?;
         let mut binding = self.encoder.create_binding().map_err(&fail)?;
         binding.bind_input("ecg", &input).map_err(&fail)?;
+        if let Some(r) = rhythm {
+            let r = Tensor::from_array(r).map_err(&fail)?;
+            binding.bind_input(RHYTHM_INPUT, &r).map_err(&fail)?;
+        }
         let slot_names: Vec<(String, String)> = (0..self.present_names.len())
             .map(|i| (format!("slot.{i}.key"), format!("slot.{i}.value")))
             .collect();
         bind_cache_outputs(&mut binding, &slot_names, self.cache_device).map_err(&fail)?;
         let mut outputs = self.encoder.run_binding(&binding).map_err(&fail)?;
         take_cache(&mut outputs, &slot_names, "encoder")
+    }
+
+    /// Whether this bundle's encoder reads the R-R interval statistics.
+    pub fn reads_rhythm(&self) -> bool {
+        self.bundle.manifest.preprocess.rhythm_features
+    }
+
+    /// The windows' R-R interval statistics as `[batch, 4]` when the encoder reads them (every
+    /// window must carry them), else none.
+    fn rhythm_rows<W: EncoderInput>(
+        &self,
+        windows: &[W],
+    ) -> Result<Option<Array2<f32>>, EngineError> {
+        if !self.reads_rhythm() {
+            return Ok(None);
+        }
+        let mut rows = Array2::<f32>::zeros((windows.len(), RHYTHM_FEATURES));
+        for (i, (mut row, w)) in rows.axis_iter_mut(Axis(0)).zip(windows).enumerate() {
+            let features = w.rhythm().ok_or_else(|| {
+                EngineError::Input(format!(
+                    "window {i} carries no R-R interval statistics, which this bundle's encoder \
+                     reads (its preprocessing has `rhythm_features`)"
+                ))
+            })?;
+            row.assign(&ndarray::ArrayView1::from(&features.to_array()));
+        }
+        Ok(Some(rows))
     }
 
     /// One decoder call: `ids`, `positions` `[batch, T]`, `mask` `[batch, past + T]` after
@@ -504,15 +606,18 @@ impl Engine {
     /// length), generated together. A row that generates a stop id is finished; finished rows
     /// are dropped from the batch (their cache rows removed) once they are a quarter of it, so
     /// the remaining rows decode without carrying them.
-    pub fn generate(
+    pub fn generate<W: EncoderInput>(
         &mut self,
-        windows: &[ArrayView2<'_, f32>],
+        windows: &[W],
     ) -> Result<(Vec<Generated>, Timings), EngineError> {
         let Some(first) = windows.first() else {
             return Ok((Vec::new(), Timings::default()));
         };
-        let (leads, samples) = first.dim();
-        if windows.iter().any(|w| w.dim() != (leads, samples)) {
+        let (leads, samples) = first.samples().dim();
+        if windows
+            .iter()
+            .any(|w| w.samples().dim() != (leads, samples))
+        {
             return Err(EngineError::Input(
                 "windows of different shapes in one batch".into(),
             ));
@@ -520,8 +625,9 @@ impl Engine {
         let batch = windows.len();
         let mut ecg = Array3::<f32>::zeros((batch, leads, samples));
         for (mut row, w) in ecg.axis_iter_mut(Axis(0)).zip(windows) {
-            row.assign(w);
+            row.assign(&w.samples());
         }
+        let rhythm = self.rhythm_rows(windows)?;
         let manifest = &self.bundle.manifest;
         if manifest.prompt.ids.is_empty() {
             return Err(EngineError::Input("the manifest's prompt is empty".into()));
@@ -534,7 +640,7 @@ impl Engine {
         };
 
         let start = Instant::now();
-        let past = self.slots(ecg)?;
+        let past = self.slots_with_rhythm(ecg, rhythm)?;
         let encode_ms = ms(start);
         // Mirrors `Meit::generate_greedy`: the cache starts with the slot (1 entry), text
         // positions start at 1; stop at max_new tokens or the last position.
@@ -798,12 +904,14 @@ impl Engine {
     /// none is active, or a limit is reached; the best finished one by mean log-probability
     /// per token wins (an unfinished one only when none finished). The cache rows follow
     /// their hypotheses (rows are gathered by parent after every step).
-    pub fn generate_beam(
+    pub fn generate_beam<W: EncoderInput>(
         &mut self,
-        window: ArrayView2<'_, f32>,
+        window: W,
         beams: usize,
     ) -> Result<(BeamReport, Timings), EngineError> {
         let beams = beams.max(1);
+        let rhythm = self.rhythm_rows(std::slice::from_ref(&window))?;
+        let window = window.samples();
         let (leads, samples) = window.dim();
         let ecg = window
             .to_owned()
@@ -827,7 +935,7 @@ impl Engine {
         };
 
         let start = Instant::now();
-        let mut past = KvCache::Grown(self.slots(ecg)?);
+        let mut past = KvCache::Grown(self.slots_with_rhythm(ecg, rhythm)?);
         timings.encode_ms = ms(start);
         let mut cache_len = 1usize;
         let capacity = limits.capacity(cache_len, prompt.len());

@@ -18,6 +18,7 @@ use ndarray::Array2;
 use crate::acquire::SourceEvent;
 use crate::dsp::beats;
 use crate::dsp::quality::QualityReason;
+use crate::dsp::rhythm::RhythmFeatures;
 use crate::dsp::window::{Window, Windower};
 use crate::dsp::{DspError, ModelInput, PreprocessSpec, Preprocessor};
 use crate::ecg::{LeadSet, SampleBlock};
@@ -30,8 +31,19 @@ pub struct PendingWindow {
     pub report: WindowReport,
     /// The model input (`lead_order x samples`, normalised, masked leads zero).
     pub samples: Array2<f32>,
+    /// The window's R-R interval statistics, when the model reads them.
+    pub rhythm: Option<RhythmFeatures>,
     /// When the window's last block arrived.
     pub completed_at: Instant,
+}
+
+impl crate::infer::engine::EncoderInput for PendingWindow {
+    fn samples(&self) -> ndarray::ArrayView2<'_, f32> {
+        self.samples.view()
+    }
+    fn rhythm(&self) -> Option<RhythmFeatures> {
+        self.rhythm
+    }
 }
 
 /// A window's report on its way to the publisher, with when its last block arrived.
@@ -263,6 +275,7 @@ impl WindowJob {
             samples,
             lead_mask,
             quality,
+            rhythm,
         } = input;
         report.quality_index = quality.index;
         report.masked_leads = lead_mask.missing();
@@ -296,6 +309,7 @@ impl WindowJob {
             None => BedOutput::Pending(PendingWindow {
                 report,
                 samples,
+                rhythm,
                 completed_at,
             }),
         }
@@ -516,6 +530,38 @@ pub(crate) mod tests {
             panic!("a lead-off window never goes to the model")
         };
         assert!(matches!(second.report.outcome, Outcome::NoReport { .. }));
+    }
+
+    /// A model that reads the R-R statistics gets each reportable window's, measured on that
+    /// window (its mean interval is the labelled rate's); one that does not gets none.
+    #[test]
+    fn pending_windows_carry_the_rhythm_statistics_the_model_reads() {
+        let (rec, rate) = record("normal", 20.0, 16);
+        for wanted in [false, true] {
+            let mut with = spec(10.0);
+            with.rhythm_features = wanted;
+            let mut p = BedPipeline::new("bed-r", with, None);
+            let pending: Vec<PendingWindow> = blocks(&rec, |_| vec![false; 12])
+                .iter()
+                .flat_map(|b| p.on_event(&SourceEvent::Block(b.clone())))
+                .filter_map(|o| match o {
+                    BedOutput::Pending(w) => Some(w),
+                    BedOutput::Done(_) => None,
+                })
+                .collect();
+            assert_eq!(pending.len(), 2, "two clean 10 s windows");
+            for w in pending {
+                match (wanted, w.rhythm) {
+                    (false, None) => {}
+                    (true, Some(r)) => {
+                        assert!(r.measured, "{r:?}");
+                        let bpm = 60.0 / r.mean_interval_s;
+                        assert!((bpm - rate).abs() <= 3.0, "{bpm} bpm, labelled {rate}");
+                    }
+                    (_, got) => panic!("rhythm_features {wanted}: got {got:?}"),
+                }
+            }
+        }
     }
 
     #[test]

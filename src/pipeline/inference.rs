@@ -421,16 +421,15 @@ pub fn spawn_worker(
 
 /// Generates one batch; a failure of the engine becomes every window's no-model reason.
 fn generate(engine: &mut Engine, windows: Vec<PendingWindow>, waited_ms: &[f64]) -> Vec<Finished> {
-    let views: Vec<_> = windows.iter().map(|w| w.samples.view()).collect();
     // A panic inside the engine must not take the worker (and every later window) with it.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.generate(&views)))
-        .unwrap_or_else(|_| {
-            Err(crate::infer::engine::EngineError::Run {
-                graph: "engine",
-                reason: "panicked while generating".into(),
-            })
-        });
-    drop(views);
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.generate(&windows)))
+            .unwrap_or_else(|_| {
+                Err(crate::infer::engine::EngineError::Run {
+                    graph: "engine",
+                    reason: "panicked while generating".into(),
+                })
+            });
     let batch = windows.len();
     match result {
         Ok((generated, t)) => {
@@ -501,6 +500,7 @@ mod tests {
                 timings: WindowTimings::default(),
             },
             samples: Array2::zeros((1, 8)),
+            rhythm: None,
             completed_at: Instant::now(),
         }
     }

@@ -9,6 +9,7 @@
 //!  -> ReduceMean over time                                    pooled features
 //! [ -> Concat with Sqrt(ReduceMean((x - mean)^2) + 1e-5)         standard deviation, opt-in ]
 //! [ -> Concat with Cast(Greater(ReduceMax(Abs(ecg)), 0))       lead-presence flags, opt-in ]
+//! [ -> Concat with rhythm [batch, 4], a second input              R-R statistics, opt-in ]
 //!  -> Gemm + BN -> ReLU -> Gemm + BN                          projection
 //!  -> x / max(||x||, 1e-12)                                    L2 normalisation
 //!  -> slot.{i}.key, slot.{i}.value [batch, kv_heads, 1, head_dim] for every layer i
@@ -22,7 +23,8 @@
 //! in) and a Split. No rotation: the slot is cache position 0, where RoPE is the identity.
 
 use candle_onnx::onnx::ModelProto;
-use meit::infer::bundle::{Dim as ManifestDim, TensorSpec};
+use meit::dsp::rhythm::RHYTHM_FEATURES;
+use meit::infer::bundle::{Dim as ManifestDim, RHYTHM_INPUT, TensorSpec};
 
 use super::ExportError;
 use super::graph::{Dim, Elem, Graph, attr_int, attr_ints, named};
@@ -45,7 +47,7 @@ pub fn interface(
         dtype: "float32".into(),
         shape,
     };
-    let inputs = vec![f32_spec(
+    let mut inputs = vec![f32_spec(
         "ecg".into(),
         vec![
             ManifestDim::Symbol("batch".into()),
@@ -53,6 +55,15 @@ pub fn interface(
             ManifestDim::Symbol("samples".into()),
         ],
     )];
+    if encoder.rhythm_features {
+        inputs.push(f32_spec(
+            RHYTHM_INPUT.into(),
+            vec![
+                ManifestDim::Symbol("batch".into()),
+                ManifestDim::Fixed(RHYTHM_FEATURES as i64),
+            ],
+        ));
+    }
     let slot_shape = || {
         vec![
             ManifestDim::Symbol("batch".into()),
@@ -143,6 +154,13 @@ pub fn build(
             named("samples"),
         ],
     );
+    let rhythm = encoder.rhythm_features.then(|| {
+        g.input(
+            RHYTHM_INPUT,
+            Elem::F32,
+            &[named("batch"), Dim::Fixed(RHYTHM_FEATURES as i64)],
+        )
+    });
 
     // Stem.
     g.set_prefix("stem");
@@ -230,6 +248,10 @@ pub fn build(
         let present = g.op("Greater", &[&peak, &zero], vec![]);
         let flags = g.op("Cast", &[&present], vec![attr_int("to", 1)]);
         pooled = g.op("Concat", &[&pooled, &flags], vec![attr_int("axis", 1)]);
+    }
+    if let Some(rhythm) = &rhythm {
+        // `meit::dsp::rhythm::RhythmFeatures`, computed by the preprocessing, read as they are.
+        pooled = g.op("Concat", &[&pooled, rhythm], vec![attr_int("axis", 1)]);
     }
     let hidden = linear_bn(
         &mut g,

@@ -19,6 +19,10 @@
 //!   1 where the lead's row has any non-zero sample. Preprocessing fills a lead the device does
 //!   not record with zeros (`meit::dsp::leads`), and a convolution sees "absent" only as "flat";
 //!   the flags tell the projection which leads exist, so a report can keep to what they show;
+//! - not in the paper, opt-in (`rhythm_features`): the R-R interval statistics the shared
+//!   preprocessing measures (`meit::dsp::rhythm`, 4 values) appended last, a second input beside
+//!   the ECG. Statistics pooling did not teach the encoder the spread of the intervals (sinus
+//!   arrhythmia stayed at 11 of 19 on the tiny model); the beat analysis measures it directly;
 //! - projection: `Linear(f, f) -> BatchNorm -> ReLU -> Linear(f, head_dim) -> BatchNorm`, then
 //!   L2 normalisation (`torch.nn.functional.normalize`, eps 1e-12).
 //!
@@ -30,6 +34,8 @@
 use candle_core::{D, Module, ModuleT, Tensor};
 use candle_nn::{BatchNorm, Linear};
 use serde::{Deserialize, Serialize};
+
+use meit::dsp::rhythm::RHYTHM_FEATURES;
 
 use super::ModelError;
 use super::params::{Init, Params};
@@ -85,6 +91,10 @@ pub struct EcgEncoderConfig {
     /// trained before the option existed.
     #[serde(default)]
     pub pooling: Pooling,
+    /// Append the R-R interval statistics (`meit::dsp::rhythm::RhythmFeatures`, a second input)
+    /// after the flags. Must match the run's `[preprocess] rhythm_features`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rhythm_features: bool,
 }
 
 /// How the encoder pools its last stage over time.
@@ -130,6 +140,7 @@ impl EcgEncoderConfig {
             output_scale: 1.0,
             lead_presence: false,
             pooling: Pooling::Mean,
+            rhythm_features: false,
         }
     }
 
@@ -146,13 +157,28 @@ impl EcgEncoderConfig {
             output_scale: 1.0,
             lead_presence: false,
             pooling: Pooling::Mean,
+            rhythm_features: false,
         }
     }
 
     /// Length of the feature vector the projection reads: the pooled statistics, plus one flag
-    /// per lead with `lead_presence`.
+    /// per lead with `lead_presence`, plus the R-R statistics with `rhythm_features`.
     pub fn feature_dim(&self) -> usize {
-        self.pooled_dim() + if self.lead_presence { self.leads } else { 0 }
+        self.pooled_dim() + self.flag_dim() + self.rhythm_dim()
+    }
+
+    /// Lead-presence flags in the feature vector (0 without `lead_presence`).
+    pub fn flag_dim(&self) -> usize {
+        if self.lead_presence { self.leads } else { 0 }
+    }
+
+    /// R-R statistics in the feature vector (0 without `rhythm_features`).
+    pub fn rhythm_dim(&self) -> usize {
+        if self.rhythm_features {
+            RHYTHM_FEATURES
+        } else {
+            0
+        }
     }
 
     /// Length of the pooled features: channels (last stage width x block expansion) x
@@ -450,19 +476,36 @@ impl EcgEncoder {
         &self.config
     }
 
-    /// Pooled ResNet features, then the lead-presence flags when configured: `[batch,
-    /// feature_dim]` (the projection's input).
-    pub fn features(&self, ecg: &Tensor, train: bool) -> Result<Tensor, ModelError> {
-        self.check_input(ecg, train)?;
-        self.features_inner(ecg, train)
+    /// Pooled ResNet features, then the lead-presence flags and the R-R statistics `rhythm`
+    /// `[batch, 4]` when configured: `[batch, feature_dim]` (the projection's input).
+    pub fn features(
+        &self,
+        ecg: &Tensor,
+        rhythm: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor, ModelError> {
+        self.check_input(ecg, rhythm, train)?;
+        self.features_inner(ecg, rhythm, train)
             .map_err(ModelError::tensor("ECG encoder features"))
     }
 
-    /// The ECG embedding: L2-normalised `[batch, head_dim]`, times `output_scale`.
+    /// The ECG embedding of an encoder without `rhythm_features`: L2-normalised `[batch,
+    /// head_dim]`, times `output_scale`.
     pub fn forward(&self, ecg: &Tensor, train: bool) -> Result<Tensor, ModelError> {
-        self.check_input(ecg, train)?;
+        self.forward_with(ecg, None, train)
+    }
+
+    /// The ECG embedding with the R-R statistics `rhythm` `[batch, 4]`, which an encoder with
+    /// `rhythm_features` requires and any other refuses.
+    pub fn forward_with(
+        &self,
+        ecg: &Tensor,
+        rhythm: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor, ModelError> {
+        self.check_input(ecg, rhythm, train)?;
         let run = || -> candle_core::Result<Tensor> {
-            let features = self.features_inner(ecg, train)?;
+            let features = self.features_inner(ecg, rhythm, train)?;
             let unit = l2_normalize(&self.projection.forward_t(&features, train)?)?;
             if self.config.output_scale == 1.0 {
                 Ok(unit)
@@ -473,7 +516,12 @@ impl EcgEncoder {
         run().map_err(ModelError::tensor("ECG encoder forward"))
     }
 
-    fn features_inner(&self, ecg: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+    fn features_inner(
+        &self,
+        ecg: &Tensor,
+        rhythm: Option<&Tensor>,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
         let mut x = self.stem.forward_t(ecg, train)?.relu()?;
         if self.config.stem_max_pool {
             x = max_pool_3_2_1(&x)?;
@@ -481,15 +529,44 @@ impl EcgEncoder {
         for block in self.stages.iter().flatten() {
             x = block.forward_t(&x, train)?;
         }
-        let pooled = pool_over_time(&x, self.config.pooling)?;
+        let mut features = pool_over_time(&x, self.config.pooling)?;
         if self.config.lead_presence {
-            Tensor::cat(&[&pooled, &lead_presence(ecg)?], 1)
-        } else {
-            Ok(pooled)
+            features = Tensor::cat(&[&features, &lead_presence(ecg)?], 1)?;
+        }
+        match rhythm {
+            Some(rhythm) => Tensor::cat(&[&features, &rhythm.detach()], 1),
+            None => Ok(features),
         }
     }
 
-    fn check_input(&self, ecg: &Tensor, train: bool) -> Result<(), ModelError> {
+    fn check_input(
+        &self,
+        ecg: &Tensor,
+        rhythm: Option<&Tensor>,
+        train: bool,
+    ) -> Result<(), ModelError> {
+        let batch = ecg.dims().first().copied().unwrap_or(0);
+        match (self.config.rhythm_features, rhythm.map(Tensor::dims)) {
+            (false, None) => {}
+            (true, Some(&[rows, RHYTHM_FEATURES])) if rows == batch => {}
+            (true, None) => {
+                return Err(ModelError::Input(
+                    "this encoder reads the R-R interval statistics (`rhythm_features`); none \
+                     were given"
+                        .into(),
+                ));
+            }
+            (true, Some(dims)) => {
+                return Err(ModelError::Input(format!(
+                    "R-R interval statistics must be [{batch}, {RHYTHM_FEATURES}], got {dims:?}"
+                )));
+            }
+            (false, Some(_)) => {
+                return Err(ModelError::Input(
+                    "R-R interval statistics given to an encoder without `rhythm_features`".into(),
+                ));
+            }
+        }
         match ecg.dims() {
             &[batch, leads, samples] if leads == self.config.leads && samples >= 8 => {
                 if train && batch < 2 {
@@ -582,6 +659,7 @@ mod tests {
             output_scale: 1.0,
             lead_presence: false,
             pooling: Pooling::Mean,
+            rhythm_features: false,
         }
     }
 
@@ -763,12 +841,12 @@ mod tests {
         let encoder = EcgEncoder::new(&config, &Params::new(1, &Device::Cpu))?;
         let mean_only = EcgEncoder::new(&tiny(BlockKind::Basic), &Params::new(1, &Device::Cpu))?;
         let input = ecg(2, 64)?;
-        let features = encoder.features(&input, false)?;
+        let features = encoder.features(&input, None, false)?;
         assert_eq!(features.dims(), &[2, config.feature_dim()]);
         let c = config.channels();
         assert_eq!(
             features.narrow(1, 0, c)?.to_vec2::<f32>()?,
-            mean_only.features(&input, false)?.to_vec2::<f32>()?
+            mean_only.features(&input, None, false)?.to_vec2::<f32>()?
         );
         let std = features.narrow(1, c, c)?.flatten_all()?.to_vec1::<f32>()?;
         assert!(std.iter().all(|v| *v >= 1e-5f32.sqrt() - 1e-7), "{std:?}");
@@ -803,7 +881,7 @@ mod tests {
         }
         let flat: Vec<f32> = values.iter().flatten().flatten().copied().collect();
         let input = Tensor::from_vec(flat, (2, 12, 64), &Device::Cpu)?;
-        let features = encoder.features(&input, false)?;
+        let features = encoder.features(&input, None, false)?;
         assert_eq!(features.dims(), &[2, config.pooled_dim() + 12]);
         let flags = features
             .narrow(1, config.pooled_dim(), 12)?
@@ -818,7 +896,7 @@ mod tests {
         // Same signal, one flag flipped: only the flag differs at the projection's input, and the
         // embedding moves.
         let pooled_only = EcgEncoder::new(&tiny(BlockKind::Basic), &Params::new(1, &Device::Cpu))?;
-        let pooled = pooled_only.features(&input, false)?;
+        let pooled = pooled_only.features(&input, None, false)?;
         assert_eq!(
             features
                 .narrow(1, 0, config.pooled_dim())?
@@ -837,12 +915,73 @@ mod tests {
         Ok(())
     }
 
+    /// The R-R statistics come last in the feature vector, after the flags, exactly as given;
+    /// they move the embedding; and an encoder refuses them missing, misshapen or unasked for.
+    #[test]
+    fn rhythm_features_are_appended_after_the_flags_and_required_when_configured()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let mut config = tiny(BlockKind::Basic);
+        config.lead_presence = true;
+        config.rhythm_features = true;
+        let encoder = EcgEncoder::new(&config, &Params::new(1, &Device::Cpu))?;
+        let input = ecg(2, 64)?;
+        let regular = [[1.0f32, 0.3, 0.4, 0.8], [1.0, 2.5, 0.9, 0.6]];
+        let rhythm = Tensor::new(&regular, &Device::Cpu)?;
+        let features = encoder.features(&input, Some(&rhythm), false)?;
+        assert_eq!(config.feature_dim(), config.pooled_dim() + 12 + 4);
+        assert_eq!(features.dims(), &[2, config.feature_dim()]);
+        let tail = features
+            .narrow(1, config.pooled_dim() + 12, 4)?
+            .to_vec2::<f32>()?;
+        assert_eq!(tail, regular.map(|r| r.to_vec()).to_vec());
+
+        let a = encoder
+            .forward_with(&input, Some(&rhythm), false)?
+            .to_vec2::<f32>()?;
+        let varied = Tensor::new(
+            &[[1.0f32, 3.0, 0.4, 0.8], [1.0, 2.5, 0.9, 0.6]],
+            &Device::Cpu,
+        )?;
+        let b = encoder
+            .forward_with(&input, Some(&varied), false)?
+            .to_vec2::<f32>()?;
+        let moved: f32 = a[0].iter().zip(&b[0]).map(|(x, y)| (x - y).abs()).sum();
+        assert!(
+            moved > 1e-3,
+            "the interval variation changed nothing: {moved}"
+        );
+        assert_eq!(
+            a[1], b[1],
+            "row 1's statistics did not change, nor may its embedding"
+        );
+
+        for bad in [
+            None,
+            Some(Tensor::zeros((2, 3), DType::F32, &Device::Cpu)?),
+            Some(Tensor::zeros((1, 4), DType::F32, &Device::Cpu)?),
+        ] {
+            assert!(
+                matches!(
+                    encoder.forward_with(&input, bad.as_ref(), false),
+                    Err(ModelError::Input(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        let plain = EcgEncoder::new(&tiny(BlockKind::Basic), &Params::new(1, &Device::Cpu))?;
+        assert!(matches!(
+            plain.forward_with(&input, Some(&rhythm), false),
+            Err(ModelError::Input(_))
+        ));
+        Ok(())
+    }
+
     #[test]
     fn feature_dim_matches_the_pooled_features() -> Result<(), Box<dyn std::error::Error>> {
         for block in [BlockKind::Basic, BlockKind::Bottleneck] {
             let config = tiny(block);
             let encoder = EcgEncoder::new(&config, &Params::new(1, &Device::Cpu))?;
-            let features = encoder.features(&ecg(2, 64)?, false)?;
+            let features = encoder.features(&ecg(2, 64)?, None, false)?;
             assert_eq!(features.dims(), &[2, config.feature_dim()]);
         }
         assert_eq!(EcgEncoderConfig::resnet50_1d(64).feature_dim(), 2048);

@@ -10,6 +10,7 @@
 //! BatchNorm running statistics and the frozen decoder are not.
 
 use candle_core::{D, DType, Device, Tensor, Var};
+use meit::dsp::rhythm::RHYTHM_FEATURES;
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
@@ -48,6 +49,7 @@ impl MeitConfig {
                 output_scale: 1.0,
                 lead_presence: false,
                 pooling: Pooling::Mean,
+                rhythm_features: false,
             },
             decoder,
             lora: None,
@@ -187,6 +189,9 @@ pub struct Batch {
     pub target_mask: Tensor,
     /// `(row, position, token)`: the examples' tokens to avoid ([`Example::avoid`]).
     pub avoid: Vec<(usize, usize, u32)>,
+    /// Each row's R-R interval statistics `[batch, 4]`, for an encoder with `rhythm_features`
+    /// ([`Batch::with_rhythm`]).
+    pub rhythm: Option<Tensor>,
 }
 
 impl Batch {
@@ -240,9 +245,32 @@ impl Batch {
                 input_ids: Tensor::from_vec(ids, shape, device)?,
                 target_mask: Tensor::from_vec(mask, shape, device)?,
                 avoid,
+                rhythm: None,
             })
         };
         build().map_err(ModelError::tensor("collating a batch"))
+    }
+
+    /// The batch with each row's R-R interval statistics (`[batch, 4]`).
+    pub fn with_rhythm(mut self, rhythm: Tensor) -> Result<Batch, ModelError> {
+        let rows = self.ecg.dim(0).map_err(ModelError::tensor("ECG batch"))?;
+        if rhythm.dims() != [rows, RHYTHM_FEATURES] {
+            return Err(ModelError::Input(format!(
+                "R-R interval statistics {:?} for a batch of {rows}",
+                rhythm.dims()
+            )));
+        }
+        self.rhythm = Some(
+            rhythm
+                .to_device(self.ecg.device())
+                .map_err(ModelError::tensor("R-R statistics"))?,
+        );
+        Ok(self)
+    }
+
+    /// The ECG embedding of the batch's rows.
+    pub fn embed(&self, encoder: &EcgEncoder, train: bool) -> Result<Tensor, ModelError> {
+        encoder.forward_with(&self.ecg, self.rhythm.as_ref(), train)
     }
 }
 
@@ -427,7 +455,7 @@ impl Meit {
 
     /// Logits `[batch, T, vocab]` of the batch's tokens given its ECGs.
     pub fn logits(&self, batch: &Batch, train: bool) -> Result<Tensor, ModelError> {
-        let ecg = self.encoder.forward(&batch.ecg, train)?;
+        let ecg = batch.embed(&self.encoder, train)?;
         self.decoder
             .forward_sequence(&batch.input_ids, Some(&ecg), train)
     }
@@ -447,7 +475,7 @@ impl Meit {
     ) -> Result<LossTerms, ModelError> {
         // Logits only from the position before the batch's first target token on.
         let from = first_scored_position(&batch.target_mask)?;
-        let ecg = self.encoder.forward(&batch.ecg, train)?;
+        let ecg = batch.embed(&self.encoder, train)?;
         let logits =
             self.decoder
                 .forward_sequence_from(&batch.input_ids, Some(&ecg), train, from)?;
@@ -492,12 +520,14 @@ impl Meit {
         })
     }
 
-    /// Greedy decoding for one record `ecg` `[1, leads, samples]` after `prompt` (ids from
-    /// [`prompt_ids`]): the KV-cache path, one token at a time, until `end_id` (included) or
-    /// `max_new_tokens` or the decoder's last position.
+    /// Greedy decoding for one record `ecg` `[1, leads, samples]` (and its R-R statistics
+    /// `[1, 4]` for an encoder with `rhythm_features`) after `prompt` (ids from [`prompt_ids`]):
+    /// the KV-cache path, one token at a time, until `end_id` (included) or `max_new_tokens` or
+    /// the decoder's last position.
     pub fn generate_greedy(
         &self,
         ecg: &Tensor,
+        rhythm: Option<&Tensor>,
         prompt: &[u32],
         max_new_tokens: usize,
         end_id: u32,
@@ -507,7 +537,7 @@ impl Meit {
                 "greedy decoding takes one record and a non-empty prompt".into(),
             ));
         }
-        let embedding = self.encoder.forward(ecg, false)?;
+        let embedding = self.encoder.forward_with(ecg, rhythm, false)?;
         let mut cache = self.decoder.start_cache(1, Some(&embedding), false)?;
         let device = ecg.device();
         let to_tensor = |ids: &[u32]| Tensor::new(ids, device).and_then(|t| t.unsqueeze(0));
@@ -920,7 +950,7 @@ mod tests {
         };
         let prompt = prompt_ids(&tokenizer, &style.prompt(0))?;
         // An end id no untrained model is likely to pick first, so all 6 tokens come out.
-        let generated = model.generate_greedy(&ecg, &prompt, 6, u32::MAX)?;
+        let generated = model.generate_greedy(&ecg, None, &prompt, 6, u32::MAX)?;
         assert_eq!(generated.len(), 6);
         // Teacher-forcing prompt + generated through the full-sequence path must pick the same
         // token at every generated position.

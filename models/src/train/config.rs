@@ -63,6 +63,13 @@ impl RunConfig {
                 config.model.encoder.leads
             )));
         }
+        if config.preprocess.rhythm_features != config.model.encoder.rhythm_features {
+            return Err(ModelError::Config(format!(
+                "preprocess.rhythm_features is {} but model.encoder.rhythm_features is {}: the \
+                 preprocessing computes the R-R statistics exactly when the encoder reads them",
+                config.preprocess.rhythm_features, config.model.encoder.rhythm_features
+            )));
+        }
         meit::dsp::Preprocessor::new(config.preprocess.clone())
             .map_err(|e| ModelError::Config(format!("preprocess: {e}")))?;
         if let Some(base) = &config.base {
@@ -99,6 +106,35 @@ mod tests {
         let broken =
             include_str!("../../configs/tiny.toml").replace("batch_size = 16", "batch_size = 1");
         assert!(RunConfig::from_toml(&broken).is_err());
+        // The R-R statistics are computed exactly when the encoder reads them: one without the
+        // other is refused, naming both; tiny-rhythm has both.
+        let rhythm = include_str!("../../configs/tiny-rhythm.toml");
+        let parsed = RunConfig::from_toml(rhythm)?;
+        assert!(parsed.preprocess.rhythm_features && parsed.model.encoder.rhythm_features);
+        for (i, line) in rhythm
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.starts_with("rhythm_features = true"))
+        {
+            let one_side: String = rhythm
+                .lines()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, l)| format!("{l}\n"))
+                .collect();
+            let error = RunConfig::from_toml(&one_side).expect_err(line).to_string();
+            assert!(
+                error.contains("preprocess.rhythm_features") && error.contains("model.encoder"),
+                "{error}"
+            );
+        }
+        let default = RunConfig::from_toml(include_str!("../../configs/tiny-unlikely.toml"))?;
+        let mut widened = default.model.clone();
+        widened.encoder.rhythm_features = true;
+        assert_eq!(
+            parsed.model, widened,
+            "tiny-rhythm is the default model plus the statistics"
+        );
         let lora = RunConfig::from_toml(include_str!("../../configs/smollm2-lora.toml"))?;
         assert_eq!(lora.model, MeitConfig::smollm2_edge());
         assert_eq!(

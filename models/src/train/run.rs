@@ -26,7 +26,7 @@ use super::{
     CHECKPOINT_DIR, LOSS_PLOT, METRICS, RUN_CONFIG, TOKENIZER, TrainError, WEIGHTS, build_model,
     file_error,
 };
-use crate::codec::{PreparedRecord, RecordCodec};
+use crate::codec::{EcgRow, PreparedRecord, RecordCodec};
 use crate::data::{RunData, Split};
 use crate::model::ModelError;
 use crate::model::ecg_encoder::{EcgEncoderConfig, Pooling};
@@ -36,6 +36,7 @@ use crate::model::statement_head::{
     SentenceVocabulary, StatementHead, label_accuracy, multi_label_loss,
 };
 use crate::tokenizer::ReportTokenizer;
+use meit::dsp::rhythm::RHYTHM_FEATURES;
 
 /// How to run (not part of the model: the same config trains the same model either way).
 #[derive(Debug, Clone, Default)]
@@ -129,13 +130,16 @@ fn init_weights(config: &RunConfig, dir: &Path, out: &Path) -> Result<PathBuf, T
             ),
         })
     };
-    // The changes of shape allowed: lead-presence flags or the standard deviation pooling
-    // added to a model trained without them (`widen_projection_input`); nothing taken away.
+    // The changes of shape allowed: lead-presence flags, the standard deviation pooling or the
+    // R-R statistics added to a model trained without them (`widen_projection_input`); nothing
+    // taken away.
     let (theirs, ours) = (&trained.model.encoder, &config.model.encoder);
     let mut widened = trained.model.clone();
     widened.encoder.lead_presence = ours.lead_presence;
     widened.encoder.pooling = ours.pooling;
+    widened.encoder.rhythm_features = ours.rhythm_features;
     let only_adds = (ours.lead_presence || !theirs.lead_presence)
+        && (ours.rhythm_features || !theirs.rhythm_features)
         && (theirs.pooling == Pooling::Mean || ours.pooling == theirs.pooling);
     if widened != config.model || !only_adds {
         return mismatch("[model]");
@@ -234,7 +238,7 @@ const PROJECTION_INPUT_WEIGHT: &str = "encoder.projection.hidden.weight";
 
 /// A copy of the weights at `from` (a model whose encoder is `trained`) in `out`, with the
 /// projection's first weight given zero columns for the inputs `wanted` adds: the standard
-/// deviations after the means, the lead flags at the end. The widened model computes exactly
+/// deviations after the means, the lead flags after them, the R-R statistics at the end. The widened model computes exactly
 /// what the trained one did until training moves those columns (Net2Net's function-preserving
 /// widening).
 fn widen_projection_input(
@@ -260,7 +264,7 @@ fn widen_projection_input(
         )));
     }
     // Column blocks of the trained weight, each kept or replaced by zeros as `wanted` lays out
-    // its input: [means][standard deviations][lead flags].
+    // its input: [means][standard deviations][lead flags][R-R statistics].
     let (channels, leads) = (trained.channels(), trained.leads);
     let column_block = |start: usize, width: usize, present: bool| {
         if present {
@@ -279,6 +283,13 @@ fn widen_projection_input(
             trained.pooled_dim(),
             leads,
             trained.lead_presence,
+        ));
+    }
+    if wanted.rhythm_features {
+        blocks.push(column_block(
+            trained.pooled_dim() + trained.flag_dim(),
+            RHYTHM_FEATURES,
+            trained.rhythm_features,
         ));
     }
     let blocks = blocks
@@ -476,7 +487,7 @@ pub struct WarmupSummary {
 }
 
 /// A warm-up batch before stacking: samples, length, sentence targets per record.
-type WarmupRows = Vec<(Vec<f32>, usize, Vec<f32>)>;
+type WarmupRows = Vec<(EcgRow, Vec<f32>)>;
 
 /// Trains the encoder (and projection) of `model` alone with a sentence read-out
 /// ([`crate::model::statement_head`]), then drops the read-out.
@@ -511,28 +522,15 @@ pub fn warm_up_encoder(
     let steps = warmup.records / warmup.batch_size;
     let schedule = LinearSchedule::new(warmup.learning_rate, 0.03, steps);
     let batch = warmup.batch_size;
-    let leads = config.model.encoder.leads;
     let labels = vocabulary.len();
 
-    let to_tensors = |rows: WarmupRows| -> Result<(Tensor, Tensor), TrainError> {
-        let length = rows.first().map_or(0, |r| r.1);
-        let count = rows.len();
-        let mut samples = Vec::with_capacity(count * leads * length);
-        let mut targets = Vec::with_capacity(count * labels);
-        for (s, l, t) in rows {
-            if l != length {
-                return Err(ModelError::Input("records of different lengths".into()).into());
-            }
-            samples.extend(s);
-            targets.extend(t);
-        }
-        let build = || -> candle_core::Result<(Tensor, Tensor)> {
-            Ok((
-                Tensor::from_vec(samples, (count, leads, length), &device)?,
-                Tensor::from_vec(targets, (count, labels), &device)?,
-            ))
-        };
-        build().map_err(|e| ModelError::tensor("warm-up batch")(e).into())
+    let to_tensors = |rows: WarmupRows| -> Result<(Tensor, Option<Tensor>, Tensor), TrainError> {
+        let ecg_rows: Vec<&EcgRow> = rows.iter().map(|(e, _)| e).collect();
+        let (ecg, rhythm) = codec.stack(&ecg_rows, &device)?;
+        let targets: Vec<f32> = rows.iter().flat_map(|(_, t)| t.iter().copied()).collect();
+        let targets = Tensor::from_vec(targets, (rows.len(), labels), &device)
+            .map_err(ModelError::tensor("warm-up targets"))?;
+        Ok((ecg, rhythm, targets))
     };
 
     let (sender, receiver) = mpsc::sync_channel::<Result<WarmupRows, TrainError>>(4);
@@ -549,8 +547,8 @@ pub fn warm_up_encoder(
                 .map(|p| {
                     let index = training_index(&producer_config, &mut permutations, p);
                     let r = producer_data.record(Split::Train, index)?;
-                    let (samples, length) = producer_codec.samples(&r)?;
-                    Ok((samples, length, producer_vocabulary.targets(&r.report)))
+                    let ecg = producer_codec.ecg_row(&r)?;
+                    Ok((ecg, producer_vocabulary.targets(&r.report)))
                 })
                 .collect();
             if sender.send(rows).is_err() {
@@ -567,8 +565,8 @@ pub fn warm_up_encoder(
             path: PathBuf::from("encoder warm-up"),
             message: "the data thread stopped".into(),
         })??;
-        let (ecg, targets) = to_tensors(rows)?;
-        let embedding = model.encoder().forward(&ecg, true)?;
+        let (ecg, rhythm, targets) = to_tensors(rows)?;
+        let embedding = model.encoder().forward_with(&ecg, rhythm.as_ref(), true)?;
         let loss = multi_label_loss(&head.logits(&embedding)?, &targets)?;
         let lr = schedule.learning_rate(step);
         let mut update = || -> candle_core::Result<f32> {
@@ -597,12 +595,12 @@ pub fn warm_up_encoder(
     let rows = (0..config.data.validation_records as u64)
         .map(|i| {
             let r = data.record(Split::Validation, i)?;
-            let (samples, length) = codec.samples(&r)?;
-            Ok((samples, length, vocabulary.targets(&r.report)))
+            let ecg = codec.ecg_row(&r)?;
+            Ok((ecg, vocabulary.targets(&r.report)))
         })
         .collect::<Result<WarmupRows, TrainError>>()?;
-    let (ecg, targets) = to_tensors(rows)?;
-    let logits = head.logits(&model.encoder().forward(&ecg, false)?)?;
+    let (ecg, rhythm, targets) = to_tensors(rows)?;
+    let logits = head.logits(&model.encoder().forward_with(&ecg, rhythm.as_ref(), false)?)?;
     let (label, exact) = label_accuracy(&logits, &targets)?;
     if !quiet {
         eprintln!(
@@ -882,6 +880,15 @@ mod tests {
 
     /// An encoder of 2 channels (base width 2, one stage) on 3 leads.
     fn small(pooling: Pooling, lead_presence: bool) -> EcgEncoderConfig {
+        small_with(pooling, lead_presence, false)
+    }
+
+    /// [`small`] with or without the R-R statistics.
+    fn small_with(
+        pooling: Pooling,
+        lead_presence: bool,
+        rhythm_features: bool,
+    ) -> EcgEncoderConfig {
         EcgEncoderConfig {
             leads: 3,
             block: BlockKind::Basic,
@@ -892,25 +899,30 @@ mod tests {
             output_scale: 1.0,
             lead_presence,
             pooling,
+            rhythm_features,
         }
     }
 
     /// Every (trained, wanted) pair `init_from` accepts: each trained column lands under the
-    /// input it reads in the wanted layout [means][standard deviations][flags], each new input
-    /// gets a zero column. Column j of the trained weight holds 10 + j, so a misplaced block shows.
+    /// input it reads in the wanted layout [means][standard deviations][flags][R-R statistics],
+    /// each new input gets a zero column. Column j of the trained weight holds 10 + j, so a
+    /// misplaced block shows.
     #[test]
     fn widening_keeps_each_trained_column_under_its_input_and_zeroes_the_new_ones()
     -> Result<(), Box<dyn std::error::Error>> {
         use Pooling::{Mean, MeanStd};
         let cases = [
-            ((Mean, false), (Mean, true)),
-            ((Mean, false), (MeanStd, false)),
-            ((Mean, false), (MeanStd, true)),
-            ((Mean, true), (MeanStd, true)),
-            ((MeanStd, false), (MeanStd, true)),
+            ((Mean, false, false), (Mean, true, false)),
+            ((Mean, false, false), (MeanStd, false, false)),
+            ((Mean, false, false), (MeanStd, true, false)),
+            ((Mean, true, false), (MeanStd, true, false)),
+            ((MeanStd, false, false), (MeanStd, true, false)),
+            ((Mean, true, false), (Mean, true, true)),
+            ((Mean, false, false), (MeanStd, true, true)),
+            ((MeanStd, true, true), (MeanStd, true, true)),
         ];
-        for ((tp, tf), (wp, wf)) in cases {
-            let (trained, wanted) = (small(tp, tf), small(wp, wf));
+        for ((tp, tf, tr), (wp, wf, wr)) in cases {
+            let (trained, wanted) = (small_with(tp, tf, tr), small_with(wp, wf, wr));
             let dir = tempfile::tempdir()?;
             let from = dir.path().join("model.safetensors");
             let cols = trained.feature_dim();
@@ -938,6 +950,10 @@ mod tests {
             if wf {
                 let at = trained.pooled_dim();
                 expected.extend((0..3).map(|l| tf.then_some(at + l)));
+            }
+            if wr {
+                let at = trained.pooled_dim() + trained.flag_dim();
+                expected.extend((0..RHYTHM_FEATURES).map(|r| tr.then_some(at + r)));
             }
             let expected: Vec<f32> = expected
                 .iter()
