@@ -1,11 +1,12 @@
 //! Is sinus arrhythmia in the synthetic test records readable from beat timing at all? The
 //! question behind issue #17's weakest code: every model here confuses sinus arrhythmia (SARRH)
 //! with sinus rhythm (SR). For each held-out test record whose rhythm is one of the two (and
-//! without premature beats, which make any rhythm's intervals uneven), the
-//! project's beat analysis (`meit::dsp::beats::analyze`, the daemon's) measures the R-R
-//! intervals; this prints how well two timing statistics separate the classes: the coefficient
-//! of variation (std / mean, slow respiratory modulation) and the RMSSD / mean
-//! (`rr_irregularity`, beat-to-beat). Figures: the area under the ROC curve and the best
+//! without premature beats, which make any rhythm's intervals uneven), the shared
+//! preprocessing's R-R interval statistics (`meit::dsp::rhythm::RhythmFeatures`: the daemon's
+//! beat analysis on the filtered recording at the device rate, exactly what an encoder with
+//! `rhythm_features` reads) are measured; this prints how well two of them separate the classes:
+//! the coefficient of variation (std / mean, slow respiratory modulation) and the RMSSD / mean
+//! (beat-to-beat). Figures: the area under the ROC curve and the best
 //! balanced accuracy of one threshold, on the test records as drawn (12 leads, a share with
 //! artefacts) and on the same draws without artefacts (`noisy_fraction` 0).
 //!
@@ -15,7 +16,7 @@
 
 use std::path::PathBuf;
 
-use meit::dsp::beats::analyze;
+use meit::dsp::Preprocessor;
 use meit_models::data::{RunData, Split};
 use meit_models::train::config::RunConfig;
 
@@ -51,17 +52,21 @@ fn main() -> anyhow::Result<()> {
         "Written by `cargo run --release -p meit-models --example rhythm_separability -- --model {} \
          --records {records}` (do not edit by hand): the first {records} held-out synthetic test \
          records of that model's data, those whose rhythm is sinus rhythm (SR) or sinus \
-         arrhythmia (SARRH) and without premature beats; R-R intervals from the daemon's beat \
-         analysis (`meit::dsp::beats::analyze`) on the recording as the device gives it; one \
-         threshold on one statistic (SARRH when above).\n",
+         arrhythmia (SARRH) and without premature beats; the R-R interval statistics of the \
+         shared preprocessing (`meit::dsp::rhythm::RhythmFeatures`, the daemon's beat analysis \
+         on the filtered recording at the device rate: what an encoder with `rhythm_features` \
+         reads); one threshold on one statistic (SARRH when above).\n",
         model.display()
     );
     println!(
         "| test records | statistic | SR / SARRH | AUC | best balanced accuracy (recall per class) | threshold |"
     );
     println!("|---|---|---:|---:|---:|---:|");
+    let mut spec = config.preprocess.clone();
+    spec.rhythm_features = true;
+    let preprocessor = Preprocessor::new(spec)?;
     for (subset, data_config) in [("as drawn", &config.data), ("no artefacts", &clean)] {
-        let timings = timings(&RunData::open(data_config)?, records)?;
+        let timings = timings(&RunData::open(data_config)?, &preprocessor, records)?;
         for (name, stat) in [
             ("R-R std / mean", (|t: &Timing| t.cv) as fn(&Timing) -> f32),
             ("RMSSD / mean", |t: &Timing| t.rmssd),
@@ -84,7 +89,11 @@ fn main() -> anyhow::Result<()> {
 
 /// The timing statistics of the first `records` test records whose rhythm is SR or SARRH
 /// (records the beat analysis cannot read, or with fewer than 3 intervals, are left out).
-fn timings(data: &RunData, records: u64) -> anyhow::Result<Vec<Timing>> {
+fn timings(
+    data: &RunData,
+    preprocessor: &Preprocessor,
+    records: u64,
+) -> anyhow::Result<Vec<Timing>> {
     let mut timings = Vec::new();
     for index in 0..records {
         let record = data.record(Split::Test, index)?;
@@ -94,19 +103,16 @@ fn timings(data: &RunData, records: u64) -> anyhow::Result<Vec<Timing>> {
         if !(sinus_arrhythmia || has("SR")) || has("PAC") || has("PVC") {
             continue;
         }
-        let Ok(beats) = analyze(&record.recording) else {
+        let Some(rhythm) = preprocessor.process_recording(&record.recording)?.rhythm else {
             continue;
         };
-        let rr = &beats.rr_ms;
-        if rr.len() < 3 {
+        if !rhythm.measured {
             continue;
         }
-        let mean = rr.iter().sum::<f32>() / rr.len() as f32;
-        let var = rr.iter().map(|r| (r - mean).powi(2)).sum::<f32>() / rr.len() as f32;
         timings.push(Timing {
             sinus_arrhythmia,
-            cv: var.sqrt() / mean,
-            rmssd: beats.rr_irregularity.unwrap_or(f32::NAN),
+            cv: rhythm.interval_variation,
+            rmssd: rhythm.successive_variation,
         });
     }
     Ok(timings)

@@ -190,48 +190,62 @@ fn encoder_slot_keys_and_values_match_candle_within_1e_4_also_with_absent_leads(
     assert_slots_match_candle(model, &bundles().1, &records_with_absent_leads())
 }
 
-/// The committed model given statistics pooling (`pooling = "mean_std"`): its projection's
-/// first weight widened with standard-deviation columns of half the mean columns (not zero,
-/// so the exported Sub/Mul/ReduceMean/Sqrt path is what the comparison sees), exported fp32.
-#[test]
-fn a_mean_std_pooling_encoder_exports_to_the_same_slots() -> TestResult {
+/// The committed model with `insertions` (each `(before, new)`: the line `new` inserted before
+/// the one line of its run.toml starting with `before`) and the projection's first weight
+/// replaced by `widen(weight)`, saved and exported fp32 in a new temporary directory:
+/// (that directory, the model directory, the bundle directory).
+fn committed_variant(
+    insertions: &[(&str, &str)],
+    widen: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> Result<(tempfile::TempDir, PathBuf, PathBuf), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let std_model = dir.path().join("model");
-    std::fs::create_dir(&std_model)?;
+    let variant = dir.path().join("model");
+    std::fs::create_dir(&variant)?;
     std::fs::copy(
         model_dir().join("tokenizer.json"),
-        std_model.join("tokenizer.json"),
+        variant.join("tokenizer.json"),
     )?;
-    let run = std::fs::read_to_string(model_dir().join("run.toml"))?;
-    assert_eq!(run.matches("\nlead_presence = ").count(), 1);
-    let run = run.replacen(
-        "\nlead_presence = ",
-        "\npooling = \"mean_std\"\nlead_presence = ",
-        1,
-    );
-    std::fs::write(std_model.join("run.toml"), run)?;
+    let mut run = std::fs::read_to_string(model_dir().join("run.toml"))?;
+    for (before, new) in insertions {
+        let line = format!("\n{before}");
+        assert_eq!(run.matches(&line).count(), 1, "{before}");
+        run = run.replacen(&line, &format!("\n{new}{line}"), 1);
+    }
+    std::fs::write(variant.join("run.toml"), run)?;
     let mut weights =
         candle_core::safetensors::load(model_dir().join("model.safetensors"), &Device::Cpu)?;
     let name = "encoder.projection.hidden.weight";
-    let weight = weights[name].clone();
-    let channels = weight.dims2()?.0; // the hidden layer is as wide as the channels
-    let widened = Tensor::cat(
-        &[
-            weight.narrow(1, 0, channels)?,
-            (weight.narrow(1, 0, channels)? * 0.5)?,
-            weight.narrow(1, channels, weight.dims2()?.1 - channels)?,
-        ],
-        1,
-    )?;
+    let widened = widen(&weights[name])?;
     weights.insert(name.to_string(), widened);
-    candle_core::safetensors::save(&weights, std_model.join("model.safetensors"))?;
-
+    candle_core::safetensors::save(&weights, variant.join("model.safetensors"))?;
     let bundle = dir.path().join("bundle");
     let options = ExportOptions {
         precision: Precision::Fp32,
         ..Default::default()
     };
-    export(&std_model, &bundle, &options)?;
+    export(&variant, &bundle, &options)?;
+    Ok((dir, variant, bundle))
+}
+
+/// The committed model given statistics pooling (`pooling = "mean_std"`): its projection's
+/// first weight widened with standard-deviation columns of half the mean columns (not zero,
+/// so the exported Sub/Mul/ReduceMean/Sqrt path is what the comparison sees), exported fp32.
+#[test]
+fn a_mean_std_pooling_encoder_exports_to_the_same_slots() -> TestResult {
+    let (_dir, std_model, bundle) = committed_variant(
+        &[("lead_presence = ", "pooling = \"mean_std\"")],
+        |weight| {
+            let channels = weight.dims2()?.0; // the hidden layer is as wide as the channels
+            Tensor::cat(
+                &[
+                    weight.narrow(1, 0, channels)?,
+                    (weight.narrow(1, 0, channels)? * 0.5)?,
+                    weight.narrow(1, channels, weight.dims2()?.1 - channels)?,
+                ],
+                1,
+            )
+        },
+    )?;
     let (config, with_std, _) = load_model(&std_model)?;
     assert_eq!(
         config.model.encoder.pooling,
@@ -255,43 +269,13 @@ fn a_mean_std_pooling_encoder_exports_to_the_same_slots() -> TestResult {
 /// candle model's; a bare array without the statistics is refused, naming what is missing.
 #[test]
 fn a_rhythm_features_encoder_exports_a_second_input_and_reports_as_candle_does() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let rhythm_model = dir.path().join("model");
-    std::fs::create_dir(&rhythm_model)?;
-    std::fs::copy(
-        model_dir().join("tokenizer.json"),
-        rhythm_model.join("tokenizer.json"),
+    let (_dir, rhythm_model, bundle) = committed_variant(
+        &[
+            ("lead_presence = ", "rhythm_features = true"),
+            ("max_gap_seconds = ", "rhythm_features = true"),
+        ],
+        |weight| Tensor::cat(&[weight.clone(), (weight.narrow(1, 0, 4)? * 0.1)?], 1),
     )?;
-    let run = std::fs::read_to_string(model_dir().join("run.toml"))?;
-    for line in ["\nlead_presence = ", "\nmax_gap_seconds = "] {
-        assert_eq!(run.matches(line).count(), 1, "{line}");
-    }
-    let run = run
-        .replacen(
-            "\nlead_presence = ",
-            "\nrhythm_features = true\nlead_presence = ",
-            1,
-        )
-        .replacen(
-            "\nmax_gap_seconds = ",
-            "\nrhythm_features = true\nmax_gap_seconds = ",
-            1,
-        );
-    std::fs::write(rhythm_model.join("run.toml"), run)?;
-    let mut weights =
-        candle_core::safetensors::load(model_dir().join("model.safetensors"), &Device::Cpu)?;
-    let name = "encoder.projection.hidden.weight";
-    let weight = weights[name].clone();
-    let widened = Tensor::cat(&[weight.clone(), (weight.narrow(1, 0, 4)? * 0.1)?], 1)?;
-    weights.insert(name.to_string(), widened);
-    candle_core::safetensors::save(&weights, rhythm_model.join("model.safetensors"))?;
-
-    let bundle = dir.path().join("bundle");
-    let options = ExportOptions {
-        precision: Precision::Fp32,
-        ..Default::default()
-    };
-    export(&rhythm_model, &bundle, &options)?;
     let (_, with_rhythm, codec) = load_model(&rhythm_model)?;
     assert!(with_rhythm.config().encoder.rhythm_features);
 

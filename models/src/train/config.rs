@@ -238,6 +238,20 @@ mod tests {
                 "models/trained/smollm2-8layer-realism"
             ))
         );
+        // The R-R statistics run continues the realism model the same way: its model and
+        // preprocessing plus the statistics, its data and base.
+        let rhythm8 =
+            RunConfig::from_toml(include_str!("../../configs/smollm2-8layer-rhythm.toml"))?;
+        let mut with_rhythm = realism8.model.clone();
+        with_rhythm.encoder.rhythm_features = true;
+        assert_eq!(rhythm8.model, with_rhythm);
+        let mut preprocess = realism8.preprocess.clone();
+        preprocess.rhythm_features = true;
+        assert_eq!(
+            (&rhythm8.data.synth, &rhythm8.preprocess, &rhythm8.base),
+            (&realism8.data.synth, &preprocess, &realism8.base)
+        );
+        assert_eq!(rhythm8.train, stdpool.train, "the stdpool run's schedule");
         let without_base =
             include_str!("../../configs/smollm2-lora.toml").replace("[base]\ngguf = ", "# ");
         assert!(
