@@ -49,8 +49,14 @@ pub struct RhythmFeatures {
 
 impl RhythmFeatures {
     /// Runs the beat analysis on `recording` (device rate, microvolts, filtered or raw) and
-    /// summarises its intervals; a recording it cannot analyse is unmeasured, not an error.
+    /// summarises its intervals; a recording it cannot analyse is unmeasured, not an error, and
+    /// so is one holding a non-finite sample (as the daemon's measurements: beats timed around
+    /// a gap the analysis zero-fills would be numbers, and wrong).
     pub fn measure(recording: &Recording) -> RhythmFeatures {
+        if recording.samples_uv.iter().any(|v| !v.is_finite()) {
+            tracing::debug!("no rhythm features for a window with non-finite samples");
+            return RhythmFeatures::default();
+        }
         match beats::analyze(recording) {
             Ok(analysis) => RhythmFeatures::from_intervals(&analysis.rr_ms),
             Err(e) => {
@@ -152,7 +158,7 @@ mod tests {
     }
 
     #[test]
-    fn sinus_arrhythmia_varies_more_than_sinus_rhythm_and_a_flat_signal_is_unmeasured() {
+    fn sinus_arrhythmia_varies_more_than_sinus_rhythm_and_flat_or_holed_signals_are_unmeasured() {
         let regular: Vec<f32> = (0..4)
             .map(|s| RhythmFeatures::measure(&record("SR", s)).to_array()[1])
             .collect();
@@ -169,5 +175,13 @@ mod tests {
         let mut flat = record("SR", 0);
         flat.samples_uv.fill(0.0);
         assert_eq!(RhythmFeatures::measure(&flat), RhythmFeatures::default());
+
+        // One non-finite sample anywhere: unmeasured, though the same record is measured.
+        for bad in [f32::NAN, f32::INFINITY] {
+            let mut holed = record("SR", 0);
+            assert!(RhythmFeatures::measure(&holed).measured);
+            holed.samples_uv[[4, 700]] = bad;
+            assert_eq!(RhythmFeatures::measure(&holed), RhythmFeatures::default(), "{bad}");
+        }
     }
 }
