@@ -181,7 +181,11 @@ mod tests {
             let mut holed = record("SR", 0);
             assert!(RhythmFeatures::measure(&holed).measured);
             holed.samples_uv[[4, 700]] = bad;
-            assert_eq!(RhythmFeatures::measure(&holed), RhythmFeatures::default(), "{bad}");
+            assert_eq!(
+                RhythmFeatures::measure(&holed),
+                RhythmFeatures::default(),
+                "{bad}"
+            );
         }
     }
 }
