@@ -195,6 +195,23 @@ fn a_manifest_whose_preprocessing_and_encoder_disagree_on_rhythm_features_is_ref
         e.contains("reads `rhythm`") && e.contains("does not compute them"),
         "{e}"
     );
+
+    // Both sides agree, but the input is not what the engine feeds: refused before any run.
+    for (dtype, width) in [("float32", 5), ("float16", 4)] {
+        let dir = copy();
+        edit_manifest(dir.path(), |m| {
+            m["preprocess"]["rhythm_features"] = Value::from(true);
+            let inputs = m["encoder_graph"]["inputs"].as_array_mut().unwrap();
+            inputs.push(
+                serde_json::json!({"name": "rhythm", "dtype": dtype, "shape": ["batch", width]}),
+            );
+        });
+        let e = refusal(dir.path());
+        assert!(
+            e.contains("manifest.json") && e.contains("the engine feeds float32 [batch, 4]"),
+            "{dtype} {width}: {e}"
+        );
+    }
 }
 
 #[test]

@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
 
     // Warm-up of both.
     for input in inputs.iter().take(2) {
-        engine.generate(&[input.samples.view()])?;
+        engine.generate(std::slice::from_ref(input))?;
         report_for_input(&model, &encoder, input, 0, max_new)?;
     }
     let (mut engine_ms, mut candle_ms) = (Vec::new(), Vec::new());
@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
         engine.forget_drafts();
         for input in &inputs {
             let t = Instant::now();
-            let (generated, _) = engine.generate(&[input.samples.view()])?;
+            let (generated, _) = engine.generate(std::slice::from_ref(input))?;
             engine_ms.push(t.elapsed().as_secs_f64() * 1e3);
             let t = Instant::now();
             let text = report_for_input(&model, &encoder, input, 0, max_new)?;

@@ -206,7 +206,11 @@ fn measure(engine: &mut Engine) -> anyhow::Result<(Array3<f32>, Vec<f64>)> {
     let mut ids: Vec<i64> = manifest.prompt.ids.iter().map(|&i| i64::from(i)).collect();
     ids.extend((0..16).map(|i| (i * 7919 + 13) % vocab));
     let t = ids.len();
-    let slots = engine.slots(ecg.clone())?;
+    // A rhythm bundle reads the R-R statistics too: this sine has no beats, so "unmeasured".
+    let rhythm = engine
+        .reads_rhythm()
+        .then(|| Array2::zeros((1, meit::dsp::rhythm::RHYTHM_FEATURES)));
+    let slots = engine.slots_with_rhythm(ecg.clone(), rhythm.clone())?;
     let (logits, _) = engine.decode(
         Array2::from_shape_vec((1, t), ids.clone())?,
         Array2::from_shape_fn((1, t), |(_, j)| j as i64 + 1),
@@ -214,7 +218,7 @@ fn measure(engine: &mut Engine) -> anyhow::Result<(Array3<f32>, Vec<f64>)> {
         slots,
     )?;
     // Decode speed: one token at a time after the prompt, 32 steps.
-    let mut past = engine.slots(ecg)?;
+    let mut past = engine.slots_with_rhythm(ecg, rhythm)?;
     let mut times = Vec::new();
     for (j, &id) in ids.iter().enumerate() {
         let start = Instant::now();

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::dsp::rhythm::RHYTHM_FEATURES;
 use crate::dsp::{PreprocessSpec, Preprocessor};
 use crate::infer::runtime::OnnxRuntime;
 
@@ -345,11 +346,29 @@ impl Bundle {
             path: manifest_path.clone(),
             reason: e.to_string(),
         })?;
-        let reads_rhythm = manifest
+        let rhythm_input = manifest
             .encoder_graph
             .inputs
             .iter()
-            .any(|input| input.name == RHYTHM_INPUT);
+            .find(|input| input.name == RHYTHM_INPUT);
+        if let Some(input) = rhythm_input {
+            // What the engine binds: float32 [batch, 4] (`RhythmFeatures::to_array` per row).
+            let expected = [
+                Dim::Symbol("batch".into()),
+                Dim::Fixed(RHYTHM_FEATURES as i64),
+            ];
+            if input.dtype != "float32" || input.shape != expected {
+                return Err(BundleError::Manifest {
+                    path: manifest_path,
+                    reason: format!(
+                        "the encoder input `{RHYTHM_INPUT}` is {} {:?}; the engine feeds float32 \
+                         [batch, {RHYTHM_FEATURES}]",
+                        input.dtype, input.shape
+                    ),
+                });
+            }
+        }
+        let reads_rhythm = rhythm_input.is_some();
         if reads_rhythm != manifest.preprocess.rhythm_features {
             let (graph, spec) = if reads_rhythm {
                 ("reads", "does not compute them")

@@ -111,11 +111,17 @@ mod tests {
         let rhythm = include_str!("../../configs/tiny-rhythm.toml");
         let parsed = RunConfig::from_toml(rhythm)?;
         assert!(parsed.preprocess.rhythm_features && parsed.model.encoder.rhythm_features);
-        for (i, line) in rhythm
+        let flagged: Vec<(usize, &str)> = rhythm
             .lines()
             .enumerate()
             .filter(|(_, l)| l.starts_with("rhythm_features = true"))
-        {
+            .collect();
+        assert_eq!(
+            flagged.len(),
+            2,
+            "one line in [model.encoder], one in [preprocess]"
+        );
+        for (i, line) in flagged {
             let one_side: String = rhythm
                 .lines()
                 .enumerate()

@@ -185,12 +185,13 @@ fn encoder_weights(config: &RunConfig, dir: &Path, out: &Path) -> Result<PathBuf
             e.stem_max_pool,
             e.lead_presence,
             e.pooling,
+            e.rhythm_features,
         )
     };
     if trunk(theirs) != trunk(ours) {
         return refuse(format!(
             "its encoder trunk (leads, block, stage_blocks, base_width, stem_max_pool, \
-             lead_presence, pooling) is {:?}, this config's {:?}",
+             lead_presence, pooling, rhythm_features) is {:?}, this config's {:?}",
             trunk(theirs),
             trunk(ours)
         ));
@@ -232,15 +233,15 @@ fn is_transferred_encoder_weight(name: &str) -> bool {
     .any(|p| name.starts_with(p))
 }
 
-/// The name of the projection's first weight, the one whose input the lead-presence flags and
-/// the standard deviation pooling extend.
+/// The name of the projection's first weight, the one whose input the lead-presence flags, the
+/// standard deviation pooling and the R-R statistics extend.
 const PROJECTION_INPUT_WEIGHT: &str = "encoder.projection.hidden.weight";
 
 /// A copy of the weights at `from` (a model whose encoder is `trained`) in `out`, with the
 /// projection's first weight given zero columns for the inputs `wanted` adds: the standard
-/// deviations after the means, the lead flags after them, the R-R statistics at the end. The widened model computes exactly
-/// what the trained one did until training moves those columns (Net2Net's function-preserving
-/// widening).
+/// deviations after the means, the lead flags after them, the R-R statistics at the end. The
+/// widened model computes exactly what the trained one did until training moves those columns
+/// (Net2Net's function-preserving widening).
 fn widen_projection_input(
     trained: &EcgEncoderConfig,
     wanted: &EcgEncoderConfig,
@@ -486,7 +487,7 @@ pub struct WarmupSummary {
     pub seconds: f64,
 }
 
-/// A warm-up batch before stacking: samples, length, sentence targets per record.
+/// A warm-up batch before stacking: the encoder input and the sentence targets per record.
 type WarmupRows = Vec<(EcgRow, Vec<f32>)>;
 
 /// Trains the encoder (and projection) of `model` alone with a sentence read-out
@@ -920,6 +921,7 @@ mod tests {
             ((Mean, true, false), (Mean, true, true)),
             ((Mean, false, false), (MeanStd, true, true)),
             ((MeanStd, true, true), (MeanStd, true, true)),
+            ((Mean, false, true), (MeanStd, true, true)),
         ];
         for ((tp, tf, tr), (wp, wf, wr)) in cases {
             let (trained, wanted) = (small_with(tp, tf, tr), small_with(wp, wf, wr));
