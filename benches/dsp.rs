@@ -94,6 +94,30 @@ fn preprocessing(c: &mut Criterion) {
     group.bench_function("recording_12x10s_500hz", |b| {
         b.iter(|| pre.process_recording(&rec).expect("preprocess"))
     });
+    // The same with the R-R interval statistics the opt-in rhythm encoder input reads.
+    let with_rhythm = Preprocessor::new(PreprocessSpec {
+        rhythm_features: true,
+        ..PreprocessSpec::default()
+    })
+    .expect("spec");
+    group.bench_function("recording_12x10s_500hz_rhythm", |b| {
+        b.iter(|| with_rhythm.process_recording(&rec).expect("preprocess"))
+    });
+    group.finish();
+}
+
+/// The beat analysis (what the daemon's measurements run on every window) beside the rhythm
+/// features, which need only its R peaks.
+fn beat_analysis(c: &mut Criterion) {
+    let rec = recording();
+    let mut group = c.benchmark_group("beats");
+    group.throughput(Throughput::Elements((rec.leads.len() * rec.len()) as u64));
+    group.bench_function("analyze_12x10s_500hz", |b| {
+        b.iter(|| meit::dsp::beats::analyze(&rec).expect("beats"))
+    });
+    group.bench_function("rhythm_features_12x10s_500hz", |b| {
+        b.iter(|| meit::dsp::rhythm::RhythmFeatures::measure(&rec))
+    });
     group.finish();
 }
 
@@ -108,6 +132,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = filters, resampling, preprocessing
+    targets = filters, resampling, preprocessing, beat_analysis
 }
 criterion_main!(benches);

@@ -439,6 +439,79 @@ fn init_from_adds_lead_presence_flags_as_zero_columns_of_the_projection()
     Ok(())
 }
 
+/// `rhythm_features = true` on a trained model, with the warm-up scoped to the new inputs
+/// (`scope = "rhythm_inputs"`): the projection's four new columns are fitted by the sentence
+/// read-out and nothing else the trained model had moves (the instruction step runs at a
+/// vanishing rate); the scope on an encoder without the statistics is refused, and so is an
+/// unscoped warm-up beside `init_from`.
+#[test]
+fn a_rhythm_scoped_warm_up_fits_only_the_new_columns_of_a_continued_model()
+-> Result<(), Box<dyn std::error::Error>> {
+    let (dir, trained) = trained_small_model()?;
+    let warmup = "[train.encoder_warmup]\nrecords = 16\nbatch_size = 4\nlearning_rate = 1e-2\n";
+    let with_warmup = |text: &str, scope: &str| {
+        let text = with_values(
+            &continued_from(text, &trained),
+            &[("learning_rate", "1e-12")],
+        );
+        text.replacen(
+            "[model.encoder]\n",
+            &format!("{warmup}{scope}\n[model.encoder]\n"),
+            1,
+        )
+    };
+    let rhythm = |text: String| {
+        assert!(text.contains("[model.encoder]\n") && text.contains("[preprocess]\n"));
+        text.replacen(
+            "[model.encoder]\n",
+            "[model.encoder]\nrhythm_features = true\n",
+            1,
+        )
+        .replacen(
+            "[preprocess]\n",
+            "[preprocess]\nrhythm_features = true\n",
+            1,
+        )
+    };
+    let config = small_config_with(dir.path(), |text| {
+        rhythm(with_warmup(&text, "scope = \"rhythm_inputs\"\n"))
+    })?;
+    let continued = dir.path().join("continued");
+    train_one_step(&config, &continued);
+    let (before, after) = (weights_of(&trained)?, weights_of(&continued)?);
+    let projection = "encoder.projection.hidden.weight";
+    let mut compared = 0;
+    for (name, a) in &before {
+        let b = after.get(name).ok_or_else(|| format!("{name} missing"))?;
+        if name.contains("running_") || name == projection {
+            continue;
+        }
+        let diff = max_abs(&(a - b)?)?;
+        assert!(diff < 1e-6, "{name} moved by {diff}");
+        compared += 1;
+    }
+    assert!(compared > 20, "{compared} tensors compared");
+    let (a, b) = (&before[projection], &after[projection]);
+    let (rows, cols) = a.dims2()?;
+    assert_eq!(b.dims(), &[rows, cols + 4], "four R-R statistics columns");
+    let kept = max_abs(&(a - b.narrow(1, 0, cols)?)?)?;
+    assert!(kept < 1e-6, "a trained column moved by {kept}");
+    let fitted = max_abs(&b.narrow(1, cols, 4)?)?;
+    assert!(
+        fitted > 1e-4,
+        "the warm-up left the new columns at zero ({fitted})"
+    );
+
+    // The scope without the statistics, and an unscoped warm-up beside init_from: refused.
+    let without = small_config_with(dir.path(), |text| {
+        with_warmup(&text, "scope = \"rhythm_inputs\"\n")
+    })?;
+    assert_check_config_refuses(&without, "rhythm_features = true");
+    let unscoped = small_config_with(dir.path(), |text| rhythm(with_warmup(&text, "")))?;
+    assert_check_config_refuses(&unscoped, "scope = \"rhythm_inputs\"");
+    Ok(())
+}
+
 /// `pooling = "mean_std"` (with lead flags, both new) on a model trained with mean pooling: one
 /// zero column per channel after the trained means, then one per lead; back to the mean alone
 /// is refused.

@@ -5,7 +5,7 @@
 use meit::dsp::PreprocessSpec;
 use serde::{Deserialize, Serialize};
 
-use super::step::TrainConfig;
+use super::step::{TrainConfig, WarmupScope};
 use crate::data::{DataConfig, DataError};
 use crate::model::ModelError;
 use crate::model::instruction::InstructionStyle;
@@ -70,6 +70,20 @@ impl RunConfig {
                 config.preprocess.rhythm_features, config.model.encoder.rhythm_features
             )));
         }
+        if config
+            .train
+            .encoder_warmup
+            .as_ref()
+            .is_some_and(|w| w.scope == WarmupScope::RhythmInputs)
+            && !config.model.encoder.rhythm_features
+        {
+            return Err(ModelError::Config(
+                "train.encoder_warmup scope = \"rhythm_inputs\" fits the projection's columns for \
+                 the R-R statistics, and this encoder has none: set rhythm_features = true in \
+                 [model.encoder] and [preprocess]"
+                    .into(),
+            ));
+        }
         meit::dsp::Preprocessor::new(config.preprocess.clone())
             .map_err(|e| ModelError::Config(format!("preprocess: {e}")))?;
         if let Some(base) = &config.base {
@@ -93,6 +107,17 @@ impl RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `config` without its encoder warm-up, which must be scoped to the R-R statistics' columns.
+    fn without_rhythm_warmup(mut config: RunConfig) -> RunConfig {
+        let warmup = config.train.encoder_warmup.take();
+        assert_eq!(
+            warmup.map(|w| w.scope),
+            Some(WarmupScope::RhythmInputs),
+            "a warm-up of only the R-R statistics' columns"
+        );
+        config
+    }
 
     #[test]
     fn run_configs_parse_and_validate() -> Result<(), ModelError> {
@@ -141,6 +166,8 @@ mod tests {
             parsed.model, widened,
             "tiny-rhythm is the default model plus the statistics"
         );
+        let tiny_warm = RunConfig::from_toml(include_str!("../../configs/tiny-rhythm-warm.toml"))?;
+        assert_eq!(without_rhythm_warmup(tiny_warm), parsed);
         let lora = RunConfig::from_toml(include_str!("../../configs/smollm2-lora.toml"))?;
         assert_eq!(lora.model, MeitConfig::smollm2_edge());
         assert_eq!(
@@ -258,6 +285,11 @@ mod tests {
             (&realism8.data.synth, &preprocess, &realism8.base)
         );
         assert_eq!(rhythm8.train, stdpool.train, "the stdpool run's schedule");
+        // rhythm-warm is that run with a warm-up of the new columns first, and nothing else.
+        let warm8 = RunConfig::from_toml(include_str!(
+            "../../configs/smollm2-8layer-rhythm-warm.toml"
+        ))?;
+        assert_eq!(without_rhythm_warmup(warm8), rhythm8);
         let without_base =
             include_str!("../../configs/smollm2-lora.toml").replace("[base]\ngguf = ", "# ");
         assert!(

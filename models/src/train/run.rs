@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::config::RunConfig;
 use super::step::{
-    AdamW, CHECKPOINT_WEIGHTS, EncoderWarmup, LinearSchedule, StepReport, Trainer, clip_grad_norm,
+    AdamW, CHECKPOINT_WEIGHTS, EncoderWarmup, LinearSchedule, StepReport, Trainer, WarmupScope,
+    clip_grad_norm,
 };
 use super::{
     CHECKPOINT_DIR, LOSS_PLOT, METRICS, RUN_CONFIG, TOKENIZER, TrainError, WEIGHTS, build_model,
@@ -487,11 +488,32 @@ pub struct WarmupSummary {
     pub seconds: f64,
 }
 
+/// Ones in the last `columns` columns of `weight` (`[outputs, inputs]`), zeros elsewhere: the
+/// gradient mask of the rhythm-scoped warm-up ([`WarmupScope::RhythmInputs`]).
+fn rhythm_column_mask(weight: &Tensor, columns: usize) -> Result<Tensor, TrainError> {
+    let (rows, cols) = weight
+        .dims2()
+        .map_err(ModelError::tensor("rhythm column mask"))?;
+    if columns == 0 || columns > cols {
+        return Err(TrainError::File {
+            path: PathBuf::from("encoder warm-up"),
+            message: format!(
+                "{PROJECTION_INPUT_WEIGHT} has {cols} inputs, the rhythm scope needs {columns} of them"
+            ),
+        });
+    }
+    let row: Vec<f32> = (0..cols).map(|c| f32::from(c >= cols - columns)).collect();
+    Tensor::from_vec(row.repeat(rows), (rows, cols), weight.device())
+        .and_then(|m| m.to_dtype(weight.dtype()))
+        .map_err(|e| ModelError::tensor("rhythm column mask")(e).into())
+}
+
 /// A warm-up batch before stacking: the encoder input and the sentence targets per record.
 type WarmupRows = Vec<(EcgRow, Vec<f32>)>;
 
 /// Trains the encoder (and projection) of `model` alone with a sentence read-out
-/// ([`crate::model::statement_head`]), then drops the read-out.
+/// ([`crate::model::statement_head`]), then drops the read-out; with
+/// [`WarmupScope::RhythmInputs`] only the projection's R-R statistics columns train.
 pub fn warm_up_encoder(
     config: &RunConfig,
     data: &RunData,
@@ -512,11 +534,32 @@ pub fn warm_up_encoder(
         config.model.encoder.head_dim,
         vocabulary.len(),
     )?;
+    let rhythm_only = warmup.scope == WarmupScope::RhythmInputs;
     let mut vars: Vec<(String, Var)> = model
         .trainable_named_vars()
         .into_iter()
-        .filter(|(name, _)| name.starts_with("encoder."))
+        .filter(|(name, _)| {
+            if rhythm_only {
+                name == PROJECTION_INPUT_WEIGHT
+            } else {
+                name.starts_with("encoder.")
+            }
+        })
         .collect();
+    // With the rhythm scope only the projection weight's last columns (the R-R statistics'
+    // inputs) may move: its gradient is masked to them, so with AdamW's zero weight decay every
+    // other encoder weight stays exactly as trained (the batch norms' running statistics follow
+    // the data, as in any training step).
+    let masked: Option<(Tensor, Var)> = if rhythm_only {
+        let (_, weight) = vars.first().ok_or_else(|| TrainError::File {
+            path: PathBuf::from("encoder warm-up"),
+            message: format!("the model has no trainable {PROJECTION_INPUT_WEIGHT}"),
+        })?;
+        let mask = rhythm_column_mask(weight.as_tensor(), config.model.encoder.rhythm_dim())?;
+        Some((mask, weight.clone()))
+    } else {
+        None
+    };
     vars.extend(head_params.named_vars_where(|_| true));
     let plain: Vec<Var> = vars.iter().map(|(_, v)| v.clone()).collect();
     let mut optimizer = AdamW::new(vars, 0.0).map_err(ModelError::tensor("warm-up AdamW"))?;
@@ -572,6 +615,12 @@ pub fn warm_up_encoder(
         let lr = schedule.learning_rate(step);
         let mut update = || -> candle_core::Result<f32> {
             let mut grads = loss.backward()?;
+            if let Some((mask, weight)) = &masked
+                && let Some(grad) = grads.get(weight)
+            {
+                let kept = grad.mul(mask)?;
+                grads.insert(weight, kept);
+            }
             clip_grad_norm(&mut grads, &plain, config.train.max_grad_norm)?;
             optimizer.step(&grads, lr)?;
             loss.to_scalar::<f32>()

@@ -89,6 +89,33 @@ pub struct EncoderWarmup {
     pub batch_size: usize,
     /// Peak learning rate (3% warm-up, linear decay).
     pub learning_rate: f64,
+    /// What it trains beside the read-out: the whole encoder (the default) or only the
+    /// projection's inputs for the R-R interval statistics.
+    #[serde(default, skip_serializing_if = "WarmupScope::is_encoder")]
+    pub scope: WarmupScope,
+}
+
+/// What the encoder warm-up trains (`[train.encoder_warmup] scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmupScope {
+    /// Every encoder weight, trunk and projection: a fresh encoder.
+    #[default]
+    Encoder,
+    /// Only the projection's input columns for the R-R interval statistics
+    /// (`rhythm_features`): a trained model continued with them (`init_from`), whose other
+    /// weights the decoder already reads and which the warm-up leaves as they were (only the
+    /// batch norms' running statistics follow the data).
+    /// In one pass of instruction tuning from zero those columns stay near zero (the decoder
+    /// has no use for a direction that is not there yet); the read-out's sentence labels, sinus
+    /// arrhythmia among them, give them a direct target first.
+    RhythmInputs,
+}
+
+impl WarmupScope {
+    fn is_encoder(&self) -> bool {
+        *self == WarmupScope::Encoder
+    }
 }
 
 fn one() -> usize {
@@ -140,9 +167,15 @@ impl TrainConfig {
         if !(0.0..=10.0).contains(&self.unlikelihood_weight) {
             return bad("unlikelihood_weight must be in [0, 10]");
         }
-        if self.init_from.is_some() && self.encoder_warmup.is_some() {
+        if self.init_from.is_some()
+            && self
+                .encoder_warmup
+                .as_ref()
+                .is_some_and(|w| w.scope == WarmupScope::Encoder)
+        {
             return bad(
-                "init_from continues a trained model whose encoder is warmed up: remove [train.encoder_warmup]",
+                "init_from continues a trained model whose encoder is warmed up: remove [train.encoder_warmup] \
+                 (or give it scope = \"rhythm_inputs\" to fit only the new rhythm columns)",
             );
         }
         if self.init_from.is_some() && self.encoder_from.is_some() {
