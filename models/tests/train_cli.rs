@@ -384,6 +384,28 @@ fn encoder_from_reuses_a_trained_encoder_trunk_under_another_decoder()
     Ok(())
 }
 
+/// Asserts every trained tensor of `before` is in `after` and where it was (to 1e-6), but
+/// `except` and the BatchNorm running statistics (they move with the batch, not the learning
+/// rate); more than 20 tensors must have been compared.
+fn assert_unmoved_but(
+    before: &std::collections::HashMap<String, Tensor>,
+    after: &std::collections::HashMap<String, Tensor>,
+    except: Option<&str>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut compared = 0;
+    for (name, a) in before {
+        if name.contains("running_") || Some(name.as_str()) == except {
+            continue;
+        }
+        let b = after.get(name).ok_or_else(|| format!("{name} missing"))?;
+        let diff = max_abs(&(a - b)?)?;
+        assert!(diff < 1e-6, "{name} moved by {diff}");
+        compared += 1;
+    }
+    assert!(compared > 20, "{compared} tensors compared");
+    Ok(())
+}
+
 /// The small trained model continued one step at a vanishing learning rate with `added` (lines
 /// for `[model.encoder]`): checks that every weight but the projection's first is where it was
 /// and returns (tempdir, continued model, the projection's first weight before and after).
@@ -404,16 +426,7 @@ fn continued_with_encoder_lines(
     train_one_step(&config, &continued);
     let (before, after) = (weights_of(&trained)?, weights_of(&continued)?);
     let projection = "encoder.projection.hidden.weight";
-    let mut compared = 0;
-    for (name, a) in &before {
-        let b = after.get(name).ok_or_else(|| format!("{name} missing"))?;
-        if name.contains("running_") || name == projection {
-            continue;
-        }
-        assert!(max_abs(&(a - b)?)? < 1e-6, "{name} moved");
-        compared += 1;
-    }
-    assert!(compared > 20, "{compared} tensors compared");
+    assert_unmoved_but(&before, &after, Some(projection))?;
     let (a, b) = (before[projection].clone(), after[projection].clone());
     Ok((dir, continued, a, b))
 }
@@ -480,17 +493,7 @@ fn a_rhythm_scoped_warm_up_fits_only_the_new_columns_of_a_continued_model()
     train_one_step(&config, &continued);
     let (before, after) = (weights_of(&trained)?, weights_of(&continued)?);
     let projection = "encoder.projection.hidden.weight";
-    let mut compared = 0;
-    for (name, a) in &before {
-        let b = after.get(name).ok_or_else(|| format!("{name} missing"))?;
-        if name.contains("running_") || name == projection {
-            continue;
-        }
-        let diff = max_abs(&(a - b)?)?;
-        assert!(diff < 1e-6, "{name} moved by {diff}");
-        compared += 1;
-    }
-    assert!(compared > 20, "{compared} tensors compared");
+    assert_unmoved_but(&before, &after, Some(projection))?;
     let (a, b) = (&before[projection], &after[projection]);
     let (rows, cols) = a.dims2()?;
     assert_eq!(b.dims(), &[rows, cols + 4], "four R-R statistics columns");
@@ -559,17 +562,7 @@ fn init_from_continues_from_a_trained_models_weights_and_refuses_another_shape()
         "the trained model's tokenizer, not a new one"
     );
     let (before, after) = (weights_of(&trained)?, weights_of(&continued)?);
-    let mut compared = 0;
-    for (name, a) in &before {
-        if name.contains("running_") {
-            continue;
-        }
-        let b = after.get(name).ok_or_else(|| format!("{name} missing"))?;
-        let diff = max_abs(&(a - b)?)?;
-        assert!(diff < 1e-6, "{name} moved by {diff}");
-        compared += 1;
-    }
-    assert!(compared > 20, "{compared} tensors compared");
+    assert_unmoved_but(&before, &after, None)?;
     // Without init_from the same step starts elsewhere.
     let fresh = dir.path().join("fresh");
     let scratch = small_config_with(dir.path(), |text| {

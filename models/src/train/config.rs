@@ -167,6 +167,23 @@ mod tests {
             "tiny-rhythm is the default model plus the statistics"
         );
         let tiny_warm = RunConfig::from_toml(include_str!("../../configs/tiny-rhythm-warm.toml"))?;
+        // tiny-oversample is tiny-rhythm-warm with the training mix rebalanced, and nothing else.
+        let mut tiny_oversample =
+            RunConfig::from_toml(include_str!("../../configs/tiny-oversample.toml"))?;
+        let rebalanced = tiny_oversample
+            .data
+            .synth
+            .as_mut()
+            .map(|synth| std::mem::take(&mut synth.oversample));
+        assert_eq!(
+            rebalanced,
+            Some(
+                [("pac", 0.05), ("sinus-arrhythmia", 0.10)]
+                    .map(|(slug, fraction)| (slug.to_string(), fraction))
+                    .into()
+            )
+        );
+        assert_eq!(tiny_oversample, tiny_warm);
         assert_eq!(without_rhythm_warmup(tiny_warm), parsed);
         let lora = RunConfig::from_toml(include_str!("../../configs/smollm2-lora.toml"))?;
         assert_eq!(lora.model, MeitConfig::smollm2_edge());
@@ -289,7 +306,42 @@ mod tests {
         let warm8 = RunConfig::from_toml(include_str!(
             "../../configs/smollm2-8layer-rhythm-warm.toml"
         ))?;
-        assert_eq!(without_rhythm_warmup(warm8), rhythm8);
+        assert_eq!(without_rhythm_warmup(warm8.clone()), rhythm8);
+        // oversample is rhythm-warm with the training mix rebalanced and lower rates only.
+        let oversample8 =
+            RunConfig::from_toml(include_str!("../../configs/smollm2-8layer-oversample.toml"))?;
+        let mut rebalanced = warm8;
+        if let Some(synth) = rebalanced.data.synth.as_mut() {
+            synth.oversample = [("pac", 0.05), ("sinus-arrhythmia", 0.10)]
+                .map(|(slug, fraction)| (slug.to_string(), fraction))
+                .into();
+        }
+        rebalanced.train.learning_rate = 1e-4;
+        rebalanced.train.encoder_learning_rate = Some(3e-4);
+        assert_eq!(oversample8, rebalanced);
+        // balanced trains realism's model from the checkpoint with both levers from the start,
+        // its warm-up and pass shortened to fit one session.
+        let balanced =
+            RunConfig::from_toml(include_str!("../../configs/smollm2-8layer-balanced.toml"))?;
+        assert_eq!(
+            (&balanced.model, &balanced.preprocess, &balanced.data.synth),
+            (
+                &oversample8.model,
+                &oversample8.preprocess,
+                &oversample8.data.synth
+            )
+        );
+        assert_eq!(balanced.train.init_from, None);
+        assert_eq!(
+            (
+                balanced.train.learning_rate,
+                balanced.train.encoder_learning_rate
+            ),
+            (
+                realism8.train.learning_rate,
+                realism8.train.encoder_learning_rate
+            )
+        );
         let without_base =
             include_str!("../../configs/smollm2-lora.toml").replace("[base]\ngguf = ", "# ");
         assert!(
