@@ -319,6 +319,30 @@ mod tests {
         rebalanced.train.learning_rate = 1e-4;
         rebalanced.train.encoder_learning_rate = Some(3e-4);
         assert_eq!(oversample8, rebalanced);
+        // natural continues oversample on the natural mix: no warm-up, no rebalancing, lower
+        // rates, the same model, preprocessing and base.
+        let natural =
+            RunConfig::from_toml(include_str!("../../configs/smollm2-8layer-natural.toml"))?;
+        let mut unbalanced = oversample8.data.synth.clone();
+        if let Some(synth) = unbalanced.as_mut() {
+            synth.oversample.clear();
+        }
+        assert_eq!(natural.data.synth, unbalanced);
+        assert_eq!(
+            (&natural.model, &natural.preprocess, &natural.base),
+            (
+                &oversample8.model,
+                &oversample8.preprocess,
+                &oversample8.base
+            )
+        );
+        assert!(natural.train.encoder_warmup.is_none());
+        assert_eq!(
+            natural.train.init_from.as_deref(),
+            Some(std::path::Path::new(
+                "models/trained/smollm2-8layer-oversample"
+            ))
+        );
         // balanced trains realism's model from the checkpoint with both levers from the start,
         // its warm-up and pass shortened to fit one session.
         let balanced =
