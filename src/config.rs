@@ -254,13 +254,9 @@ impl Config {
         let mut beds = std::collections::HashSet::new();
         for (i, source) in self.sources.iter().enumerate() {
             let bed = source.bed();
-            if bed.is_empty() || bed.contains(['/', '+', '#']) {
-                return invalid(
-                    &format!("source[{i}].bed"),
-                    format!(
-                        "is {bed:?}; allowed: a non-empty name without '/', '+' or '#' (it is an MQTT topic level)"
-                    ),
-                );
+            let field = format!("source[{i}].bed");
+            if let Err(e) = crate::publish::topic::validate_level(&field, bed) {
+                return invalid(&field, e.problem());
             }
             if !beds.insert(bed) {
                 return invalid(
@@ -346,13 +342,18 @@ impl Config {
                     );
                 }
                 if let Some(r) = sample_rate_hz
-                    && !(1.0..=32_000.0).contains(r)
+                    && let Err(reason) = check_device_rate(*r)
                 {
-                    return invalid(
-                        &field("sample_rate_hz"),
-                        format!("is {r}; allowed: 1 to 32000 Hz"),
-                    );
+                    return invalid(&field("sample_rate_hz"), reason);
                 }
+            }
+            if let SourceConfig::Replay {
+                sample_rate_hz: Some(r),
+                ..
+            } = source
+                && let Err(reason) = check_device_rate(*r)
+            {
+                return invalid(&format!("source[{i}].sample_rate_hz"), reason);
             }
             if let SourceConfig::Serial { path: p, usb, .. } = source {
                 match (p, usb) {
@@ -508,6 +509,20 @@ fn refine_offset(text: &str, span: std::ops::Range<usize>, message: &str) -> usi
         line_start += line.len();
     }
     span.start
+}
+
+/// A device sample rate inside [`crate::acquire::DEVICE_RATE_RANGE_HZ`], or why not.
+fn check_device_rate(rate: f64) -> Result<(), String> {
+    let rates = crate::acquire::DEVICE_RATE_RANGE_HZ;
+    if rates.contains(&rate) {
+        Ok(())
+    } else {
+        Err(format!(
+            "is {rate}; allowed: {} to {} Hz",
+            rates.start(),
+            rates.end()
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -680,6 +695,21 @@ mod tests {
                 .to_string()
                 .contains("used by two sources")
         );
+        // A bed is a topic level: the topic check itself, NUL included (a bed the check let
+        // through would have had its every report refused at publishing).
+        for (bed, reason) in [
+            ("a/b", "level separator"),
+            ("b+", "wildcard"),
+            ("", "empty"),
+            ("b\\u0000", "NUL"),
+        ] {
+            let one = format!("[[source]]\nkind=\"simulated\"\nbed=\"{bed}\"\n");
+            let err = parse(&one).unwrap_err().to_string();
+            assert!(
+                err.contains("`source[0].bed`") && err.contains(reason),
+                "{bed}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -720,6 +750,11 @@ mod tests {
                 "source[0].sample_rate_hz",
             ),
             (
+                "[[source]]\nkind = \"replay\"\nbed = \"b\"\nfile = \"r.csv\"\n",
+                "sample_rate_hz",
+                "source[0].sample_rate_hz",
+            ),
+            (
                 "[[source]]\nkind = \"simulated\"\nbed = \"b\"\n",
                 "sample_rate_hz",
                 "source[0].sample_rate_hz",
@@ -752,6 +787,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`source[0].uv_per_count` is 1"), "{err}");
+        // A replayed file at 10 MHz would need gigabytes a window.
+        let replay = "[[source]]\nkind = \"replay\"\nbed = \"b\"\nfile = \"r.csv\"\n";
+        let err = parse(&format!("{replay}sample_rate_hz = 1e7\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`source[0].sample_rate_hz` is 10000000; allowed: 1 to 32000 Hz"),
+            "{err}"
+        );
     }
 
     #[test]

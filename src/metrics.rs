@@ -10,6 +10,7 @@
 //! | `meit_windows_total` | counter | `bed`, `outcome` (`report`, `no_report`, `no_model`) |
 //! | `meit_no_report_total` | counter | `bed`, `reason` (`noisy`, `lead_off`, `railed`, `flat`, `missing`, `gaps`, `low_quality`, `non_finite`, `dropped`, `stopping`, `other`) |
 //! | `meit_report_flags_total` | counter | `bed` (reports with a consistency flag) |
+//! | `meit_reports_refused_total` | counter | `bed` (reports the sink refused: outbox full, over the broker's size limit) |
 //! | `meit_inference_dropped_total` | counter | `cause` (`full`, `stale`, `stopping`) |
 //! | `meit_inference_queue_depth` / `meit_inference_queue_max_depth` | gauge | |
 //! | `meit_dsp_dropped_total` | counter | `cause` (`full`, `stale`, `stopping`: windows the signal processing did not reach) |
@@ -84,6 +85,7 @@ impl Histogram {
 struct Inner {
     frames: BTreeMap<String, u64>,
     gaps: BTreeMap<String, u64>,
+    refused: BTreeMap<String, u64>,
     windows: BTreeMap<(String, &'static str), u64>,
     no_report: BTreeMap<(String, &'static str), u64>,
     flagged: BTreeMap<String, u64>,
@@ -176,6 +178,11 @@ impl Metrics {
         *self.lock().gaps.entry(bed.to_string()).or_default() += 1;
     }
 
+    /// Counts a report the sink refused (the report alone; the sink goes on).
+    pub fn refused(&self, bed: &str) {
+        *self.lock().refused.entry(bed.to_string()).or_default() += 1;
+    }
+
     /// Records a report handed to the sink.
     pub fn published(&self, report: &WindowReport) {
         let mut m = self.lock();
@@ -237,29 +244,30 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             out.push_str(&lines);
         };
-        let lines = m
-            .frames
-            .iter()
-            .map(|(bed, n)| format!("meit_frames_total{{bed=\"{}\"}} {n}\n", esc(bed)))
-            .collect();
-        section(
+        let per_bed = |out: &mut String, name: &str, help: &str, counts: &BTreeMap<String, u64>| {
+            let lines = counts
+                .iter()
+                .map(|(bed, n)| format!("{name}{{bed=\"{}\"}} {n}\n", esc(bed)))
+                .collect();
+            section(out, name, "counter", help, lines);
+        };
+        per_bed(
             &mut out,
             "meit_frames_total",
-            "counter",
             "Frames received per bed.",
-            lines,
+            &m.frames,
         );
-        let lines = m
-            .gaps
-            .iter()
-            .map(|(bed, n)| format!("meit_source_gaps_total{{bed=\"{}\"}} {n}\n", esc(bed)))
-            .collect();
-        section(
+        per_bed(
             &mut out,
             "meit_source_gaps_total",
-            "counter",
             "Lost-block events per bed.",
-            lines,
+            &m.gaps,
+        );
+        per_bed(
+            &mut out,
+            "meit_reports_refused_total",
+            "Reports the sink refused per bed (outbox full, over the broker's size limit).",
+            &m.refused,
         );
         let lines = m
             .windows
@@ -603,12 +611,15 @@ mod tests {
             });
         }
         m.acknowledgements_missed(3);
+        m.refused("b1");
+        m.refused("b1");
         let text = m.render();
         for line in [
             "meit_window_end_to_puback_seconds_bucket{le=\"0.1\"} 1",
             "meit_window_end_to_puback_seconds_bucket{le=\"1\"} 2",
             "meit_window_end_to_puback_seconds_count 2",
             "meit_acknowledgements_missed_total 3",
+            "meit_reports_refused_total{bed=\"b1\"} 2",
             "meit_dsp_dropped_total{cause=\"stale\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");

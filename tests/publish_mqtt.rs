@@ -722,6 +722,105 @@ async fn a_full_outbox_refuses_new_reports_and_delivers_every_accepted_one() {
     publisher.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// The daemon's publishing stage over the real MQTT sink: a report the full outbox refuses is
+/// logged, counted and passed over; the stage keeps publishing (it used to stop the daemon,
+/// losing every window already finished).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publishing_stage_passes_over_a_refused_report_and_goes_on() {
+    let Some(bin) = mosquitto() else { return };
+    let outbox = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(&bin, "");
+    let mut sub = station(&broker.mqtt(), "station-8", &["meit/v1/+/+/+/report"], true).await;
+    broker.stop(); // down while the outbox fills
+    let mut cfg = publisher_config(
+        MqttConfig {
+            port: broker.port,
+            max_payload_bytes: 2048,
+            backoff_initial_ms: 50,
+            backoff_max_ms: 300,
+            ..MqttConfig::default()
+        },
+        "gw-stage",
+        outbox.path(),
+    );
+    cfg.outbox.max_bytes = 8192;
+    cfg.outbox.when_full = FullPolicy::RejectNew;
+    let publisher = MqttPublisher::start(&cfg, identity("gw-stage"))
+        .await
+        .unwrap();
+    let outbox_stats = publisher.outbox_stats();
+    let metrics = std::sync::Arc::new(meit::metrics::Metrics::default());
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let stage = tokio::spawn(meit::pipeline::publisher::publish_stage(
+        publisher.sink(),
+        rx,
+        None,
+        metrics.clone(),
+    ));
+    let finished = |index: u64| meit::pipeline::Finished {
+        report: report("bed-1", index),
+        completed_at: std::time::Instant::now(),
+    };
+    const FIRST: u64 = 40;
+    for index in 0..FIRST {
+        tx.send(finished(index)).await.unwrap();
+    }
+    let handled = |s: &meit::publish::outbox::OutboxStats| s.appended + s.rejected_full;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handled(&outbox_stats.borrow()) < FIRST {
+        assert!(
+            !stage.is_finished(),
+            "the stage stopped at a refused report"
+        );
+        assert!(Instant::now() < deadline, "{:?}", *outbox_stats.borrow());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let accepted = outbox_stats.borrow().appended;
+    assert!(
+        (3..FIRST).contains(&accepted),
+        "the outbox took {accepted} of {FIRST}"
+    );
+    // The broker is back: what was accepted arrives, then the stage publishes new windows.
+    broker.run();
+    let (reports, _) = collect_reports(&mut sub, Duration::from_secs(20), |r| {
+        r.len() as u64 >= accepted
+    })
+    .await;
+    assert_eq!(by_bed(&reports)["bed-1"], (0..accepted).collect::<Vec<_>>());
+    // The station can have them before the publisher has the broker's PUBACKs: wait for the
+    // outbox to have room again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while outbox_stats.borrow().acked < accepted {
+        assert!(Instant::now() < deadline, "{:?}", *outbox_stats.borrow());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for index in FIRST..FIRST + 2 {
+        tx.send(finished(index)).await.unwrap();
+    }
+    let (later, _) = collect_reports(&mut sub, Duration::from_secs(20), |r| r.len() >= 2).await;
+    assert_eq!(
+        by_bed(&later).get("bed-1"),
+        Some(&vec![FIRST, FIRST + 1]),
+        "{:?}",
+        *outbox_stats.borrow()
+    );
+    drop(tx);
+    let stats = stage.await.unwrap().unwrap();
+    let refused = FIRST - accepted;
+    assert_eq!(
+        (stats.published, stats.refused),
+        (accepted + 2, refused),
+        "{stats:?}"
+    );
+    let exposition = metrics.render();
+    let line = format!("meit_reports_refused_total{{bed=\"bed-1\"}} {refused}");
+    assert!(
+        exposition.lines().any(|l| l == line),
+        "{line} not in\n{exposition}"
+    );
+    publisher.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)

@@ -6,6 +6,11 @@
 //! any input; they resynchronise and count what they reject. Sources ([`serial`], replay, BLE)
 //! drive a decoder and deliver [`SourceEvent`]s, so everything downstream is source-agnostic.
 
+/// Device sample rates meit takes from any source (a serial device's setting, a replayed
+/// file's rate), Hz: monitors' 125 Hz to research amplifiers' 32 kHz. Outside it a 10 s window
+/// would need gigabytes (or hold under ten samples).
+pub const DEVICE_RATE_RANGE_HZ: std::ops::RangeInclusive<f64> = 1.0..=32_000.0;
+
 #[cfg(feature = "ble")]
 pub mod ble;
 pub mod bridge;

@@ -52,6 +52,16 @@ pub enum ReplayError {
         /// The file.
         path: PathBuf,
     },
+    /// The sample rate (the file's or the one given) is outside what any source may have.
+    #[error(
+        "{path}: sample rate {sample_rate_hz:?} Hz is outside 1 to 32000 Hz (a replayed device's rate)"
+    )]
+    RateOutOfRange {
+        /// The file.
+        path: PathBuf,
+        /// The rate.
+        sample_rate_hz: f64,
+    },
     /// The WFDB record could not be read.
     #[error("{path}: {source}")]
     Wfdb {
@@ -96,9 +106,16 @@ pub enum ReplayError {
 const TIME_COLUMNS: [&str; 4] = ["time", "time_s", "t", "seconds"];
 
 /// Loads a record to replay; `sample_rate_hz` overrides (or supplies) the file's rate.
-/// A record whose length at that rate no clock can count is an error.
+/// A rate outside [`super::DEVICE_RATE_RANGE_HZ`], or a record whose length at its rate no
+/// clock can count, is an error.
 pub fn load(path: &Path, sample_rate_hz: Option<f64>) -> Result<Recording, ReplayError> {
     let recording = load_any(path, sample_rate_hz)?;
+    if !super::DEVICE_RATE_RANGE_HZ.contains(&recording.sample_rate_hz) {
+        return Err(ReplayError::RateOutOfRange {
+            path: path.to_path_buf(),
+            sample_rate_hz: recording.sample_rate_hz,
+        });
+    }
     if clock_at(recording.len(), recording.sample_rate_hz).is_none() {
         return Err(ReplayError::TooLong {
             path: path.to_path_buf(),
@@ -458,15 +475,27 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn a_rate_that_no_clock_can_count_is_an_error_not_a_panic() {
+    fn a_rate_outside_what_a_device_may_have_is_an_error_not_gigabytes() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("slow.csv");
+        let path = dir.path().join("odd.csv");
         std::fs::write(&path, "I,II\n1,2\n3,4\n5,6\n").unwrap();
-        // Three samples at 1e-300 Hz last 3e300 s: no Duration holds that.
-        let e = load(&path, Some(1e-300)).unwrap_err();
-        assert!(matches!(e, ReplayError::TooLong { frames: 3, .. }), "{e}");
-        assert!(e.to_string().contains("sample_rate_hz 1e-300"), "{e}");
+        // 1e7 Hz: a 10 s window would hold 1e8 frames a lead (gigabytes); 1e-300 Hz: three
+        // samples would last 3e300 s.
+        for rate in [1e7, 0.5, 1e-300] {
+            let e = load(&path, Some(rate)).unwrap_err();
+            assert!(
+                matches!(e, ReplayError::RateOutOfRange { sample_rate_hz, .. } if sample_rate_hz == rate),
+                "{e}"
+            );
+            assert!(e.to_string().contains("outside 1 to 32000 Hz"), "{e}");
+        }
+        // The same from the file's own time column (a step of 0.1 us).
+        let timed = dir.path().join("timed.csv");
+        std::fs::write(&timed, "time,I\n0,1\n0.0000001,2\n0.0000002,3\n").unwrap();
+        let e = load(&timed, None).unwrap_err();
+        assert!(matches!(e, ReplayError::RateOutOfRange { .. }), "{e}");
         assert!(load(&path, Some(500.0)).is_ok());
+        assert!(load(&path, Some(32_000.0)).is_ok());
     }
 
     #[tokio::test]

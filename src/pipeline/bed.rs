@@ -331,7 +331,13 @@ impl WindowJob {
     /// daemon is stopping): a no-report result with `reason`, no quality or measurements.
     /// The samples are freed here.
     pub fn unjudged(self, reason: &str) -> Finished {
-        let mut report = unjudged_report(self.bed, self.index, &self.window);
+        self.no_report(reason)
+    }
+
+    /// The window's no-report result with `reason`, the job kept: what is published in its
+    /// place if judging it fails.
+    pub fn no_report(&self, reason: &str) -> Finished {
+        let mut report = unjudged_report(self.bed.clone(), self.index, &self.window);
         report.outcome = Outcome::NoReport {
             reasons: vec![reason.to_string()],
         };

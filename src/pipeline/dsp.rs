@@ -284,6 +284,28 @@ pub fn spawn_threads(
         .collect()
 }
 
+/// The reason published for a window whose judging panicked.
+const JUDGING_FAILED: &str =
+    "signal processing failed: an internal error while judging this window (see the daemon's log)";
+
+/// Runs `judge` on `job`, catching a panic: it must take neither the thread (and every later
+/// window of every bed) nor the window with it. The failed window is published as a
+/// no-report in its place, so that its bed's later reports are not held back waiting for it.
+fn judge_guarded(job: WindowJob, judge: impl FnOnce(WindowJob) -> BedOutput) -> BedOutput {
+    let failed = job.no_report(JUDGING_FAILED);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| judge(job))) {
+        Ok(output) => output,
+        Err(_) => {
+            tracing::error!(
+                bed = %failed.report.bed,
+                window = failed.report.window_index,
+                "judging a window failed (a panic); published as a no-report"
+            );
+            BedOutput::Done(failed)
+        }
+    }
+}
+
 fn run_thread(queue: &DspQueue, inference: &InferenceQueue, out: &mpsc::Sender<Finished>) {
     while let Some(next) = queue.next() {
         let job = match next {
@@ -295,14 +317,7 @@ fn run_thread(queue: &DspQueue, inference: &InferenceQueue, out: &mpsc::Sender<F
             }
             Next::Judge(job) => job,
         };
-        let bed = job.bed().to_string();
-        // A panic in the signal processing must not take the thread (and every later window
-        // of every bed) with it.
-        let Ok(output) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.judge()))
-        else {
-            tracing::error!(bed = %bed, "judging a window failed");
-            continue;
-        };
+        let output = judge_guarded(job, WindowJob::judge);
         queue.judged();
         match output {
             BedOutput::Done(finished) => {
@@ -327,6 +342,7 @@ mod tests {
     use crate::acquire::SourceEvent;
     use crate::pipeline::bed::BedPipeline;
     use crate::pipeline::bed::tests::{blocks, record, spec};
+    use crate::report::Outcome;
 
     /// Three 2 s windows of one bed, cut but not judged.
     fn jobs() -> Vec<WindowJob> {
@@ -409,6 +425,26 @@ mod tests {
         let stats = queue.stats();
         assert_eq!((stats.judged, stats.dropped()), (3, 0));
         assert_eq!(done as u64 + inference.stats().queued, 3);
+    }
+
+    #[test]
+    fn a_window_whose_judging_panics_is_published_as_a_no_report_in_its_place() {
+        let job = jobs().remove(1);
+        let BedOutput::Done(failed) = judge_guarded(job, |_| panic!("a bug in the dsp")) else {
+            panic!("a panicking judge gives a finished window")
+        };
+        assert_eq!(
+            (failed.report.bed.as_str(), failed.report.window_index),
+            ("bed-d", 1)
+        );
+        match &failed.report.outcome {
+            Outcome::NoReport { reasons } => assert_eq!(reasons, &[JUDGING_FAILED]),
+            other => panic!("{other:?}"),
+        }
+        // Without a panic, the judge's own output.
+        let job = jobs().remove(1);
+        let output = judge_guarded(job, WindowJob::judge);
+        assert!(!output.report().to_line().contains("internal error"));
     }
 
     #[test]

@@ -419,8 +419,58 @@ pub fn spawn_worker(
         })
 }
 
+/// Sets aside the windows whose samples are not the `leads x samples` the encoder reads (a
+/// device rate that gives a window one model sample more, say): each is published as a
+/// no-report naming both shapes, so that one such bed does not fail every bed's batch.
+/// Returns the windows that fit, their waits, and the finished misfits.
+fn set_aside_misshapen(
+    windows: Vec<PendingWindow>,
+    waited_ms: &[f64],
+    (leads, samples): (usize, usize),
+) -> (Vec<PendingWindow>, Vec<f64>, Vec<Finished>) {
+    let (mut fit, mut waits, mut misfits) = (Vec::new(), Vec::new(), Vec::new());
+    for (w, &waited) in windows.into_iter().zip(waited_ms) {
+        let (got_leads, got_samples) = w.samples.dim();
+        if (got_leads, got_samples) == (leads, samples) {
+            fit.push(w);
+            waits.push(waited);
+            continue;
+        }
+        let mut report = w.report;
+        report.outcome = Outcome::NoReport {
+            reasons: vec![format!(
+                "the window is {got_leads} leads x {got_samples} samples after preprocessing; \
+                 the model reads {leads} x {samples} (this device's sample rate or window does \
+                 not fit the model's)"
+            )],
+        };
+        report.timings.queue_ms = Some(waited);
+        misfits.push(Finished {
+            report,
+            completed_at: w.completed_at,
+        });
+    }
+    (fit, waits, misfits)
+}
+
 /// Generates one batch; a failure of the engine becomes every window's no-model reason.
 fn generate(engine: &mut Engine, windows: Vec<PendingWindow>, waited_ms: &[f64]) -> Vec<Finished> {
+    let encoder = &engine.bundle().manifest.encoder;
+    let (windows, waited_ms, mut finished) =
+        set_aside_misshapen(windows, waited_ms, (encoder.leads, encoder.samples));
+    if windows.is_empty() {
+        return finished;
+    }
+    finished.extend(generate_fitting(engine, windows, &waited_ms));
+    finished
+}
+
+/// [`generate`] for windows of the encoder's shape.
+fn generate_fitting(
+    engine: &mut Engine,
+    windows: Vec<PendingWindow>,
+    waited_ms: &[f64],
+) -> Vec<Finished> {
     // A panic inside the engine must not take the worker (and every later window) with it.
     let result =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.generate(&windows)))
@@ -510,6 +560,26 @@ mod tests {
             .iter()
             .map(|w| (w.report.bed.clone(), w.report.window_index))
             .collect()
+    }
+
+    #[test]
+    fn a_window_of_another_shape_is_set_aside_as_a_no_report_not_failing_the_batch() {
+        let mut odd = window("b", 4);
+        odd.samples = Array2::zeros((1, 9));
+        let windows = vec![window("a", 0), odd, window("c", 2)];
+        let (fit, waits, misfits) = set_aside_misshapen(windows, &[1.0, 2.0, 3.0], (1, 8));
+        assert_eq!(ids(&fit), [("a".into(), 0), ("c".into(), 2)]);
+        assert_eq!(waits, [1.0, 3.0]);
+        let [odd] = &misfits[..] else {
+            panic!("one window set aside: {}", misfits.len())
+        };
+        assert_eq!((odd.report.bed.as_str(), odd.report.window_index), ("b", 4));
+        assert_eq!(odd.report.timings.queue_ms, Some(2.0));
+        let line = odd.report.to_line();
+        assert!(
+            line.contains("1 leads x 9 samples") && line.contains("the model reads 1 x 8"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -750,7 +750,7 @@ async fn run_pipeline<S: Sink + 'static>(
                     tracing::error!("stop deadline: the sink did not finish in time");
                     Ok(Ok(PublishStats {
                         published: metrics.published_total(),
-                        skipped: 0,
+                        ..PublishStats::default()
                     }))
                 }
             }
@@ -772,6 +772,7 @@ async fn run_pipeline<S: Sink + 'static>(
     };
     tracing::info!(
         published = summary.published.published,
+        refused = summary.published.refused,
         dropped = summary.queue.dropped() + summary.dsp.dropped(),
         dropped_dsp = summary.dsp.dropped(),
         batches = summary.queue.batches,

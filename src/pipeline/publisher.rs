@@ -4,6 +4,11 @@
 //! through the inference worker), so a no-report window can overtake an earlier window still
 //! being generated. The stage puts each bed's windows back in order before publishing: per
 //! bed, reports leave in window order.
+//!
+//! A report the sink refuses on its own account (the outbox is full under `reject-new`, the
+//! report is over the broker's size limit) is logged, counted and passed over: one refused
+//! report must not stop every bed's reports, nor lose the windows already finished. An error
+//! of the sink itself (I/O, a stopped outbox) stops the stage.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,6 +31,16 @@ pub struct PublishStats {
     pub published: u64,
     /// Windows given up as missing (a stage failed before they arrived).
     pub skipped: u64,
+    /// Reports the sink refused, each on its own account
+    /// ([`PublishError::refuses_only_this_report`]); the stage went on.
+    pub refused: u64,
+}
+
+impl PublishStats {
+    /// Reports the stage is done with: published or refused.
+    fn handled(&self) -> u64 {
+        self.published + self.refused
+    }
 }
 
 /// Per-bed order.
@@ -36,8 +51,8 @@ struct BedOrder {
 }
 
 /// Publishes reports from `finished` into `sink` in per-bed window order until the channel
-/// closes or `max_windows` have been published; then closes the sink. Each report is counted
-/// in `metrics`.
+/// closes or `max_windows` have been handled (published or refused); then closes the sink.
+/// Each report is counted in `metrics`.
 pub async fn publish_stage<S: Sink>(
     mut sink: S,
     mut finished: mpsc::Receiver<Finished>,
@@ -46,7 +61,7 @@ pub async fn publish_stage<S: Sink>(
 ) -> Result<PublishStats, PublishError> {
     let mut beds: HashMap<String, BedOrder> = HashMap::new();
     let mut stats = PublishStats::default();
-    let limit_reached = |stats: &PublishStats| max_windows.is_some_and(|m| stats.published >= m);
+    let limit_reached = |stats: &PublishStats| max_windows.is_some_and(|m| stats.handled() >= m);
     'receive: while let Some(item) = finished.recv().await {
         let order = beds.entry(item.report.bed.clone()).or_default();
         order.held.insert(item.report.window_index, item);
@@ -63,8 +78,7 @@ pub async fn publish_stage<S: Sink>(
         }
         while let Some(ready) = order.held.remove(&order.next) {
             order.next += 1;
-            send(&mut sink, ready, &metrics).await?;
-            stats.published += 1;
+            send(&mut sink, ready, &metrics, &mut stats).await?;
             if limit_reached(&stats) {
                 break 'receive;
             }
@@ -74,8 +88,7 @@ pub async fn publish_stage<S: Sink>(
     if !limit_reached(&stats) {
         'flush: for order in beds.values_mut() {
             for (_, ready) in std::mem::take(&mut order.held) {
-                send(&mut sink, ready, &metrics).await?;
-                stats.published += 1;
+                send(&mut sink, ready, &metrics, &mut stats).await?;
                 if limit_reached(&stats) {
                     break 'flush;
                 }
@@ -86,18 +99,37 @@ pub async fn publish_stage<S: Sink>(
     Ok(stats)
 }
 
+/// Hands one report to the sink: published, refused (logged, counted; the stage goes on) or
+/// the sink's own failure (returned).
 async fn send<S: Sink>(
     sink: &mut S,
     mut item: Finished,
     metrics: &Metrics,
+    stats: &mut PublishStats,
 ) -> Result<(), PublishError> {
     item.report.timings.latency_ms = Instant::now()
         .duration_since(item.completed_at)
         .as_secs_f64()
         * 1e3;
-    sink.publish(&item.report).await?;
-    metrics.published(&item.report);
-    Ok(())
+    match sink.publish(&item.report).await {
+        Ok(()) => {
+            metrics.published(&item.report);
+            stats.published += 1;
+            Ok(())
+        }
+        Err(e) if e.refuses_only_this_report() => {
+            tracing::error!(
+                bed = %item.report.bed,
+                window = item.report.window_index,
+                error = %e,
+                "report refused by the sink; going on with the next"
+            );
+            metrics.refused(&item.report.bed);
+            stats.refused += 1;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

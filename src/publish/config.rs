@@ -203,13 +203,7 @@ impl MqttConfig {
             ("site.unit", unit),
         ] {
             if let Err(e) = validate_level(field, value) {
-                return Err((
-                    field.to_string(),
-                    format!(
-                        "is {value:?}: {}; allowed: a non-empty name without '/', '+', '#' or NUL (it is an MQTT topic level)",
-                        e.reason
-                    ),
-                ));
+                return Err((field.to_string(), e.problem()));
             }
         }
         if !self.tls() && !self.allow_insecure && !is_loopback(&self.host) {

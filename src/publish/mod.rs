@@ -52,6 +52,31 @@ pub enum PublishError {
     Outbox(#[from] outbox::OutboxError),
 }
 
+impl PublishError {
+    /// True when the error refuses this one report and leaves the sink able to take the next
+    /// (the outbox is full under `reject-new`, the report is over a size limit, its bed cannot
+    /// be a topic, it cannot be encoded); false when the sink itself has failed (I/O, a
+    /// stopped stage or outbox). The publishing stage logs and counts the first kind and goes
+    /// on; the second stops it.
+    pub fn refuses_only_this_report(&self) -> bool {
+        match self {
+            PublishError::Encode(_)
+            | PublishError::Topic(_)
+            | PublishError::PayloadTooLarge { .. }
+            | PublishError::Outbox(
+                outbox::OutboxError::Full { .. } | outbox::OutboxError::TooLarge { .. },
+            ) => true,
+            PublishError::Io(_)
+            | PublishError::Closed
+            | PublishError::Outbox(
+                outbox::OutboxError::Io { .. }
+                | outbox::OutboxError::Closed
+                | outbox::OutboxError::Locked(_),
+            ) => false,
+        }
+    }
+}
+
 /// A destination for window reports.
 pub trait Sink: Send {
     /// Delivers one report; returns once the sink has taken responsibility for it.

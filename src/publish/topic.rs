@@ -36,9 +36,7 @@ impl TopicKind {
 
 /// An id that cannot be a topic level.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "`{field}` is {value:?}: {reason}; allowed: a non-empty name without '/', '+', '#' or NUL (it is an MQTT topic level)"
-)]
+#[error("`{field}` {}", self.problem())]
 pub struct TopicError {
     /// Which id, e.g. `site.name` or `bed`.
     pub field: String,
@@ -46,6 +44,17 @@ pub struct TopicError {
     pub value: String,
     /// What is wrong with it.
     pub reason: &'static str,
+}
+
+impl TopicError {
+    /// What is wrong with the value and what is allowed, without the field's name (for a
+    /// configuration error that names the field its own way).
+    pub fn problem(&self) -> String {
+        format!(
+            "is {:?}: {}; allowed: a non-empty name without '/', '+', '#' or NUL (it is an MQTT topic level)",
+            self.value, self.reason
+        )
+    }
 }
 
 /// Checks that `value` can be one topic level; `field` names it in the error.

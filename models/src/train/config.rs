@@ -366,6 +366,17 @@ mod tests {
                 realism8.train.encoder_learning_rate
             )
         );
+        // balanced-natural is natural's second stage over balanced: shorter, a sixth of
+        // balanced's rates, and nothing else.
+        let balanced_natural = RunConfig::from_toml(include_str!(
+            "../../configs/smollm2-8layer-balanced-natural.toml"
+        ))?;
+        let mut second_stage = natural;
+        second_stage.train.init_from = Some("models/trained/smollm2-8layer-balanced".into());
+        second_stage.train.seed = 19;
+        second_stage.train.encoder_learning_rate = Some(1.67e-4);
+        second_stage.data.train_records = 3200;
+        assert_eq!(balanced_natural, second_stage);
         let without_base =
             include_str!("../../configs/smollm2-lora.toml").replace("[base]\ngguf = ", "# ");
         assert!(
