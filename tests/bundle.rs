@@ -136,7 +136,12 @@ fn graph_inputs_that_disagree_with_the_manifest_are_named() {
 
     let dir = copy();
     edit_manifest(dir.path(), |m| {
-        m["decoder_graph"]["outputs"].as_array_mut().unwrap().pop();
+        // One output more than the graph has (not a cache name: the manifest's own check of
+        // the layer count's names passes, the graph's comparison refuses it).
+        m["decoder_graph"]["outputs"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"name": "extra", "dtype": "float32", "shape": ["batch"]}));
     });
     let e = refusal(dir.path());
     assert!(
@@ -229,4 +234,90 @@ fn a_missing_or_garbled_manifest_is_named() {
         e.contains("manifest.json") && e.contains("cannot read"),
         "{e}"
     );
+}
+
+#[test]
+fn a_window_the_encoder_does_not_take_or_a_hop_outside_it_is_refused() {
+    // The committed encoder takes 1,000 samples: 10 s at 100 Hz.
+    for (field, value, expected) in [
+        (
+            "window_seconds",
+            5.0,
+            "window_seconds 5 at 100 Hz is 500 samples, the encoder takes 1000",
+        ),
+        (
+            "model_rate_hz",
+            250.0,
+            "window_seconds 10 at 250 Hz is 2500 samples",
+        ),
+        ("hop_seconds", 0.0, "hop_seconds is 0; allowed"),
+        ("hop_seconds", 11.0, "hop_seconds is 11; allowed"),
+    ] {
+        let dir = copy();
+        edit_manifest(dir.path(), |m| m["preprocess"][field] = Value::from(value));
+        let e = refusal(dir.path());
+        assert!(
+            e.contains("manifest.json") && e.contains(expected),
+            "{field} {value}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_layer_count_other_than_the_graphs_cache_inputs_is_refused() {
+    // The engine sizes its cache and binds `past_key_values.{i}` by `decoder.num_layers`: a
+    // count the graph does not have (or an absurd one) is refused before any session opens.
+    for layers in [3u64, 5, 1 << 40] {
+        let dir = copy();
+        edit_manifest(dir.path(), |m| {
+            m["decoder"]["num_layers"] = Value::from(layers);
+        });
+        let err = Bundle::open_unchecked_graphs(dir.path()).expect_err("must be refused");
+        let e = err.to_string();
+        assert!(
+            e.contains("manifest.json")
+                && e.contains(&format!("decoder.num_layers is {layers}"))
+                && e.contains("past_key_values inputs are 8"),
+            "{layers}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_checksum_in_upper_case_hex_is_the_same_checksum() {
+    let dir = copy();
+    edit_manifest(dir.path(), |m| {
+        for (_, sum) in m["files"].as_object_mut().unwrap() {
+            *sum = Value::from(sum.as_str().unwrap().to_ascii_uppercase());
+        }
+    });
+    Bundle::open(dir.path(), runtime()).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn the_daemon_does_not_adopt_a_refused_manifests_preprocessing() {
+    use meit::dsp::DspConfig;
+    use meit::infer::config::{ModelConfig, RuntimeConfig};
+    use meit::pipeline::model::{fallback_spec, load};
+    // `[model] required = false`: the daemon runs without reports, but every bed's quality and
+    // measurements must go on with the deployment's own preprocessing, not a refused one.
+    for (rate, why) in [(0.0, "model_rate_hz"), (250.0, "the encoder takes 1000")] {
+        let dir = copy();
+        edit_manifest(dir.path(), |m| {
+            m["preprocess"]["model_rate_hz"] = Value::from(rate);
+        });
+        let model = ModelConfig {
+            bundle: dir.path().to_path_buf(),
+            ..ModelConfig::default()
+        };
+        let loaded = load(&model, &RuntimeConfig::default(), &DspConfig::default());
+        let reason = loaded.engine.err().expect("the bundle must be refused");
+        assert!(reason.contains(why), "{rate} Hz: {reason}");
+        assert_eq!(
+            loaded.spec,
+            fallback_spec(&DspConfig::default()),
+            "{rate} Hz"
+        );
+        assert_eq!(loaded.encoder_window_seconds, None, "{rate} Hz");
+    }
 }

@@ -2,13 +2,13 @@
 //! drops redelivered duplicates by report id, and prints one line per report (bed, time,
 //! quality, text or why none, flags) or, with `--json`, the raw payload.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use meit::config::{Config, MqttConfig};
-use meit::publish::subscribe::{Dedup, Subscription, format_line, report_id};
+use meit::publish::subscribe::{Dedup, Subscription, format_line, report_id, terminal_safe};
+use tokio::io::AsyncWriteExt;
 
 /// Options of `meit subscribe`.
 #[derive(Debug, Clone, clap::Args)]
@@ -21,7 +21,8 @@ pub struct SubscribeArgs {
     /// topic prefix (`<prefix>/v1/+/+/+/report` and `.../status`).
     #[arg(long)]
     pub topic: Vec<String>,
-    /// Print each payload as received (one JSON object per line).
+    /// Print each payload as received, one per line (control characters, a payload's own line
+    /// breaks included, escaped as `\uXXXX`).
     #[arg(long)]
     pub json: bool,
     /// Configuration file: broker, TLS files, credentials (env MEIT_MQTT_USERNAME and
@@ -107,7 +108,9 @@ pub fn run(args: SubscribeArgs) -> anyhow::Result<ExitCode> {
         );
         let mut dedup = Dedup::new(100_000);
         let mut reports = 0u64;
-        let mut out = std::io::stdout().lock();
+        // Tokio's stdout: a slow terminal or a full pipe must not block the one runtime thread
+        // the subscription's event loop (and its keep-alives) runs on.
+        let mut out = tokio::io::stdout();
         loop {
             let message = tokio::select! {
                 m = subscription.next() => match m {
@@ -123,11 +126,15 @@ pub fn run(args: SubscribeArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
             let line = if args.json {
-                String::from_utf8_lossy(&message.payload).into_owned()
+                terminal_safe(&String::from_utf8_lossy(&message.payload))
             } else {
                 format_line(&message)
             };
-            if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            let written = async {
+                out.write_all(format!("{line}\n").as_bytes()).await?;
+                out.flush().await
+            };
+            if written.await.is_err() {
                 break; // stdout closed (e.g. piped into `head`)
             }
             if id.is_some() {

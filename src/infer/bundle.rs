@@ -290,6 +290,137 @@ pub struct Manifest {
     pub evaluation: BTreeMap<String, f64>,
 }
 
+impl Manifest {
+    /// Everything about the manifest that needs no other file: the checksummed files it names,
+    /// that its preprocessing runs here, that the encoder's window is the preprocessing's
+    /// window at the model rate, the rhythm input, and that the decoder's layer count is the
+    /// graph's past and present inputs. `manifest_path` names the manifest in refusals. The
+    /// daemon adopts a manifest's preprocessing only after this check.
+    pub fn check(&self, manifest_path: &Path) -> Result<(), BundleError> {
+        for needed in [
+            &self.encoder_graph.file,
+            &self.decoder_graph.file,
+            &self.tokenizer,
+        ] {
+            if !self.files.contains_key(needed) {
+                return Err(BundleError::Manifest {
+                    path: manifest_path.to_path_buf(),
+                    reason: format!("`files` has no checksum for {needed}"),
+                });
+            }
+        }
+        Preprocessor::new(self.preprocess.clone()).map_err(|e| BundleError::Preprocess {
+            path: manifest_path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let rhythm_input = self
+            .encoder_graph
+            .inputs
+            .iter()
+            .find(|input| input.name == RHYTHM_INPUT);
+        if let Some(input) = rhythm_input {
+            // What the engine binds: float32 [batch, 4] (`RhythmFeatures::to_array` per row).
+            let expected = [
+                Dim::Symbol("batch".into()),
+                Dim::Fixed(RHYTHM_FEATURES as i64),
+            ];
+            if input.dtype != "float32" || input.shape != expected {
+                return Err(BundleError::Manifest {
+                    path: manifest_path.to_path_buf(),
+                    reason: format!(
+                        "the encoder input `{RHYTHM_INPUT}` is {} {:?}; the engine feeds float32 \
+                         [batch, {RHYTHM_FEATURES}]",
+                        input.dtype, input.shape
+                    ),
+                });
+            }
+        }
+        let reads_rhythm = rhythm_input.is_some();
+        if reads_rhythm != self.preprocess.rhythm_features {
+            let (graph, spec) = if reads_rhythm {
+                ("reads", "does not compute them")
+            } else {
+                ("has no such input", "computes them (`rhythm_features`)")
+            };
+            return Err(BundleError::Preprocess {
+                path: manifest_path.to_path_buf(),
+                reason: format!(
+                    "the encoder graph {graph} `{RHYTHM_INPUT}` (R-R interval statistics) but \
+                     the preprocessing {spec}"
+                ),
+            });
+        }
+        let rows = self.preprocess.lead_order.0.len();
+        if rows != self.encoder.leads {
+            return Err(BundleError::Preprocess {
+                path: manifest_path.to_path_buf(),
+                reason: format!(
+                    "lead_order has {rows} leads, the encoder takes {}",
+                    self.encoder.leads
+                ),
+            });
+        }
+        let spec = &self.preprocess;
+        let window = (spec.window_seconds * spec.model_rate_hz).round();
+        if window != self.encoder.samples as f64 {
+            return Err(BundleError::Preprocess {
+                path: manifest_path.to_path_buf(),
+                reason: format!(
+                    "window_seconds {} at {} Hz is {window} samples, the encoder takes {}",
+                    spec.window_seconds, spec.model_rate_hz, self.encoder.samples
+                ),
+            });
+        }
+        if !(spec.hop_seconds > 0.0 && spec.hop_seconds <= spec.window_seconds) {
+            return Err(BundleError::Preprocess {
+                path: manifest_path.to_path_buf(),
+                reason: format!(
+                    "hop_seconds is {}; allowed: above 0, at most window_seconds ({})",
+                    spec.hop_seconds, spec.window_seconds
+                ),
+            });
+        }
+        self.check_cache_names()
+            .map_err(|reason| BundleError::Manifest {
+                path: manifest_path.to_path_buf(),
+                reason,
+            })
+    }
+
+    /// The decoder graph's past inputs and present outputs are exactly one key and one value
+    /// per layer of `decoder.num_layers`, in order (the engine binds them by these names, and
+    /// sizes its cache by the count).
+    fn check_cache_names(&self) -> Result<(), String> {
+        let layers = self.decoder.num_layers;
+        for (side, prefix, tensors) in [
+            ("input", "past_key_values", &self.decoder_graph.inputs),
+            ("output", "present", &self.decoder_graph.outputs),
+        ] {
+            let found: Vec<&str> = tensors
+                .iter()
+                .map(|t| t.name.as_str())
+                .filter(|n| n.starts_with(&format!("{prefix}.")))
+                .collect();
+            // The count first: an absurd `num_layers` must not size anything.
+            let same = found.len() / 2 == layers
+                && found.len() % 2 == 0
+                && (0..layers).all(|i| {
+                    found[2 * i] == format!("{prefix}.{i}.key")
+                        && found[2 * i + 1] == format!("{prefix}.{i}.value")
+                });
+            if !same {
+                return Err(format!(
+                    "decoder.num_layers is {layers} but the decoder graph's {prefix} {side}s are \
+                     {} (expected {prefix}.0.key .. {prefix}.{}.value)",
+                    found.len(),
+                    layers.saturating_sub(1)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A verified bundle on disk.
 #[derive(Debug, Clone)]
 pub struct Bundle {
@@ -322,7 +453,8 @@ impl Bundle {
         for (file, expected) in &manifest.files {
             let path = dir.join(file);
             let actual = sha256_file(&path)?;
-            if &actual != expected {
+            // Hex is hex in either case (a manifest written by hand, or by another tool).
+            if !actual.eq_ignore_ascii_case(expected) {
                 return Err(BundleError::Checksum {
                     path,
                     expected: expected.clone(),
@@ -330,69 +462,7 @@ impl Bundle {
                 });
             }
         }
-        for needed in [
-            &manifest.encoder_graph.file,
-            &manifest.decoder_graph.file,
-            &manifest.tokenizer,
-        ] {
-            if !manifest.files.contains_key(needed) {
-                return Err(BundleError::Manifest {
-                    path: manifest_path.clone(),
-                    reason: format!("`files` has no checksum for {needed}"),
-                });
-            }
-        }
-        Preprocessor::new(manifest.preprocess.clone()).map_err(|e| BundleError::Preprocess {
-            path: manifest_path.clone(),
-            reason: e.to_string(),
-        })?;
-        let rhythm_input = manifest
-            .encoder_graph
-            .inputs
-            .iter()
-            .find(|input| input.name == RHYTHM_INPUT);
-        if let Some(input) = rhythm_input {
-            // What the engine binds: float32 [batch, 4] (`RhythmFeatures::to_array` per row).
-            let expected = [
-                Dim::Symbol("batch".into()),
-                Dim::Fixed(RHYTHM_FEATURES as i64),
-            ];
-            if input.dtype != "float32" || input.shape != expected {
-                return Err(BundleError::Manifest {
-                    path: manifest_path,
-                    reason: format!(
-                        "the encoder input `{RHYTHM_INPUT}` is {} {:?}; the engine feeds float32 \
-                         [batch, {RHYTHM_FEATURES}]",
-                        input.dtype, input.shape
-                    ),
-                });
-            }
-        }
-        let reads_rhythm = rhythm_input.is_some();
-        if reads_rhythm != manifest.preprocess.rhythm_features {
-            let (graph, spec) = if reads_rhythm {
-                ("reads", "does not compute them")
-            } else {
-                ("has no such input", "computes them (`rhythm_features`)")
-            };
-            return Err(BundleError::Preprocess {
-                path: manifest_path,
-                reason: format!(
-                    "the encoder graph {graph} `{RHYTHM_INPUT}` (R-R interval statistics) but \
-                     the preprocessing {spec}"
-                ),
-            });
-        }
-        let rows = manifest.preprocess.lead_order.0.len();
-        if rows != manifest.encoder.leads {
-            return Err(BundleError::Preprocess {
-                path: manifest_path,
-                reason: format!(
-                    "lead_order has {rows} leads, the encoder takes {}",
-                    manifest.encoder.leads
-                ),
-            });
-        }
+        manifest.check(&manifest_path)?;
         Ok(Bundle {
             dir: dir.to_path_buf(),
             manifest,

@@ -15,7 +15,7 @@ use crate::config::{Config, ConfigError};
 use crate::dsp::normalize::Normalization;
 use crate::dsp::{DspConfig, PreprocessSpec};
 use crate::ecg::LeadSet;
-use crate::infer::bundle::{Bundle, read_manifest};
+use crate::infer::bundle::{Bundle, MANIFEST_FILE, read_manifest};
 use crate::infer::config::{ModelConfig, RuntimeConfig};
 use crate::infer::engine::{Engine, EngineError};
 use crate::infer::runtime::{CpuSessionOptions, OnnxRuntime};
@@ -63,7 +63,7 @@ pub fn resolve_bundle(configured: &Path) -> Result<PathBuf, Vec<PathBuf>> {
     let candidates = bundle_candidates(configured);
     candidates
         .iter()
-        .find(|c| c.join(crate::infer::bundle::MANIFEST_FILE).is_file())
+        .find(|c| c.join(MANIFEST_FILE).is_file())
         .cloned()
         .ok_or(candidates)
 }
@@ -103,7 +103,15 @@ pub fn read_spec(
     let mut spec = fallback_spec(dsp);
     let mut encoder_window_seconds = None;
     let bundle_dir = resolve_bundle(&model.bundle).ok();
-    if let Some(manifest) = bundle_dir.as_deref().and_then(|d| read_manifest(d).ok()) {
+    // Only a manifest that passes its own checks: a refused bundle's preprocessing (a rate of
+    // 0 Hz, a window the encoder does not take) must not become every bed's, or the beds'
+    // quality and measurements would stop with the reports (`required = false`).
+    let checked = |dir: &Path| {
+        let manifest = read_manifest(dir).ok()?;
+        manifest.check(&dir.join(MANIFEST_FILE)).ok()?;
+        Some(manifest)
+    };
+    if let Some(manifest) = bundle_dir.as_deref().and_then(checked) {
         encoder_window_seconds =
             Some(manifest.encoder.samples as f64 / manifest.preprocess.model_rate_hz);
         spec = with_site_mains(manifest.preprocess, dsp);

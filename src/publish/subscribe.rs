@@ -169,8 +169,30 @@ pub fn report_id(payload: &[u8]) -> Option<String> {
         .flatten()
 }
 
-/// One line as a nursing station shows it: bed, time, quality, text or why none, flags.
+/// `text` safe to print on a terminal: control characters (ESC and the other C0 and C1
+/// codes, DEL, line breaks) and the Unicode bidirectional overrides, which could move the
+/// cursor, recolour or reorder what a nurse reads, become `\uXXXX` (a JSON escape, so a JSON
+/// payload stays JSON). Everything else, non-ASCII letters and units included, is kept.
+pub fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One line as a nursing station shows it: bed, time, quality, text or why none, flags; what
+/// the payload carries is made [`terminal_safe`].
 pub fn format_line(message: &Message) -> String {
+    terminal_safe(&format_fields(message))
+}
+
+fn format_fields(message: &Message) -> String {
     let Ok(v) = serde_json::from_slice::<Value>(&message.payload) else {
         return format!(
             "{}: {}",
@@ -310,6 +332,32 @@ mod tests {
         assert!(l.contains("gateway gw"), "{l}");
         assert!(l.ends_with("OFFLINE (connection lost) [retained]"), "{l}");
         assert_eq!(line(b"not json".to_vec(), false), "t: not json");
+    }
+
+    #[test]
+    fn control_characters_and_bidi_overrides_from_the_broker_are_escaped() {
+        let l = line(
+            report(Outcome::Report {
+                text: "Sinus rhythm\u{1b}[2J\u{1b}[31mVF\n\u{202e}gnorw 0.1 mV".into(),
+                codes: vec![],
+                contradictions: vec![],
+                withheld: vec![],
+            }),
+            false,
+        );
+        assert!(
+            l.ends_with(": Sinus rhythm\\u001b[2J\\u001b[31mVF\\u000a\\u202egnorw 0.1 mV"),
+            "{l}"
+        );
+        assert_eq!(
+            line(b"raw\x07\x7f\r".to_vec(), false),
+            "t: raw\\u0007\\u007f\\u000d"
+        );
+        // Letters, units and symbols stay as they are.
+        assert_eq!(terminal_safe("µV °C ≥ 0.95 Ärzte"), "µV °C ≥ 0.95 Ärzte");
+        // A JSON payload stays JSON: the escapes are JSON's own.
+        let v: Value = serde_json::from_str(&terminal_safe("{\"t\":\"a\u{7f}\u{85}b\"}")).unwrap();
+        assert_eq!(v["t"], "a\u{7f}\u{85}b");
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub struct Header {
     pub record_name: String,
     /// Sampling frequency, Hz (250 when the header omits it).
     pub sample_rate_hz: f64,
-    /// Samples per signal, when given.
+    /// Samples per signal, when given (WFDB's 0 means "not given": `None`).
     pub n_samples: Option<u64>,
     /// Base time and date, as written (`hh:mm:ss dd/mm/yyyy`), when given.
     pub base_time: Option<String>,
@@ -131,7 +131,8 @@ impl Header {
         let n_samples = f
             .next()
             .map(|s| number::<u64>(n, "number of samples", s))
-            .transpose()?;
+            .transpose()?
+            .filter(|&samples| samples != 0);
         let rest: Vec<&str> = f.collect();
         let base_time = (!rest.is_empty()).then(|| rest.join(" "));
 
@@ -269,8 +270,9 @@ impl fmt::Display for Header {
             self.signals.len(),
             self.sample_rate_hz
         );
-        if let Some(n) = self.n_samples {
-            let _ = write!(line, " {n}");
+        // A base time needs the number of samples before it: 0 when not given.
+        if self.n_samples.is_some() || self.base_time.is_some() {
+            let _ = write!(line, " {}", self.n_samples.unwrap_or(0));
             if let Some(t) = &self.base_time {
                 let _ = write!(line, " {t}");
             }
@@ -365,6 +367,24 @@ mod tests {
     #[test]
     fn written_headers_parse_back_identically() {
         let h = Header::parse(PTBXL).unwrap();
+        assert_eq!(Header::parse(&h.to_text()).unwrap(), h);
+    }
+
+    #[test]
+    fn zero_samples_means_not_given_and_keeps_the_base_time() {
+        let h = Header::parse(
+            "r 1 500 0 13:20:15 04/05/2180
+r.dat 16 200/mV 16 0 1 6 0 I
+",
+        )
+        .unwrap();
+        assert_eq!(h.n_samples, None);
+        assert_eq!(h.base_time.as_deref(), Some("13:20:15 04/05/2180"));
+        assert!(
+            h.to_text().starts_with("r 1 500 0 13:20:15 04/05/2180\n"),
+            "{}",
+            h.to_text()
+        );
         assert_eq!(Header::parse(&h.to_text()).unwrap(), h);
     }
 

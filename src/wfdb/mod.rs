@@ -523,6 +523,20 @@ mod tests {
     }
 
     #[test]
+    fn a_header_with_zero_samples_reads_every_frame_of_the_data() {
+        // WFDB writes 0 when the length is not known: the data file says how long it is, and
+        // the checksums hold over all of it (no spurious corruption warning).
+        let h = Header::parse(
+            "r 2 500 0\nr.dat 16 200/mV 16 0 1 6 0 I\nr.dat 16 200/mV 16 0 4 -1 0 II\n",
+        )
+        .unwrap();
+        let data = encode_samples(SignalFormat::Format16, &[1, 4, 2, 0, 3, -5]).unwrap();
+        let rec = decode_record(h, |_| Ok(data.clone())).unwrap();
+        assert_eq!(rec.digital.dim(), (2, 3));
+        assert_eq!(rec.checksum_mismatches(), Vec::<usize>::new());
+    }
+
+    #[test]
     fn lead_of_reads_the_one_lead_name_mapping() {
         assert_eq!(lead_of("MLII"), Some(Lead::II));
         assert_eq!(lead_of("ECG lead II"), Some(Lead::II));
