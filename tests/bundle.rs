@@ -311,7 +311,9 @@ fn the_daemon_does_not_adopt_a_refused_manifests_preprocessing() {
             ..ModelConfig::default()
         };
         let loaded = load(&model, &RuntimeConfig::default(), &DspConfig::default());
-        let reason = loaded.engine.err().expect("the bundle must be refused");
+        let Err(reason) = loaded.engine else {
+            panic!("{rate} Hz: the bundle must be refused");
+        };
         assert!(reason.contains(why), "{rate} Hz: {reason}");
         assert_eq!(
             loaded.spec,

@@ -402,8 +402,7 @@ impl Manifest {
                 .filter(|n| n.starts_with(&format!("{prefix}.")))
                 .collect();
             // The count first: an absurd `num_layers` must not size anything.
-            let same = found.len() / 2 == layers
-                && found.len() % 2 == 0
+            let same = layers.checked_mul(2) == Some(found.len())
                 && (0..layers).all(|i| {
                     found[2 * i] == format!("{prefix}.{i}.key")
                         && found[2 * i + 1] == format!("{prefix}.{i}.value")
