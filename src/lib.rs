@@ -55,6 +55,22 @@ pub fn error_message(error: &(dyn std::error::Error + 'static)) -> String {
     message
 }
 
+/// Whether `error` or one of its causes is a write to a closed pipe (`meit replay r.hea | head`):
+/// the reader has gone, so the binaries end quietly and successfully, as `cat` does, instead of
+/// printing an error (or, with `println!`, panicking).
+pub fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +122,19 @@ mod tests {
             error_message(with_context.as_ref()),
             "replay: reading the record: r.hea: WFDB header line 1: no record line"
         );
+    }
+
+    #[test]
+    fn a_closed_pipe_is_found_however_deep_and_nothing_else_is_taken_for_one() {
+        let pipe = || std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(is_broken_pipe(&pipe()));
+        let wrapped = anyhow::Error::new(publish::PublishError::Io(pipe())).context("publishing");
+        assert!(is_broken_pipe(wrapped.as_ref()));
+        let other = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(!is_broken_pipe(&other));
+        assert!(!is_broken_pipe(&spelled()));
+        assert!(!is_broken_pipe(
+            anyhow::Error::new(Silent { source: spelled() }).as_ref()
+        ));
     }
 }

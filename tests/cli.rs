@@ -1,7 +1,7 @@
 //! End-to-end tests of the `meit` binary's foundation commands: `doctor` and `check-config`.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn meit() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meit"));
@@ -45,6 +45,30 @@ fn check_config_accepts_the_shipped_config() {
     let (stdout, err) = text(&out);
     assert!(out.status.success(), "{err}");
     assert!(stdout.contains("ok (1 source(s)"), "{stdout}");
+}
+
+#[test]
+fn a_reader_of_standard_output_that_went_away_ends_the_command_quietly() {
+    // `meit check-config ... | head -0`: the pipe's reading end is closed before meit writes.
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/meit.toml");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = meit()
+        .arg("check-config")
+        .arg(&file)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    let (_, err) = text(&out);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    // Before: `println!` panicked ("failed printing to stdout: Broken pipe").
+    assert!(
+        !err.contains("panicked") && !err.contains("error:"),
+        "nothing to say about a closed pipe: {err}"
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! `meit-models`: training, evaluation and export of meit's models. Training-only
 //! dependencies live in this crate so the daemon never links them.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -205,6 +206,8 @@ fn main() -> ExitCode {
     }
     match run(cli.command) {
         Ok(code) => code,
+        // The reader of standard output went away (`| head`): nothing is wrong here.
+        Err(error) if meit::is_broken_pipe(error.as_ref()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("meit-models: {error:#}");
             ExitCode::FAILURE
@@ -236,7 +239,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let summary = run::train(&run_config, &text, &options)
                 .with_context(|| format!("training into {}", out.display()))?;
-            println!("{}", serde_json::to_string_pretty(&summary)?);
+            writeln!(
+                std::io::stdout(),
+                "{}",
+                serde_json::to_string_pretty(&summary)?
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Export {
@@ -270,13 +277,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let manifest = meit_models::export::export(&model, &out, &options)
                 .with_context(|| format!("exporting {} to {}", model.display(), out.display()))?;
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "wrote {} ({} {:?}, {} files)",
                 out.display(),
                 manifest.model.id,
                 manifest.decoder_graph.precision,
                 manifest.files.len()
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval {
@@ -343,7 +351,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let table = report.to_markdown();
             std::fs::write(&md_path, &table)
                 .with_context(|| format!("writing {}", md_path.display()))?;
-            println!("{table}");
+            writeln!(std::io::stdout(), "{table}")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate {
@@ -385,12 +393,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::CheckConfig { file } => {
             let config = RunConfig::from_toml(&read(&file)?)
                 .with_context(|| format!("checking {}", file.display()))?;
-            println!("{}", serde_json::to_string_pretty(&config)?);
+            writeln!(
+                std::io::stdout(),
+                "{}",
+                serde_json::to_string_pretty(&config)?
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Tokenize { file, tokenize } => {
             for line in read(&file)?.lines() {
-                println!("{}", tokenize.tokens(line).join(" "));
+                writeln!(std::io::stdout(), "{}", tokenize.tokens(line).join(" "))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -415,7 +427,7 @@ fn score(
     match out {
         Some(path) => std::fs::write(path, json + "\n")
             .with_context(|| format!("writing {}", path.display()))?,
-        None => println!("{json}"),
+        None => writeln!(std::io::stdout(), "{json}")?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -443,7 +455,7 @@ fn generate(model_dir: &Path, hea: &Path, json: bool) -> anyhow::Result<ExitCode
     }
     for w in &windows {
         if json {
-            println!("{}", serde_json::to_string(w)?);
+            writeln!(std::io::stdout(), "{}", serde_json::to_string(w)?)?;
             continue;
         }
         let masked = if w.masked_leads.is_empty() {
@@ -466,15 +478,17 @@ fn generate(model_dir: &Path, hea: &Path, json: bool) -> anyhow::Result<ExitCode
                 if !withheld.is_empty() {
                     line.push_str(&format!(" [withheld: {}]", withheld.join("; ")));
                 }
-                println!("{line}");
+                writeln!(std::io::stdout(), "{line}")?;
             }
-            Outcome::NoReport { reasons } => println!(
+            Outcome::NoReport { reasons } => writeln!(
+                std::io::stdout(),
                 "{start:6.1}-{end:6.1} s{masked}: NO REPORT ({})",
                 reasons.join("; ")
-            ),
-            Outcome::NoModel { reason } => {
-                println!("{start:6.1}-{end:6.1} s{masked}: signal reportable, {reason}")
-            }
+            )?,
+            Outcome::NoModel { reason } => writeln!(
+                std::io::stdout(),
+                "{start:6.1}-{end:6.1} s{masked}: signal reportable, {reason}"
+            )?,
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,7 +1,7 @@
 //! End-to-end tests of `meit-models score` and the not-yet-implemented subcommands.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 fn meit_models(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_meit-models"))
@@ -14,6 +14,27 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("temp file is writable");
     path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_reader_of_standard_output_that_went_away_ends_the_command_quietly() {
+    // `meit-models tokenize FILE | head -0`: the pipe's reading end is closed before it writes.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "reports.txt", "sinus rhythm. normal ecg.\n");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_meit-models"))
+        .args(["tokenize", &file])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Before: `println!` panicked ("failed printing to stdout: Broken pipe").
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(err.is_empty(), "nothing to say about a closed pipe: {err}");
 }
 
 #[test]

@@ -382,7 +382,7 @@ fn run_beats(args: BeatsArgs) -> anyhow::Result<ExitCode> {
         command.push_str(" --no-stress");
     }
     let report = beat_bench::markdown_report(&table, &command, args.window_s, elapsed);
-    print!("{table}");
+    write!(std::io::stdout(), "{table}")?;
     if args.out != Path::new("-") {
         std::fs::write(&args.out, report)
             .with_context(|| format!("writing {}", args.out.display()))?;

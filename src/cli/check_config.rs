@@ -1,5 +1,6 @@
 //! `meit check-config FILE`.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -23,13 +24,14 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    println!(
+    writeln!(
+        std::io::stdout(),
         "{}: ok ({} source(s), bundle {}, broker {}:{})",
         file.display(),
         config.sources.len(),
         config.model.bundle.display(),
         config.mqtt.host,
         config.mqtt.port
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! `meit doctor`.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -14,7 +15,7 @@ pub fn run(config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
     };
     let findings = examine(&config, config_path);
     for f in &findings {
-        println!("{f}");
+        writeln!(std::io::stdout(), "{f}")?;
     }
     Ok(if findings.iter().any(|f| f.status == Status::Fail) {
         ExitCode::FAILURE

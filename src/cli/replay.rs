@@ -2,6 +2,7 @@
 //! through the same pipeline as `meit run` (bed task, inference worker, publisher), printing
 //! one line per window. Nothing is dropped: the replay waits for inference.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -65,7 +66,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut preloaded = Some(recording);
     // JSON lines stay parseable: the header goes to standard error there.
     match args.output {
-        LineFormat::Text => println!("{header}"),
+        LineFormat::Text => writeln!(std::io::stdout(), "{header}")?,
         LineFormat::Json => eprintln!("{header}"),
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -87,7 +88,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         },
     ))?;
     if summary.published.published == 0 {
-        println!("no complete window: the record is shorter than one window");
+        writeln!(
+            std::io::stdout(),
+            "no complete window: the record is shorter than one window"
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

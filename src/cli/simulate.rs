@@ -1,6 +1,7 @@
 //! `meit simulate`: act as an ECG acquisition device speaking the firmware-bridge protocol,
 //! on a pty pair of its own (published as a symlink) or on a given serial port.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -184,13 +185,19 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             let mut port = serialport::new(path.to_string_lossy(), args.baud)
                 .open()
                 .with_context(|| format!("cannot open {}", path.display()))?;
-            println!("simulating on {} (Ctrl-C to stop)", path.display());
+            writeln!(
+                std::io::stdout(),
+                "simulating on {} (Ctrl-C to stop)",
+                path.display()
+            )?;
             run_on_port(&mut device, port.as_mut(), &stop, std::time::Instant::now())?;
         }
         None => {
             let link = args.link.clone();
             run_on_pty(&mut device, &link, &stop, |pty| {
-                println!(
+                // A status line: the device runs on whether or not anyone reads it.
+                let _ = writeln!(
+                    std::io::stdout(),
                     "device ready at {} -> {} (Ctrl-C to stop)",
                     link.display(),
                     pty.display()
@@ -199,10 +206,13 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let s = device.stats();
-    println!(
+    writeln!(
+        std::io::stdout(),
         "sent {} blocks ({} corrupted, {} lost in stalls)",
-        s.blocks, s.blocks_corrupted, s.blocks_stalled
-    );
+        s.blocks,
+        s.blocks_corrupted,
+        s.blocks_stalled
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

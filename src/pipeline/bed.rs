@@ -317,6 +317,11 @@ impl WindowJob {
 }
 
 impl WindowJob {
+    /// The window's index in its bed's numbering.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
     /// When the window closed: its last block arrived. Staleness is measured from here.
     pub fn completed_at(&self) -> Instant {
         self.completed_at

@@ -40,6 +40,7 @@ pub mod reload;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -346,6 +347,30 @@ struct RunningBed {
     handle: source::SourceHandle,
     /// Ends with the bed's next window index once its source has stopped and it has drained.
     task: JoinHandle<u64>,
+    /// The index after the last window the task handed on (to the dsp queue or the
+    /// publisher): where the numbering goes on if the task has to be aborted.
+    handed_on: Arc<AtomicU64>,
+}
+
+impl RunningBed {
+    /// Waits for the bed's task until `deadline` and returns where its numbering goes on: the
+    /// task's own answer, or, when it has to be aborted (stuck waiting for a full queue), the
+    /// index after the last window it handed on. Without that a restarted bed would count
+    /// from 0 again and the publisher would hold its windows back as out of order.
+    async fn finish(
+        task: JoinHandle<u64>,
+        handed_on: &AtomicU64,
+        deadline: tokio::time::Instant,
+    ) -> (u64, bool) {
+        let abort = task.abort_handle();
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(next)) => (next, true),
+            _ => {
+                abort.abort();
+                (handed_on.load(Ordering::Acquire), false)
+            }
+        }
+    }
 }
 
 /// The beds of a run and what starting one needs.
@@ -409,11 +434,15 @@ impl Beds {
             BedPipeline::new(bed.clone(), spec, self.unavailable.clone()).starting_at(first_index);
         let id = self.next_id;
         self.next_id += 1;
+        let handed_on = Arc::new(AtomicU64::new(first_index));
         let task = tokio::spawn(bed_task(
             pipeline,
             events,
-            self.dsp.clone(),
-            self.finished.clone(),
+            BedOutlets {
+                dsp: self.dsp.clone(),
+                out: self.finished.clone(),
+                handed_on: Arc::clone(&handed_on),
+            },
             EndedGuard(id, self.ended.clone()),
             Arc::clone(&self.metrics),
         ));
@@ -422,6 +451,7 @@ impl Beds {
             config: source.clone(),
             handle,
             task,
+            handed_on,
         });
         tracing::info!(bed = %bed, "source started");
         Ok(())
@@ -435,16 +465,11 @@ impl Beds {
         };
         let bed = self.running.remove(at);
         let _ = tokio::task::spawn_blocking(move || drop(bed.handle)).await;
-        let abort = bed.task.abort_handle();
-        match tokio::time::timeout_at(deadline, bed.task).await {
-            Ok(Ok(next)) => {
-                self.next_index.insert(name.to_string(), next);
-            }
-            _ => {
-                abort.abort();
-                tracing::warn!(bed = %name, "the bed did not drain in time; stopped");
-            }
+        let (next, drained) = RunningBed::finish(bed.task, &bed.handed_on, deadline).await;
+        if !drained {
+            tracing::warn!(bed = %name, next_window = next, "the bed did not drain in time; stopped");
         }
+        self.next_index.insert(name.to_string(), next);
     }
 
     /// Applies a reloaded configuration's beds: removed and changed beds stop, new and
@@ -649,9 +674,9 @@ async fn run_pipeline<S: Sink + 'static>(
                     // Its task has ended (the guard fires as it returns): keep where its
                     // numbering stopped, so a reload that starts the bed again goes on from
                     // there instead of from 0 (which the publisher would hold back as stale).
-                    if let Ok(Ok(next)) = tokio::time::timeout(Duration::from_secs(1), bed.task).await {
-                        beds.next_index.insert(name, next);
-                    }
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+                    let (next, _) = RunningBed::finish(bed.task, &bed.handed_on, deadline).await;
+                    beds.next_index.insert(name, next);
                     if beds.running.is_empty() {
                         tracing::info!("every source has ended; finishing the windows in flight");
                         break false;
@@ -791,6 +816,16 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Where a bed task hands its windows on.
+struct BedOutlets {
+    /// The shared signal-processing queue.
+    dsp: DspQueue,
+    /// The publisher (the windows the queue drops to make room).
+    out: mpsc::Sender<Finished>,
+    /// Set to the index after each window handed on (see [`RunningBed::handed_on`]).
+    handed_on: Arc<AtomicU64>,
+}
+
 /// One bed's windowing: events in, finished windows to the shared signal-processing queue
 /// (which never makes it wait, unless `when_behind = "wait"`); the windows that queue drops
 /// to make room go to the publisher at once. Returns the bed's next window index when its
@@ -798,11 +833,15 @@ impl Drop for AbortOnDrop {
 async fn bed_task(
     mut bed: BedPipeline,
     mut events: mpsc::Receiver<SourceEvent>,
-    dsp: DspQueue,
-    out: mpsc::Sender<Finished>,
+    outlets: BedOutlets,
     _ended: EndedGuard,
     metrics: Arc<Metrics>,
 ) -> u64 {
+    let BedOutlets {
+        dsp,
+        out,
+        handed_on,
+    } = outlets;
     while let Some(event) = events.recv().await {
         match &event {
             SourceEvent::Block(block) => metrics.frames(bed.bed(), block.frames()),
@@ -813,7 +852,10 @@ async fn bed_task(
             while dsp.settings().wait_when_full && dsp.is_full() {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            for dropped in dsp.push(job) {
+            let next = job.index() + 1;
+            let dropped = dsp.push(job);
+            handed_on.store(next, Ordering::Release);
+            for dropped in dropped {
                 if out.send(dropped).await.is_err() {
                     return bed.next_index();
                 }
@@ -854,5 +896,71 @@ mod tests {
         assert_eq!(replay.max_window_age, Duration::MAX);
         let odd = PipelineConfig::default().batch_settings(f64::NAN);
         assert_eq!(odd.max_window_age, Duration::from_secs(10));
+    }
+
+    /// Beds whose dsp queue holds one window and is never emptied (no dsp threads), waiting
+    /// when it is full: the second window of a bed keeps its task waiting for good.
+    fn beds_with_a_stuck_queue() -> (Beds, mpsc::Receiver<Finished>) {
+        let (finished, finished_rx) = mpsc::channel(1024);
+        let (ended, _) = mpsc::unbounded_channel();
+        let beds = Beds {
+            running: Vec::new(),
+            next_id: 0,
+            next_index: Default::default(),
+            dsp: DspQueue::new(BatchSettings {
+                capacity: 1,
+                wait_when_full: true,
+                ..BatchSettings::default()
+            }),
+            finished,
+            ended,
+            metrics: Arc::new(Metrics::default()),
+            spec: crate::dsp::PreprocessSpec::default(),
+            encoder_window_seconds: None,
+            unavailable: Some("no model in this test".into()),
+        };
+        (beds, finished_rx)
+    }
+
+    #[tokio::test]
+    async fn a_bed_aborted_at_its_stop_deadline_keeps_its_numbering_for_a_restart() {
+        let (mut beds, _finished) = beds_with_a_stuck_queue();
+        let source = SourceConfig::Replay {
+            bed: "bed-1".into(),
+            file: "unused.hea".into(),
+            realtime: false,
+            sample_rate_hz: None,
+            window_seconds: None,
+            hop_seconds: None,
+        };
+        // 35 s of flat 12-lead ECG: three 10 s windows; the first fills the queue.
+        let recording = crate::ecg::Recording {
+            sample_rate_hz: 500.0,
+            leads: crate::ecg::LeadSet::standard_12(),
+            samples_uv: ndarray::Array2::zeros((12, 35 * 500)),
+        };
+        let mut recording = Some(recording);
+        beds.start(&source, &mut |_, events| {
+            let r = recording.take().expect("started once");
+            Ok(source::start_recording(r, false, events))
+        })
+        .unwrap();
+        // Wait until the first window is in the queue and the task waits with the second.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !beds.dsp.is_full() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no window reached the queue"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        beds.stop(
+            "bed-1",
+            tokio::time::Instant::now() + Duration::from_millis(200),
+        )
+        .await;
+        assert!(beds.running.is_empty());
+        // Window 0 was handed on; window 1 never was: a restart goes on at 1, not at 0.
+        assert_eq!(beds.next_index.get("bed-1"), Some(&1));
     }
 }
