@@ -377,6 +377,40 @@ mod tests {
         second_stage.train.encoder_learning_rate = Some(1.67e-4);
         second_stage.data.train_records = 3200;
         assert_eq!(balanced_natural, second_stage);
+        // recall continues natural with a fiftieth of the training records redrawn for each of
+        // five codes natural under-calls; recall-natural goes on from it on the natural mix at
+        // lower rates.
+        let recall =
+            RunConfig::from_toml(include_str!("../../configs/smollm2-8layer-recall.toml"))?;
+        let mut third_stage = second_stage;
+        third_stage.train.init_from = Some("models/trained/smollm2-8layer-natural".into());
+        third_stage.train.encoder_learning_rate = Some(1.5e-4);
+        third_stage.data.train_records = 9600;
+        if let Some(synth) = third_stage.data.synth.as_mut() {
+            synth.oversample = [
+                ("avb1", 0.02),
+                ("t-inversion", 0.02),
+                ("long-qt", 0.02),
+                ("lvh", 0.02),
+                ("sinus-arrhythmia", 0.02),
+            ]
+            .map(|(slug, fraction)| (slug.to_string(), fraction))
+            .into();
+        }
+        assert_eq!(recall, third_stage);
+        let recall_natural = RunConfig::from_toml(include_str!(
+            "../../configs/smollm2-8layer-recall-natural.toml"
+        ))?;
+        let mut fourth_stage = recall;
+        fourth_stage.train.init_from = Some("models/trained/smollm2-8layer-recall".into());
+        fourth_stage.train.seed = 20;
+        fourth_stage.train.learning_rate = 3e-5;
+        fourth_stage.train.encoder_learning_rate = Some(1e-4);
+        fourth_stage.data.train_records = 4800;
+        if let Some(synth) = fourth_stage.data.synth.as_mut() {
+            synth.oversample.clear();
+        }
+        assert_eq!(recall_natural, fourth_stage);
         let without_base =
             include_str!("../../configs/smollm2-lora.toml").replace("[base]\ngguf = ", "# ");
         assert!(
