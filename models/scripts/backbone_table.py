@@ -143,10 +143,19 @@ def row(model_dir, bench_path, eval_path=None):
         p50 = f"{b['batch1']['report_ms_p50']:.1f}"
     return [f"`{model_dir.name}`", name, str(layers), f"{total / 1e6:.2f} M",
             f"{trainable / 1e6:.2f} M", f"{hours:.2f}",
-            f"{test['clinical']['macro_f1']:.3f}", f"{corpus['bleu_4']:.3f}",
+            with_interval(test['clinical']['macro_f1'], test.get("macro_f1_interval")),
+            f"{corpus['bleu_4']:.3f}",
             f"{corpus['meteor']:.3f}", f"{corpus['rouge_l']:.3f}", f"{corpus['cider_d']:.2f}",
             f"{results['shuffled-ecg']['clinical']['macro_f1']:.3f}", drop, external,
             size, decode, p50]
+
+
+def with_interval(value, interval):
+    """`value` to three places, with its bootstrap interval when the evaluation has one (the
+    evaluations written before the interval existed have none)."""
+    if not interval:
+        return f"{value:.3f}"
+    return f"{value:.3f} ({interval['low']:.3f}-{interval['high']:.3f})"
 
 
 def bundle_measured(bundle, model):
@@ -213,7 +222,9 @@ def main():
              f"held-out records a row, {json.loads(Path(e if e != '-' else Path(m) / 'eval.json').read_text())['generator']}"
              for m, e in zip(args.model, evals)]
     body = (f"Written by `{command}` on {when}; do not edit by hand. Synthetic figures on each "
-            "model's held-out synthetic test records, greedy (" + "; ".join(notes) + "); decode "
+            "model's held-out synthetic test records, greedy (" + "; ".join(notes) + "); macro "
+            "F1 with its 95 % bootstrap interval over those records where the evaluation has one "
+            "(evaluations written before the interval existed have none); decode "
             "tokens/s and report p50 at batch 1 from `meit bench infer` on the int4 bundle (2 "
             "threads, the project's 2-core x86_64 box); training hours on the same box; a bundle "
             "size marked * is the one this script measured in an earlier run (then every file in the "

@@ -754,8 +754,23 @@ fn generate_reports_each_window_of_any_record_and_eval_writes_its_tables()
             .as_str()
             .is_some_and(|m| m.contains("WordNet"))
     );
+    // Each row's macro F1 comes with its bootstrap interval, in the JSON and the table.
+    for row in report["results"].as_array().into_iter().flatten() {
+        let f1 = row["clinical"]["macro_f1"].as_f64();
+        let interval = &row["macro_f1_interval"];
+        assert_eq!(f1.is_some(), interval.is_object(), "{row}");
+        if f1.is_some() {
+            let (low, high) = (interval["low"].as_f64(), interval["high"].as_f64());
+            assert!(
+                matches!((low, high), (Some(l), Some(h)) if 0.0 <= l && l <= h && h <= 1.0),
+                "{interval}"
+            );
+            assert_eq!(interval["level"].as_f64(), Some(0.95), "{interval}");
+        }
+    }
     let table = std::fs::read_to_string(&md)?;
     assert!(table.contains("| shuffled-ecg |"));
+    assert!(table.contains("macro F1 (95 % interval)"), "{table}");
     // The external set: every test window scored, each either reported or refused with reasons.
     let total = &report["external"]["total"];
     assert_eq!(total["windows"].as_u64(), Some(47), "{total}");

@@ -147,6 +147,18 @@ impl ClinicalTally {
         reference_rate_bpm: Option<f32>,
     ) -> ParsedReport {
         let parsed = parse_report(generated);
+        self.add_parsed(reference_codes, &parsed, available, reference_rate_bpm);
+        parsed
+    }
+
+    /// [`ClinicalTally::add`] for a report already parsed.
+    pub fn add_parsed<S: AsRef<str>>(
+        &mut self,
+        reference_codes: &[S],
+        parsed: &ParsedReport,
+        available: impl Fn(Lead) -> bool,
+        reference_rate_bpm: Option<f32>,
+    ) {
         let reference: BTreeSet<&str> = reference_codes.iter().map(AsRef::as_ref).collect();
         let stated: BTreeSet<&str> = parsed.codes.iter().copied().collect();
         for &code in reference.union(&stated) {
@@ -171,7 +183,6 @@ impl ClinicalTally {
                 self.rate_errors.push(f64::from((rate - truth).abs()));
             }
         }
-        parsed
     }
 
     /// The scores of the cases added so far.
@@ -235,6 +246,68 @@ pub fn score_cases(cases: &[ClinicalCase]) -> ClinicalScores {
         );
     }
     tally.scores()
+}
+
+/// A two-sided percentile bootstrap interval of a score over the records it was measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    /// Coverage, e.g. 0.95.
+    pub level: f64,
+    /// Lower end.
+    pub low: f64,
+    /// Upper end.
+    pub high: f64,
+    /// Resamples drawn.
+    pub resamples: usize,
+}
+
+/// The `level` percentile bootstrap interval of macro F1 over `cases`: `resamples` seeded draws of
+/// as many cases with replacement, each scored as [`score_cases`] scores (so the codes averaged
+/// are those a draw supports). None without cases, for a level outside (0, 1), with no
+/// resamples, or when no draw has a macro F1.
+///
+/// On 256 records one error in a code of support 15 moves macro F1 by about 0.002: the
+/// interval says which differences between two models the evaluation can tell apart.
+pub fn macro_f1_interval(
+    cases: &[ClinicalCase],
+    level: f64,
+    resamples: usize,
+    seed: u64,
+) -> Option<Interval> {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    if cases.is_empty() || resamples == 0 || !(level > 0.0 && level < 1.0) {
+        return None;
+    }
+    let parsed: Vec<ParsedReport> = cases.iter().map(|c| parse_report(&c.generated)).collect();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut draws: Vec<f64> = (0..resamples)
+        .filter_map(|_| {
+            let mut tally = ClinicalTally::new();
+            for _ in 0..cases.len() {
+                let i = rng.random_range(0..cases.len());
+                let case = &cases[i];
+                tally.add_parsed(
+                    &case.reference_codes,
+                    &parsed[i],
+                    |lead| case.available.contains(&lead),
+                    case.reference_rate_bpm,
+                );
+            }
+            tally.scores().macro_f1
+        })
+        .collect();
+    if draws.is_empty() {
+        return None;
+    }
+    draws.sort_by(f64::total_cmp);
+    let at = |q: f64| draws[((q * draws.len() as f64).floor() as usize).min(draws.len() - 1)];
+    let tail = (1.0 - level) / 2.0;
+    Some(Interval {
+        level,
+        low: at(tail),
+        high: at(1.0 - tail),
+        resamples: draws.len(),
+    })
 }
 
 impl ClinicalScores {
@@ -575,5 +648,76 @@ mod tests {
         );
         assert!(close(s.exact_match_rate, 1.0) && close(s.macro_f1, 1.0));
         assert_eq!((s.unsupported_claims, s.unknown_sentences), (0, 0));
+    }
+
+    /// `n` cases of which the model gets sinus rhythm always right and misses every fourth
+    /// atrial fibrillation (called sinus rhythm instead).
+    fn af_cases(n: usize) -> Vec<ClinicalCase> {
+        (0..n)
+            .map(|i| {
+                let af = i % 2 == 0;
+                let missed = af && i % 8 == 0;
+                let codes: &[&str] = if af { &["AFIB"] } else { &["SR"] };
+                ClinicalCase {
+                    reference_codes: codes.iter().map(|c| c.to_string()).collect(),
+                    generated: if af && !missed {
+                        "Atrial fibrillation."
+                    } else {
+                        "Sinus rhythm."
+                    }
+                    .to_string(),
+                    available: Vec::new(),
+                    reference_rate_bpm: None,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_bootstrap_interval_brackets_macro_f1_and_narrows_with_more_records() {
+        let few = af_cases(32);
+        let point = score_cases(&few).macro_f1.unwrap();
+        assert!(point < 1.0 && point > 0.5, "{point}");
+        let wide = macro_f1_interval(&few, 0.95, 400, 7).unwrap();
+        assert_eq!(wide.resamples, 400);
+        assert!(
+            wide.low < point && point < wide.high,
+            "{wide:?} around {point}"
+        );
+        assert!(wide.high <= 1.0 && wide.low >= 0.0, "{wide:?}");
+        assert_eq!(macro_f1_interval(&few, 0.95, 400, 7), Some(wide), "seeded");
+        // The same mix sixteen times over: the same point, a narrower interval.
+        let many = af_cases(32 * 16);
+        assert!((score_cases(&many).macro_f1.unwrap() - point).abs() < 1e-12);
+        let narrow = macro_f1_interval(&many, 0.95, 400, 7).unwrap();
+        assert!(
+            narrow.high - narrow.low < (wide.high - wide.low) / 2.0,
+            "{narrow:?} vs {wide:?}"
+        );
+        // A lower level gives an interval inside the wider one.
+        let half = macro_f1_interval(&few, 0.5, 400, 7).unwrap();
+        assert!(
+            half.low >= wide.low && half.high <= wide.high,
+            "{half:?} {wide:?}"
+        );
+    }
+
+    #[test]
+    fn reports_all_right_give_a_point_interval_and_nothing_gives_none() {
+        let mut right = af_cases(16);
+        for case in &mut right {
+            case.generated = if case.reference_codes[0] == "AFIB" {
+                "Atrial fibrillation."
+            } else {
+                "Sinus rhythm."
+            }
+            .to_string();
+        }
+        let i = macro_f1_interval(&right, 0.95, 100, 1).unwrap();
+        assert_eq!((i.low, i.high), (1.0, 1.0));
+        assert_eq!(macro_f1_interval(&[], 0.95, 100, 1), None);
+        assert_eq!(macro_f1_interval(&right, 1.0, 100, 1), None);
+        assert_eq!(macro_f1_interval(&right, f64::NAN, 100, 1), None);
+        assert_eq!(macro_f1_interval(&right, 0.95, 0, 1), None);
     }
 }
