@@ -76,6 +76,25 @@ enum Command {
         #[arg(long)]
         markdown: Option<PathBuf>,
     },
+    /// Compare two evaluations (`eval`'s JSON) of the same test records: the `test` row's
+    /// macro F1 of each and the paired bootstrap interval of candidate - baseline.
+    Compare {
+        /// The evaluation compared against.
+        #[arg(long)]
+        baseline: PathBuf,
+        /// The evaluation compared.
+        #[arg(long)]
+        candidate: PathBuf,
+        /// Bootstrap resamples.
+        #[arg(long, default_value_t = eval::suite::BOOTSTRAP_RESAMPLES)]
+        resamples: usize,
+        /// Seed of the draws.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print the comparison as JSON instead of a line of Markdown.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the report for each 10 s window of a WFDB record (any rate, any lead set the
     /// lead mapping accepts; other signals are ignored, missing leads masked).
     Generate {
@@ -352,6 +371,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             std::fs::write(&md_path, &table)
                 .with_context(|| format!("writing {}", md_path.display()))?;
             writeln!(std::io::stdout(), "{table}")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare {
+            baseline,
+            candidate,
+            resamples,
+            seed,
+            json,
+        } => {
+            let comparison = eval::compare::compare(&baseline, &candidate, resamples, seed)?;
+            let line = if json {
+                serde_json::to_string_pretty(&comparison)?
+            } else {
+                comparison.to_markdown()
+            };
+            writeln!(std::io::stdout(), "{line}")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate {

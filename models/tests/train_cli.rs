@@ -768,6 +768,25 @@ fn generate_reports_each_window_of_any_record_and_eval_writes_its_tables()
             assert_eq!(interval["level"].as_f64(), Some(0.95), "{interval}");
         }
     }
+    // The test row record by record, and `compare` reads it back: against itself, nothing moved.
+    let kept = report["test_records"].as_array().map_or(0, Vec::len);
+    assert_eq!(kept, 4, "{}", report["test_records"]);
+    let compared = meit_models(&[
+        "compare",
+        "--baseline",
+        &json.to_string_lossy(),
+        "--candidate",
+        &json.to_string_lossy(),
+        "--json",
+    ]);
+    ok(&compared);
+    let compared: serde_json::Value = serde_json::from_slice(&compared.stdout)?;
+    assert_eq!(compared["records"].as_u64(), Some(4), "{compared}");
+    assert_eq!(compared["changed_reports"].as_u64(), Some(0), "{compared}");
+    assert_eq!(
+        compared["baseline_macro_f1"], report["results"][0]["clinical"]["macro_f1"],
+        "{compared}"
+    );
     let table = std::fs::read_to_string(&md)?;
     assert!(table.contains("| shuffled-ecg |"));
     assert!(table.contains("macro F1 (95 % interval)"), "{table}");

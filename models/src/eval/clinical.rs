@@ -274,39 +274,84 @@ pub fn macro_f1_interval(
     resamples: usize,
     seed: u64,
 ) -> Option<Interval> {
-    use rand::{Rng, SeedableRng, rngs::StdRng};
-    if cases.is_empty() || resamples == 0 || !(level > 0.0 && level < 1.0) {
+    let parsed = parse_cases(cases);
+    bootstrap(cases.len(), level, resamples, seed, |draw| {
+        macro_f1_of(cases, &parsed, draw)
+    })
+}
+
+/// The paired bootstrap interval of macro F1(`candidate`) - macro F1(`baseline`), two models'
+/// reports on the same records (case `i` of each is record `i`): each draw takes the same
+/// records from both, so what the records share cancels and only the models' difference
+/// varies. None as [`macro_f1_interval`], when the two lists differ in length, or when a draw
+/// leaves either without a macro F1.
+pub fn macro_f1_difference_interval(
+    baseline: &[ClinicalCase],
+    candidate: &[ClinicalCase],
+    level: f64,
+    resamples: usize,
+    seed: u64,
+) -> Option<Interval> {
+    if baseline.len() != candidate.len() {
         return None;
     }
-    let parsed: Vec<ParsedReport> = cases.iter().map(|c| parse_report(&c.generated)).collect();
+    let (parsed_a, parsed_b) = (parse_cases(baseline), parse_cases(candidate));
+    bootstrap(baseline.len(), level, resamples, seed, |draw| {
+        Some(macro_f1_of(candidate, &parsed_b, draw)? - macro_f1_of(baseline, &parsed_a, draw)?)
+    })
+}
+
+fn parse_cases(cases: &[ClinicalCase]) -> Vec<ParsedReport> {
+    cases.iter().map(|c| parse_report(&c.generated)).collect()
+}
+
+/// Macro F1 of the cases at `draw` (indices, repeats allowed), their reports parsed already.
+fn macro_f1_of(cases: &[ClinicalCase], parsed: &[ParsedReport], draw: &[usize]) -> Option<f64> {
+    let mut tally = ClinicalTally::new();
+    for &i in draw {
+        let case = &cases[i];
+        tally.add_parsed(
+            &case.reference_codes,
+            &parsed[i],
+            |lead| case.available.contains(&lead),
+            case.reference_rate_bpm,
+        );
+    }
+    tally.scores().macro_f1
+}
+
+/// The percentile bootstrap: `resamples` seeded draws of `n` indices with replacement, each
+/// given to `statistic`; the draws it has no value for are left out.
+fn bootstrap(
+    n: usize,
+    level: f64,
+    resamples: usize,
+    seed: u64,
+    statistic: impl Fn(&[usize]) -> Option<f64>,
+) -> Option<Interval> {
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    if n == 0 || resamples == 0 || !(level > 0.0 && level < 1.0) {
+        return None;
+    }
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut draws: Vec<f64> = (0..resamples)
+    let mut draw = vec![0; n];
+    let mut values: Vec<f64> = (0..resamples)
         .filter_map(|_| {
-            let mut tally = ClinicalTally::new();
-            for _ in 0..cases.len() {
-                let i = rng.random_range(0..cases.len());
-                let case = &cases[i];
-                tally.add_parsed(
-                    &case.reference_codes,
-                    &parsed[i],
-                    |lead| case.available.contains(&lead),
-                    case.reference_rate_bpm,
-                );
-            }
-            tally.scores().macro_f1
+            draw.iter_mut().for_each(|i| *i = rng.random_range(0..n));
+            statistic(&draw)
         })
         .collect();
-    if draws.is_empty() {
+    if values.is_empty() {
         return None;
     }
-    draws.sort_by(f64::total_cmp);
-    let at = |q: f64| draws[((q * draws.len() as f64).floor() as usize).min(draws.len() - 1)];
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((q * values.len() as f64).floor() as usize).min(values.len() - 1)];
     let tail = (1.0 - level) / 2.0;
     Some(Interval {
         level,
         low: at(tail),
         high: at(1.0 - tail),
-        resamples: draws.len(),
+        resamples: values.len(),
     })
 }
 
@@ -719,5 +764,35 @@ mod tests {
         assert_eq!(macro_f1_interval(&right, 1.0, 100, 1), None);
         assert_eq!(macro_f1_interval(&right, f64::NAN, 100, 1), None);
         assert_eq!(macro_f1_interval(&right, 0.95, 0, 1), None);
+    }
+
+    #[test]
+    fn the_paired_difference_is_zero_for_the_same_reports_and_excludes_zero_for_a_clear_gain() {
+        let weaker = af_cases(64);
+        let same = macro_f1_difference_interval(&weaker, &weaker, 0.95, 300, 3).unwrap();
+        assert_eq!((same.low, same.high), (0.0, 0.0));
+        // The candidate gets every atrial fibrillation right: better on every draw.
+        let mut better = weaker.clone();
+        for case in &mut better {
+            if case.reference_codes[0] == "AFIB" {
+                case.generated = "Atrial fibrillation.".to_string();
+            }
+        }
+        let gain = score_cases(&better).macro_f1.unwrap() - score_cases(&weaker).macro_f1.unwrap();
+        let paired = macro_f1_difference_interval(&weaker, &better, 0.95, 300, 3).unwrap();
+        assert!(
+            paired.low > 0.0 && paired.low <= gain && gain <= paired.high,
+            "{paired:?} {gain}"
+        );
+        // Reversed, the interval is the mirror image.
+        let reversed = macro_f1_difference_interval(&better, &weaker, 0.95, 300, 3).unwrap();
+        assert!(
+            (reversed.high + paired.low).abs() < 1e-12,
+            "{reversed:?} {paired:?}"
+        );
+        assert_eq!(
+            macro_f1_difference_interval(&weaker, &better[1..], 0.95, 300, 3),
+            None
+        );
     }
 }

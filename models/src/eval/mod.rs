@@ -4,6 +4,8 @@
 //! - [`clinical`]: clinical correctness — generated report text parsed back into statement
 //!   codes and scored per code against the ground truth (F1, exact match, stated heart rate,
 //!   claims that need leads the input did not have).
+//! - [`compare`]: two evaluations of the same records, record by record: the paired bootstrap
+//!   interval of their macro F1 difference.
 //! - [`external`]: windows of ECGs the project did not make (real recordings, an independent
 //!   simulator), scored on rhythm statement, rate class, claims needing absent leads and the
 //!   daemon's consistency flag.
@@ -13,5 +15,6 @@
 //! The report-text metrics (BLEU, METEOR, ROUGE-L, CIDEr-D) live in [`crate::metrics`].
 
 pub mod clinical;
+pub mod compare;
 pub mod external;
 pub mod suite;

@@ -20,6 +20,7 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 
 use super::clinical::{ClinicalCase, ClinicalScores, Interval, macro_f1_interval, score_cases};
+use super::compare::ScoredRecord;
 use super::external::{ExternalResult, measure};
 use crate::codec::RecordCodec;
 use crate::data::synth::{Forced, LeadProfile, ReportStyle, SynthData};
@@ -280,6 +281,8 @@ pub struct EvalReport {
     pub paired: Vec<PairedComparison>,
     /// The external set, when one was given.
     pub external: Option<ExternalResult>,
+    /// The `test` row record by record (empty without that row), for `meit-models compare`.
+    pub test_records: Vec<ScoredRecord>,
 }
 
 /// Runs `variants` on the first `records` test records.
@@ -315,6 +318,11 @@ pub fn evaluate(
         )?);
     }
     let paired = paired_comparisons(&results, tokenization)?;
+    let test_records = results
+        .iter()
+        .find(|r| r.variant.name == "test")
+        .map(|r| r.cases.iter().map(ScoredRecord::of).collect())
+        .unwrap_or_default();
     Ok(EvalReport {
         records,
         generator: reporter.describe(),
@@ -323,6 +331,7 @@ pub fn evaluate(
         results,
         paired,
         external: None,
+        test_records,
     })
 }
 
