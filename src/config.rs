@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 pub use crate::acquire::config::{SerialProtocol, SourceConfig, UsbId};
 pub use crate::dsp::config::DspConfig;
+use crate::dsp::config::MIN_HOP_SECONDS;
 pub use crate::infer::config::{
     ExecutionProviderKind, ModelConfig, ProviderConfig, ProviderPolicy, RuntimeConfig,
 };
@@ -221,11 +222,11 @@ impl Config {
                 format!("is {}; allowed: 1 to 60 s", d.window_seconds),
             );
         }
-        if !(d.hop_seconds > 0.0 && d.hop_seconds <= d.window_seconds) {
+        if !(d.hop_seconds >= MIN_HOP_SECONDS && d.hop_seconds <= d.window_seconds) {
             return invalid(
                 "dsp.hop_seconds",
                 format!(
-                    "is {}; allowed: above 0 and at most dsp.window_seconds ({})",
+                    "is {}; allowed: {MIN_HOP_SECONDS} s to dsp.window_seconds ({})",
                     d.hop_seconds, d.window_seconds
                 ),
             );
@@ -252,6 +253,10 @@ impl Config {
             return invalid(&field, reason);
         }
         let mut beds = std::collections::HashSet::new();
+        // The hardware each source opens: one port or strap read by two beds would be
+        // refused by the port (held exclusively, the second bed retrying for ever) or, for a
+        // strap, give two beds one patient.
+        let mut hardware = std::collections::HashMap::new();
         for (i, source) in self.sources.iter().enumerate() {
             let bed = source.bed();
             let field = format!("source[{i}].bed");
@@ -266,6 +271,34 @@ impl Config {
             }
             if let Err((name, reason)) = source.window().check() {
                 return invalid(&format!("source[{i}].{name}"), reason);
+            }
+            let opens = match source {
+                SourceConfig::Serial {
+                    path: Some(path), ..
+                } => Some(("path", format!("serial port {}", path.display()))),
+                SourceConfig::Ble { device, .. } => {
+                    if device.trim().is_empty() {
+                        return invalid(
+                            &format!("source[{i}].device"),
+                            "is empty, which every strap in range would match; give the \
+                             strap's advertised name or address"
+                                .to_string(),
+                        );
+                    }
+                    Some((
+                        "device",
+                        format!("BLE strap {:?}", device.trim().to_lowercase()),
+                    ))
+                }
+                _ => None,
+            };
+            if let Some((name, what)) = opens
+                && let Some(first) = hardware.insert(what.clone(), i)
+            {
+                return invalid(
+                    &format!("source[{i}].{name}"),
+                    format!("{what} is also source[{first}]'s; each source needs its own device"),
+                );
             }
             if let SourceConfig::Serial {
                 protocol,
@@ -416,11 +449,13 @@ impl Config {
                     return invalid(&field("condition"), format!("is {condition:?}: {e}"));
                 }
                 let rates = SAMPLE_RATE_RANGE_HZ;
-                if !rates.contains(sample_rate_hz) {
+                // Whole hertz: the simulated device announces its rate as an integer (the
+                // firmware-bridge hello), and 100.9 Hz would be announced, and timed, as 100.
+                if !rates.contains(sample_rate_hz) || sample_rate_hz.fract() != 0.0 {
                     return invalid(
                         &field("sample_rate_hz"),
                         format!(
-                            "is {sample_rate_hz}; allowed: {} to {} Hz",
+                            "is {sample_rate_hz}; allowed: whole hertz from {} to {} Hz",
                             rates.start(),
                             rates.end()
                         ),
@@ -682,6 +717,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`dsp.hop_seconds`"), "{err}");
+        let err = parse("[dsp]\nhop_seconds = 0.002\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`dsp.hop_seconds` is 0.002; allowed: 0.1 s"),
+            "{err}"
+        );
         let err = parse("[dsp]\nfilter_order = 3\n").unwrap_err().to_string();
         assert!(err.contains("`dsp.filter_order`"), "{err}");
         let err = parse("[dsp]\nmax_gap_seconds = 5\n")
@@ -695,6 +737,34 @@ mod tests {
                 .to_string()
                 .contains("used by two sources")
         );
+        // One strap or port read by two beds: refused, naming both sources.
+        let strap = |bed: &str, device: &str| {
+            format!("[[source]]\nkind = \"ble\"\nbed = \"{bed}\"\ndevice = \"{device}\"\n")
+        };
+        let err = parse(&(strap("a", "Polar H10 1A2B") + &strap("b", "polar h10 1a2b")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`source[1].device`") && err.contains("also source[0]'s"),
+            "{err}"
+        );
+        let err = parse(&strap("a", " ")).unwrap_err().to_string();
+        assert!(
+            err.contains("`source[0].device` is empty, which every strap in range would match"),
+            "{err}"
+        );
+        parse(&(strap("a", "Polar H10 1A2B") + &strap("b", "Polar H10 5E6F"))).unwrap();
+        let port = |bed: &str, path: &str| {
+            format!("[[source]]\nkind = \"serial\"\nbed = \"{bed}\"\npath = \"{path}\"\n")
+        };
+        let err = parse(&(port("a", "/dev/ttyACM0") + &port("b", "/dev/ttyACM0")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`source[1].path`") && err.contains("serial port /dev/ttyACM0"),
+            "{err}"
+        );
+        parse(&(port("a", "/dev/ttyACM0") + &port("b", "/dev/ttyACM1"))).unwrap();
         // A bed is a topic level: the topic check itself, NUL included (a bed the check let
         // through would have had its every report refused at publishing).
         for (bed, reason) in [
@@ -718,9 +788,15 @@ mod tests {
         let err = |extra: &str| parse(&format!("{base}{extra}")).unwrap_err().to_string();
         assert!(err("hop_seconds = 0\n").contains("`source[0].hop_seconds` is 0"));
         assert!(err("window_seconds = 0.5\n").contains("`source[0].window_seconds` is 0.5"));
-        assert!(err("window_seconds = 10\nhop_seconds = 12\n").contains(
-            "`source[0].hop_seconds` is 12; allowed: above 0 and at most the window (10 s)"
-        ));
+        assert!(
+            err("window_seconds = 10\nhop_seconds = 12\n")
+                .contains("`source[0].hop_seconds` is 12; allowed: 0.1 s to the window (10 s)")
+        );
+        // A hop that rounds to no frame, or to one (a window per sample), is refused up front.
+        assert!(
+            err("hop_seconds = 0.0001\n")
+                .contains("`source[0].hop_seconds` is 0.0001; allowed: 0.1 s to the window")
+        );
         let ok = parse(&format!("{base}window_seconds = 10\nhop_seconds = 2\n")).unwrap();
         assert_eq!(ok.sources[0].window().hop_seconds, Some(2.0));
     }
@@ -811,6 +887,11 @@ mod tests {
         let e = err("condition = \"lbbb,rbbb\"\n");
         assert!(e.contains("`source[0].condition`"), "{e}");
         assert!(err("sample_rate_hz = 2000\n").contains("`source[0].sample_rate_hz`"));
+        // The device announces whole hertz: 100.9 Hz would be timed as 100 Hz.
+        assert!(
+            err("sample_rate_hz = 100.9\n")
+                .contains("`source[0].sample_rate_hz` is 100.9; allowed: whole hertz")
+        );
         assert!(err("heart_rate_bpm = 400\n").contains("`source[0].heart_rate_bpm`"));
         assert!(err("noise = 1.5\n").contains("`source[0].noise`"));
         assert!(err("nosie = 0.5\n").contains("unknown field `nosie`"));

@@ -13,14 +13,15 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::pmd::{
-    PMD_CONTROL_POINT, PMD_DATA, PmdDecoder, START_ECG_130HZ, parse_control_response,
+    PMD_CONTROL_POINT, PMD_DATA, PmdDecoder, START_ECG_130HZ, parse_control_response, strap_matches,
 };
 use super::{Decoded, SourceEvent, WireDecoder};
 
 /// How the BLE source finds and keeps its strap.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BleSettings {
-    /// Advertised name (substring match, e.g. `Polar H10 1234ABCD`) or address of the strap.
+    /// Advertised name (substring match, e.g. `Polar H10 1234ABCD`) or address of the strap;
+    /// after the first connection only that strap's address ([`strap_matches`]).
     pub device: String,
     /// How long one scan looks for the strap.
     pub scan_timeout: Duration,
@@ -94,8 +95,10 @@ pub async fn run(settings: BleSettings, events: mpsc::Sender<SourceEvent>) -> Re
         .next()
         .ok_or(BleError::NoAdapter)?;
     let mut backoff = settings.backoff_min;
+    // The address of the first strap connected: every reconnect goes to it alone.
+    let mut pinned = None;
     loop {
-        match session(&adapter, &settings, &events).await {
+        match session(&adapter, &settings, &mut pinned, &events).await {
             Err(BleError::Closed) => return Ok(()),
             Err(e) => {
                 tracing::warn!(error = %e, device = %settings.device, "BLE session ended; retrying");
@@ -106,17 +109,29 @@ pub async fn run(settings: BleSettings, events: mpsc::Sender<SourceEvent>) -> Re
                     return Ok(());
                 }
             }
-            Ok(()) => backoff = settings.backoff_min,
+            Ok(()) => {
+                backoff = settings.backoff_min;
+                tracing::warn!(device = %settings.device, "BLE strap disconnected; reconnecting");
+                let event = SourceEvent::Disconnected {
+                    reason: "the strap disconnected".into(),
+                };
+                if events.send(event).await.is_err() {
+                    return Ok(());
+                }
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(settings.backoff_max);
     }
 }
 
-async fn find(adapter: &Adapter, settings: &BleSettings) -> Result<Peripheral, BleError> {
+async fn find(
+    adapter: &Adapter,
+    settings: &BleSettings,
+    pinned: Option<&str>,
+) -> Result<Peripheral, BleError> {
     adapter.start_scan(ScanFilter::default()).await?;
     let deadline = tokio::time::Instant::now() + settings.scan_timeout;
-    let wanted = settings.device.to_lowercase();
     let found = 'scan: loop {
         for p in adapter.peripherals().await? {
             let name = p
@@ -124,8 +139,8 @@ async fn find(adapter: &Adapter, settings: &BleSettings) -> Result<Peripheral, B
                 .await?
                 .and_then(|props| props.local_name)
                 .unwrap_or_default();
-            let address = p.address().to_string().to_lowercase();
-            if name.to_lowercase().contains(&wanted) || address == wanted {
+            let address = p.address().to_string();
+            if strap_matches(&settings.device, pinned, &name, &address) {
                 break 'scan Some(p);
             }
         }
@@ -158,10 +173,16 @@ fn characteristic(
 async fn session(
     adapter: &Adapter,
     settings: &BleSettings,
+    pinned: &mut Option<String>,
     events: &mpsc::Sender<SourceEvent>,
 ) -> Result<(), BleError> {
-    let strap = find(adapter, settings).await?;
+    let strap = find(adapter, settings, pinned.as_deref()).await?;
     strap.connect().await?;
+    if pinned.is_none() {
+        let address = strap.address().to_string();
+        tracing::info!(device = %settings.device, %address, "BLE strap connected; reconnects go to this strap only");
+        *pinned = Some(address);
+    }
     let result = stream(&strap, settings, events).await;
     let _ = strap.disconnect().await;
     result

@@ -19,6 +19,8 @@ struct StreamState {
     hello: Option<(Hello, LeadSet)>,
     electrodes_off: u16,
     sequence: SequenceTracker,
+    /// The sequence number and device time of the last block delivered.
+    last_block: Option<(u32, u64)>,
 }
 
 impl Default for BridgeDecoder {
@@ -36,6 +38,7 @@ impl BridgeDecoder {
                 hello: None,
                 electrodes_off: 0,
                 sequence: SequenceTracker::new(32),
+                last_block: None,
             },
         }
     }
@@ -57,6 +60,7 @@ impl WireDecoder for BridgeDecoder {
         self.stream.hello = None;
         self.stream.electrodes_off = 0;
         self.stream.sequence.reset();
+        self.stream.last_block = None;
     }
 }
 
@@ -73,6 +77,7 @@ impl StreamState {
                 out.push(Decoded::Device(device_info(&h, &leads)));
                 // A new hello starts a new stream: sequence numbers restart.
                 self.sequence.reset();
+                self.last_block = None;
                 self.hello = Some((h, leads));
             }
             Frame::Samples(s) => self.samples(&s, out),
@@ -102,6 +107,16 @@ impl StreamState {
             out.push(Decoded::Rejected(FrameRejected::LeadCountMismatch {
                 got: s.lead_count as usize,
                 announced: leads.len(),
+            }));
+            return;
+        }
+        // A frame sent twice (a retransmitting link, a bridge that repeats its last frame)
+        // is dropped, not taken for a restart that empties the window being built.
+        let this_block = (s.sequence, s.device_time_ns);
+        if self.last_block.replace(this_block) == Some(this_block) {
+            out.push(Decoded::Rejected(FrameRejected::Repeated {
+                protocol: "firmware-bridge",
+                sequence: u64::from(s.sequence),
             }));
             return;
         }
@@ -226,6 +241,34 @@ mod tests {
                 announced: 2
             }))
         ));
+    }
+
+    #[test]
+    fn a_block_sent_twice_is_dropped_as_a_repeat_and_the_stream_goes_on() {
+        let mut d = BridgeDecoder::new();
+        let mut out = Vec::new();
+        d.feed(&wire(Frame::Hello(hello(&[0, 1]))), &mut out);
+        d.feed(&samples(1, &[1, 2], 2), &mut out);
+        d.feed(&samples(1, &[1, 2], 2), &mut out);
+        d.feed(&samples(2, &[3, 4], 2), &mut out);
+        let blocks: Vec<u64> = out
+            .iter()
+            .filter_map(|d| match d {
+                Decoded::Block(b) => Some(b.sequence),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(blocks, [1, 2], "{out:?}");
+        assert!(out.contains(&Decoded::Rejected(FrameRejected::Repeated {
+            protocol: "firmware-bridge",
+            sequence: 1
+        })));
+        assert!(!out.iter().any(|d| matches!(d, Decoded::Gap(_))), "{out:?}");
+        // After a new hello the same numbers are a new stream, not repeats.
+        d.feed(&wire(Frame::Hello(hello(&[0, 1]))), &mut out);
+        out.clear();
+        d.feed(&samples(2, &[3, 4], 2), &mut out);
+        assert!(matches!(out[..], [Decoded::Block(_)]), "{out:?}");
     }
 
     #[test]

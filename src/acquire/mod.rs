@@ -79,6 +79,15 @@ pub enum FrameRejected {
         /// Bytes skipped.
         bytes: usize,
     },
+    /// A block that repeats the last one (same sequence number and device time): delivered
+    /// again, it would look like time going backwards and cost the window being built.
+    #[error("{protocol}: block {sequence} repeated, dropped")]
+    Repeated {
+        /// Protocol name.
+        protocol: &'static str,
+        /// The repeated sequence number, as the device sent it.
+        sequence: u64,
+    },
     /// A packet whose length field or layout is impossible.
     #[error("{protocol}: malformed packet: {reason}")]
     Malformed {

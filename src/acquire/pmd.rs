@@ -11,6 +11,19 @@ use super::{Decoded, DeviceInfo, FrameRejected, WireDecoder};
 use crate::ecg::{Lead, LeadSet, SampleBlock};
 
 const PROTOCOL: &str = "polar-pmd";
+
+/// Whether an advertised strap (`name`, `address`) is the one a bed asked for: before the bed's
+/// first connection, an address equal to `wanted` or a name containing it (both ignoring
+/// case); once a strap has been connected, only that strap's address (`pinned`), so a
+/// reconnect after a dropout cannot pick up another patient's strap whose name also matches.
+pub fn strap_matches(wanted: &str, pinned: Option<&str>, name: &str, address: &str) -> bool {
+    if let Some(pinned) = pinned {
+        return address.eq_ignore_ascii_case(pinned);
+    }
+    let wanted = wanted.trim().to_lowercase();
+    !wanted.is_empty()
+        && (address.eq_ignore_ascii_case(&wanted) || name.to_lowercase().contains(&wanted))
+}
 /// PMD service UUID.
 pub const PMD_SERVICE: &str = "fb005c80-02e7-f387-1cad-8acd2d8df0c8";
 /// PMD control point characteristic UUID (write, indicate).
@@ -202,6 +215,41 @@ pub fn encode_ecg_frame(last_sample_ns: u64, samples_uv: &[i32]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_strap_matches_by_name_or_address_until_one_is_connected_then_only_that_one() {
+        let (h10_a, h10_b) = ("A0:9E:1A:00:00:01", "A0:9E:1A:00:00:02");
+        assert!(strap_matches(
+            "Polar H10",
+            None,
+            "Polar H10 1A2B3C4D",
+            h10_a
+        ));
+        assert!(strap_matches(
+            "polar h10",
+            None,
+            "Polar H10 5E6F7A8B",
+            h10_b
+        ));
+        assert!(strap_matches("a0:9e:1a:00:00:01", None, "", h10_a));
+        assert!(!strap_matches("Polar H10", None, "Polar OH1", h10_a));
+        // Nothing asked for matches nothing (an empty name would match every strap in range).
+        assert!(!strap_matches("", None, "Polar H10 1A2B3C4D", h10_a));
+        assert!(!strap_matches("  ", None, "", h10_a));
+        // Pinned to the first strap: the other H10 no longer matches, the first still does.
+        assert!(strap_matches(
+            "Polar H10",
+            Some(h10_a),
+            "Polar H10 1A2B3C4D",
+            h10_a
+        ));
+        assert!(!strap_matches(
+            "Polar H10",
+            Some(h10_a),
+            "Polar H10 5E6F7A8B",
+            h10_b
+        ));
+    }
 
     #[test]
     fn parses_microvolts_and_dates_samples_back_from_the_last_one() {

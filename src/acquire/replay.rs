@@ -230,6 +230,19 @@ pub fn parse_csv(
     if leads.is_empty() {
         return Err(header_error("no lead columns".into()));
     }
+    // A lead named twice is a mislabelled column: the lead mapping would take the first and
+    // drop the other without a word.
+    if let Some((i, lead)) = leads
+        .iter()
+        .enumerate()
+        .find(|(i, lead)| leads[..*i].contains(lead))
+    {
+        return Err(header_error(format!(
+            "lead {} named twice (column {} repeats an earlier one)",
+            lead.name(),
+            i + 1 + usize::from(has_time)
+        )));
+    }
     let mut columns: Vec<Vec<f32>> = vec![Vec::new(); leads.len()];
     let mut times = Vec::new();
     for (i, line) in lines {
@@ -389,6 +402,18 @@ pub(super) mod tests {
         assert!(e.to_string().starts_with("a.csv:3:"), "{e}");
         let e = parse_csv("I,II\n1,2\n", Path::new("a.csv"), None).unwrap_err();
         assert!(matches!(e, ReplayError::NoRate { .. }));
+        // A lead named twice (a mislabelled V2): refused, naming the lead and the column.
+        let e = parse_csv(
+            "time,I,II,V1,V1\n0,1,2,3,4\n",
+            Path::new("a.csv"),
+            Some(1.0),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ReplayError::Header { .. }), "{e}");
+        assert!(
+            e.to_string().contains("lead V1 named twice (column 5"),
+            "{e}"
+        );
     }
 
     /// Writes 2 s of a synthesized 12-lead record at 250 Hz as WFDB `r` into `dir`, with the

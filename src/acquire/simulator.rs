@@ -481,9 +481,17 @@ pub fn run_on_pty(
     }
 }
 
-/// Atomically points symlink `link` at `target`.
+/// Atomically points symlink `link` at `target`, through a temporary link named after the whole
+/// of `link`'s name, the process and the thread (`with_extension` would give `icu.1` and `icu.2`
+/// one temporary name, and two simulated beds starting together would race on it).
 fn point_link(link: &Path, target: &Path) -> io::Result<()> {
-    let tmp = link.with_extension("tmp-link");
+    let mut name = link.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(
+        ".{}.{:?}.tmp-link",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let tmp = link.with_file_name(name);
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp)?;
     std::fs::rename(&tmp, link)
@@ -551,6 +559,33 @@ mod tests {
         fn next_frame(&mut self, out: &mut [f32]) {
             out.fill(0.0);
         }
+    }
+
+    #[test]
+    fn beds_whose_names_differ_after_a_dot_point_their_links_at_once_without_racing() {
+        let dir = tempfile::tempdir().unwrap();
+        let beds: Vec<_> = ["icu.1", "icu.2"]
+            .iter()
+            .map(|bed| {
+                let link = dir.path().join(format!("meit-sim-{bed}"));
+                let target = dir.path().join(format!("pty-{bed}"));
+                (link, target)
+            })
+            .collect();
+        std::thread::scope(|scope| {
+            for (link, target) in &beds {
+                scope.spawn(move || {
+                    for _ in 0..300 {
+                        point_link(link, target).unwrap();
+                    }
+                });
+            }
+        });
+        for (link, target) in &beds {
+            assert_eq!(&std::fs::read_link(link).unwrap(), target);
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 2, "only the two links: {left:?}");
     }
 
     #[test]

@@ -81,6 +81,10 @@ impl Default for DspConfig {
 /// Window lengths allowed anywhere, in seconds.
 pub const WINDOW_SECONDS_RANGE: std::ops::RangeInclusive<f64> = 1.0..=60.0;
 
+/// The shortest hop allowed anywhere, in seconds: a shorter one rounds to no frame at low rates
+/// (every block an error) or to one (a window per sample, flooding inference).
+pub const MIN_HOP_SECONDS: f64 = 0.1;
+
 /// One bed's window policy (`window_seconds`, `hop_seconds` of its `[[source]]` table): unset
 /// values are the model's (the bundle's manifest, or `[dsp]` without one).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -102,10 +106,10 @@ impl BedWindow {
         }
         if let Some(h) = self.hop_seconds {
             let most = self.window_seconds.unwrap_or(*WINDOW_SECONDS_RANGE.end());
-            if !(h > 0.0 && h <= most) {
+            if !(h >= MIN_HOP_SECONDS && h <= most) {
                 return Err((
                     "hop_seconds",
-                    format!("is {h}; allowed: above 0 and at most the window ({most} s)"),
+                    format!("is {h}; allowed: {MIN_HOP_SECONDS} s to the window ({most} s)"),
                 ));
             }
         }
@@ -134,11 +138,11 @@ impl BedWindow {
                 ),
             ));
         }
-        if !(out.hop_seconds > 0.0 && out.hop_seconds <= out.window_seconds) {
+        if !(out.hop_seconds >= MIN_HOP_SECONDS && out.hop_seconds <= out.window_seconds) {
             return Err((
                 "hop_seconds",
                 format!(
-                    "is {}; allowed: above 0 and at most the window ({} s)",
+                    "is {}; allowed: {MIN_HOP_SECONDS} s to the window ({} s)",
                     out.hop_seconds, out.window_seconds
                 ),
             ));
