@@ -58,7 +58,9 @@ impl CytonDecoder {
             buffer: PacketBuffer::default(),
             leads,
             uv_per_count: uv_per_count(gain),
-            sequence: SequenceTracker::new(8),
+            // The board restarts its counter only on the host's `b` (start) command, which
+            // resets the decoder: a backward step is a loss of half a second or more.
+            sequence: SequenceTracker::without_restarts(8),
             announced: false,
         }
     }

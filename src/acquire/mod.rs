@@ -264,12 +264,14 @@ impl LinkStats {
 }
 
 /// Widens a wrapping device sequence counter of `bits` bits to a monotonic `u64` and reports
-/// gaps. A counter that jumps backwards is treated as a device restart (no gap).
+/// gaps. A counter that jumps backwards is treated as a device restart (no gap), unless the
+/// device cannot restart mid-stream ([`SequenceTracker::without_restarts`]).
 #[derive(Debug, Clone)]
 pub struct SequenceTracker {
     bits: u32,
     last_raw: Option<u64>,
     widened: u64,
+    restarts: bool,
 }
 
 impl SequenceTracker {
@@ -279,6 +281,19 @@ impl SequenceTracker {
             bits: bits.clamp(1, 64),
             last_raw: None,
             widened: 0,
+            restarts: true,
+        }
+    }
+
+    /// A tracker for a counter that cannot restart without the host knowing (a device that
+    /// restarts only on the host's start command, which resets the tracker): every step is
+    /// forward, so more than half the range is a loss, not a restart, and the same value again
+    /// is a whole cycle lost. The size of such a loss is a lower bound (whole cycles more may
+    /// have gone); it is reported as a gap, so the window being built is not spliced over it.
+    pub fn without_restarts(bits: u32) -> Self {
+        SequenceTracker {
+            restarts: false,
+            ..Self::new(bits)
         }
     }
 
@@ -299,11 +314,14 @@ impl SequenceTracker {
             self.widened = raw;
             return (raw, None);
         };
-        let delta = raw.wrapping_sub(last) & mask;
+        let mut delta = raw.wrapping_sub(last) & mask;
         // More than half the counter range forward is really a step backwards: a restart.
-        if delta == 0 || delta > mask / 2 {
+        if self.restarts && (delta == 0 || delta > mask / 2) {
             self.widened = self.widened.wrapping_add(1);
             return (self.widened, None);
+        }
+        if delta == 0 {
+            delta = mask.saturating_add(1);
         }
         let after = self.widened;
         self.widened = self.widened.wrapping_add(delta);
@@ -337,6 +355,37 @@ mod tests {
         );
         t.reset();
         assert_eq!(t.observe(10), (10, None));
+    }
+
+    #[test]
+    fn a_counter_that_cannot_restart_reports_a_long_loss_as_a_gap() {
+        let mut t = SequenceTracker::without_restarts(8);
+        for raw in 0..3 {
+            t.observe(raw);
+        }
+        // 197 packets lost: more than half the 8-bit range, still forward.
+        assert_eq!(
+            t.observe(200),
+            (
+                200,
+                Some(Gap {
+                    after: 2,
+                    missing: 197
+                })
+            )
+        );
+        // The same value again: at least a whole cycle lost.
+        assert_eq!(
+            t.observe(200),
+            (
+                456,
+                Some(Gap {
+                    after: 200,
+                    missing: 255
+                })
+            )
+        );
+        assert_eq!(t.observe(201), (457, None));
     }
 
     #[test]
