@@ -122,6 +122,8 @@ pub fn reason_class(reason: &str) -> &'static str {
         ("noisy", "noisy"),
         ("railed", "railed"),
         ("flat", "flat"),
+        ("baseline wander", "wander"),
+        ("implausible amplitude", "implausible_amplitude"),
         ("missing", "missing"),
         ("interpolated", "gaps"),
         ("non-finite", "non_finite"),
@@ -466,12 +468,17 @@ impl Metrics {
 }
 
 /// Scrapes served at once; a further client waits in the listener's backlog until one ends
-/// (each ends within [`SCRAPE_READ_TIMEOUT`] plus the write), so a flood of idle connections
+/// (each ends within [`SCRAPE_READ_TIMEOUT`] plus [`SCRAPE_WRITE_TIMEOUT`]), so a flood of idle
+/// or never-reading connections
 /// costs at most this many tasks and descriptors.
 pub const MAX_SCRAPES_IN_FLIGHT: usize = 16;
 
 /// How long a scrape may take to send its request before it gets the metrics anyway.
 pub const SCRAPE_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// How long a scrape may take to read the response: a client that stops reading is dropped
+/// then, so it cannot keep one of the [`MAX_SCRAPES_IN_FLIGHT`] slots for ever.
+pub const SCRAPE_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves [`Metrics::render`] to every HTTP request on `listener` until the task is dropped,
 /// at most [`MAX_SCRAPES_IN_FLIGHT`] at once.
@@ -504,8 +511,16 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            let send = async {
+                stream.write_all(response.as_bytes()).await?;
+                stream.shutdown().await
+            };
+            if tokio::time::timeout(SCRAPE_WRITE_TIMEOUT, send)
+                .await
+                .is_err()
+            {
+                tracing::debug!("metrics endpoint: a client stopped reading; dropped");
+            }
         });
     }
 }
@@ -595,6 +610,22 @@ mod tests {
             ),
             "dropped"
         );
+        // Every lead issue the quality gate names has a class of its own.
+        use crate::dsp::quality::LeadIssue;
+        for issue in [
+            LeadIssue::Missing,
+            LeadIssue::LeadOff,
+            LeadIssue::Flat,
+            LeadIssue::Railed,
+            LeadIssue::HighFrequencyNoise,
+            LeadIssue::BaselineWander,
+            LeadIssue::ImplausibleAmplitude,
+            LeadIssue::NonFinite,
+        ] {
+            let reason = format!("V2 {issue} (required)");
+            assert_ne!(reason_class(&reason), "other", "{reason}");
+        }
+        assert_eq!(reason_class("V2 baseline wander (required)"), "wander");
         assert_eq!(reason_class("something new"), "other");
     }
 
@@ -653,6 +684,50 @@ mod tests {
             "served after {waited:?} while {MAX_SCRAPES_IN_FLIGHT} idle clients were open"
         );
         drop(idle);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn clients_that_never_read_the_response_cannot_hold_the_endpoint()
+    -> Result<(), Box<dyn std::error::Error>> {
+        // A large exposition (many beds with long names): more than the socket buffers hold.
+        let metrics = Metrics::default();
+        let pad = "x".repeat(1000);
+        for i in 0..8000 {
+            metrics.frames(&format!("{pad}{i}"), 1);
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let server = tokio::spawn(serve(listener, Arc::new(metrics)));
+        // The limit's worth of clients that ask and then never read.
+        let mut stalled = Vec::new();
+        for _ in 0..MAX_SCRAPES_IN_FLIGHT {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.set_recv_buffer_size(4096)?;
+            let mut stream = socket.connect(address).await?;
+            stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await?;
+            stalled.push(stream);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let mut client = tokio::net::TcpStream::connect(address).await?;
+        client.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await?;
+        let mut response = Vec::new();
+        let read = client.read_to_end(&mut response);
+        // Served once the stalled writes time out (without the timeout: never).
+        tokio::time::timeout(std::time::Duration::from_secs(60), read).await??;
+        server.abort();
+        let text = String::from_utf8(response)?;
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK"),
+            "{}",
+            &text[..100.min(text.len())]
+        );
+        assert!(
+            text.len() > 8_000_000,
+            "the whole exposition: {} bytes",
+            text.len()
+        );
+        drop(stalled);
         Ok(())
     }
 }
