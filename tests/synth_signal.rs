@@ -115,6 +115,35 @@ fn measured_axis_falls_in_the_labelled_range() {
 }
 
 #[test]
+fn an_axis_is_measured_only_from_leads_that_move() {
+    use meit::ecg::Lead;
+    let rec = record("normal", 1, 0.0);
+    let row = |lead: Lead| {
+        rec.recording
+            .leads
+            .0
+            .iter()
+            .position(|&l| l == lead)
+            .unwrap()
+    };
+    let label = rec.truth.measurements.qrs_axis_deg;
+    // Lead I stuck at one value: no axis (atan2 of a zero area would say +-90 degrees).
+    let mut flat_i = rec.recording.clone();
+    flat_i.samples_uv.row_mut(row(Lead::I)).fill(150.0);
+    let a = analyze(&flat_i).unwrap();
+    assert!(!a.r_peaks.is_empty(), "the other leads still give beats");
+    assert_eq!(a.axis_deg, None, "an axis from a flat lead I");
+    // aVF flat: the axis comes from lead II instead, and stays right.
+    let mut flat_avf = rec.recording.clone();
+    flat_avf.samples_uv.row_mut(row(Lead::AVF)).fill(0.0);
+    let measured = analyze(&flat_avf).unwrap().axis_deg.unwrap();
+    assert!(
+        (measured - label).abs() < 12.0,
+        "measured {measured:.0}, labelled {label:.0}"
+    );
+}
+
+#[test]
 fn lead_identities_hold_to_float_precision_with_electrode_artefacts() {
     let spec = RecordSpec {
         acquisition: Acquisition {

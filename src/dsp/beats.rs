@@ -154,39 +154,8 @@ fn usable_leads(recording: &Recording) -> Result<Vec<LeadSignal>, BeatError> {
         return Err(BeatError::TooShort(n as f64 / fs));
     }
     let independent = |l: Lead| !matches!(l, Lead::III | Lead::AVR | Lead::AVL | Lead::AVF);
-    let all: Vec<LeadSignal> = recording
-        .leads
-        .0
-        .iter()
-        .enumerate()
-        .filter_map(|(row, &lead)| {
-            let data = recording.samples_uv.row(row);
-            let finite: Vec<f64> = data
-                .iter()
-                .filter(|v| v.is_finite())
-                .map(|&v| f64::from(v))
-                .collect();
-            if finite.len() < n / 2 {
-                return None;
-            }
-            let mean = finite.iter().sum::<f64>() / finite.len() as f64;
-            let samples: Vec<f64> = data
-                .iter()
-                .map(|&v| {
-                    if v.is_finite() {
-                        f64::from(v) - mean
-                    } else {
-                        0.0
-                    }
-                })
-                .collect();
-            // Flat or railed leads have (almost) no sample-to-sample change.
-            let moving = samples
-                .windows(2)
-                .filter(|w| (w[1] - w[0]).abs() > 0.5)
-                .count();
-            (moving > n / 20).then_some(LeadSignal { row, lead, samples })
-        })
+    let all: Vec<LeadSignal> = (0..recording.leads.len())
+        .filter_map(|row| usable_lead(recording, row))
         .collect();
     let has_independent = all.iter().any(|l| independent(l.lead));
     let chosen: Vec<LeadSignal> = all
@@ -198,6 +167,39 @@ fn usable_leads(recording: &Recording) -> Result<Vec<LeadSignal>, BeatError> {
     } else {
         Ok(chosen)
     }
+}
+
+/// Row `row` of `recording` with its mean removed (non-finite samples as 0), when at least
+/// half its samples are finite and it moves (flat or railed leads have almost no
+/// sample-to-sample change); none otherwise.
+fn usable_lead(recording: &Recording, row: usize) -> Option<LeadSignal> {
+    let n = recording.samples_uv.ncols();
+    let lead = *recording.leads.0.get(row)?;
+    let data = recording.samples_uv.row(row);
+    let finite: Vec<f64> = data
+        .iter()
+        .filter(|v| v.is_finite())
+        .map(|&v| f64::from(v))
+        .collect();
+    if finite.len() < n / 2 {
+        return None;
+    }
+    let mean = finite.iter().sum::<f64>() / finite.len() as f64;
+    let samples: Vec<f64> = data
+        .iter()
+        .map(|&v| {
+            if v.is_finite() {
+                f64::from(v) - mean
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let moving = samples
+        .windows(2)
+        .filter(|w| (w[1] - w[0]).abs() > 0.5)
+        .count();
+    (moving > n / 20).then_some(LeadSignal { row, lead, samples })
 }
 
 /// The detection band, a spec for the shared filters ([`crate::dsp::filter`]): zero-phase
@@ -463,23 +465,18 @@ impl MedianBeat {
             return Ok(None);
         }
         // The analysed leads, plus leads I, II and aVF for the axis where they were not
-        // analysed (aVF is not independent).
+        // analysed (aVF is not independent), when they pass the same usability test: an axis
+        // from a flat lead I would be a confident +-90 degrees.
         let mut names: Vec<Lead> = leads.iter().map(|l| l.lead).collect();
         let mut extra: Vec<Vec<f64>> = Vec::new();
         for (row, &lead) in recording.leads.0.iter().enumerate() {
             if matches!(lead, Lead::AVF | Lead::II | Lead::I)
                 && !names.contains(&lead)
                 && leads.iter().all(|l| l.row != row)
+                && let Some(usable) = usable_lead(recording, row)
             {
                 names.push(lead);
-                extra.push(
-                    recording
-                        .samples_uv
-                        .row(row)
-                        .iter()
-                        .map(|&v| if v.is_finite() { f64::from(v) } else { 0.0 })
-                        .collect(),
-                );
+                extra.push(usable.samples);
             }
         }
         let rows: Vec<&[f64]> = leads
