@@ -2,13 +2,15 @@
 //! and 80, and converting them to and from [`Recording`].
 //!
 //! The `wfdb` crate on crates.io (0.1.6) only reads, so the project carries its own reader and
-//! writer. Nothing from a file is trusted: header counts are bounded, the data file's size
-//! decides how much is allocated, and malformed input is an error, never a panic (see the
+//! writer. Nothing from a file is trusted: header counts are bounded, only the bytes the
+//! header declares are read and decoded (the data file's size decides where the header gives
+//! no sample count), and malformed input is an error, never a panic (see the
 //! fuzz target under `fuzz/` and the random-bytes tests in `tests/synth_wfdb.rs`).
 
 pub mod annotation;
 pub mod header;
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
@@ -97,6 +99,18 @@ impl SignalFormat {
             SignalFormat::Format16 => 16,
             SignalFormat::Format212 => 12,
             SignalFormat::Format80 => 8,
+        }
+    }
+
+    /// Bytes that hold `samples` samples (212 packs two in three bytes, a last odd one in
+    /// two); none when that overflows.
+    pub fn bytes_for(self, samples: u64) -> Option<u64> {
+        match self {
+            SignalFormat::Format16 => samples.checked_mul(2),
+            SignalFormat::Format80 => Some(samples),
+            SignalFormat::Format212 => (samples / 2)
+                .checked_mul(3)?
+                .checked_add(if samples % 2 == 1 { 2 } else { 0 }),
         }
     }
 
@@ -217,7 +231,16 @@ pub fn decode_record(
             .ok_or_else(|| {
                 WfdbError::Data(format!("byte offset beyond the end of {}", first.file_name))
             })?;
-        let samples = decode_samples(first.format, &bytes[start..]);
+        // Only the frames the header declares are decoded (a data file far longer than its
+        // header says costs nothing beyond them).
+        let end = header
+            .n_samples
+            .and_then(|n| n.checked_mul(group_len as u64))
+            .and_then(|k| first.format.bytes_for(k))
+            .and_then(|b| usize::try_from(b).ok())
+            .and_then(|b| start.checked_add(b))
+            .map_or(bytes.len(), |end| end.min(bytes.len()));
+        let samples = decode_samples(first.format, &bytes[start..end]);
         let frames = samples.len() / group_len;
         for (k, row) in rows[i..i + group_len].iter_mut().enumerate() {
             *row = samples
@@ -261,13 +284,43 @@ pub fn read_record(hea_path: &Path) -> Result<WfdbRecord, WfdbError> {
     let text = std::fs::read_to_string(hea_path).map_err(io(hea_path))?;
     let header = Header::parse(&text)?;
     let dir = hea_path.parent().unwrap_or(Path::new("."));
+    let needed = |name: &str| data_bytes_needed(&header, name);
+    let limits: Vec<(String, Option<u64>)> = header
+        .signals
+        .iter()
+        .map(|s| (s.file_name.clone(), needed(&s.file_name)))
+        .collect();
     decode_record(header, |name| {
         if name.contains('/') || name.contains('\\') || name == ".." {
             return Err(WfdbError::Unsupported(format!("data file path `{name}`")));
         }
         let p = dir.join(name);
-        std::fs::read(&p).map_err(io(&p))
+        let limit = limits.iter().find(|(n, _)| n == name).and_then(|(_, l)| *l);
+        let mut file = std::fs::File::open(&p).map_err(io(&p))?;
+        let mut bytes = Vec::new();
+        match limit {
+            // Only what the header declares is read: a data file of gigabytes behind a
+            // 10 s header is not loaded whole.
+            Some(limit) => file.take(limit).read_to_end(&mut bytes),
+            None => file.read_to_end(&mut bytes),
+        }
+        .map_err(io(&p))?;
+        Ok(bytes)
     })
+}
+
+/// The bytes of data file `name` that hold what `header` declares (its byte offset and
+/// `n_samples` frames of the signals stored in it); none when the header gives no sample count
+/// (the data's length decides) or the count overflows.
+pub fn data_bytes_needed(header: &Header, name: &str) -> Option<u64> {
+    let mut in_file = header.signals.iter().filter(|s| s.file_name == name);
+    let first = in_file.next()?;
+    let signals = 1 + in_file.count() as u64;
+    let samples = header.n_samples?.checked_mul(signals)?;
+    first
+        .format
+        .bytes_for(samples)?
+        .checked_add(first.byte_offset)
 }
 
 /// The standard leads of the record whose header is `hea` ([`WfdbRecord::standard_leads`])
@@ -534,6 +587,44 @@ mod tests {
         let rec = decode_record(h, |_| Ok(data.clone())).unwrap();
         assert_eq!(rec.digital.dim(), (2, 3));
         assert_eq!(rec.checksum_mismatches(), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn only_the_bytes_the_header_declares_are_read_from_a_longer_data_file() {
+        // Format 212, 3 signals, 5 frames: 15 samples in 7 three-byte pairs and one last pair of
+        // bytes, after a 10-byte offset.
+        let h = Header::parse(
+            "r 3 500 5\nr.dat 212 200/mV 12 0 0 0 0 I\nr.dat 212 200/mV 12 0 0 0 0 II\n\
+             r.dat 212 200/mV 12 0 0 0 0 V1\n",
+        )
+        .unwrap();
+        let mut with_offset = h.clone();
+        with_offset
+            .signals
+            .iter_mut()
+            .for_each(|s| s.byte_offset = 10);
+        assert_eq!(
+            data_bytes_needed(&with_offset, "r.dat"),
+            Some(10 + 7 * 3 + 2)
+        );
+        assert_eq!(data_bytes_needed(&h, "other.dat"), None);
+        assert_eq!(SignalFormat::Format16.bytes_for(u64::MAX), None);
+        // Two format-16 signals declared at 3 frames, the file holding 100,000: the record has
+        // the 3 frames, read from the first 12 bytes.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("r.hea"),
+            "r 2 500 3\nr.dat 16 200/mV 16 0 0 0 0 I\nr.dat 16 200/mV 16 0 0 0 0 II\n",
+        )
+        .unwrap();
+        let frames: Vec<i32> = (0..200_000).map(|v| v % 1000).collect();
+        let data = encode_samples(SignalFormat::Format16, &frames).unwrap();
+        std::fs::write(dir.path().join("r.dat"), data).unwrap();
+        let rec = read_record(&dir.path().join("r.hea")).unwrap();
+        assert_eq!(rec.digital.dim(), (2, 3));
+        assert_eq!(rec.digital.row(1).to_vec(), [1, 3, 5]);
+        let header = rec.header.clone();
+        assert_eq!(data_bytes_needed(&header, "r.dat"), Some(12));
     }
 
     #[test]
