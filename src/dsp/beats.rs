@@ -102,6 +102,19 @@ pub enum BeatError {
     Filter(#[from] FilterError),
 }
 
+/// [`analyze`] for a live window or a training record, where a failure is a missing
+/// measurement, not an error: none (logged at debug) when a sample is not finite (beats timed
+/// around a gap the analysis zero-fills would be numbers, and wrong) or the analysis fails.
+pub fn analyze_finite(recording: &Recording) -> Option<BeatAnalysis> {
+    if recording.samples_uv.iter().any(|v| !v.is_finite()) {
+        tracing::debug!("no beat analysis for a window with non-finite samples");
+        return None;
+    }
+    analyze(recording)
+        .inspect_err(|e| tracing::debug!(error = %e, "no beat analysis for this window"))
+        .ok()
+}
+
 /// Detects beats and measures rate, rhythm regularity, QRS width and axis.
 pub fn analyze(recording: &Recording) -> Result<BeatAnalysis, BeatError> {
     let fs = recording.sample_rate_hz;

@@ -31,6 +31,7 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 use crate::ecg::{Lead, LeadSet, Recording};
+use beats::BeatAnalysis;
 pub use config::DspConfig;
 use filter::{FilterError, FilterSpec, filter_recording};
 use leads::{LeadMapper, LeadMask, LeadSetMismatch, LeadStatus};
@@ -176,6 +177,11 @@ pub struct ModelInput {
     /// The R-R interval statistics of the filtered signal at the device rate, when the spec
     /// asks for them ([`PreprocessSpec::rhythm_features`]).
     pub rhythm: Option<RhythmFeatures>,
+    /// The beat analysis of that same filtered device-rate signal, run once per window: the
+    /// daemon's measurements and the rhythm statistics both come from it. None when the path
+    /// did not need it (training without rhythm statistics) or the window could not be analysed
+    /// ([`beats::analyze_finite`]).
+    pub beats: Option<BeatAnalysis>,
 }
 
 /// Runs a [`PreprocessSpec`]: the one preprocessing function of daemon and training.
@@ -252,6 +258,7 @@ impl Preprocessor {
             filtered,
             &window.lead_off_fraction,
             window.interpolated_fraction(),
+            true,
         )
     }
 
@@ -260,25 +267,31 @@ impl Preprocessor {
     pub fn process_recording(&self, recording: &Recording) -> Result<ModelInput, DspError> {
         let filtered = filter_recording(&self.spec.filter, recording)?;
         let no_lead_off = vec![0.0; recording.leads.len()];
-        self.finish(recording, filtered, &no_lead_off, 0.0)
+        self.finish(recording, filtered, &no_lead_off, 0.0, false)
     }
 
-    /// The shared tail: resample, map leads, judge quality, normalise.
+    /// The shared tail: analyse beats, resample, map leads, judge quality, normalise. The beat
+    /// analysis runs when `analyse_beats` (the daemon's measurements) or the spec's rhythm
+    /// statistics need it, once for both.
     fn finish(
         &self,
         raw: &Recording,
         filtered: Recording,
         lead_off_fraction: &[f64],
         interpolated_fraction: f64,
+        analyse_beats: bool,
     ) -> Result<ModelInput, DspError> {
         let resampled = Resampler::new(filtered.sample_rate_hz, self.spec.model_rate_hz)?
             .process_recording(&filtered);
         // Beats are timed on the device-rate signal (a 500 Hz R peak is placed to 2 ms, a
         // 100 Hz one to 10 ms), before lead mapping and normalisation.
+        let beats = (analyse_beats || self.spec.rhythm_features)
+            .then(|| beats::analyze_finite(&filtered))
+            .flatten();
         let rhythm = self
             .spec
             .rhythm_features
-            .then(|| RhythmFeatures::measure(&filtered));
+            .then(|| RhythmFeatures::from_analysis(beats.as_ref()));
         let mapper = LeadMapper::new(&raw.leads, &self.spec.lead_order);
         let mapped = mapper.map(&resampled)?;
         let mut quality = quality::assess(
@@ -320,6 +333,7 @@ impl Preprocessor {
             lead_mask,
             quality,
             rhythm,
+            beats,
         })
     }
 }
@@ -363,12 +377,16 @@ mod tests {
             .process_recording(&record)
             .unwrap();
         assert_eq!(without.rhythm, None);
-        let measured = Preprocessor::new(with)
+        // Training without the statistics needs no beat analysis and runs none.
+        assert_eq!(without.beats, None);
+        let input = Preprocessor::new(with)
             .unwrap()
             .process_recording(&record)
-            .unwrap()
-            .rhythm
             .unwrap();
+        // One analysis behind both: the statistics are those of the analysis handed on.
+        let analysis = input.beats.as_ref().expect("analysed for the statistics");
+        let measured = input.rhythm.unwrap();
+        assert_eq!(measured, RhythmFeatures::from_analysis(Some(analysis)));
         let rate = crate::dsp::beats::analyze(&record)
             .unwrap()
             .heart_rate_bpm

@@ -50,20 +50,14 @@ pub struct RhythmFeatures {
 impl RhythmFeatures {
     /// Runs the beat analysis on `recording` (device rate, microvolts, filtered or raw) and
     /// summarises its intervals; a recording it cannot analyse is unmeasured, not an error, and
-    /// so is one holding a non-finite sample (as the daemon's measurements: beats timed around
-    /// a gap the analysis zero-fills would be numbers, and wrong).
+    /// so is one holding a non-finite sample ([`beats::analyze_finite`]).
     pub fn measure(recording: &Recording) -> RhythmFeatures {
-        if recording.samples_uv.iter().any(|v| !v.is_finite()) {
-            tracing::debug!("no rhythm features for a window with non-finite samples");
-            return RhythmFeatures::default();
-        }
-        match beats::analyze(recording) {
-            Ok(analysis) => RhythmFeatures::from_intervals(&analysis.rr_ms),
-            Err(e) => {
-                tracing::debug!(error = %e, "no rhythm features for this window");
-                RhythmFeatures::default()
-            }
-        }
+        Self::from_analysis(beats::analyze_finite(recording).as_ref())
+    }
+
+    /// Summarises an analysis already run (the unmeasured value without one).
+    pub fn from_analysis(analysis: Option<&beats::BeatAnalysis>) -> RhythmFeatures {
+        analysis.map_or_else(RhythmFeatures::default, |a| Self::from_intervals(&a.rr_ms))
     }
 
     /// Summarises successive R-R intervals in ms; fewer than [`MIN_INTERVALS`], or any that is

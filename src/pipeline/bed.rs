@@ -16,7 +16,6 @@ use std::time::Instant;
 use ndarray::Array2;
 
 use crate::acquire::SourceEvent;
-use crate::dsp::beats;
 use crate::dsp::quality::QualityReason;
 use crate::dsp::rhythm::RhythmFeatures;
 use crate::dsp::window::{Window, Windower};
@@ -276,13 +275,16 @@ impl WindowJob {
             lead_mask,
             quality,
             rhythm,
+            beats,
         } = input;
         report.quality_index = quality.index;
         report.masked_leads = lead_mask.missing();
         report.measurements = if whole_window_unusable(&quality.reasons) {
             None
         } else {
-            measure(window)
+            beats
+                .filter(|analysis| !analysis.r_peaks.is_empty())
+                .map(|analysis| Measurements::from(&analysis))
         };
         let reportable = quality.is_reportable();
         if !reportable {
@@ -385,24 +387,6 @@ fn whole_window_unusable(reasons: &[QualityReason]) -> bool {
             QualityReason::InterpolatedGaps { .. } | QualityReason::LowIndex { .. }
         )
     })
-}
-
-/// Beat analysis on the window's filtered signal (its raw signal under zero-phase filtering);
-/// none when a sample is not finite (an axis from a NaN lead would be a number, and wrong).
-fn measure(window: &Window) -> Option<Measurements> {
-    let signal = window.filtered.as_ref().unwrap_or(&window.raw);
-    if signal.samples_uv.iter().any(|v| !v.is_finite()) {
-        tracing::debug!("no beat measurements for a window with non-finite samples");
-        return None;
-    }
-    match beats::analyze(signal) {
-        Ok(analysis) if !analysis.r_peaks.is_empty() => Some(Measurements::from(&analysis)),
-        Ok(_) => None,
-        Err(e) => {
-            tracing::debug!(error = %e, "no beat measurements for this window");
-            None
-        }
-    }
 }
 
 fn dsp_failure(e: &DspError) -> String {
