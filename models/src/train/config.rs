@@ -411,6 +411,15 @@ mod tests {
             synth.oversample.clear();
         }
         assert_eq!(recall_natural, fourth_stage);
+        // full is balanced at realism's length (warm-up and pass) with recall's gentle rebalance
+        // instead of balanced's strong one, from the pretrained checkpoint.
+        let full = RunConfig::from_toml(include_str!("../../configs/smollm2-8layer-full.toml"))?;
+        let mut long_pass = balanced;
+        long_pass.train.seed = 21;
+        long_pass.train.encoder_warmup = realism8.train.encoder_warmup.clone();
+        long_pass.data.train_records = realism8.data.train_records;
+        long_pass.data.synth = third_stage.data.synth.clone();
+        assert_eq!(full, long_pass);
         let without_base =
             include_str!("../../configs/smollm2-lora.toml").replace("[base]\ngguf = ", "# ");
         assert!(
