@@ -36,7 +36,7 @@ pub use config::DspConfig;
 use filter::{FilterError, FilterSpec, filter_recording};
 use leads::{LeadMapper, LeadMask, LeadSetMismatch, LeadStatus};
 use normalize::Normalization;
-use quality::{QualityContext, QualityReport, QualityThresholds};
+use quality::{QualityContext, QualityReason, QualityReport, QualityThresholds};
 use resample::{ResampleError, Resampler};
 use rhythm::RhythmFeatures;
 use window::{Window, WindowError, WindowTiming, Windower};
@@ -52,7 +52,8 @@ pub struct PreprocessSpec {
     /// The lead order of the model's input rows.
     pub lead_order: LeadSet,
     /// Leads that must be usable for a report (the lead sets the model accepts); empty means
-    /// every lead of `lead_order`.
+    /// every lead of `lead_order`. Another lead unusable in a window is masked in it (zero, as
+    /// one the device lacks) and named in the quality reasons.
     #[serde(default)]
     pub required_leads: Vec<Lead>,
     /// How samples are scaled.
@@ -307,6 +308,27 @@ impl Preprocessor {
         );
         let mut lead_mask = mapper.mask().clone();
         let mut samples = mapped.samples_uv;
+        // A lead the report does not require but this window cannot use (lead-off, flat,
+        // railed, noisy, implausible) is treated as one the device lacks: zero-filled and
+        // masked before normalisation, so it neither shapes the model's input nor lets the
+        // report claim what it would show (its statements are withheld); the reasons still
+        // name it. A required one blocks the window instead.
+        let unusable = quality.reasons.iter().filter_map(|reason| match reason {
+            QualityReason::Lead {
+                lead,
+                required: false,
+                ..
+            } => Some(*lead),
+            _ => None,
+        });
+        for lead in unusable.collect::<Vec<_>>() {
+            if let Some(i) = self.spec.lead_order.position(lead) {
+                samples.row_mut(i).fill(0.0);
+                if let Some(status) = lead_mask.status.get_mut(i) {
+                    *status = LeadStatus::Missing;
+                }
+            }
+        }
         self.spec
             .normalization
             .apply(&mut samples, &lead_mask.available());
@@ -420,6 +442,78 @@ mod tests {
             ..PreprocessSpec::default()
         };
         assert_eq!(named.for_device(&monitor), named);
+    }
+
+    /// A noisy V1 that the spec does not require reaches the model as a lead the device lacks
+    /// (zero, masked: the report withholds what it would need V1 for), named in the reasons;
+    /// the same noise on the required lead II blocks the window.
+    #[test]
+    fn an_unusable_lead_the_report_does_not_require_is_masked_not_measured() {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let clean = crate::synth::generate(
+            &crate::synth::RecordSpec::ten_seconds(
+                crate::synth::ConditionSet::parse_list("SR").unwrap(),
+            ),
+            5,
+        )
+        .unwrap()
+        .recording;
+        let pre = Preprocessor::new(PreprocessSpec {
+            required_leads: vec![Lead::I, Lead::II],
+            ..PreprocessSpec::default()
+        })
+        .unwrap();
+        let with_noise_on = |lead: Lead| {
+            let mut rec = clean.clone();
+            let row = rec.leads.position(lead).unwrap();
+            let mut rng = StdRng::seed_from_u64(9);
+            rec.samples_uv
+                .row_mut(row)
+                .mapv_inplace(|v| v + rng.random_range(-400.0..400.0));
+            rec
+        };
+        let v1 = pre.spec().lead_order.position(Lead::V1).unwrap();
+        let before = pre.process_recording(&clean).unwrap();
+        assert!(before.quality.is_reportable());
+        assert!(before.lead_mask.missing().is_empty());
+        assert!(before.samples.row(v1).iter().any(|v| *v != 0.0));
+
+        let input = pre.process_recording(&with_noise_on(Lead::V1)).unwrap();
+        assert!(input.quality.is_reportable(), "{:?}", input.quality.reasons);
+        assert!(input.quality.reasons.iter().any(|r| matches!(
+            r,
+            QualityReason::Lead {
+                lead: Lead::V1,
+                required: false,
+                ..
+            }
+        )));
+        assert_eq!(input.lead_mask.missing(), vec![Lead::V1]);
+        assert!(input.samples.row(v1).iter().all(|v| *v == 0.0));
+        // The other leads are what they were without the noise.
+        for (i, (row, clean_row)) in input
+            .samples
+            .rows()
+            .into_iter()
+            .zip(before.samples.rows())
+            .enumerate()
+        {
+            if i != v1 {
+                assert_eq!(row, clean_row, "row {i}");
+            }
+        }
+
+        let blocked = pre.process_recording(&with_noise_on(Lead::II)).unwrap();
+        assert!(!blocked.quality.is_reportable());
+        assert!(
+            blocked
+                .quality
+                .blocking_reasons()
+                .iter()
+                .any(|r| r.starts_with("II ")),
+            "{:?}",
+            blocked.quality.blocking_reasons()
+        );
     }
 
     #[test]

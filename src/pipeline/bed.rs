@@ -527,6 +527,44 @@ pub(crate) mod tests {
         assert!(matches!(second.report.outcome, Outcome::NoReport { .. }));
     }
 
+    /// With `[model] required_leads = ["I", "II"]`, an electrode off at V2 no longer blocks the
+    /// window: it goes to the model with V2 masked like a lead the device lacks (so the report
+    /// withholds what needs V2), and the published reasons still name it.
+    #[test]
+    fn a_lead_off_the_report_does_not_require_is_masked_and_the_window_reported() {
+        let (rec, _) = record("normal", 20.0, 14);
+        let v2 = rec.leads.position(Lead::V2).unwrap();
+        let mut limb = spec(10.0);
+        limb.required_leads = vec![Lead::I, Lead::II];
+        let mut p = BedPipeline::new("bed-m", limb, None);
+        let all = blocks(&rec, |b| (0..12).map(|i| i == v2 && b >= 100).collect());
+        let outputs: Vec<BedOutput> = all
+            .iter()
+            .flat_map(|b| p.on_event(&SourceEvent::Block(b.clone())))
+            .collect();
+        assert_eq!(outputs.len(), 2);
+        let [BedOutput::Pending(clean), BedOutput::Pending(off)] = &outputs[..] else {
+            panic!(
+                "both windows go to the model: {:?}",
+                outputs
+                    .iter()
+                    .map(|o| o.report().to_line())
+                    .collect::<Vec<_>>()
+            )
+        };
+        assert!(clean.report.masked_leads.is_empty());
+        assert_eq!(off.report.masked_leads, vec![Lead::V2]);
+        assert!(off.samples.row(v2).iter().all(|v| *v == 0.0));
+        assert!(off.report.quality_reasons.iter().any(|r| matches!(
+            r,
+            QualityReason::Lead {
+                lead: Lead::V2,
+                issue: LeadIssue::LeadOff,
+                required: false
+            }
+        )));
+    }
+
     /// A model that reads the R-R statistics gets each reportable window's, measured on that
     /// window (its mean interval is the labelled rate's); one that does not gets none.
     #[test]
