@@ -142,6 +142,11 @@ impl Outcome {
                 )],
             };
         }
+        if text.trim().is_empty() {
+            return Outcome::NoReport {
+                reasons: vec!["the model wrote no statement".into()],
+            };
+        }
         let parsed = parse_report(&text);
         Outcome::Report {
             codes: parsed.codes.iter().map(ToString::to_string).collect(),
@@ -223,14 +228,21 @@ pub struct Guarded {
 /// Takes out of `text` every sentence whose statement needs a lead of `masked` (right axis
 /// deviation from lead I alone, a bundle-branch block without V1 and V6): a device cannot show
 /// what its leads do not record, so the model's sentence is not passed on as a finding, only
-/// named in [`Guarded::withheld`]. Sentences the parser does not know are kept.
+/// named in [`Guarded::withheld`]. A sentence the parser does not know is read clause by
+/// clause (split at commas, semicolons, "with" and "and"), so statements joined into one
+/// sentence ("Sinus rhythm, left bundle branch block") are judged as the statements they hold;
+/// a sentence with no known clause is kept.
 pub fn withhold_unsupported(text: &str, masked: &[Lead]) -> Guarded {
     let mut kept = Vec::new();
     let mut withheld = Vec::new();
     for sentence in sentences(text) {
-        let parsed = parse_report(sentence);
-        let missing: Vec<&str> = parsed
-            .codes
+        let mut codes = parse_report(sentence).codes;
+        if codes.is_empty() {
+            codes = clauses(sentence)
+                .flat_map(|clause| parse_report(&clause).codes)
+                .collect();
+        }
+        let missing: Vec<&str> = codes
             .iter()
             .flat_map(|code| leads_needed(code))
             .filter(|lead| masked.contains(lead))
@@ -253,6 +265,18 @@ pub fn withhold_unsupported(text: &str, masked: &[Lead]) -> Guarded {
         kept.join(". ")
     };
     Guarded { text, withheld }
+}
+
+/// The clauses of a sentence the parser does not know as a whole: split at commas and
+/// semicolons, then at the words "with" and "and" (lower-cased; the parser ignores case).
+fn clauses(sentence: &str) -> impl Iterator<Item = String> + '_ {
+    sentence.split([',', ';']).flat_map(|part| {
+        part.to_lowercase()
+            .split(" with ")
+            .flat_map(|p| p.split(" and "))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    })
 }
 
 /// The statements among `codes` that need a lead of `masked`: a report from a reduced lead
@@ -445,6 +469,50 @@ mod tests {
         };
         assert_eq!((text.as_str(), codes.len()), (full, 2));
         assert!(withheld.is_empty(), "{withheld:?}");
+    }
+
+    /// Statements the model joined into one sentence the parser does not know are judged
+    /// clause by clause: a strap's "Sinus rhythm, left bundle branch block" loses the sentence
+    /// (the block needs V1 and V6); with every lead it is passed on; an unknown sentence with
+    /// no known clause is kept.
+    #[test]
+    fn joined_statements_are_withheld_by_their_clauses() {
+        let strap: Vec<Lead> = Lead::STANDARD_12
+            .into_iter()
+            .filter(|&l| l != Lead::I)
+            .collect();
+        for joined in [
+            "Sinus rhythm, left bundle branch block",
+            "Sinus rhythm with left bundle branch block",
+            "Sinus rhythm; Left bundle branch block and left axis deviation",
+        ] {
+            assert!(
+                parse_report(joined).codes.is_empty(),
+                "{joined} parses whole"
+            );
+            let guarded = withhold_unsupported(joined, &strap);
+            assert_eq!(guarded.text, "", "{joined}");
+            assert_eq!(
+                guarded.withheld.len(),
+                1,
+                "{joined}: {:?}",
+                guarded.withheld
+            );
+            assert!(guarded.withheld[0].contains("V1"), "{:?}", guarded.withheld);
+            assert_eq!(withhold_unsupported(joined, &[]).text, joined);
+        }
+        let odd = "Sinus rhythm. Patient moving, please repeat";
+        assert_eq!(withhold_unsupported(odd, &strap).text, odd);
+    }
+
+    #[test]
+    fn an_empty_generation_is_no_report() {
+        for text in ["", "   "] {
+            let Outcome::NoReport { reasons } = Outcome::report(text, None, &[]) else {
+                panic!("{text:?} published as a report")
+            };
+            assert_eq!(reasons, ["the model wrote no statement"]);
+        }
     }
 
     #[test]

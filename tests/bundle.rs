@@ -1,11 +1,14 @@
 //! The committed default bundle (`models/bundles/tiny`) opens and verifies; damaged copies of it
-//! are refused with a message that names the file and what is wrong.
+//! are refused with a message that names the file and what is wrong; a copy with a shorter
+//! token limit cuts its reports and says so.
 //!
 //! Needs the project-local ONNX Runtime (`scripts/fetch-onnxruntime.sh`, run by `make test`).
 
 use std::path::{Path, PathBuf};
 
+use meit::infer::bench::bench_windows;
 use meit::infer::bundle::{Bundle, BundleError, FORMAT_VERSION, Precision, sha256_file};
+use meit::infer::engine::Engine;
 use meit::infer::runtime::OnnxRuntime;
 use serde_json::Value;
 
@@ -322,4 +325,37 @@ fn the_daemon_does_not_adopt_a_refused_manifests_preprocessing() {
         );
         assert_eq!(loaded.encoder_window_seconds, None, "{rate} Hz");
     }
+}
+
+/// A report the model ends itself is `finished`; one cut at the manifest's `max_new_tokens`
+/// (here 2, shorter than any report) is not, greedy and beam alike, so the daemon publishes
+/// no half statement.
+#[test]
+fn a_report_cut_at_max_new_tokens_is_not_finished() {
+    let bundle = Bundle::open(&committed(), runtime()).unwrap_or_else(|e| panic!("{e}"));
+    let mut engine = Engine::new(bundle, runtime(), 1).unwrap_or_else(|e| panic!("{e}"));
+    let windows = bench_windows(&engine.bundle().manifest, 2, 5).unwrap();
+    let (reports, _) = engine.generate(&windows).unwrap();
+    let (beam, _) = engine.generate_beam(&windows[0], 2).unwrap();
+    assert!(beam.report.finished, "{:?}", beam.report);
+    for r in &reports {
+        assert!(r.finished && r.ids.len() > 2, "{r:?}");
+    }
+    let dir = copy();
+    edit_manifest(dir.path(), |m| {
+        m["tokens"]["max_new_tokens"] = Value::from(2)
+    });
+    let bundle = Bundle::open(dir.path(), runtime()).unwrap_or_else(|e| panic!("{e}"));
+    let mut engine = Engine::new(bundle, runtime(), 1).unwrap_or_else(|e| panic!("{e}"));
+    let (cut, _) = engine.generate(&windows).unwrap();
+    for (c, r) in cut.iter().zip(&reports) {
+        assert!(!c.finished, "{c:?}");
+        assert_eq!(c.ids, r.ids[..2]);
+    }
+    let (beam, _) = engine.generate_beam(&windows[0], 2).unwrap();
+    assert!(
+        !beam.report.finished && beam.report.ids.len() == 2,
+        "{:?}",
+        beam.report
+    );
 }

@@ -131,6 +131,9 @@ pub struct Generated {
     pub ids: Vec<u32>,
     /// The text: special tokens left out, trimmed.
     pub text: String,
+    /// The model ended the report itself (its last id is a stop id); false when it was cut at
+    /// `max_new_tokens` or the model's last position, and the text may end mid-statement.
+    pub finished: bool,
 }
 
 /// Where the time of one batch went.
@@ -533,17 +536,9 @@ impl Engine {
         past: KvCache,
         per_row: impl Fn(ndarray::ArrayView1<'_, f32>) -> R,
     ) -> Result<(Vec<R>, KvCache), EngineError> {
+        let fed = ids.nrows();
         self.decoder_call(ids, positions, mask, past, |logits| {
-            let logits = logits
-                .into_dimensionality::<ndarray::Ix3>()
-                .map_err(|e| format!("logits: {e}"))?;
-            let last = logits.dim().1.checked_sub(1).ok_or("logits: no position")?;
-            Ok(logits
-                .index_axis(Axis(1), last)
-                .rows()
-                .into_iter()
-                .map(&per_row)
-                .collect())
+            last_position_rows(logits, fed, &per_row)
         })
     }
 
@@ -650,6 +645,7 @@ impl Engine {
             .into_iter()
             .map(|ids| Generated {
                 text: self.detokenizer.decode(&ids, true).trim().to_string(),
+                finished: ids.last().is_some_and(|t| limits.stop_ids.contains(t)),
                 ids,
             })
             .collect();
@@ -1014,11 +1010,13 @@ impl Engine {
                 log_prob: 0.0,
             });
         let text = self.detokenizer.decode(&best.ids, true).trim().to_string();
+        let finished = best.ids.last().is_some_and(|t| stop_ids.contains(t));
         Ok((
             BeamReport {
                 report: Generated {
                     ids: best.ids,
                     text,
+                    finished,
                 },
                 log_prob: best.log_prob,
             },
@@ -1089,6 +1087,33 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
 
+/// `per_row` of each row's logits at the last position of `logits` `[rows, positions, vocab]`;
+/// an error when the decoder returned another number of rows than `fed` (a graph with a fixed
+/// batch) or a row without one finite value (NaN everywhere: no token can be chosen, and an
+/// argmax would pick id 0 as if it had).
+fn last_position_rows<R>(
+    logits: ndarray::ArrayViewD<'_, f32>,
+    fed: usize,
+    per_row: impl Fn(ndarray::ArrayView1<'_, f32>) -> R,
+) -> Result<Vec<R>, String> {
+    let logits = logits
+        .into_dimensionality::<ndarray::Ix3>()
+        .map_err(|e| format!("logits: {e}"))?;
+    if logits.dim().0 != fed {
+        return Err(format!("logits: {} rows for the {fed} fed", logits.dim().0));
+    }
+    let last = logits.dim().1.checked_sub(1).ok_or("logits: no position")?;
+    let rows = logits.index_axis(Axis(1), last);
+    if let Some(bad) = rows
+        .rows()
+        .into_iter()
+        .position(|row| !row.iter().any(|v| v.is_finite()))
+    {
+        return Err(format!("logits: row {bad} holds no finite value"));
+    }
+    Ok(rows.rows().into_iter().map(per_row).collect())
+}
+
 /// The index of the largest value (the first one on ties, as candle's argmax); NaN never wins.
 fn argmax(row: ndarray::ArrayView1<'_, f32>) -> u32 {
     let mut best = 0usize;
@@ -1105,6 +1130,24 @@ fn argmax(row: ndarray::ArrayView1<'_, f32>) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logits_without_a_finite_value_or_with_other_rows_are_errors_not_token_zero() {
+        let mut logits = ndarray::Array3::<f32>::zeros((2, 3, 4));
+        logits[[0, 2, 3]] = 1.0;
+        logits[[1, 2, 1]] = 1.0;
+        let picked = last_position_rows(logits.view().into_dyn(), 2, argmax).unwrap();
+        assert_eq!(picked, [3, 1]);
+        let err = last_position_rows(logits.view().into_dyn(), 4, argmax).unwrap_err();
+        assert!(err.contains("2 rows for the 4 fed"), "{err}");
+        logits.slice_mut(ndarray::s![1, 2, ..]).fill(f32::NAN);
+        let err = last_position_rows(logits.view().into_dyn(), 2, argmax).unwrap_err();
+        assert!(err.contains("row 1 holds no finite value"), "{err}");
+        // An earlier position's NaN is not read.
+        logits.slice_mut(ndarray::s![1, 2, ..]).fill(0.0);
+        logits[[0, 0, 0]] = f32::NAN;
+        assert!(last_position_rows(logits.view().into_dyn(), 2, argmax).is_ok());
+    }
 
     #[test]
     fn top_log_probs_are_normalised_sorted_and_skip_nan() {

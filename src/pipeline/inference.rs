@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::bed::{Finished, PendingWindow};
-use crate::infer::engine::Engine;
-use crate::report::{InferenceTimings, Outcome};
+use crate::infer::engine::{Engine, Generated};
+use crate::report::{InferenceTimings, Outcome, WindowReport};
 
 /// The least time a batch counts as under the slowdown test hook.
 const SLOWDOWN_FLOOR: Duration = Duration::from_millis(25);
@@ -496,8 +496,7 @@ fn generate_fitting(
                 .zip(waited_ms)
                 .map(|((w, g), &waited)| {
                     let mut report = w.report;
-                    report.outcome =
-                        Outcome::report(g.text, report.measurements.as_ref(), &report.masked_leads);
+                    report.outcome = outcome_of(g, &report);
                     report.timings.queue_ms = Some(waited);
                     report.timings.inference = Some(inference);
                     Finished {
@@ -528,10 +527,28 @@ fn generate_fitting(
     }
 }
 
+/// What a window's generation says: the parsed report, or no report when the model was cut at
+/// its token limit (the last statement may be half a statement).
+fn outcome_of(generated: Generated, report: &WindowReport) -> Outcome {
+    if !generated.finished {
+        return Outcome::NoReport {
+            reasons: vec![format!(
+                "the model did not finish its report within {} tokens",
+                generated.ids.len()
+            )],
+        };
+    }
+    Outcome::report(
+        generated.text,
+        report.measurements.as_ref(),
+        &report.masked_leads,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{WindowReport, WindowTimings};
+    use crate::report::WindowTimings;
     use ndarray::Array2;
 
     fn window(bed: &str, index: u64) -> PendingWindow {
@@ -560,6 +577,32 @@ mod tests {
             .iter()
             .map(|w| (w.report.bed.clone(), w.report.window_index))
             .collect()
+    }
+
+    #[test]
+    fn a_report_cut_at_the_token_limit_is_no_report_and_a_finished_one_is_parsed() {
+        let pending = window("a", 0);
+        let cut = Generated {
+            ids: vec![5, 6, 7],
+            text: "Sinus rhythm. Left bundle".into(),
+            finished: false,
+        };
+        let Outcome::NoReport { reasons } = outcome_of(cut, &pending.report) else {
+            panic!("a cut report was published")
+        };
+        assert_eq!(
+            reasons,
+            ["the model did not finish its report within 3 tokens"]
+        );
+        let whole = Generated {
+            ids: vec![5, 6, 2],
+            text: "Sinus rhythm.".into(),
+            finished: true,
+        };
+        let Outcome::Report { text, .. } = outcome_of(whole, &pending.report) else {
+            panic!("a finished report was not published")
+        };
+        assert_eq!(text, "Sinus rhythm.");
     }
 
     #[test]
