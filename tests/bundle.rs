@@ -119,11 +119,11 @@ fn a_manifest_of_a_newer_format_is_refused_before_its_fields_are_read() {
 fn graph_inputs_that_disagree_with_the_manifest_are_named() {
     let dir = copy();
     edit_manifest(dir.path(), |m| {
-        m["decoder_graph"]["inputs"][0]["name"] = Value::from("tokens");
+        m["decoder_graph"]["inputs"][0]["dtype"] = Value::from("float32");
     });
     let e = refusal(dir.path());
     assert!(
-        e.contains("decoder.onnx") && e.contains("`input_ids`") && e.contains("`tokens`"),
+        e.contains("decoder.onnx") && e.contains("input `input_ids` is int64 in the graph"),
         "{e}"
     );
 
@@ -358,4 +358,164 @@ fn a_report_cut_at_max_new_tokens_is_not_finished() {
         "{:?}",
         beam.report
     );
+}
+
+/// Every file the manifest names must be a plain file of the bundle directory: a path out of
+/// it (`/dev/zero` would be hashed without end), a subdirectory path, the manifest itself, or a
+/// name that is a directory is refused before anything is read.
+#[test]
+fn file_names_outside_the_bundle_or_not_plain_files_are_refused_before_reading() {
+    for name in [
+        "/dev/zero",
+        "../tokenizer.json",
+        "sub/x.onnx",
+        "manifest.json",
+        "",
+    ] {
+        let dir = copy();
+        edit_manifest(dir.path(), |m| {
+            m["files"][name] = Value::from("00");
+        });
+        let e = Bundle::open_unchecked_graphs(dir.path())
+            .expect_err("must be refused")
+            .to_string();
+        assert!(
+            e.contains("manifest.json")
+                && e.contains(&format!("the file name `{name}` is not a plain file name")),
+            "{name}: {e}"
+        );
+    }
+    let dir = copy();
+    edit_manifest(dir.path(), |m| {
+        m["encoder_graph"]["file"] = Value::from("../encoder.onnx");
+    });
+    let e = refusal(dir.path());
+    assert!(
+        e.contains("`../encoder.onnx` is not a plain file name"),
+        "{e}"
+    );
+
+    let dir = copy();
+    std::fs::create_dir(dir.path().join("weights")).unwrap();
+    edit_manifest(dir.path(), |m| m["files"]["weights"] = Value::from("00"));
+    let e = refusal(dir.path());
+    assert!(
+        e.contains("weights") && e.contains("not a regular file"),
+        "{e}"
+    );
+}
+
+/// Decoding limits and token ids the engine could not use are refused when the bundle opens,
+/// not met at the first window.
+#[test]
+fn unusable_decoding_limits_and_token_ids_are_refused() {
+    type Case = (&'static str, fn(&mut Value), &'static str);
+    let cases: [Case; 9] = [
+        (
+            "no new token",
+            |m| m["tokens"]["max_new_tokens"] = Value::from(0),
+            "tokens.max_new_tokens is 0",
+        ),
+        (
+            "no stop id",
+            |m| m["tokens"]["stop_ids"] = serde_json::json!([]),
+            "tokens.stop_ids is empty",
+        ),
+        (
+            "end id not a stop id",
+            |m| m["tokens"]["stop_ids"] = serde_json::json!([3]),
+            "tokens.stop_ids [3] lacks end_id 2",
+        ),
+        (
+            "stop id outside the vocabulary",
+            |m| m["tokens"]["stop_ids"] = serde_json::json!([2, 1024]),
+            "tokens.stop_ids holds id 1024, outside decoder.vocab_size 1024",
+        ),
+        (
+            "prompt id outside the vocabulary",
+            |m| m["prompt"]["ids"][3] = Value::from(4_000_000_000u64),
+            "prompt.ids holds id 4000000000, outside decoder.vocab_size 1024",
+        ),
+        (
+            "empty prompt",
+            |m| m["prompt"]["ids"] = serde_json::json!([]),
+            "prompt.ids is empty",
+        ),
+        (
+            "prompt fills the positions",
+            |m| m["decoder"]["max_positions"] = Value::from(36),
+            "the ECG slot and the prompt's 35 ids fill decoder.max_positions 36",
+        ),
+        (
+            "absurd positions",
+            |m| m["decoder"]["max_positions"] = Value::from(1u64 << 40),
+            "decoder.max_positions is 1099511627776; at most 131072",
+        ),
+        (
+            "pad id outside the vocabulary",
+            |m| m["tokens"]["pad_id"] = Value::from(5000),
+            "tokens.pad_id holds id 5000",
+        ),
+    ];
+    for (what, edit, expected) in cases {
+        let dir = copy();
+        edit_manifest(dir.path(), edit);
+        let e = Bundle::open_unchecked_graphs(dir.path())
+            .expect_err(what)
+            .to_string();
+        assert!(
+            e.contains("manifest.json") && e.contains(expected),
+            "{what}: {e}"
+        );
+    }
+}
+
+/// A graph that does not declare a name the engine binds (`ecg`, `input_ids`, `logits`, the
+/// encoder's `slot.{i}.*`) is refused when the bundle opens, naming the graph and the name.
+#[test]
+fn graphs_without_the_names_the_engine_binds_are_refused() {
+    for (graph, side, index, expected) in [
+        (
+            "encoder_graph",
+            "inputs",
+            0,
+            "the encoder graph has no input `ecg`",
+        ),
+        (
+            "decoder_graph",
+            "inputs",
+            0,
+            "the decoder graph has no input `input_ids`",
+        ),
+        (
+            "decoder_graph",
+            "inputs",
+            2,
+            "the decoder graph has no input `position_ids`",
+        ),
+        (
+            "decoder_graph",
+            "outputs",
+            0,
+            "the decoder graph has no output `logits`",
+        ),
+        (
+            "encoder_graph",
+            "outputs",
+            0,
+            "the encoder graph's slot outputs are 7",
+        ),
+    ] {
+        let dir = copy();
+        edit_manifest(dir.path(), |m| {
+            m[graph][side][index]["name"] = Value::from("renamed");
+        });
+        let e = Bundle::open_unchecked_graphs(dir.path())
+            .expect_err(expected)
+            .to_string();
+        assert!(
+            e.contains("manifest.json") && e.contains(expected),
+            "{graph} {side}[{index}]: {e}"
+        );
+    }
 }

@@ -57,8 +57,9 @@ pub struct SimulateArgs {
     /// Length of each stall in seconds.
     #[arg(long, default_value_t = 3.0)]
     pub stall_for: f64,
-    /// Unplug (close the pty) every this many seconds (see --unplug-for; pty mode only).
-    #[arg(long)]
+    /// Unplug (close the pty) every this many seconds (see --unplug-for; pty mode only: a
+    /// given --port cannot be unplugged by this process, and is refused with it).
+    #[arg(long, conflicts_with = "port")]
     pub unplug_every: Option<f64>,
     /// How long each unplug lasts in seconds.
     #[arg(long, default_value_t = 1.0)]
@@ -219,6 +220,29 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    /// A given serial port is not this process's to unplug: `--unplug-every` with `--port` is
+    /// refused when the command line is read (it used to end the simulator at the first unplug).
+    #[test]
+    fn unplugging_a_given_port_is_refused_at_parse() {
+        use clap::Parser;
+        let err = Cli::try_parse_from(["simulate", "--port", "/dev/ttyS9", "--unplug-every", "5"])
+            .err()
+            .expect("must be refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("--unplug-every") && text.contains("--port"),
+            "{text}"
+        );
+        assert!(Cli::try_parse_from(["simulate", "--unplug-every", "5"]).is_ok());
+        assert!(Cli::try_parse_from(["simulate", "--port", "/dev/ttyS9"]).is_ok());
+    }
 
     #[test]
     fn recurring_faults_with_absurd_periods_are_errors_naming_the_flag() {

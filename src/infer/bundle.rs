@@ -157,6 +157,23 @@ impl Attention {
 /// the R-R interval statistics ([`PreprocessSpec::rhythm_features`]): `[batch, 4]` float32.
 pub const RHYTHM_INPUT: &str = "rhythm";
 
+/// The encoder graph's input the engine binds the windows to: float32 `[batch, leads, samples]`.
+pub const ECG_INPUT: &str = "ecg";
+
+/// The encoder graph's outputs are the ECG slot's cache entries, `slot.{i}.key` and
+/// `slot.{i}.value` for each decoder layer `i`.
+pub const SLOT_PREFIX: &str = "slot";
+
+/// The decoder graph's inputs the engine binds besides its cache (`past_key_values.{i}.*`).
+pub const DECODER_INPUTS: [&str; 3] = ["input_ids", "attention_mask", "position_ids"];
+
+/// The decoder graph's output the engine reads the next token from: `[batch, positions, vocab]`.
+pub const LOGITS_OUTPUT: &str = "logits";
+
+/// The longest sequence a manifest may declare (`decoder.max_positions`): the engine sizes
+/// cache buffers by it, and no model it runs comes near (SmolLM2: 8,192).
+pub const MAX_POSITIONS: usize = 1 << 17;
+
 /// One graph of the bundle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -291,24 +308,28 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Everything about the manifest that needs no other file: the checksummed files it names,
-    /// that its preprocessing runs here, that the encoder's window is the preprocessing's
-    /// window at the model rate, the rhythm input, and that the decoder's layer count is the
-    /// graph's past and present inputs. `manifest_path` names the manifest in refusals. The
+    /// Everything about the manifest that needs no other file: the files it names (plain names
+    /// in the bundle, each checksummed), the decoding limits and token ids, that its
+    /// preprocessing runs here, that the encoder's window is the preprocessing's window at the
+    /// model rate, the rhythm input, that the decoder's layer count is the graphs' cache and
+    /// slot names, and that the graphs declare every name the engine binds. `manifest_path` names the manifest in refusals. The
     /// daemon adopts a manifest's preprocessing only after this check.
     pub fn check(&self, manifest_path: &Path) -> Result<(), BundleError> {
+        let invalid = |reason: String| BundleError::Manifest {
+            path: manifest_path.to_path_buf(),
+            reason,
+        };
+        self.check_file_names().map_err(invalid)?;
         for needed in [
             &self.encoder_graph.file,
             &self.decoder_graph.file,
             &self.tokenizer,
         ] {
             if !self.files.contains_key(needed) {
-                return Err(BundleError::Manifest {
-                    path: manifest_path.to_path_buf(),
-                    reason: format!("`files` has no checksum for {needed}"),
-                });
+                return Err(invalid(format!("`files` has no checksum for {needed}")));
             }
         }
+        self.check_decoding().map_err(invalid)?;
         Preprocessor::new(self.preprocess.clone()).map_err(|e| BundleError::Preprocess {
             path: manifest_path.to_path_buf(),
             reason: e.to_string(),
@@ -380,21 +401,129 @@ impl Manifest {
                 ),
             });
         }
-        self.check_cache_names()
-            .map_err(|reason| BundleError::Manifest {
-                path: manifest_path.to_path_buf(),
-                reason,
-            })
+        self.check_cache_names().map_err(invalid)?;
+        self.check_bound_names().map_err(invalid)
     }
 
-    /// The decoder graph's past inputs and present outputs are exactly one key and one value
-    /// per layer of `decoder.num_layers`, in order (the engine binds them by these names, and
-    /// sizes its cache by the count).
+    /// Every file the manifest names is a plain file name inside the bundle directory: no
+    /// directory part, no `..`, not absolute, not the manifest (a name such as `/dev/zero`
+    /// would be read without end when its checksum is computed).
+    pub fn check_file_names(&self) -> Result<(), String> {
+        let named = self.files.keys().chain([
+            &self.encoder_graph.file,
+            &self.decoder_graph.file,
+            &self.tokenizer,
+        ]);
+        for name in named {
+            let mut parts = Path::new(name).components();
+            let plain = matches!(
+                (parts.next(), parts.next()),
+                (Some(std::path::Component::Normal(_)), None)
+            );
+            if !plain || name == MANIFEST_FILE {
+                return Err(format!(
+                    "the file name `{name}` is not a plain file name in the bundle directory"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The decoding limits and token ids can be used: at least one new token fits after the
+    /// ECG slot and the prompt, a report can end (a stop id), and every id the engine feeds or
+    /// stops at is inside the vocabulary.
+    fn check_decoding(&self) -> Result<(), String> {
+        let (d, t, p) = (&self.decoder, &self.tokens, &self.prompt);
+        if d.max_positions > MAX_POSITIONS {
+            return Err(format!(
+                "decoder.max_positions is {}; at most {MAX_POSITIONS}",
+                d.max_positions
+            ));
+        }
+        if t.max_new_tokens == 0 {
+            return Err("tokens.max_new_tokens is 0: no report could be written".into());
+        }
+        if t.stop_ids.is_empty() {
+            return Err("tokens.stop_ids is empty: no report could end".into());
+        }
+        if !t.stop_ids.contains(&t.end_id) {
+            return Err(format!(
+                "tokens.stop_ids {:?} lacks end_id {}",
+                t.stop_ids, t.end_id
+            ));
+        }
+        if p.ids.is_empty() {
+            return Err("prompt.ids is empty".into());
+        }
+        // Position 0 is the ECG slot; the prompt follows; one position must be left to write.
+        if 1 + p.ids.len() >= d.max_positions {
+            return Err(format!(
+                "the ECG slot and the prompt's {} ids fill decoder.max_positions {}: no token \
+                 could be generated",
+                p.ids.len(),
+                d.max_positions
+            ));
+        }
+        let ids = [("tokens.end_id", t.end_id), ("tokens.pad_id", t.pad_id)]
+            .into_iter()
+            .chain(t.begin_id.map(|id| ("tokens.begin_id", id)))
+            .chain(t.stop_ids.iter().map(|&id| ("tokens.stop_ids", id)))
+            .chain(p.ids.iter().map(|&id| ("prompt.ids", id)));
+        for (field, id) in ids {
+            if id as usize >= d.vocab_size {
+                return Err(format!(
+                    "{field} holds id {id}, outside decoder.vocab_size {}",
+                    d.vocab_size
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The graphs declare the names the engine binds: [`ECG_INPUT`] (and [`RHYTHM_INPUT`],
+    /// checked with the preprocessing), [`DECODER_INPUTS`] and [`LOGITS_OUTPUT`]; the slot
+    /// outputs are checked with the cache names.
+    fn check_bound_names(&self) -> Result<(), String> {
+        let needed = [("encoder", "input", &self.encoder_graph.inputs, ECG_INPUT)]
+            .into_iter()
+            .chain(
+                DECODER_INPUTS.map(|name| ("decoder", "input", &self.decoder_graph.inputs, name)),
+            )
+            .chain([(
+                "decoder",
+                "output",
+                &self.decoder_graph.outputs,
+                LOGITS_OUTPUT,
+            )]);
+        for (graph, side, tensors, name) in needed {
+            if !tensors.iter().any(|t| t.name == name) {
+                return Err(format!(
+                    "the {graph} graph has no {side} `{name}`, which the engine binds"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The decoder graph's past inputs and present outputs, and the encoder graph's slot
+    /// outputs, are exactly one key and one value per layer of `decoder.num_layers`, in order
+    /// (the engine binds them by these names, and sizes its cache by the count).
     fn check_cache_names(&self) -> Result<(), String> {
         let layers = self.decoder.num_layers;
-        for (side, prefix, tensors) in [
-            ("input", "past_key_values", &self.decoder_graph.inputs),
-            ("output", "present", &self.decoder_graph.outputs),
+        for (graph, side, prefix, tensors) in [
+            (
+                "decoder",
+                "input",
+                "past_key_values",
+                &self.decoder_graph.inputs,
+            ),
+            ("decoder", "output", "present", &self.decoder_graph.outputs),
+            (
+                "encoder",
+                "output",
+                SLOT_PREFIX,
+                &self.encoder_graph.outputs,
+            ),
         ] {
             let found: Vec<&str> = tensors
                 .iter()
@@ -409,7 +538,7 @@ impl Manifest {
                 });
             if !same {
                 return Err(format!(
-                    "decoder.num_layers is {layers} but the decoder graph's {prefix} {side}s are \
+                    "decoder.num_layers is {layers} but the {graph} graph's {prefix} {side}s are \
                      {} (expected {prefix}.0.key .. {prefix}.{}.value)",
                     found.len(),
                     layers.saturating_sub(1)
@@ -449,8 +578,25 @@ impl Bundle {
     pub fn open_unchecked_graphs(dir: &Path) -> Result<Bundle, BundleError> {
         let manifest = read_manifest(dir)?;
         let manifest_path = dir.join(MANIFEST_FILE);
+        // Names first: a checksum is computed only of plain files inside the bundle.
+        manifest
+            .check_file_names()
+            .map_err(|reason| BundleError::Manifest {
+                path: manifest_path.clone(),
+                reason,
+            })?;
         for (file, expected) in &manifest.files {
             let path = dir.join(file);
+            let meta = std::fs::metadata(&path).map_err(|source| BundleError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            if !meta.is_file() {
+                return Err(BundleError::Read {
+                    path,
+                    source: std::io::Error::other("not a regular file"),
+                });
+            }
             let actual = sha256_file(&path)?;
             // Hex is hex in either case (a manifest written by hand, or by another tool).
             if !actual.eq_ignore_ascii_case(expected) {

@@ -82,12 +82,20 @@ impl Detokenizer {
             .as_object()
             .ok_or_else(|| format("no model.vocab object".into()))?;
         let bytes = char_to_byte();
+        let added = json["added_tokens"].as_array();
+        // Ids are dense: none reaches the number of entries the file lists (an id of millions
+        // in a small file would size the table by it).
+        let entries = vocab.len() + added.map_or(0, Vec::len);
         let mut tokens: Vec<Option<(Vec<u8>, bool)>> = Vec::new();
         let mut put = |id: u64, value: (Vec<u8>, bool)| -> Result<(), DetokenizeError> {
             let id = usize::try_from(id)
                 .ok()
-                .filter(|&i| i < 1 << 24)
-                .ok_or_else(|| format(format!("token id {id} out of range")))?;
+                .filter(|&i| i < entries)
+                .ok_or_else(|| {
+                    format(format!(
+                        "token id {id} out of range: the file lists {entries} tokens"
+                    ))
+                })?;
             if tokens.len() <= id {
                 tokens.resize(id + 1, None);
             }
@@ -106,7 +114,7 @@ impl Detokenizer {
                 (decoded.unwrap_or_else(|| token.as_bytes().to_vec()), false),
             )?;
         }
-        if let Some(added) = json["added_tokens"].as_array() {
+        if let Some(added) = added {
             for token in added {
                 let (Some(id), Some(content)) = (token["id"].as_u64(), token["content"].as_str())
                 else {
@@ -166,15 +174,38 @@ mod tests {
         let path = dir.path().join("tokenizer.json");
         std::fs::write(
             &path,
-            r#"{"decoder":{"type":"ByteLevel"},"model":{"type":"BPE","vocab":{"sin":5,"us":6,"Ġrhythm":7,".":8,"Ã©":9}},
+            r#"{"decoder":{"type":"ByteLevel"},"model":{"type":"BPE","vocab":{"sin":0,"us":1,"Ġrhythm":3,".":4,"Ã©":5}},
                "added_tokens":[{"id":2,"content":"</s>","special":true}]}"#,
         )
         .unwrap();
         let d = Detokenizer::from_file(&path).unwrap();
-        assert_eq!(d.decode(&[5, 6, 7, 8, 2], true), "sinus rhythm.");
-        assert_eq!(d.decode(&[5, 6, 2], false), "sinus</s>");
-        assert_eq!(d.decode(&[9], true), "é");
-        assert_eq!(d.decode(&[5, 999], true), "sin\u{FFFD}");
+        assert_eq!(d.decode(&[0, 1, 3, 4, 2], true), "sinus rhythm.");
+        assert_eq!(d.decode(&[0, 1, 2], false), "sinus</s>");
+        assert_eq!(d.decode(&[5], true), "é");
+        assert_eq!(d.decode(&[0, 999], true), "sin\u{FFFD}");
+    }
+
+    /// An id far beyond the entries a file lists is refused, not a table sized by it (id
+    /// 16,000,000 in a two-token file would have taken ~512 MiB).
+    #[test]
+    fn an_id_beyond_the_files_entries_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        for (vocab, bad) in [
+            (r#"{"a":0,"b":16000000}"#, 16_000_000u64),
+            (r#"{"a":0,"b":2}"#, 2),
+        ] {
+            std::fs::write(
+                &path,
+                format!(r#"{{"decoder":{{"type":"ByteLevel"}},"model":{{"vocab":{vocab}}}}}"#),
+            )
+            .unwrap();
+            let e = Detokenizer::from_file(&path).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("token id {bad} out of range")) && e.contains("2 tokens"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -35,7 +35,10 @@ use ndarray::{Array2, Array3, ArrayView2, Axis, s};
 use ort::session::Session;
 use ort::value::{DynValue, Tensor};
 
-use super::bundle::{Attention, Bundle, BundleError, RHYTHM_INPUT};
+use super::bundle::{
+    Attention, Bundle, BundleError, DECODER_INPUTS, ECG_INPUT, LOGITS_OUTPUT, RHYTHM_INPUT,
+    SLOT_PREFIX,
+};
 pub use super::cache::{Cache, CacheDevice};
 use super::cache::{
     KvCache, bind_cache_outputs, in_place_buffers, select_rows, set_sentinel, stack_rows,
@@ -386,13 +389,18 @@ impl Engine {
         let fail = run_error("encoder");
         let input = Tensor::from_array(ecg).map_err(&fail)?;
         let mut binding = self.encoder.create_binding().map_err(&fail)?;
-        binding.bind_input("ecg", &input).map_err(&fail)?;
+        binding.bind_input(ECG_INPUT, &input).map_err(&fail)?;
         if let Some(r) = rhythm {
             let r = Tensor::from_array(r).map_err(&fail)?;
             binding.bind_input(RHYTHM_INPUT, &r).map_err(&fail)?;
         }
         let slot_names: Vec<(String, String)> = (0..self.present_names.len())
-            .map(|i| (format!("slot.{i}.key"), format!("slot.{i}.value")))
+            .map(|i| {
+                (
+                    format!("{SLOT_PREFIX}.{i}.key"),
+                    format!("{SLOT_PREFIX}.{i}.value"),
+                )
+            })
             .collect();
         bind_cache_outputs(&mut binding, &slot_names, self.cache_device).map_err(&fail)?;
         let mut outputs = self.encoder.run_binding(&binding).map_err(&fail)?;
@@ -459,16 +467,16 @@ impl Engine {
         let fail = run_error("decoder");
         let entries = mask.ncols();
         let mut binding = self.decoder.create_binding().map_err(&fail)?;
-        for (name, a) in [
-            ("input_ids", ids),
-            ("attention_mask", mask),
-            ("position_ids", positions),
-        ] {
+        // DECODER_INPUTS: input_ids, attention_mask, position_ids.
+        for (name, a) in DECODER_INPUTS.into_iter().zip([ids, mask, positions]) {
             let value = Tensor::from_array(a).map_err(&fail)?;
             binding.bind_input(name, &value).map_err(&fail)?;
         }
         binding
-            .bind_output_to_device("logits", &CacheDevice::Host.memory_info().map_err(&fail)?)
+            .bind_output_to_device(
+                LOGITS_OUTPUT,
+                &CacheDevice::Host.memory_info().map_err(&fail)?,
+            )
             .map_err(&fail)?;
         let in_place = match past {
             KvCache::Grown(past) => {
@@ -500,7 +508,7 @@ impl Engine {
             }
         };
         let mut outputs = self.decoder.run_binding(&binding).map_err(&fail)?;
-        let logits = outputs["logits"]
+        let logits = outputs[LOGITS_OUTPUT]
             .try_extract_array::<f32>()
             .map_err(&fail)?;
         let read = read(logits).map_err(|reason| EngineError::Run {

@@ -210,7 +210,13 @@ pub fn export(
             begin_id: tok.begin_id(),
             end_id: tok.end_id(),
             pad_id: tok.pad_id(),
-            stop_ids: vec![codec.stop_id()],
+            // The instruction's end marker, and the tokenizer's end of text where that is
+            // another token (ChatML's `<|im_end|>` beside `<|endoftext|>`).
+            stop_ids: if codec.stop_id() == tok.end_id() {
+                vec![codec.stop_id()]
+            } else {
+                vec![codec.stop_id(), tok.end_id()]
+            },
             max_new_tokens: config.train.max_tokens,
         },
         encoder_graph: GraphSpec {
