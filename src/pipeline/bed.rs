@@ -503,17 +503,24 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn with_a_model_reportable_windows_wait_for_it_and_unreportable_ones_do_not() {
+    /// The outputs of a bed with a model for 20 s of a normal 12-lead record whose V2 electrode
+    /// comes off in the second window.
+    fn two_windows_with_v2_off_in_the_second(spec: PreprocessSpec) -> Vec<BedOutput> {
         let (rec, _) = record("normal", 20.0, 14);
         let v2 = rec.leads.position(Lead::V2).unwrap();
-        let mut p = BedPipeline::new("bed-m", spec(10.0), None);
+        let mut p = BedPipeline::new("bed-m", spec, None);
         let all = blocks(&rec, |b| (0..12).map(|i| i == v2 && b >= 100).collect());
         let outputs: Vec<BedOutput> = all
             .iter()
             .flat_map(|b| p.on_event(&SourceEvent::Block(b.clone())))
             .collect();
         assert_eq!(outputs.len(), 2);
+        outputs
+    }
+
+    #[test]
+    fn with_a_model_reportable_windows_wait_for_it_and_unreportable_ones_do_not() {
+        let outputs = two_windows_with_v2_off_in_the_second(spec(10.0));
         let BedOutput::Pending(first) = &outputs[0] else {
             panic!(
                 "a clean window goes to the model: {}",
@@ -532,17 +539,9 @@ pub(crate) mod tests {
     /// withholds what needs V2), and the published reasons still name it.
     #[test]
     fn a_lead_off_the_report_does_not_require_is_masked_and_the_window_reported() {
-        let (rec, _) = record("normal", 20.0, 14);
-        let v2 = rec.leads.position(Lead::V2).unwrap();
         let mut limb = spec(10.0);
         limb.required_leads = vec![Lead::I, Lead::II];
-        let mut p = BedPipeline::new("bed-m", limb, None);
-        let all = blocks(&rec, |b| (0..12).map(|i| i == v2 && b >= 100).collect());
-        let outputs: Vec<BedOutput> = all
-            .iter()
-            .flat_map(|b| p.on_event(&SourceEvent::Block(b.clone())))
-            .collect();
-        assert_eq!(outputs.len(), 2);
+        let outputs = two_windows_with_v2_off_in_the_second(limb);
         let [BedOutput::Pending(clean), BedOutput::Pending(off)] = &outputs[..] else {
             panic!(
                 "both windows go to the model: {:?}",
@@ -554,7 +553,7 @@ pub(crate) mod tests {
         };
         assert!(clean.report.masked_leads.is_empty());
         assert_eq!(off.report.masked_leads, vec![Lead::V2]);
-        assert!(off.samples.row(v2).iter().all(|v| *v == 0.0));
+        assert!(off.samples.row(Lead::V2.index()).iter().all(|v| *v == 0.0));
         assert!(off.report.quality_reasons.iter().any(|r| matches!(
             r,
             QualityReason::Lead {
