@@ -519,3 +519,30 @@ fn graphs_without_the_names_the_engine_binds_are_refused() {
         );
     }
 }
+
+/// A graph or tokenizer replaced after the bundle was opened and checked (a new bundle copied
+/// over a running one) is refused when the engine reads it, naming the file: the engine runs
+/// the bytes it checksummed, not whatever the path holds by then.
+#[test]
+fn a_file_replaced_after_the_bundle_was_checked_is_refused_by_the_engine() {
+    let fp32 = committed().with_file_name("tiny-fp32");
+    for file in ["decoder.onnx", "encoder.onnx", "tokenizer.json"] {
+        let dir = copy();
+        let bundle = Bundle::open(dir.path(), runtime()).unwrap_or_else(|e| panic!("{e}"));
+        // A valid graph ONNX Runtime opens (the fp32 export's decoder: for decoder.onnx one with
+        // the same inputs and outputs), or the tokenizer with a space more.
+        let replacement = if file == "tokenizer.json" {
+            let mut text = std::fs::read_to_string(dir.path().join(file)).unwrap();
+            text.push(' ');
+            text.into_bytes()
+        } else {
+            std::fs::read(fp32.join("decoder.onnx")).unwrap()
+        };
+        std::fs::write(dir.path().join(file), replacement).unwrap();
+        let e = match Engine::new(bundle, runtime(), 1) {
+            Ok(_) => panic!("{file} replaced after the check was run"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains(file) && e.contains("does not match"), "{e}");
+    }
+}

@@ -587,25 +587,9 @@ impl Bundle {
             })?;
         for (file, expected) in &manifest.files {
             let path = dir.join(file);
-            let meta = std::fs::metadata(&path).map_err(|source| BundleError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            if !meta.is_file() {
-                return Err(BundleError::Read {
-                    path,
-                    source: std::io::Error::other("not a regular file"),
-                });
-            }
+            regular_file(&path)?;
             let actual = sha256_file(&path)?;
-            // Hex is hex in either case (a manifest written by hand, or by another tool).
-            if !actual.eq_ignore_ascii_case(expected) {
-                return Err(BundleError::Checksum {
-                    path,
-                    expected: expected.clone(),
-                    actual,
-                });
-            }
+            same_checksum(path, expected, actual)?;
         }
         manifest.check(&manifest_path)?;
         Ok(Bundle {
@@ -617,6 +601,28 @@ impl Bundle {
     /// The path of a bundle file.
     pub fn path(&self, file: &str) -> PathBuf {
         self.dir.join(file)
+    }
+
+    /// The bytes of `file`, read once and checked against the manifest's checksum: what the
+    /// engine builds its sessions and detokenizer from, so a file replaced after
+    /// [`Bundle::open`] checked it (a new bundle copied over a running one) is refused, never run.
+    pub fn read_verified(&self, file: &str) -> Result<Vec<u8>, BundleError> {
+        let path = self.path(file);
+        let expected = self
+            .manifest
+            .files
+            .get(file)
+            .ok_or_else(|| BundleError::Manifest {
+                path: self.path(MANIFEST_FILE),
+                reason: format!("`files` has no checksum for {file}"),
+            })?;
+        regular_file(&path)?;
+        let bytes = std::fs::read(&path).map_err(|source| BundleError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        same_checksum(path, expected, hex(Sha256::digest(&bytes).as_slice()))?;
+        Ok(bytes)
     }
 
     fn check_graph(&self, graph: &GraphSpec, runtime: &OnnxRuntime) -> Result<(), BundleError> {
@@ -678,11 +684,43 @@ pub fn sha256_file(path: &Path) -> Result<String, BundleError> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(hasher.finalize().as_slice()))
+}
+
+/// Lower-case hex of a digest.
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A [`BundleError::Read`] unless `path` is a regular file (a device such as `/dev/zero`, a
+/// directory or a FIFO behind a bundle name would be read without end or not at all).
+fn regular_file(path: &Path) -> Result<(), BundleError> {
+    let meta = std::fs::metadata(path).map_err(|source| BundleError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err(BundleError::Read {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("not a regular file"),
+        })
+    }
+}
+
+/// A [`BundleError::Checksum`] unless `actual` is `expected` (hex is hex in either case: a
+/// manifest written by hand, or by another tool).
+fn same_checksum(path: PathBuf, expected: &str, actual: String) -> Result<(), BundleError> {
+    if actual.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(BundleError::Checksum {
+            path,
+            expected: expected.to_string(),
+            actual,
+        })
+    }
 }
 
 /// Checks names, element types and ranks (and fixed sizes) of a session's outlets.

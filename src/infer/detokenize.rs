@@ -62,16 +62,22 @@ fn char_to_byte() -> HashMap<char, u8> {
 impl Detokenizer {
     /// Reads `tokenizer.json` (model type BPE, decoder ByteLevel).
     pub fn from_file(path: &Path) -> Result<Detokenizer, DetokenizeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| DetokenizeError::Read {
+        let bytes = std::fs::read(path).map_err(|source| DetokenizeError::Read {
             path: path.to_path_buf(),
             source,
         })?;
+        Detokenizer::from_bytes(path, &bytes)
+    }
+
+    /// [`Detokenizer::from_file`] of the file's contents already read (`path` names it in
+    /// errors).
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Detokenizer, DetokenizeError> {
         let format = |reason: String| DetokenizeError::Format {
             path: path.to_path_buf(),
             reason,
         };
         let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format(format!("not JSON: {e}")))?;
+            serde_json::from_slice(bytes).map_err(|e| format(format!("not JSON: {e}")))?;
         let decoder = json["decoder"]["type"].as_str().unwrap_or("none");
         if decoder != "ByteLevel" {
             return Err(format(format!(

@@ -230,10 +230,12 @@ impl Engine {
         options: &CpuSessionOptions,
         providers: &[ProviderConfig],
     ) -> Result<Engine, EngineError> {
-        let open = |file: &str| {
+        // Each graph is checksummed as it is read, and the session built from those bytes.
+        let open = |file: &str| -> Result<_, EngineError> {
             let path = bundle.path(file);
+            let bytes = bundle.read_verified(file)?;
             runtime
-                .session(&path, options, providers)
+                .session_from_bytes(&path, &bytes, options, providers)
                 .map_err(|e| match e {
                     RuntimeError::ProviderRequired { .. } => EngineError::ProviderRequired(e),
                     other => EngineError::Session {
@@ -246,7 +248,10 @@ impl Engine {
         let attention = manifest.decoder_graph.attention;
         let (encoder, encoder_providers) = open(&manifest.encoder_graph.file)?;
         let (decoder, decoder_providers) = open(&manifest.decoder_graph.file)?;
-        let detokenizer = Detokenizer::from_file(&bundle.path(&manifest.tokenizer))?;
+        let detokenizer = Detokenizer::from_bytes(
+            &bundle.path(&manifest.tokenizer),
+            &bundle.read_verified(&manifest.tokenizer)?,
+        )?;
         let layers = manifest.decoder.num_layers;
         let past_names = (0..layers)
             .map(|i| {

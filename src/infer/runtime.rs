@@ -372,6 +372,29 @@ impl OnnxRuntime {
         options: &CpuSessionOptions,
         providers: &[ProviderConfig],
     ) -> Result<(ort::session::Session, SessionProviders), RuntimeError> {
+        self.session_of(model, None, options, providers)
+    }
+
+    /// [`OnnxRuntime::session`] of a graph already read into memory (`bytes`, the contents of
+    /// `model`, which only names it in logs and errors): the session runs exactly the bytes
+    /// that were checksummed, whatever happens to the file afterwards.
+    pub fn session_from_bytes(
+        &self,
+        model: &Path,
+        bytes: &[u8],
+        options: &CpuSessionOptions,
+        providers: &[ProviderConfig],
+    ) -> Result<(ort::session::Session, SessionProviders), RuntimeError> {
+        self.session_of(model, Some(bytes), options, providers)
+    }
+
+    fn session_of(
+        &self,
+        model: &Path,
+        bytes: Option<&[u8]>,
+        options: &CpuSessionOptions,
+        providers: &[ProviderConfig],
+    ) -> Result<(ort::session::Session, SessionProviders), RuntimeError> {
         let mut skipped = Vec::new();
         let mut give_up = |p: &ProviderConfig, reason: String| -> Result<(), RuntimeError> {
             let provider = p.kind.ort_name();
@@ -426,7 +449,11 @@ impl OnnxRuntime {
                 }
             }
             active.push(ort::ep::CPU::NAME);
-            match builder.commit_from_file(model) {
+            let committed = match bytes {
+                Some(bytes) => builder.commit_from_memory(bytes),
+                None => builder.commit_from_file(model),
+            };
+            match committed {
                 Ok(session) => {
                     tracing::info!(
                         model = %model.display(),
