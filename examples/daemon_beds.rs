@@ -337,10 +337,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         });
-        let sink = Tee {
-            first: publisher.sink(),
-            second: collect,
-        };
+        let sink = Tee::new(publisher.sink(), collect);
         let summary = pipeline::run_with_sources(&config, loaded, sink, stop, None, start).await;
         let mut stats = publisher.outbox_stats();
         let all_acked = tokio::time::timeout(

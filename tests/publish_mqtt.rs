@@ -644,6 +644,50 @@ async fn a_payload_over_the_broker_limit_is_refused_loudly_and_later_reports_arr
     publisher.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
+/// With `fhir = true`, a FHIR resource over `max_payload_bytes` (its report is not) is logged
+/// and left out; the report itself is durable and the publish succeeds, so the stage neither
+/// counts a report that will be delivered as refused nor skips its line and measurements.
+/// (The outbox takes reports without a broker: none is needed here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fhir_resource_that_cannot_be_queued_does_not_fail_its_report() {
+    let outbox = tempfile::tempdir().unwrap();
+    let mut cfg = publisher_config(
+        MqttConfig {
+            port: free_port(),
+            ..MqttConfig::default()
+        },
+        "gw-fhir",
+        outbox.path(),
+    );
+    cfg.fhir = true;
+    cfg.max_payload_bytes = 4096;
+    let id = identity("gw-fhir");
+    // A report text whose report payload fits and whose FHIR resource does not.
+    let sizes = |text: &str| {
+        let r = window("bed-1", 0, Outcome::report(text.to_string(), None, &[]));
+        let p = meit::publish::payload::ReportPayload::at(&id, &r, std::time::SystemTime::now());
+        let fhir = serde_json::to_vec(&meit::publish::fhir::diagnostic_report(&p)).unwrap();
+        (p.to_json().unwrap().len(), fhir.len())
+    };
+    let text = (1..40)
+        .map(|n| "Sinus rhythm. ".repeat(n * 10))
+        .find(|t| {
+            let (report, fhir) = sizes(t);
+            report + 200 < 4096 && fhir > 4096
+        })
+        .expect("a text between the two sizes");
+    let publisher = MqttPublisher::start(&cfg, id.clone()).await.unwrap();
+    let mut sink = publisher.sink();
+    let big = window("bed-1", 0, Outcome::report(text, None, &[]));
+    sink.publish(&big)
+        .await
+        .unwrap_or_else(|e| panic!("the report failed with its FHIR resource: {e}"));
+    sink.publish(&report("bed-1", 1)).await.unwrap();
+    // Window 0's report; window 1's report and FHIR resource.
+    assert_eq!(publisher.outbox_stats().borrow().appended, 3);
+    publisher.abort().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcards_in_ids_are_rejected_naming_the_field() {
     let outbox = tempfile::tempdir().unwrap();

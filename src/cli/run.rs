@@ -151,10 +151,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let publisher = MqttPublisher::start(&config.mqtt, identity)
                 .await
                 .context("starting MQTT publishing ([mqtt])")?;
-            let sink = Tee {
-                first: publisher.sink(),
-                second: lines,
-            };
+            let sink = Tee::new(publisher.sink(), lines);
             let summary = serve(&config, model, sink, args.max_windows, reload).await;
             // Whatever is not acknowledged by then stays in the outbox for the next start.
             if let Err(e) = publisher.shutdown(MQTT_DRAIN).await {

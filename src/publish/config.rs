@@ -242,10 +242,14 @@ impl MqttConfig {
                 format!("is {}; allowed: 0 or 1", self.measurements_qos),
             );
         }
-        if !(1024..=256 << 20).contains(&self.max_payload_bytes) {
+        if !(1024..=super::outbox::MAX_PAYLOAD).contains(&self.max_payload_bytes) {
             return bad(
                 "max_payload_bytes",
-                format!("is {}; allowed: 1024 to 268435456", self.max_payload_bytes),
+                format!(
+                    "is {}; allowed: 1024 to {} (the outbox's largest record)",
+                    self.max_payload_bytes,
+                    super::outbox::MAX_PAYLOAD
+                ),
             );
         }
         if !(1..=1000).contains(&self.inflight) {
@@ -347,6 +351,15 @@ mod tests {
         let mut c = MqttConfig::default();
         c.outbox.max_bytes = 10;
         assert_eq!(check(&c).unwrap_err().0, "mqtt.outbox.max_bytes");
+        // Above the outbox's largest record, a report would be stored and lost at restart.
+        let mut c = MqttConfig::default();
+        c.outbox.max_bytes = 1 << 30;
+        c.max_payload_bytes = super::super::outbox::MAX_PAYLOAD;
+        assert_eq!(check(&c), Ok(()));
+        c.max_payload_bytes = 256 << 20;
+        let (field, reason) = check(&c).unwrap_err();
+        assert_eq!(field, "mqtt.max_payload_bytes");
+        assert!(reason.contains("the outbox's largest record"), "{reason}");
         for age in [0, MAX_OUTBOX_AGE_SECONDS + 1, 18_446_744_073_709_552] {
             let mut c = MqttConfig::default();
             c.outbox.max_age_seconds = age;

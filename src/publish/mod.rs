@@ -15,6 +15,7 @@ pub mod subscribe;
 pub mod topic;
 
 use std::future::Future;
+use std::time::Duration;
 
 use crate::report::WindowReport;
 
@@ -108,19 +109,72 @@ impl Sink for tokio::sync::mpsc::Sender<WindowReport> {
     }
 }
 
-/// Two sinks in turn: a report is handed to `first`, then to `second` (MQTT, then the
-/// station-style line on standard output). An error of either is the report's error.
+/// Two sinks in turn: a report is handed to `first` (the durable one, MQTT), then to `second`
+/// (the station-style line on standard output). An error of `first` is the report's error.
+/// Once `first` has taken the report, `second` cannot lose it: its failure (a closed pipe, a
+/// reader that stopped reading: [`TEE_SECOND_TIMEOUT`]) is logged, and lines to it are skipped
+/// for [`TEE_SECOND_RETRY`] at a time until it takes one again.
 pub struct Tee<A, B> {
-    /// The sink that takes responsibility first (the durable one).
-    pub first: A,
-    /// The sink that follows.
-    pub second: B,
+    first: A,
+    second: B,
+    /// While `second` is failing: when to try it again, and the lines it has missed.
+    second_down: Option<(tokio::time::Instant, u64)>,
+}
+
+/// How long the second sink of a [`Tee`] may take for one report.
+pub const TEE_SECOND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a failed second sink of a [`Tee`] is skipped before it is tried again.
+pub const TEE_SECOND_RETRY: Duration = Duration::from_secs(10);
+
+impl<A, B> Tee<A, B> {
+    /// `first`, then `second`.
+    pub fn new(first: A, second: B) -> Self {
+        Tee {
+            first,
+            second,
+            second_down: None,
+        }
+    }
+
+    /// Lines the second sink missed since it last failed (0 while it works).
+    pub fn second_missed(&self) -> u64 {
+        self.second_down.map_or(0, |(_, missed)| missed)
+    }
+
+    fn second_failed(&mut self, reason: &str) {
+        let missed = self.second_missed() + 1;
+        if missed == 1 {
+            tracing::warn!(
+                reason,
+                retry_seconds = TEE_SECOND_RETRY.as_secs(),
+                "the second report sink (standard output) failed; reports still go to the \
+                 first, its lines are skipped until it works again"
+            );
+        }
+        self.second_down = Some((tokio::time::Instant::now() + TEE_SECOND_RETRY, missed));
+    }
 }
 
 impl<A: Sink, B: Sink> Sink for Tee<A, B> {
     async fn publish(&mut self, report: &WindowReport) -> Result<(), PublishError> {
         self.first.publish(report).await?;
-        self.second.publish(report).await
+        if let Some((retry_at, missed)) = self.second_down
+            && tokio::time::Instant::now() < retry_at
+        {
+            self.second_down = Some((retry_at, missed + 1));
+            return Ok(());
+        }
+        match tokio::time::timeout(TEE_SECOND_TIMEOUT, self.second.publish(report)).await {
+            Ok(Ok(())) => {
+                if let Some((_, missed)) = self.second_down.take() {
+                    tracing::info!(missed, "the second report sink works again");
+                }
+            }
+            Ok(Err(e)) => self.second_failed(&e.to_string()),
+            Err(_) => self.second_failed("it took more than 1 s for one report"),
+        }
+        Ok(())
     }
 
     async fn close(&mut self) -> Result<(), PublishError> {
@@ -133,5 +187,78 @@ impl<A: Sink, B: Sink> Sink for Tee<A, B> {
         self.first
             .acknowledgements()
             .or_else(|| self.second.acknowledgements())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Outcome, WindowTimings};
+
+    fn report(index: u64) -> WindowReport {
+        WindowReport {
+            bed: "bed-1".into(),
+            window_index: index,
+            device_start_ns: 0,
+            device_end_ns: 0,
+            interpolated_fraction: 0.0,
+            quality_index: 1.0,
+            quality_reasons: vec![],
+            masked_leads: vec![],
+            measurements: None,
+            outcome: Outcome::NoReport { reasons: vec![] },
+            timings: WindowTimings::default(),
+        }
+    }
+
+    /// A second sink that fails (a closed pipe) or never finishes (a reader that stopped).
+    struct Failing {
+        calls: usize,
+        hang: bool,
+    }
+
+    impl Sink for Failing {
+        async fn publish(&mut self, _: &WindowReport) -> Result<(), PublishError> {
+            self.calls += 1;
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe).into())
+        }
+    }
+
+    /// Standard output failing after MQTT took the report neither fails the report (which
+    /// stopped the publishing stage, and with it every bed) nor holds the next one: the line
+    /// sink is skipped until its retry time, and every report still reaches the first sink.
+    #[tokio::test]
+    async fn a_failing_second_sink_loses_no_report_of_the_first() {
+        for hang in [false, true] {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+            let mut tee = Tee::new(tx, Failing { calls: 0, hang });
+            for index in 0..3 {
+                tee.publish(&report(index))
+                    .await
+                    .unwrap_or_else(|e| panic!("hang {hang}: report {index}: {e}"));
+            }
+            for index in 0..3 {
+                assert_eq!(rx.recv().await.unwrap().window_index, index);
+            }
+            // Tried once (the first report), then skipped until the retry time.
+            assert_eq!(tee.second.calls, 1, "hang {hang}");
+            assert_eq!(tee.second_missed(), 3, "hang {hang}");
+        }
+    }
+
+    /// The first sink's error is still the report's error.
+    #[tokio::test]
+    async fn the_first_sinks_error_is_the_reports_error() {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        drop(rx);
+        let (lines, _keep) = tokio::sync::mpsc::channel(8);
+        let mut tee = Tee::new(tx, lines);
+        assert!(matches!(
+            tee.publish(&report(0)).await,
+            Err(PublishError::Closed)
+        ));
     }
 }

@@ -357,6 +357,8 @@ pub struct MqttSink {
     commands: mpsc::UnboundedSender<Command>,
     measurements: mpsc::Sender<(String, Vec<u8>)>,
     delivered: broadcast::Sender<Delivered>,
+    /// The link's state, to count measurements dropped before they reach the link.
+    state: watch::Sender<LinkState>,
 }
 
 impl MqttSink {
@@ -427,22 +429,44 @@ impl Sink for MqttSink {
             Some(window_closed_at(report, now)),
         )
         .await?;
+        // The report is durable from here: what follows is extra, and its failure is logged
+        // and counted, never the report's (it would be counted refused, yet delivered).
         if self.fhir {
-            let resource = serde_json::to_vec(&super::fhir::diagnostic_report(&payload))?;
-            self.append(
-                &report.bed,
-                report.window_index,
-                TopicKind::Fhir,
-                resource,
-                None,
-            )
-            .await?;
+            let resource = serde_json::to_vec(&super::fhir::diagnostic_report(&payload))
+                .map_err(PublishError::from);
+            let appended = match resource {
+                Ok(resource) => {
+                    self.append(
+                        &report.bed,
+                        report.window_index,
+                        TopicKind::Fhir,
+                        resource,
+                        None,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = appended {
+                tracing::warn!(
+                    bed = %report.bed,
+                    window = report.window_index,
+                    error = %e,
+                    "FHIR DiagnosticReport not queued; the report itself is"
+                );
+            }
         }
-        let topic = self.topics.topic(&report.bed, TopicKind::Measurements)?;
         // Measurements are best effort: dropped (and counted) when the link is busy.
-        let _ = self
-            .measurements
-            .try_send((topic, payload.measurements_json()?));
+        let queued = match (
+            self.topics.topic(&report.bed, TopicKind::Measurements),
+            payload.measurements_json(),
+        ) {
+            (Ok(topic), Ok(json)) => self.measurements.try_send((topic, json)).is_ok(),
+            _ => false,
+        };
+        if !queued {
+            self.state.send_modify(|s| s.measurements_dropped += 1);
+        }
         Ok(())
     }
 
@@ -565,7 +589,7 @@ impl MqttPublisher {
             durable,
             measurements,
             shutdown: shutdown_rx,
-            state,
+            state: state.clone(),
             delivered: delivered.clone(),
             endpoint: format!("{}:{}", cfg.host, cfg.port),
             last_logged: None,
@@ -580,6 +604,7 @@ impl MqttPublisher {
                 commands,
                 measurements: measurements_tx,
                 delivered: delivered.clone(),
+                state,
             },
             shutdown,
             link_task,

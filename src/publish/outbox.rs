@@ -47,8 +47,13 @@ use serde::Deserialize;
 const MAGIC: [u8; 4] = *b"MBX1";
 const HEADER: usize = 12;
 const BODY_FIXED: usize = 8 + 8 + 2;
-/// Largest record body accepted when reading (a larger length field is corruption).
-const MAX_BODY: usize = 64 << 20;
+/// Largest payload a record may hold: the bound of `mqtt.max_payload_bytes`, and what
+/// [`Outbox::append`] refuses above (a larger record would be written, then read back as
+/// corrupt at the next start).
+pub const MAX_PAYLOAD: usize = 64 << 20;
+/// Largest record body accepted when reading (a larger length field is corruption): the
+/// fixed fields, the longest topic, the largest payload.
+const MAX_BODY: usize = BODY_FIXED + u16::MAX as usize + MAX_PAYLOAD;
 /// Acknowledged bytes at the head of the log above which it is compacted.
 pub const COMPACT_HEAD_BYTES: u64 = 16 << 20;
 /// Log size from which a fully acknowledged log is compacted (replaced by an empty one);
@@ -106,8 +111,9 @@ pub enum OutboxError {
         /// The bound.
         max: u64,
     },
-    /// A single record larger than the whole outbox.
-    #[error("a {size}-byte report is larger than the whole outbox ({max} bytes)")]
+    /// A single record larger than the outbox keeps: its whole size, or the largest record
+    /// ([`MAX_PAYLOAD`] of payload).
+    #[error("a {size}-byte report is larger than the outbox keeps ({max} bytes)")]
     TooLarge {
         /// Record size.
         size: u64,
@@ -448,11 +454,14 @@ impl Outbox {
         let mut new_entries = Vec::new();
         for (topic, payload) in batch {
             let size = record_size(&topic, &payload);
-            if size > self.opts.max_bytes {
+            if size > self.opts.max_bytes || payload.len() > MAX_PAYLOAD {
                 self.stats.rejected_full += 1;
                 results.push(Err(OutboxError::TooLarge {
                     size,
-                    max: self.opts.max_bytes,
+                    max: self
+                        .opts
+                        .max_bytes
+                        .min(record_size(&topic, &[]) + MAX_PAYLOAD as u64),
                 }));
                 continue;
             }
@@ -830,6 +839,33 @@ mod tests {
         assert_eq!(o.stats().dropped_full, 1);
         let (results, _) = o.append(vec![("t".into(), vec![0; 4 * size as usize])]);
         assert!(matches!(results[0], Err(OutboxError::TooLarge { .. })));
+    }
+
+    /// A payload over [`MAX_PAYLOAD`] is refused even by an outbox large enough for it: it
+    /// would be written, then read back as corrupt (and lost) at the next start. The largest
+    /// one allowed comes back whole.
+    #[test]
+    fn a_record_over_the_largest_payload_is_refused_and_the_largest_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = opts(dir.path());
+        options.max_bytes = 4 * MAX_PAYLOAD as u64;
+        let (mut o, _) = Outbox::open(options.clone()).unwrap();
+        let topic = "t".repeat(u16::MAX as usize);
+        let (results, _) = o.append(vec![(topic.clone(), vec![7; MAX_PAYLOAD + 1])]);
+        let Err(OutboxError::TooLarge { max, .. }) = results[0] else {
+            panic!("{:?}", results[0].as_ref().map(|r| r.seq))
+        };
+        assert_eq!(max, record_size(&topic, &[]) + MAX_PAYLOAD as u64);
+        let (results, _) = o.append(vec![(topic.clone(), vec![7; MAX_PAYLOAD])]);
+        assert_eq!(results[0].as_ref().unwrap().seq, 0);
+        drop(o);
+        let (_, back) = Outbox::open(options).unwrap();
+        assert_eq!(
+            back.len(),
+            1,
+            "the largest record is read back, not skipped"
+        );
+        assert_eq!(back[0].payload.len(), MAX_PAYLOAD);
     }
 
     #[test]
