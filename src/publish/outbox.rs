@@ -627,25 +627,44 @@ impl Outbox {
     }
 
     fn write_acked(&self, durable: bool) -> Result<(), OutboxError> {
+        self.write_acked_as(self.generation, self.head, durable)
+            .map_err(|(e, _)| e)
+    }
+
+    /// Writes `acked` naming `generation` and `head`. An error comes with whether `acked` was
+    /// already replaced (only its directory entry failed to sync) or still names what it did.
+    fn write_acked_as(
+        &self,
+        generation: u64,
+        head: u64,
+        durable: bool,
+    ) -> Result<(), (OutboxError, bool)> {
         let dir = &self.opts.dir;
         let mut bytes = Vec::with_capacity(ACKED_LEN);
-        bytes.extend_from_slice(&self.generation.to_le_bytes());
-        bytes.extend_from_slice(&self.head.to_le_bytes());
+        bytes.extend_from_slice(&generation.to_le_bytes());
+        bytes.extend_from_slice(&head.to_le_bytes());
         bytes.extend_from_slice(&self.next_seq.to_le_bytes());
         let crc = crc32fast::hash(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
         let tmp = dir.join("acked.tmp");
-        let mut f = File::create(&tmp).map_err(io(&tmp, "writing the acknowledged offset"))?;
+        let before = |e| (e, false);
+        let mut f = File::create(&tmp)
+            .map_err(io(&tmp, "writing the acknowledged offset"))
+            .map_err(before)?;
         f.write_all(&bytes)
-            .map_err(io(&tmp, "writing the acknowledged offset"))?;
+            .map_err(io(&tmp, "writing the acknowledged offset"))
+            .map_err(before)?;
         if durable {
             f.sync_all()
-                .map_err(io(&tmp, "syncing the acknowledged offset"))?;
+                .map_err(io(&tmp, "syncing the acknowledged offset"))
+                .map_err(before)?;
         }
         let dst = dir.join(ACKED_FILE);
-        fs::rename(&tmp, &dst).map_err(io(&dst, "replacing the acknowledged offset"))?;
+        fs::rename(&tmp, &dst)
+            .map_err(io(&dst, "replacing the acknowledged offset"))
+            .map_err(before)?;
         if durable {
-            sync_dir(dir)?;
+            sync_dir(dir).map_err(|e| (e, true))?;
         }
         Ok(())
     }
@@ -677,6 +696,14 @@ impl Outbox {
             .and_then(|_| log.sync_all())
             .map_err(io(&new, "writing a compacted log"))?;
         sync_dir(&dir)?;
+        // `acked` names the new generation before this outbox switches to it: should that
+        // fail, appends go on into the old log, which a restart keeps (it removes the new
+        // one as a leftover), instead of into a log a restart would remove.
+        let switched = self.write_acked_as(self.generation + 1, 0, true);
+        if let Err((e, false)) = switched {
+            let _ = fs::remove_file(&new);
+            return Err(e);
+        }
         let shift = self.head;
         self.generation += 1;
         self.head = 0;
@@ -685,7 +712,7 @@ impl Outbox {
             e.offset -= shift;
         }
         self.log = log;
-        self.write_acked(true)?;
+        switched.map_err(|(e, _)| e)?;
         fs::remove_file(&old).map_err(io(&old, "removing the compacted log"))?;
         Ok(())
     }
@@ -922,6 +949,33 @@ mod tests {
             back.iter().map(|r| r.seq).collect::<Vec<_>>(),
             vec![0, 1, 2],
             "duplicates, never a loss"
+        );
+    }
+
+    /// A compaction whose `acked` cannot be written (a full disk) leaves the outbox on its old
+    /// log: reports appended afterwards survive a restart (they went into the new log, which
+    /// the restart removed as a leftover of an interrupted compaction).
+    #[test]
+    fn a_compaction_that_cannot_switch_keeps_later_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = opts(dir.path());
+        options.max_bytes = 4 * COMPACT_EMPTY_BYTES;
+        let (mut o, _) = Outbox::open(options.clone()).unwrap();
+        let big = vec![7u8; COMPACT_EMPTY_BYTES as usize / 2];
+        let (results, _) = o.append(vec![("t/a".into(), big.clone()), ("t/b".into(), big)]);
+        let seqs: Vec<u64> = results.into_iter().map(|r| r.unwrap().seq).collect();
+        // `acked.tmp` cannot be created: the compaction's switch fails.
+        fs::create_dir(dir.path().join("acked.tmp")).unwrap();
+        assert!(o.ack(&seqs).is_err(), "the failed switch is reported");
+        fs::remove_dir(dir.path().join("acked.tmp")).unwrap();
+        assert!(!dir.path().join("outbox-1.log").exists());
+        let later = put(&mut o, 2);
+        drop(o);
+        let (_, back) = Outbox::open(options).unwrap();
+        let back: Vec<u64> = back.iter().map(|r| r.seq).collect();
+        assert!(
+            later.iter().all(|s| back.contains(s)),
+            "{later:?} in {back:?}"
         );
     }
 
