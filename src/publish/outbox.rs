@@ -40,7 +40,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
@@ -174,7 +174,23 @@ struct Entry {
     offset: u64,
     len: u64,
     enqueued_ms: u64,
+    /// When this process appended it: its age is then monotonic, so a wall clock stepped
+    /// forward (NTP on a gateway without a real-time clock) does not expire it. None for a
+    /// record recovered from disk, aged by `enqueued_ms`.
+    appended_at: Option<Instant>,
     acked: bool,
+}
+
+impl Entry {
+    /// Age in milliseconds, at wall-clock `now_ms` and monotonic `now`.
+    fn age_ms(&self, now_ms: u64, now: Instant) -> u64 {
+        match self.appended_at {
+            Some(at) => {
+                u64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(u64::MAX)
+            }
+            None => now_ms.saturating_sub(self.enqueued_ms),
+        }
+    }
 }
 
 /// The durable queue. Synchronous: drive it from a dedicated thread ([`super::mqtt`] does).
@@ -364,6 +380,7 @@ impl Outbox {
                         offset: at as u64,
                         len: size as u64,
                         enqueued_ms: record.enqueued_ms,
+                        appended_at: None,
                         acked: false,
                     });
                     records.push(record);
@@ -508,6 +525,7 @@ impl Outbox {
                 offset: self.log_len + buf.len() as u64,
                 len: bytes.len() as u64,
                 enqueued_ms: now,
+                appended_at: Some(Instant::now()),
                 acked: false,
             });
             buf.extend_from_slice(&bytes);
@@ -578,9 +596,10 @@ impl Outbox {
     fn expire(&mut self, now: u64) -> Vec<u64> {
         // Saturating: an age past u64 milliseconds means "never", not a wrapped 384 ms.
         let max_age = u64::try_from(self.opts.max_age.as_millis()).unwrap_or(u64::MAX);
+        let monotonic = Instant::now();
         let mut dropped = Vec::new();
         while let Some(front) = self.entries.iter().find(|e| !e.acked)
-            && now.saturating_sub(front.enqueued_ms) > max_age
+            && front.age_ms(now, monotonic) > max_age
         {
             if let Some(seq) = self.drop_oldest() {
                 dropped.push(seq);
@@ -893,6 +912,27 @@ mod tests {
             "the largest record is read back, not skipped"
         );
         assert_eq!(back[0].payload.len(), MAX_PAYLOAD);
+    }
+
+    /// A wall clock stepped forward (here: every record's wall-clock stamp set 50 years back,
+    /// as NTP correcting a gateway that booted in 1970 does to records stamped before) does
+    /// not expire records this process appended: their age is monotonic (recovered records
+    /// have only their stamp, and are aged by it).
+    #[test]
+    fn a_wall_clock_step_does_not_expire_records_appended_in_this_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = opts(dir.path());
+        options.max_age = Duration::from_secs(3600);
+        let (mut o, _) = Outbox::open(options.clone()).unwrap();
+        put(&mut o, 3);
+        for e in &mut o.entries {
+            e.enqueued_ms = e.enqueued_ms.saturating_sub(50 * 365 * 86_400_000);
+        }
+        let (results, dropped) = o.append(vec![("t/3".into(), b"payload 3".to_vec())]);
+        assert!(dropped.is_empty(), "{dropped:?}");
+        assert_eq!(results[0].as_ref().unwrap().seq, 3);
+        assert_eq!(o.stats().dropped_expired, 0);
+        assert_eq!(o.entries.len(), 4);
     }
 
     #[test]
