@@ -478,7 +478,8 @@ impl Sink for MqttSink {
 /// A running MQTT publisher: the outbox thread and the link task.
 pub struct MqttPublisher {
     sink: MqttSink,
-    shutdown: watch::Sender<bool>,
+    /// Set once, to the drain time, when a clean shutdown starts.
+    shutdown: watch::Sender<Option<Duration>>,
     link_task: JoinHandle<()>,
     outbox_thread: std::thread::JoinHandle<()>,
     link: watch::Receiver<LinkState>,
@@ -499,7 +500,8 @@ struct Link {
     commands: mpsc::UnboundedSender<Command>,
     durable: mpsc::UnboundedReceiver<Durable>,
     measurements: mpsc::Receiver<(String, Vec<u8>)>,
-    shutdown: watch::Receiver<bool>,
+    /// The drain time, once a clean shutdown has started.
+    shutdown: watch::Receiver<Option<Duration>>,
     state: watch::Sender<LinkState>,
     delivered: broadcast::Sender<Delivered>,
     endpoint: String,
@@ -557,7 +559,7 @@ impl MqttPublisher {
             let _ = commands.send(Command::Ack(r.seq));
         }
         let (measurements_tx, measurements) = mpsc::channel(256);
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (shutdown, shutdown_rx) = watch::channel(None);
         let (state, link) = watch::channel(LinkState::default());
         let (delivered, _) = broadcast::channel(DELIVERED_BACKLOG);
         let identity = Arc::new(identity);
@@ -648,8 +650,14 @@ impl MqttPublisher {
     /// outstanding PUBACKs, sends DISCONNECT and stops the outbox (unsent reports stay in it
     /// for the next start).
     pub async fn shutdown(self, drain: Duration) -> Result<(), MqttError> {
-        let _ = self.shutdown.send(true);
-        let link = tokio::time::timeout(drain + Duration::from_secs(5), self.link_task).await;
+        let _ = self.shutdown.send(Some(drain));
+        // The link waits `drain` for acknowledgements; a link still running a second later
+        // (a stuck connection) is stopped, so nothing updates the outbox after it stops.
+        let abort = self.link_task.abort_handle();
+        let link = tokio::time::timeout(drain + Duration::from_secs(1), self.link_task).await;
+        if link.is_err() {
+            abort.abort();
+        }
         let _ = self.sink.commands.send(Command::Stop);
         let thread = self.outbox_thread;
         let joined = tokio::task::spawn_blocking(move || thread.join().is_ok())
@@ -717,7 +725,7 @@ impl Link {
     async fn run(mut self) {
         let mut stopping = false;
         loop {
-            if stopping || *self.shutdown.borrow() {
+            if stopping || self.shutdown.borrow().is_some() {
                 break;
             }
             let (client, mut eventloop) =
@@ -874,7 +882,7 @@ impl Link {
                 },
                 _ = self.shutdown.changed(), if !stopping => {
                     stopping = true;
-                    deadline = Instant::now() + Duration::from_secs(10);
+                    deadline = Instant::now() + self.shutdown.borrow().unwrap_or_default();
                     if connected {
                         let status = StatusPayload::shutdown(&self.identity).to_json();
                         if client.try_publish(&self.status_topic, QoS::AtLeastOnce, true, status).is_ok() {
