@@ -457,19 +457,29 @@ impl Beds {
         Ok(())
     }
 
-    /// Stops the bed `name`: its source stops, its windows already made go on, and its
-    /// numbering is kept for a restart. Gives up on it (aborts) at `deadline`.
-    async fn stop(&mut self, name: &str, deadline: tokio::time::Instant) {
-        let Some(at) = self.running.iter().position(|b| b.config.bed() == name) else {
-            return;
-        };
-        let bed = self.running.remove(at);
-        let _ = tokio::task::spawn_blocking(move || drop(bed.handle)).await;
-        let (next, drained) = RunningBed::finish(bed.task, &bed.handed_on, deadline).await;
-        if !drained {
-            tracing::warn!(bed = %name, next_window = next, "the bed did not drain in time; stopped");
+    /// Stops the beds `names` together: their sources stop at once, their windows already
+    /// made go on, and their numbering is kept for a restart. Gives up on a bed (aborts) at
+    /// `deadline`, one deadline for all (a stuck bed does not delay the next one's stop, nor
+    /// the daemon's answer to a stop signal, by a deadline of its own).
+    async fn stop(&mut self, names: &[String], deadline: tokio::time::Instant) {
+        let (stopping, running): (Vec<RunningBed>, Vec<RunningBed>) =
+            std::mem::take(&mut self.running)
+                .into_iter()
+                .partition(|b| names.iter().any(|n| n == b.config.bed()));
+        self.running = running;
+        let (handles, beds): (Vec<_>, Vec<_>) = stopping
+            .into_iter()
+            .map(|b| (b.handle, (b.config, b.task, b.handed_on)))
+            .unzip();
+        let _ = tokio::task::spawn_blocking(move || drop(handles)).await;
+        for (config, task, handed_on) in beds {
+            let name = config.bed();
+            let (next, drained) = RunningBed::finish(task, &handed_on, deadline).await;
+            if !drained {
+                tracing::warn!(bed = %name, next_window = next, "the bed did not drain in time; stopped");
+            }
+            self.next_index.insert(name.to_string(), next);
         }
-        self.next_index.insert(name.to_string(), next);
     }
 
     /// Applies a reloaded configuration's beds: removed and changed beds stop, new and
@@ -489,11 +499,10 @@ impl Beds {
             .filter(|b| !sources.contains(&b.config))
             .map(|b| b.config.bed().to_string())
             .collect();
+        self.stop(&stale, tokio::time::Instant::now() + stop_within)
+            .await;
         for name in &stale {
-            let changed = sources.iter().any(|s| s.bed() == name);
-            self.stop(name, tokio::time::Instant::now() + stop_within)
-                .await;
-            if !changed {
+            if !sources.iter().any(|s| s.bed() == name) {
                 tracing::info!(bed = %name, "bed removed by the reloaded configuration");
             }
         }
@@ -955,7 +964,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         beds.stop(
-            "bed-1",
+            &["bed-1".to_string()],
             tokio::time::Instant::now() + Duration::from_millis(200),
         )
         .await;
