@@ -800,6 +800,7 @@ async fn the_publishing_stage_passes_over_a_refused_report_and_goes_on() {
         rx,
         None,
         metrics.clone(),
+        tokio::sync::watch::channel(false).1,
     ));
     let finished = |index: u64| meit::pipeline::Finished {
         report: report("bed-1", index),

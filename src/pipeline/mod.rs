@@ -27,7 +27,8 @@
 //!
 //! [`run`] wires them on the current tokio runtime and stops them in order: on a stop signal
 //! the sources stop, windows already made are finished (or, past the stop deadline, published
-//! as not reported), and the sink is closed, all within `[pipeline] stop_seconds`. While it
+//! as not reported; those a slow sink cannot take in time are counted as lost at stop), and the
+//! sink is closed, all within `[pipeline] stop_seconds`. While it
 //! runs, a reloaded configuration adds, removes and restarts beds and replaces the
 //! `[pipeline]` settings of the queue and the worker.
 
@@ -636,11 +637,13 @@ async fn run_pipeline<S: Sink + 'static>(
             }
         }))
     });
+    let (give_up_publishing, give_up) = tokio::sync::watch::channel(false);
     let publisher = tokio::spawn(publisher::publish_stage(
         sink,
         finished_rx,
         max_windows,
         Arc::clone(&metrics),
+        give_up,
     ));
 
     let mut failed = Vec::new();
@@ -770,13 +773,25 @@ async fn run_pipeline<S: Sink + 'static>(
     let published = match published_early {
         Some(result) => result,
         None => {
+            let mut publisher = publisher;
             let abort = publisher.abort_handle();
             let until = if bounded {
                 deadline
             } else {
                 tokio::time::Instant::now() + Duration::from_secs(24 * 3600)
             };
-            match tokio::time::timeout_at(until, publisher).await {
+            // Shortly before the deadline the stage stops taking windows and counts those
+            // still waiting; only a sink stuck past the deadline itself is aborted.
+            let give_up_at = until
+                .checked_sub(Duration::from_millis(100))
+                .unwrap_or(until);
+            let mut result = tokio::time::timeout_at(give_up_at, &mut publisher).await;
+            if result.is_err() {
+                missed = true;
+                let _ = give_up_publishing.send(true);
+                result = tokio::time::timeout_at(until, &mut publisher).await;
+            }
+            match result {
                 Ok(result) => result,
                 Err(_) => {
                     abort.abort();
@@ -807,6 +822,7 @@ async fn run_pipeline<S: Sink + 'static>(
     tracing::info!(
         published = summary.published.published,
         refused = summary.published.refused,
+        lost_at_stop = summary.published.lost_at_stop,
         dropped = summary.queue.dropped() + summary.dsp.dropped(),
         dropped_dsp = summary.dsp.dropped(),
         batches = summary.queue.batches,

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::bed::Finished;
 use crate::metrics::Metrics;
@@ -34,6 +34,9 @@ pub struct PublishStats {
     /// Reports the sink refused, each on its own account
     /// ([`PublishError::refuses_only_this_report`]); the stage went on.
     pub refused: u64,
+    /// Windows still waiting for the sink when the stop deadline made the stage give up:
+    /// neither published nor reported (logged and counted, not silently gone).
+    pub lost_at_stop: u64,
 }
 
 impl PublishStats {
@@ -52,17 +55,32 @@ struct BedOrder {
 
 /// Publishes reports from `finished` into `sink` in per-bed window order until the channel
 /// closes or `max_windows` have been handled (published or refused); then closes the sink.
-/// Each report is counted in `metrics`.
+/// Each report is counted in `metrics`. When `give_up` turns true (the stop deadline), the
+/// stage takes no more windows: those still waiting are counted in
+/// [`PublishStats::lost_at_stop`] and logged, and the sink is closed.
 pub async fn publish_stage<S: Sink>(
     mut sink: S,
     mut finished: mpsc::Receiver<Finished>,
     max_windows: Option<u64>,
     metrics: Arc<Metrics>,
+    mut give_up: watch::Receiver<bool>,
 ) -> Result<PublishStats, PublishError> {
     let mut beds: HashMap<String, BedOrder> = HashMap::new();
     let mut stats = PublishStats::default();
     let limit_reached = |stats: &PublishStats| max_windows.is_some_and(|m| stats.handled() >= m);
-    'receive: while let Some(item) = finished.recv().await {
+    let mut gave_up = false;
+    'receive: loop {
+        let item = tokio::select! {
+            biased;
+            () = given_up(&mut give_up) => {
+                gave_up = true;
+                break 'receive;
+            }
+            item = finished.recv() => match item {
+                Some(item) => item,
+                None => break 'receive,
+            },
+        };
         let order = beds.entry(item.report.bed.clone()).or_default();
         order.held.insert(item.report.window_index, item);
         if order.held.len() > MAX_HELD_PER_BED
@@ -84,8 +102,22 @@ pub async fn publish_stage<S: Sink>(
             }
         }
     }
-    // The channel closed (shutdown): what is held waits for nothing more.
-    if !limit_reached(&stats) {
+    if gave_up {
+        finished.close();
+        let mut lost: u64 = beds.values().map(|o| o.held.len() as u64).sum();
+        while finished.try_recv().is_ok() {
+            lost += 1;
+        }
+        stats.lost_at_stop = lost;
+        if lost > 0 {
+            tracing::error!(
+                windows = lost,
+                "stop deadline: windows still waiting to be published are lost (neither \
+                 published nor reported)"
+            );
+        }
+    } else if !limit_reached(&stats) {
+        // The channel closed (shutdown): what is held waits for nothing more.
         'flush: for order in beds.values_mut() {
             for (_, ready) in std::mem::take(&mut order.held) {
                 send(&mut sink, ready, &metrics, &mut stats).await?;
@@ -97,6 +129,13 @@ pub async fn publish_stage<S: Sink>(
     }
     sink.close().await?;
     Ok(stats)
+}
+
+/// Resolves once `give_up` is true; never when its sender is gone without giving up.
+async fn given_up(give_up: &mut watch::Receiver<bool>) {
+    if give_up.wait_for(|g| *g).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Hands one report to the sink: published, refused (logged, counted; the stage goes on) or
@@ -170,6 +209,7 @@ mod tests {
             rx,
             None,
             Arc::default(),
+            watch::channel(false).1,
         )
         .await
         .unwrap();
@@ -196,10 +236,46 @@ mod tests {
             rx,
             Some(2),
             Arc::default(),
+            watch::channel(false).1,
         )
         .await
         .unwrap();
         assert_eq!(stats.published, 2);
         assert_eq!(String::from_utf8(out).unwrap().lines().count(), 2);
+    }
+
+    /// At the stop deadline the stage stops taking windows and counts those still waiting
+    /// (held for an earlier window, or still in the channel) instead of losing them silently.
+    #[tokio::test]
+    async fn windows_waiting_at_the_stop_deadline_are_counted_as_lost() {
+        let (tx, rx) = mpsc::channel(16);
+        // Bed a's window 0 never comes: 1 and 2 are held for it; b's 0 is published.
+        for (bed, i) in [("a", 1), ("a", 2), ("b", 0)] {
+            tx.send(finished(bed, i)).await.unwrap();
+        }
+        let (give_up_tx, give_up) = watch::channel(false);
+        let mut out = Vec::new();
+        let stage = publish_stage(
+            LineSink::new(&mut out, LineFormat::Json),
+            rx,
+            None,
+            Arc::default(),
+            give_up,
+        );
+        let stats = async {
+            // Once the three are in, the deadline comes; two more wait in the channel.
+            tokio::task::yield_now().await;
+            tx.send(finished("a", 3)).await.unwrap();
+            tx.send(finished("c", 0)).await.unwrap();
+            give_up_tx.send(true).unwrap();
+        };
+        let (stats, ()) = tokio::join!(stage, stats);
+        let stats = stats.unwrap();
+        assert_eq!(stats.published + stats.lost_at_stop, 5, "{stats:?}");
+        assert!(stats.lost_at_stop >= 2, "{stats:?}");
+        assert_eq!(
+            String::from_utf8(out).unwrap().lines().count() as u64,
+            stats.published
+        );
     }
 }
