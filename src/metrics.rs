@@ -532,15 +532,6 @@ mod tests {
 
     fn report(bed: &str, outcome: Outcome, latency_ms: f64) -> WindowReport {
         WindowReport {
-            bed: bed.into(),
-            window_index: 0,
-            device_start_ns: 0,
-            device_end_ns: 0,
-            interpolated_fraction: 0.0,
-            quality_index: 1.0,
-            quality_reasons: vec![],
-            masked_leads: vec![],
-            measurements: None,
             outcome,
             timings: WindowTimings {
                 dsp_ms: 2.0,
@@ -554,6 +545,7 @@ mod tests {
                 }),
                 latency_ms,
             },
+            ..WindowReport::for_test(bed, 0)
         }
     }
 

@@ -159,6 +159,26 @@ impl Outcome {
     }
 }
 
+#[cfg(test)]
+impl WindowReport {
+    /// A test window: bed and index, a clean signal, no measurements, an empty no-report.
+    pub(crate) fn for_test(bed: &str, window_index: u64) -> WindowReport {
+        WindowReport {
+            bed: bed.into(),
+            window_index,
+            device_start_ns: 0,
+            device_end_ns: 0,
+            interpolated_fraction: 0.0,
+            quality_index: 1.0,
+            quality_reasons: vec![],
+            masked_leads: vec![],
+            measurements: None,
+            outcome: Outcome::NoReport { reasons: vec![] },
+            timings: WindowTimings::default(),
+        }
+    }
+}
+
 impl WindowReport {
     /// One human-readable line, as `meit run` and `meit replay` print it.
     pub fn to_line(&self) -> String {

@@ -548,24 +548,11 @@ fn outcome_of(generated: Generated, report: &WindowReport) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::WindowTimings;
     use ndarray::Array2;
 
     fn window(bed: &str, index: u64) -> PendingWindow {
         PendingWindow {
-            report: WindowReport {
-                bed: bed.into(),
-                window_index: index,
-                device_start_ns: 0,
-                device_end_ns: 0,
-                interpolated_fraction: 0.0,
-                quality_index: 1.0,
-                quality_reasons: vec![],
-                masked_leads: vec![],
-                measurements: None,
-                outcome: Outcome::NoReport { reasons: vec![] },
-                timings: WindowTimings::default(),
-            },
+            report: WindowReport::for_test(bed, index),
             samples: Array2::zeros((1, 8)),
             rhythm: None,
             completed_at: Instant::now(),

@@ -175,23 +175,11 @@ async fn send<S: Sink>(
 mod tests {
     use super::*;
     use crate::publish::stdout::{LineFormat, LineSink};
-    use crate::report::{Outcome, WindowReport, WindowTimings};
+    use crate::report::WindowReport;
 
     fn finished(bed: &str, index: u64) -> Finished {
         Finished {
-            report: WindowReport {
-                bed: bed.into(),
-                window_index: index,
-                device_start_ns: 0,
-                device_end_ns: 0,
-                interpolated_fraction: 0.0,
-                quality_index: 1.0,
-                quality_reasons: vec![],
-                masked_leads: vec![],
-                measurements: None,
-                outcome: Outcome::NoReport { reasons: vec![] },
-                timings: WindowTimings::default(),
-            },
+            report: WindowReport::for_test(bed, index),
             completed_at: Instant::now(),
         }
     }

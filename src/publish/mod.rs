@@ -193,22 +193,9 @@ impl<A: Sink, B: Sink> Sink for Tee<A, B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Outcome, WindowTimings};
 
     fn report(index: u64) -> WindowReport {
-        WindowReport {
-            bed: "bed-1".into(),
-            window_index: index,
-            device_start_ns: 0,
-            device_end_ns: 0,
-            interpolated_fraction: 0.0,
-            quality_index: 1.0,
-            quality_reasons: vec![],
-            masked_leads: vec![],
-            measurements: None,
-            outcome: Outcome::NoReport { reasons: vec![] },
-            timings: WindowTimings::default(),
-        }
+        WindowReport::for_test("bed-1", index)
     }
 
     /// A second sink that fails (a closed pipe) or never finishes (a reader that stopped).

@@ -778,15 +778,22 @@ mod tests {
         assert_eq!(put(&mut o, 1), vec![5], "sequence numbers continue");
     }
 
-    #[test]
-    fn everything_acknowledged_compacts_to_an_empty_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut options = opts(dir.path());
+    /// An outbox in `dir` holding two records of half `COMPACT_EMPTY_BYTES` each: acknowledging
+    /// both compacts it. Returns it, its options and the two sequence numbers.
+    fn log_due_for_compaction(dir: &Path) -> (Outbox, OutboxOptions, Vec<u64>) {
+        let mut options = opts(dir);
         options.max_bytes = 4 * COMPACT_EMPTY_BYTES;
         let (mut o, _) = Outbox::open(options.clone()).unwrap();
         let big = vec![7u8; COMPACT_EMPTY_BYTES as usize / 2];
         let (results, _) = o.append(vec![("t/a".into(), big.clone()), ("t/b".into(), big)]);
-        let seqs: Vec<u64> = results.into_iter().map(|r| r.unwrap().seq).collect();
+        let seqs = results.into_iter().map(|r| r.unwrap().seq).collect();
+        (o, options, seqs)
+    }
+
+    #[test]
+    fn everything_acknowledged_compacts_to_an_empty_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut o, options, seqs) = log_due_for_compaction(dir.path());
         o.ack(&seqs[..1]).unwrap();
         assert!(
             dir.path().join("outbox-0.log").exists(),
@@ -998,12 +1005,7 @@ mod tests {
     #[test]
     fn a_compaction_that_cannot_switch_keeps_later_reports() {
         let dir = tempfile::tempdir().unwrap();
-        let mut options = opts(dir.path());
-        options.max_bytes = 4 * COMPACT_EMPTY_BYTES;
-        let (mut o, _) = Outbox::open(options.clone()).unwrap();
-        let big = vec![7u8; COMPACT_EMPTY_BYTES as usize / 2];
-        let (results, _) = o.append(vec![("t/a".into(), big.clone()), ("t/b".into(), big)]);
-        let seqs: Vec<u64> = results.into_iter().map(|r| r.unwrap().seq).collect();
+        let (mut o, options, seqs) = log_due_for_compaction(dir.path());
         // `acked.tmp` cannot be created: the compaction's switch fails.
         fs::create_dir(dir.path().join("acked.tmp")).unwrap();
         assert!(o.ack(&seqs).is_err(), "the failed switch is reported");
