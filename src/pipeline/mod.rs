@@ -382,7 +382,6 @@ struct Beds {
     /// on from there, so its reports keep one order per bed.
     next_index: std::collections::HashMap<String, u64>,
     dsp: DspQueue,
-    finished: mpsc::Sender<Finished>,
     ended: mpsc::UnboundedSender<u64>,
     metrics: Arc<Metrics>,
     spec: crate::dsp::PreprocessSpec,
@@ -441,7 +440,6 @@ impl Beds {
             events,
             BedOutlets {
                 dsp: self.dsp.clone(),
-                out: self.finished.clone(),
                 handed_on: Arc::clone(&handed_on),
             },
             EndedGuard(id, self.ended.clone()),
@@ -574,7 +572,6 @@ async fn run_pipeline<S: Sink + 'static>(
         next_id: 0,
         next_index: Default::default(),
         dsp: dsp_queue.clone(),
-        finished: finished_tx.clone(),
         ended: ended_tx,
         metrics: Arc::clone(&metrics),
         spec,
@@ -845,16 +842,13 @@ impl Drop for AbortOnDrop {
 struct BedOutlets {
     /// The shared signal-processing queue.
     dsp: DspQueue,
-    /// The publisher (the windows the queue drops to make room).
-    out: mpsc::Sender<Finished>,
     /// Set to the index after each window handed on (see [`RunningBed::handed_on`]).
     handed_on: Arc<AtomicU64>,
 }
 
 /// One bed's windowing: events in, finished windows to the shared signal-processing queue
-/// (which never makes it wait, unless `when_behind = "wait"`); the windows that queue drops
-/// to make room go to the publisher at once. Returns the bed's next window index when its
-/// source has ended.
+/// (which never makes it wait, unless `when_behind = "wait"`; the windows it drops to make
+/// room its threads publish). Returns the bed's next window index when its source has ended.
 async fn bed_task(
     mut bed: BedPipeline,
     mut events: mpsc::Receiver<SourceEvent>,
@@ -862,11 +856,7 @@ async fn bed_task(
     _ended: EndedGuard,
     metrics: Arc<Metrics>,
 ) -> u64 {
-    let BedOutlets {
-        dsp,
-        out,
-        handed_on,
-    } = outlets;
+    let BedOutlets { dsp, handed_on } = outlets;
     while let Some(event) = events.recv().await {
         match &event {
             SourceEvent::Block(block) => metrics.frames(bed.bed(), block.frames()),
@@ -878,13 +868,9 @@ async fn bed_task(
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let next = job.index() + 1;
-            let dropped = dsp.push(job);
+            // What the queue drops to make room (maybe another bed's) its threads publish.
+            dsp.push(job);
             handed_on.store(next, Ordering::Release);
-            for dropped in dropped {
-                if out.send(dropped).await.is_err() {
-                    return bed.next_index();
-                }
-            }
         }
     }
     bed.next_index()
@@ -925,10 +911,9 @@ mod tests {
 
     /// Beds whose dsp queue holds one window and is never emptied (no dsp threads), waiting
     /// when it is full: the second window of a bed keeps its task waiting for good.
-    fn beds_with_a_stuck_queue() -> (Beds, mpsc::Receiver<Finished>) {
-        let (finished, finished_rx) = mpsc::channel(1024);
+    fn beds_with_a_stuck_queue() -> Beds {
         let (ended, _) = mpsc::unbounded_channel();
-        let beds = Beds {
+        Beds {
             running: Vec::new(),
             next_id: 0,
             next_index: Default::default(),
@@ -937,19 +922,17 @@ mod tests {
                 wait_when_full: true,
                 ..BatchSettings::default()
             }),
-            finished,
             ended,
             metrics: Arc::new(Metrics::default()),
             spec: crate::dsp::PreprocessSpec::default(),
             encoder_window_seconds: None,
             unavailable: Some("no model in this test".into()),
-        };
-        (beds, finished_rx)
+        }
     }
 
     #[tokio::test]
     async fn a_bed_aborted_at_its_stop_deadline_keeps_its_numbering_for_a_restart() {
-        let (mut beds, _finished) = beds_with_a_stuck_queue();
+        let mut beds = beds_with_a_stuck_queue();
         let source = SourceConfig::Replay {
             bed: "bed-1".into(),
             file: "unused.hea".into(),
